@@ -1,0 +1,118 @@
+/*
+ * kvtrim C ABI: the same ops the Node package exposes, callable from a native runtime without Node.
+ *
+ * Tensors are described by `kvt_tensor`, which has exactly the field layout of DLPack's `DLTensor`
+ * (dlpack.h v0.6-v1.1): a runtime that already holds a `DLTensor*` (or the `dl_tensor` member of a
+ * `DLManagedTensor[Versioned]`) can pass it cast to `const kvt_tensor*`. Strides are in elements; a
+ * NULL `strides` means compact row-major. Data never moves: CPU tensors (device_type 1, or 3 for
+ * pinned host memory) run on the threaded CPU backend, CUDA tensors (device_type 2) on the CUDA
+ * backend, asynchronously on `stream` (a `cudaStream_t`, NULL = legacy default stream).
+ *
+ * Every function returns a `kvt_status`; on failure `kvt_last_error()` returns a message naming the
+ * offending argument (thread-local, valid until the next call on that thread). Inputs are never
+ * modified unless the function says so; outputs are written only inside their described extent.
+ * Shapes follow the Node API (see README "API"): K/V per layer are [H, N, d] (any strides), scores
+ * [H, N] f32, indices [H, cap] i32 ascending with padding -1 after counts[h], counts [H] i32.
+ */
+#ifndef KVTRIM_H_
+#define KVTRIM_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVT_ABI_VERSION 1
+
+#if defined(_WIN32)
+#define KVT_API __declspec(dllexport)
+#else
+#define KVT_API __attribute__((visibility("default")))
+#endif
+
+/* DLPack-compatible descriptors (same sizes, offsets and codes as DLDevice / DLDataType / DLTensor). */
+typedef enum { KVT_DEVICE_CPU = 1, KVT_DEVICE_CUDA = 2, KVT_DEVICE_CUDA_HOST = 3 } kvt_device_type;
+typedef enum { KVT_DTYPE_INT = 0, KVT_DTYPE_UINT = 1, KVT_DTYPE_FLOAT = 2, KVT_DTYPE_BFLOAT = 4 } kvt_dtype_code;
+
+typedef struct {
+  int32_t device_type; /* kvt_device_type */
+  int32_t device_id;
+} kvt_device;
+
+typedef struct {
+  uint8_t code; /* kvt_dtype_code */
+  uint8_t bits;
+  uint16_t lanes; /* must be 1 */
+} kvt_dtype;
+
+typedef struct {
+  void* data;
+  kvt_device device;
+  int32_t ndim;
+  kvt_dtype dtype;
+  int64_t* shape;
+  int64_t* strides; /* elements; NULL = compact row-major */
+  uint64_t byte_offset;
+} kvt_tensor;
+
+typedef enum {
+  KVT_OK = 0,
+  KVT_ERR_TYPE = 1,        /* wrong dtype, rank, device or a missing argument (TypeError in Node) */
+  KVT_ERR_RANGE = 2,       /* shape mismatch or option out of range (RangeError in Node) */
+  KVT_ERR_CUDA = 3,        /* a CUDA runtime error; the message holds the CUDA error name */
+  KVT_ERR_UNSUPPORTED = 4, /* e.g. a CUDA tensor with a build that has no CUDA */
+  KVT_ERR_INTERNAL = 5
+} kvt_status;
+
+typedef void* kvt_stream; /* cudaStream_t */
+
+KVT_API const char* kvt_last_error(void);
+KVT_API int kvt_abi_version(void);
+/* 1 when the library was compiled with CUDA kernels. */
+KVT_API int kvt_built_with_cuda(void);
+
+/* ---- KeyDiff (spec/nestedkv.md §7): scores[h,i] = -cos(k_i, mean_j k_j/|k_j|). keys [H,N,d] f32|f16|bf16,
+ *      scores [H,N] f32. Higher = keep. */
+KVT_API kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tensor* scores, kvt_stream stream);
+
+/* ---- Selection (spec/nestedkv.md §4). Ranking: higher score; NaN lowest; ties -> lower position, then lower
+ *      head. Forced tokens (i < sinks, i >= N - recent) rank above all others. uniform: per-head top `keep`.
+ *      adaptive: each head's top floor(keep*safeguard) are forced, then the layer keeps its global top H*keep. */
+typedef enum { KVT_BUDGET_UNIFORM = 0, KVT_BUDGET_ADAPTIVE = 1 } kvt_budget;
+typedef struct {
+  int32_t keep;    /* per-head (average) keep count, 1..N */
+  int32_t budget;  /* kvt_budget */
+  double safeguard; /* adaptive only, in [0, 1]; n_safe = floor(keep * safeguard + 1e-9) */
+  int32_t sinks;   /* leading positions always kept */
+  int32_t recent;  /* trailing positions always kept */
+} kvt_select_opts;
+/* scores [H,N] f32; indices [H,cap] i32 (cap >= keep for uniform; cap >= min(N, H*keep - (H-1)*floor(keep*safeguard))
+ * for adaptive); counts [H] i32. */
+KVT_API kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_select_opts* opts,
+                                     const kvt_tensor* indices, const kvt_tensor* counts, kvt_stream stream);
+/* Smallest `cap` that is always enough for the given options. */
+KVT_API int64_t kvt_select_capacity(int64_t H, int64_t N, const kvt_select_opts* opts);
+
+/* ---- Moment statistics of evicted tokens (spec/momentkv.md §4): n [H] f32, mu_k [H,d], mu_v [H,dv],
+ *      M = n*C [H,dv,d], all f32 contiguous. */
+typedef struct {
+  kvt_tensor n;
+  kvt_tensor mu_k;
+  kvt_tensor mu_v;
+  kvt_tensor m;
+} kvt_moments;
+
+/* ---- Compaction (gather): keys_out[h,j] = keys[h, indices[h,j]] for j < counts[h] (rows j >= counts[h] are
+ *      zero-filled); counts_out = min(counts, cap_out). Out of place: outputs must not overlap inputs. When
+ *      `moments` is not NULL, every row of head h NOT listed in indices[h, :counts[h]] is merged into the moment
+ *      state (exact pairwise update), reading the evicted rows once. */
+KVT_API kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* indices,
+                                 const kvt_tensor* counts, const kvt_tensor* keys_out, const kvt_tensor* values_out,
+                                 const kvt_tensor* counts_out, const kvt_moments* moments, kvt_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVTRIM_H_ */

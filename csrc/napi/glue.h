@@ -1,0 +1,62 @@
+// Shared pieces of the Node-API glue: tensor descriptor parsing (with bounds checks against the JS buffer),
+// status -> JS exception mapping, stream arguments, and a static registry of exported functions so each op
+// family lives in its own file.
+#pragma once
+
+#include <napi.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../kvtrim.h"
+
+namespace kvt {
+namespace napi {
+
+// Registers `fn` as exports[name] at module load (use one static Registrar per function).
+struct Registrar {
+  Registrar(const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&));
+};
+struct Export {
+  const char* name;
+  Napi::Value (*fn)(const Napi::CallbackInfo&);
+};
+std::vector<Export>& registry();
+
+#define KVT_EXPORT(name, fn) static ::kvt::napi::Registrar kvt_reg_##fn(name, fn)
+
+// A parsed tensor argument: a kvt_tensor plus storage for its shape and strides.
+struct TensorArg {
+  kvt_tensor t{};
+  int64_t shape[4] = {0, 0, 0, 0};
+  int64_t strides[4] = {0, 0, 0, 0};
+  bool present = false;
+  const kvt_tensor* ptr() const { return present ? &t : nullptr; }
+};
+
+// Parses {data, dtype, shape, strides, offset} where data is a TypedArray (host) or a native device buffer.
+// Throws TypeError/RangeError naming `name` when the view does not fit its buffer. `optional` accepts
+// undefined/null (present = false).
+TensorArg parse_tensor(const Napi::Value& v, const char* name, bool optional = false);
+
+// Throws the JS exception for a failed kvt call.
+void throw_status(Napi::Env env, kvt_status st);
+inline void check(Napi::Env env, kvt_status st) {
+  if (st != KVT_OK) throw_status(env, st);
+}
+
+// Throws an Error with `code` set.
+[[noreturn]] void throw_coded(Napi::Env env, const std::string& msg, const char* code);
+
+// Stream argument: undefined/null -> default stream, bigint -> cudaStream_t handle.
+kvt_stream parse_stream(const Napi::Value& v);
+
+// Moment state {n, muK, muV, m} of tensors; false when undefined/null.
+bool parse_moments(const Napi::Value& v, TensorArg* parts, kvt_moments* m);
+
+int32_t get_int(const Napi::Object& o, const char* key, int32_t dflt);
+double get_num(const Napi::Object& o, const char* key, double dflt);
+
+}  // namespace napi
+}  // namespace kvt

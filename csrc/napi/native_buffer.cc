@@ -1,0 +1,344 @@
+#include "native_buffer.h"
+
+#include <string>
+
+#include "glue.h"
+
+#if defined(KVT_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace kvt {
+namespace napi {
+namespace {
+
+const napi_type_tag kBufferTag = {0x6b767472696d4255ull, 0x4e61746976654275ull};  // "kvtrimBU" "NativeBu"
+
+[[noreturn]] void no_cuda(Napi::Env env, const char* what) {
+  throw_coded(env, std::string(what) + ": CUDA is not available (see backendInfo().reason)", "ERR_KVTRIM_NO_CUDA");
+}
+
+#if defined(KVT_WITH_CUDA)
+void cuda_check(Napi::Env env, cudaError_t e, const char* where) {
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw_coded(env, std::string(where) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")",
+                "ERR_KVTRIM_CUDA");
+  }
+}
+void use_device(Napi::Env env, int dev) {
+  int cur = -1;
+  cuda_check(env, cudaGetDevice(&cur), "cudaGetDevice");
+  if (cur != dev) cuda_check(env, cudaSetDevice(dev), "cudaSetDevice");
+}
+cudaStream_t stream_of(const Napi::Value& v) { return static_cast<cudaStream_t>(parse_stream(v)); }
+#endif
+
+#if defined(KVT_WITH_CUDA)
+uint64_t big_u64(const Napi::Value& v, const char* name) {
+  if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected a bigint");
+  bool lossless = true;
+  return v.As<Napi::BigInt>().Uint64Value(&lossless);
+}
+
+int64_t num_i64(const Napi::Value& v, const char* name) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected a number");
+  return v.As<Napi::Number>().Int64Value();
+}
+
+// A promise-returning background job (stream synchronisation, device-to-host copies).
+class CudaJob : public Napi::AsyncWorker {
+ public:
+  CudaJob(Napi::Env env, std::function<std::string()> job, Napi::Value keep)
+      : Napi::AsyncWorker(env), job_(std::move(job)), deferred_(Napi::Promise::Deferred::New(env)) {
+    if (!keep.IsUndefined()) keep_ = Napi::Persistent(keep);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    std::string err = job_();
+    if (!err.empty()) SetError(err);
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override {
+    Napi::Error err = Napi::Error::New(Env(), e.Message());
+    err.Set("code", Napi::String::New(Env(), "ERR_KVTRIM_CUDA"));
+    deferred_.Reject(err.Value());
+  }
+
+ private:
+  std::function<std::string()> job_;
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::Value> keep_;
+};
+#endif
+
+}  // namespace
+
+void NativeBuffer::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function cls = DefineClass(env, "NativeBuffer", {InstanceMethod("free", &NativeBuffer::Free)});
+  exports.Set("NativeBuffer", cls);
+}
+
+NativeBuffer* NativeBuffer::From(const Napi::Value& v) {
+  if (!v.IsObject()) return nullptr;
+  Napi::Object o = v.As<Napi::Object>();
+  if (!o.CheckTypeTag(&kBufferTag)) return nullptr;
+  return Napi::ObjectWrap<NativeBuffer>::Unwrap(o);
+}
+
+// new NativeBuffer('alloc', bytes, device, stream?) | new NativeBuffer('wrap', ptr: bigint, bytes, device)
+NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBuffer>(info) {
+  Napi::Env env = info.Env();
+  info.This().As<Napi::Object>().TypeTag(&kBufferTag);
+  std::string mode = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (!cuda_enabled()) no_cuda(env, mode == "wrap" ? "DeviceBuffer.wrap" : "DeviceBuffer.alloc");
+#if defined(KVT_WITH_CUDA)
+  if (mode == "alloc") {
+    int64_t bytes = num_i64(info[1], "bytes");
+    device_ = int(num_i64(info[2], "device"));
+    use_device(env, device_);
+    bytes_ = size_t(bytes);
+    owned_ = true;
+    if (info.Length() > 3 && info[3].IsBigInt()) {
+      stream_ = uintptr_t(big_u64(info[3], "stream"));
+      async_ = true;
+      cuda_check(env, cudaMallocAsync(&ptr_, bytes_ ? bytes_ : 1, reinterpret_cast<cudaStream_t>(stream_)),
+                 "cudaMallocAsync");
+    } else {
+      cuda_check(env, cudaMalloc(&ptr_, bytes_ ? bytes_ : 1), "cudaMalloc");
+    }
+  } else if (mode == "wrap") {
+    ptr_ = reinterpret_cast<void*>(uintptr_t(big_u64(info[1], "ptr")));
+    bytes_ = size_t(num_i64(info[2], "bytes"));
+    device_ = int(num_i64(info[3], "device"));
+    owned_ = false;
+  } else {
+    throw Napi::TypeError::New(env, "NativeBuffer: mode must be 'alloc' or 'wrap'");
+  }
+  info.This().As<Napi::Object>().Set("ptr", Napi::BigInt::New(env, uint64_t(uintptr_t(ptr_))));
+#endif
+}
+
+void NativeBuffer::release() {
+  if (freed_) return;
+  freed_ = true;
+#if defined(KVT_WITH_CUDA)
+  if (owned_ && ptr_) {
+    int cur = -1;
+    cudaGetDevice(&cur);
+    if (cur != device_) cudaSetDevice(device_);
+    if (async_) cudaFreeAsync(ptr_, reinterpret_cast<cudaStream_t>(stream_));
+    else cudaFree(ptr_);
+    cudaGetLastError();
+  }
+#endif
+  ptr_ = nullptr;
+}
+
+NativeBuffer::~NativeBuffer() { release(); }
+
+Napi::Value NativeBuffer::Free(const Napi::CallbackInfo& info) {
+  release();
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Streams, events and copies. All throw ERR_KVTRIM_NO_CUDA when CUDA is off.
+#if defined(KVT_WITH_CUDA)
+#define REQUIRE_CUDA(env, what) \
+  if (!cuda_enabled()) no_cuda(env, what)
+#else
+#define REQUIRE_CUDA(env, what) no_cuda(env, what)
+#endif
+
+static Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "Stream.create");
+#if defined(KVT_WITH_CUDA)
+  use_device(env, int(num_i64(info[0], "device")));
+  cudaStream_t s;
+  cuda_check(env, cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  return Napi::BigInt::New(env, uint64_t(reinterpret_cast<uintptr_t>(s)));
+#endif
+}
+KVT_EXPORT("streamCreate", StreamCreate);
+
+static Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "Stream.dispose");
+#if defined(KVT_WITH_CUDA)
+  cuda_check(env, cudaStreamDestroy(stream_of(info[0])), "cudaStreamDestroy");
+  return env.Undefined();
+#endif
+}
+KVT_EXPORT("streamDestroy", StreamDestroy);
+
+// streamSynchronize(stream: bigint, device) -> Promise<void>; waits on a libuv worker thread.
+static Napi::Value StreamSynchronize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "Stream.synchronize");
+#if defined(KVT_WITH_CUDA)
+  cudaStream_t s = stream_of(info[0]);
+  int dev = int(num_i64(info[1], "device"));
+  auto* job = new CudaJob(env, [s, dev]() -> std::string {
+    cudaSetDevice(dev);
+    cudaError_t e = cudaStreamSynchronize(s);
+    if (e == cudaSuccess) return "";
+    return std::string("stream.synchronize: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+  }, env.Undefined());
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+#endif
+}
+KVT_EXPORT("streamSynchronize", StreamSynchronize);
+
+static Napi::Value EventCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "Event.create");
+#if defined(KVT_WITH_CUDA)
+  use_device(env, int(num_i64(info[0], "device")));
+  cudaEvent_t e;
+  cuda_check(env, cudaEventCreate(&e), "cudaEventCreate");
+  return Napi::BigInt::New(env, uint64_t(reinterpret_cast<uintptr_t>(e)));
+#endif
+}
+KVT_EXPORT("eventCreate", EventCreate);
+
+static Napi::Value EventRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "Event.record");
+#if defined(KVT_WITH_CUDA)
+  auto e = reinterpret_cast<cudaEvent_t>(uintptr_t(big_u64(info[0], "event")));
+  cuda_check(env, cudaEventRecord(e, stream_of(info[1])), "cudaEventRecord");
+  return env.Undefined();
+#endif
+}
+KVT_EXPORT("eventRecord", EventRecord);
+
+// eventElapsed(start, end) -> ms; synchronises on `end` (benchmarks only).
+static Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "Event.elapsed");
+#if defined(KVT_WITH_CUDA)
+  auto a = reinterpret_cast<cudaEvent_t>(uintptr_t(big_u64(info[0], "start")));
+  auto b = reinterpret_cast<cudaEvent_t>(uintptr_t(big_u64(info[1], "end")));
+  cuda_check(env, cudaEventSynchronize(b), "cudaEventSynchronize");
+  float ms = 0;
+  cuda_check(env, cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+  return Napi::Number::New(env, ms);
+#endif
+}
+KVT_EXPORT("eventElapsed", EventElapsed);
+
+static Napi::Value EventDestroy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "Event.dispose");
+#if defined(KVT_WITH_CUDA)
+  cuda_check(env, cudaEventDestroy(reinterpret_cast<cudaEvent_t>(uintptr_t(big_u64(info[0], "event")))),
+             "cudaEventDestroy");
+  return env.Undefined();
+#endif
+}
+KVT_EXPORT("eventDestroy", EventDestroy);
+
+#if defined(KVT_WITH_CUDA)
+static char* buffer_at(Napi::Env env, const Napi::Value& b, int64_t off, int64_t bytes, const char* name) {
+  NativeBuffer* nb = NativeBuffer::From(b);
+  if (!nb) throw Napi::TypeError::New(env, std::string(name) + ": expected a DeviceBuffer");
+  if (nb->freed()) throw Napi::TypeError::New(env, std::string(name) + ": its DeviceBuffer was disposed");
+  if (off < 0 || bytes < 0 || uint64_t(off + bytes) > nb->bytes())
+    throw Napi::RangeError::New(env, std::string(name) + ": byte range [" + std::to_string(off) + ", " +
+                                         std::to_string(off + bytes) + ") exceeds its " + std::to_string(nb->bytes()) +
+                                         "-byte buffer");
+  use_device(env, nb->device());
+  return static_cast<char*>(nb->ptr()) + off;
+}
+static char* host_at(Napi::Env env, const Napi::Value& v, int64_t off, int64_t bytes, const char* name) {
+  if (!v.IsTypedArray()) throw Napi::TypeError::New(env, std::string(name) + ": expected a typed array");
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  if (off < 0 || bytes < 0 || uint64_t(off + bytes) > ta.ByteLength())
+    throw Napi::RangeError::New(env, std::string(name) + ": byte range exceeds the typed array");
+  return static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset() + off;
+}
+#endif
+
+// copyToDevice(dst: NativeBuffer, dstOffset, src: TypedArray, srcOffset, bytes, stream)
+static Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "toDevice");
+#if defined(KVT_WITH_CUDA)
+  int64_t bytes = num_i64(info[4], "bytes");
+  char* dst = buffer_at(env, info[0], num_i64(info[1], "dstOffset"), bytes, "dst");
+  char* src = host_at(env, info[2], num_i64(info[3], "srcOffset"), bytes, "src");
+  // Pageable source: cudaMemcpyAsync returns once the bytes are staged, so the typed array may be reused at once.
+  cuda_check(env, cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyHostToDevice, stream_of(info[5])), "cudaMemcpyAsync");
+  return env.Undefined();
+#endif
+}
+KVT_EXPORT("copyToDevice", CopyToDevice);
+
+// copyToHost(dst: TypedArray, dstOffset, src: NativeBuffer, srcOffset, bytes, stream) -> Promise (off the event loop)
+static Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "toHost");
+#if defined(KVT_WITH_CUDA)
+  int64_t bytes = num_i64(info[4], "bytes");
+  char* dst = host_at(env, info[0], num_i64(info[1], "dstOffset"), bytes, "dst");
+  char* src = buffer_at(env, info[2], num_i64(info[3], "srcOffset"), bytes, "src");
+  cudaStream_t s = stream_of(info[5]);
+  int dev = NativeBuffer::From(info[2])->device();
+  auto* job = new CudaJob(env, [=]() -> std::string {
+    cudaSetDevice(dev);
+    cudaError_t e = cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyDeviceToHost, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+    if (e == cudaSuccess) return "";
+    return std::string("toHost: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+  }, info[0]);
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+#endif
+}
+KVT_EXPORT("copyToHost", CopyToHost);
+
+// copyDevice(dst, dstOffset, src, srcOffset, bytes, stream)
+static Napi::Value CopyDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "copy");
+#if defined(KVT_WITH_CUDA)
+  int64_t bytes = num_i64(info[4], "bytes");
+  char* dst = buffer_at(env, info[0], num_i64(info[1], "dstOffset"), bytes, "dst");
+  char* src = buffer_at(env, info[2], num_i64(info[3], "srcOffset"), bytes, "src");
+  cuda_check(env, cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyDeviceToDevice, stream_of(info[5])), "cudaMemcpyAsync");
+  return env.Undefined();
+#endif
+}
+KVT_EXPORT("copyDevice", CopyDevice);
+
+// fillBytes(dst, offset, byte, bytes, stream)
+static Napi::Value FillBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "fill");
+#if defined(KVT_WITH_CUDA)
+  int64_t bytes = num_i64(info[3], "bytes");
+  char* dst = buffer_at(env, info[0], num_i64(info[1], "offset"), bytes, "dst");
+  cuda_check(env, cudaMemsetAsync(dst, int(num_i64(info[2], "byte")), size_t(bytes), stream_of(info[4])), "cudaMemsetAsync");
+  return env.Undefined();
+#endif
+}
+KVT_EXPORT("fillBytes", FillBytes);
+
+static Napi::Value DeviceSynchronize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  REQUIRE_CUDA(env, "deviceSynchronize");
+#if defined(KVT_WITH_CUDA)
+  use_device(env, int(num_i64(info[0], "device")));
+  cuda_check(env, cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  return env.Undefined();
+#endif
+}
+KVT_EXPORT("deviceSynchronize", DeviceSynchronize);
+
+}  // namespace napi
+}  // namespace kvt

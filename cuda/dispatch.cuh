@@ -1,0 +1,45 @@
+// Dispatch of row kernels over dtype, vector width V and register steps (FlashInfer-style: the combinatorics
+// live here, kernels are templates on compile-time constants).
+#pragma once
+
+#include "common.cuh"
+
+namespace kvt {
+namespace cuda {
+
+// Largest head dim the CUDA kernels accept (the generic path keeps per-warp rows in shared memory).
+constexpr int64_t kMaxHeadDim = 1024;
+
+// Calls f.template run<DT, V, STEPS>() with V*STEPS <= 8 caching the row in registers (d <= 256), or STEPS = 0 (the
+// generic looped path, V = 1) for larger d.
+template <int DT, typename F>
+cudaError_t dispatch_vs(int vec, int64_t d, const F& f) {
+  if (d > 256) return f.template run<DT, 1, 0>();
+  if constexpr (DT != kF32) {
+    if (vec >= 8 && d > 128) return f.template run<DT, 8, 1>();
+  }
+  if (vec >= 4 && d > 64) return d <= 128 ? f.template run<DT, 4, 1>() : f.template run<DT, 4, 2>();
+  if (vec >= 2 && d > 32) {
+    if (d <= 64) return f.template run<DT, 2, 1>();
+    return d <= 128 ? f.template run<DT, 2, 2>() : f.template run<DT, 2, 4>();
+  }
+  const int64_t steps = ceil_div(d, kWarp);
+  if (steps == 1) return f.template run<DT, 1, 1>();
+  if (steps == 2) return f.template run<DT, 1, 2>();
+  if (steps <= 4) return f.template run<DT, 1, 4>();
+  return f.template run<DT, 1, 8>();
+}
+
+template <typename F>
+cudaError_t dispatch_rows(const T3& t, const F& f) {
+  const int vec = row_vec_width(t);
+  switch (t.dtype) {
+    case kF32: return dispatch_vs<kF32>(vec > 4 ? 4 : vec, t.n2, f);
+    case kF16: return dispatch_vs<kF16>(vec, t.n2, f);
+    case kBF16: return dispatch_vs<kBF16>(vec, t.n2, f);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace cuda
+}  // namespace kvt

@@ -1,0 +1,52 @@
+/**
+ * kvtrim: KV-cache compression kernels for long-context LLMs (KeyDiff, NestedKV, SnapKV, GRKV, MomentKV) on a
+ * CUDA and a threaded CPU backend. See README.md for the API guide.
+ */
+import { backend, nativeInfo, NativeDevice, BackendChoice } from './binding';
+
+export interface BackendInfo {
+  /** true when CUDA kernels can run (compiled in, enabled, a supported GPU and driver present). */
+  cuda: boolean;
+  /** Why CUDA is off (absent when cuda is true). */
+  reason?: string;
+  /** The KVTRIM_BACKEND setting in effect. */
+  backend: BackendChoice;
+  devices: NativeDevice[];
+  /** CPU backend threads. */
+  threads: number;
+  versions: Record<string, string | number | boolean>;
+}
+
+/** What the addon can do on this machine. */
+export function backendInfo(): BackendInfo {
+  return {
+    cuda: nativeInfo.cuda,
+    ...(nativeInfo.reason !== undefined ? { reason: nativeInfo.reason } : {}),
+    backend,
+    devices: nativeInfo.devices.map((d) => ({ ...d })),
+    threads: nativeInfo.threads,
+    versions: { ...nativeInfo.versions, node: process.versions.node },
+  };
+}
+
+export { DeviceBuffer, Stream, Event, deviceSynchronize } from './device';
+export {
+  Tensor,
+  tensor,
+  toDevice,
+  toHost,
+  empty,
+  fillBytes,
+  dtypeSize,
+  bf16ToF32,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+} from './tensor';
+export type { DType, Device, TensorLike, TensorData, HostArray } from './tensor';
+export { keydiffScores } from './ops/keydiff';
+export type { KeydiffOptions } from './ops/keydiff';
+export { selectTokens, selectCapacity, keepFromRatio } from './ops/select';
+export type { SelectOptions, Selection, Budget } from './ops/select';
+export { gatherKV } from './ops/gather';
+export type { GatherArgs, CompactKV } from './ops/gather';

@@ -1,0 +1,47 @@
+/**
+ * Compaction (spec/performance.md §5.5): copies the retained rows of K and V into new `[H, cap, d]` buffers,
+ * out of place. Rows past `counts[h]` are zero-filled padding that every consumer masks by `counts`. With
+ * `moments`, every row NOT retained is merged into the moment state (MomentKV), reading each evicted row once.
+ */
+import { native } from '../binding';
+import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
+import { checkInt } from '../validate';
+import { StreamOpt, opts, output, streamOf } from './common';
+
+export interface GatherArgs extends StreamOpt {
+  keys: Tensor | TensorLike;
+  values: Tensor | TensorLike;
+  indices: Tensor | TensorLike;
+  counts: Tensor | TensorLike;
+  /** Output capacity (default: the capacity of `indices`). */
+  cap?: number;
+  /** Moment state to merge the evicted rows into (see MomentState). */
+  moments?: { n: Tensor; muK: Tensor; muV: Tensor; m: Tensor };
+  keysOut?: Tensor | TensorLike;
+  valuesOut?: Tensor | TensorLike;
+  countsOut?: Tensor | TensorLike;
+}
+
+export interface CompactKV {
+  keys: Tensor;
+  values: Tensor;
+  counts: Tensor;
+}
+
+export function gatherKV(args: GatherArgs): CompactKV {
+  const o = opts('args', args, ['keys', 'values', 'indices', 'counts', 'cap', 'moments', 'keysOut', 'valuesOut', 'countsOut', 'stream']);
+  const k = checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]');
+  const v = checkRank('values', asTensor('values', o.values), 3, '[H, N, dv]');
+  const idx = checkRank('indices', asTensor('indices', o.indices), 2, '[H, cap]');
+  const cnt = checkRank('counts', asTensor('counts', o.counts), 1, '[H]');
+  const H = k.shape[0];
+  const cap = o.cap === undefined ? Math.max(1, idx.shape[1]) : checkInt('cap', o.cap, 1, 2 ** 31 - 1);
+  const stream = streamOf(o, k.device);
+  const ko = output('keysOut', o.keysOut, [H, cap, k.shape[2]], k.dtype, k.device, stream);
+  const vo = output('valuesOut', o.valuesOut, [H, cap, v.shape[2]], v.dtype, k.device, stream);
+  const co = output('countsOut', o.countsOut, [H], 'i32', k.device, stream);
+  const m = o.moments as GatherArgs['moments'];
+  const mom = m === undefined ? undefined : { n: m.n.toNative(), muK: m.muK.toNative(), muV: m.muV.toNative(), m: m.m.toNative() };
+  native.gatherKV(k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), ko.toNative(), vo.toNative(), co.toNative(), mom, stream?.handle);
+  return { keys: ko, values: vo, counts: co };
+}

@@ -1,0 +1,23 @@
+/**
+ * KeyDiff (Park et al., arXiv 2504.15364; spec/nestedkv.md §7, exactly kvpress KeyDiffPress): score(h, i) =
+ * −cos(k_i, anchor_h), anchor_h = mean of the L2-normalised keys of head h. Higher = more distinctive = keep.
+ * Attention-free, so it works on caches produced by FlashAttention.
+ */
+import { native } from '../binding';
+import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
+import { StreamOpt, opts, output, streamOf } from './common';
+
+export interface KeydiffOptions extends StreamOpt {
+  /** Preallocated f32 [H, N] output. */
+  out?: Tensor | TensorLike;
+}
+
+/** KeyDiff scores f32 [H, N] of keys [H, N, d] (f32 | f16 | bf16, any strides). */
+export function keydiffScores(keys: Tensor | TensorLike, options?: KeydiffOptions): Tensor {
+  const o = opts('options', options, ['out', 'stream']);
+  const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
+  const stream = streamOf(o, k.device);
+  const out = output('out', o.out, [k.shape[0], k.shape[1]], 'f32', k.device, stream);
+  native.keydiffScores(k.toNative(), out.toNative(), stream?.handle);
+  return out;
+}

@@ -1,0 +1,311 @@
+/**
+ * Tensors: DLPack-shaped views `{ data, dtype, shape, strides, offset }` (strides and offset in elements) over a
+ * host typed array (CPU backend, zero copy) or a DeviceBuffer (CUDA backend). Ops accept `Tensor` instances or
+ * plain objects of that shape and return tensors on the device of their inputs.
+ */
+import { DeviceBuffer, Stream } from './device';
+import { native, NativeTensor } from './binding';
+import { checkInt, checkOneOf, show } from './validate';
+
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32';
+export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i32'];
+export type FloatDType = 'f32' | 'f16' | 'bf16';
+export type HostArray = Float32Array | Uint16Array | Int32Array;
+export type TensorData = HostArray | DeviceBuffer;
+export type Device = { kind: 'cpu' } | { kind: 'cuda'; id: number };
+
+/** A tensor-shaped plain object (what ops accept besides Tensor instances). */
+export interface TensorLike {
+  data: TensorData;
+  dtype?: DType;
+  shape: readonly number[];
+  strides?: readonly number[];
+  offset?: number;
+}
+
+export function dtypeSize(dtype: DType): number {
+  return dtype === 'f16' || dtype === 'bf16' ? 2 : 4;
+}
+
+function inferDtype(name: string, data: TensorData, dtype: unknown): DType {
+  if (dtype !== undefined) {
+    const dt = checkOneOf(`${name}.dtype`, dtype, DTYPES);
+    const ok =
+      data instanceof DeviceBuffer ||
+      (data instanceof Float32Array && dt === 'f32') ||
+      (data instanceof Int32Array && dt === 'i32') ||
+      (data instanceof Uint16Array && (dt === 'f16' || dt === 'bf16'));
+    if (!ok) throw new TypeError(`${name}: dtype '${dt}' does not match its data (${show(data)})`);
+    return dt;
+  }
+  if (data instanceof Float32Array) return 'f32';
+  if (data instanceof Int32Array) return 'i32';
+  if (data instanceof Uint16Array) throw new TypeError(`${name}: a Uint16Array needs dtype 'f16' or 'bf16'`);
+  throw new TypeError(`${name}: a DeviceBuffer needs an explicit dtype`);
+}
+
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
+  return s;
+}
+
+export class Tensor {
+  readonly data: TensorData;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+
+  /** Use `tensor()`; the constructor checks everything `tensor()` documents. */
+  constructor(data: TensorData, shape: readonly number[], opts: { dtype?: DType; strides?: readonly number[]; offset?: number } = {}, name = 'tensor') {
+    const isHost = data instanceof Float32Array || data instanceof Uint16Array || data instanceof Int32Array;
+    if (!isHost && !(data instanceof DeviceBuffer)) {
+      throw new TypeError(`${name}.data: expected a Float32Array, Uint16Array, Int32Array or DeviceBuffer, got ${show(data)}`);
+    }
+    if (data instanceof DeviceBuffer && data.disposed) throw new TypeError(`${name}.data: its DeviceBuffer was disposed`);
+    const dtype = inferDtype(name, data, opts.dtype);
+    if (!Array.isArray(shape)) throw new TypeError(`${name}.shape: expected an array, got ${show(shape)}`);
+    if (shape.length > 4) throw new RangeError(`${name}.shape: at most 4 dimensions, got ${shape.length}`);
+    shape.forEach((n, i) => checkInt(`${name}.shape[${i}]`, n, 0, 2 ** 31 - 1));
+    let strides: readonly number[];
+    if (opts.strides === undefined) strides = contiguousStrides(shape);
+    else {
+      if (!Array.isArray(opts.strides)) throw new TypeError(`${name}.strides: expected an array, got ${show(opts.strides)}`);
+      if (opts.strides.length !== shape.length) {
+        throw new RangeError(`${name}.strides: expected ${shape.length} entries (one per dimension), got ${opts.strides.length}`);
+      }
+      opts.strides.forEach((s, i) => checkInt(`${name}.strides[${i}]`, s, -(2 ** 40), 2 ** 40));
+      strides = [...opts.strides];
+    }
+    const offset = opts.offset === undefined ? 0 : checkInt(`${name}.offset`, opts.offset, 0, Number.MAX_SAFE_INTEGER);
+    const capacity = data instanceof DeviceBuffer ? Math.floor(data.byteLength / dtypeSize(dtype)) : data.length;
+    if (!shape.includes(0)) {
+      let lo = offset, hi = offset;
+      shape.forEach((n, i) => {
+        const span = (n - 1) * strides[i];
+        if (span < 0) lo += span;
+        else hi += span;
+      });
+      if (lo < 0 || hi >= capacity) {
+        throw new RangeError(
+          `${name}: view (offset ${offset}, shape [${shape.join(', ')}], strides [${strides.join(', ')}]) reaches elements ` +
+            `[${lo}, ${hi}] but its data holds ${capacity} ${dtype} elements`,
+        );
+      }
+    }
+    this.data = data;
+    this.dtype = dtype;
+    this.shape = Object.freeze([...shape]);
+    this.strides = Object.freeze([...strides]);
+    this.offset = offset;
+  }
+
+  get device(): Device {
+    return this.data instanceof DeviceBuffer ? { kind: 'cuda', id: this.data.device } : { kind: 'cpu' };
+  }
+  get onCuda(): boolean {
+    return this.data instanceof DeviceBuffer;
+  }
+  get ndim(): number {
+    return this.shape.length;
+  }
+  get numel(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+  get isContiguous(): boolean {
+    const c = contiguousStrides(this.shape);
+    return this.shape.every((n, i) => n === 1 || c[i] === this.strides[i]);
+  }
+  /** Host data as a typed array (CPU tensors only). */
+  get host(): HostArray {
+    if (this.data instanceof DeviceBuffer) throw new TypeError('tensor is on a CUDA device: use `await toHost(t)` first');
+    return this.data;
+  }
+  /** A view with new shape/strides/offset over the same data (no copy). */
+  view(shape: readonly number[], strides?: readonly number[], offset = this.offset): Tensor {
+    return new Tensor(this.data, shape, { dtype: this.dtype, strides, offset });
+  }
+  /** Element (by multi-index) as a number, host tensors only; f16/bf16 converted to f32 values. */
+  at(...idx: number[]): number {
+    const host = this.host;
+    let o = this.offset;
+    idx.forEach((v, i) => (o += v * this.strides[i]));
+    const raw = host[o];
+    if (this.dtype === 'f16') return f16ToF32(raw);
+    if (this.dtype === 'bf16') return bf16ToF32(raw);
+    return raw;
+  }
+  /** @internal descriptor for the addon */
+  toNative(): NativeTensor {
+    return {
+      data: this.data instanceof DeviceBuffer ? this.data.native : this.data,
+      dtype: this.dtype,
+      shape: this.shape,
+      strides: this.strides,
+      offset: this.offset,
+    };
+  }
+}
+
+/**
+ * Creates a tensor view. dtype is inferred for Float32Array (f32) and Int32Array (i32); Uint16Array needs 'f16'
+ * or 'bf16'; a DeviceBuffer needs an explicit dtype. Strides/offset are in elements (default: compact row-major).
+ */
+export function tensor(data: TensorData, shape: readonly number[], opts: { dtype?: DType; strides?: readonly number[]; offset?: number } = {}): Tensor {
+  return new Tensor(data, shape, opts);
+}
+
+/** Normalises an op argument (Tensor or TensorLike), with errors naming the argument. */
+export function asTensor(name: string, v: unknown): Tensor {
+  if (v instanceof Tensor) return v;
+  if (v === null || typeof v !== 'object' || !('data' in v) || !('shape' in v)) {
+    throw new TypeError(`${name}: expected a tensor ({ data, dtype, shape, strides?, offset? }), got ${show(v)}`);
+  }
+  const o = v as TensorLike;
+  return new Tensor(o.data, o.shape, { dtype: o.dtype, strides: o.strides, offset: o.offset }, name);
+}
+
+/** Checks the rank (TypeError) and returns the tensor. */
+export function checkRank(name: string, t: Tensor, ndim: number, dims: string): Tensor {
+  if (t.ndim !== ndim) throw new TypeError(`${name}: expected a ${ndim}-D tensor ${dims}, got ${t.ndim}-D [${t.shape.join(', ')}]`);
+  return t;
+}
+
+export function checkDtype(name: string, t: Tensor, allowed: readonly DType[]): Tensor {
+  if (!allowed.includes(t.dtype)) throw new TypeError(`${name}: expected dtype ${allowed.join(' | ')}, got ${t.dtype}`);
+  return t;
+}
+
+export function sameDevice(a: Device, b: Device): boolean {
+  return a.kind === b.kind && (a.kind === 'cpu' || a.id === (b as { id: number }).id);
+}
+
+function hostArray(dtype: DType, n: number): HostArray {
+  if (dtype === 'f32') return new Float32Array(n);
+  if (dtype === 'i32') return new Int32Array(n);
+  return new Uint16Array(n);
+}
+
+/** Allocates an uninitialised (host: zeroed) contiguous tensor on `device`. */
+export function empty(shape: readonly number[], dtype: DType, device: Device = { kind: 'cpu' }, stream?: Stream): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (device.kind === 'cpu') return new Tensor(hostArray(dtype, n), shape, { dtype });
+  const buf = DeviceBuffer.alloc(n * dtypeSize(dtype), { device: device.id, stream });
+  return new Tensor(buf, shape, { dtype });
+}
+
+/** Fills every byte of a tensor's data with `byte` (e.g. 0xff poisons f32 with NaN and i32 with -1). */
+export function fillBytes(t: Tensor, byte: number, stream?: Stream): void {
+  checkInt('byte', byte, 0, 255);
+  if (t.data instanceof DeviceBuffer) native.fillBytes(t.data.native, 0, byte, t.data.byteLength, stream?.handle);
+  else new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength).fill(byte);
+}
+
+/** Copies a (possibly strided) tensor into a new contiguous host typed array. */
+export function hostContiguous(t: Tensor): HostArray {
+  const src = t.host;
+  if (t.isContiguous && t.offset === 0 && src.length === t.numel) return src;
+  const out = hostArray(t.dtype, t.numel);
+  const idx = new Array<number>(t.ndim).fill(0);
+  for (let k = 0; k < out.length; k++) {
+    let o = t.offset;
+    for (let i = 0; i < t.ndim; i++) o += idx[i] * t.strides[i];
+    out[k] = src[o];
+    for (let i = t.ndim - 1; i >= 0; i--) {
+      if (++idx[i] < t.shape[i]) break;
+      idx[i] = 0;
+    }
+  }
+  return out;
+}
+
+/** Copies a tensor to a CUDA device (contiguous result). */
+export function toDevice(t: Tensor | TensorLike, opts: { device?: number; stream?: Stream } = {}): Tensor {
+  const src = asTensor('tensor', t);
+  if (src.onCuda) throw new TypeError('tensor: already on a CUDA device');
+  const host = hostContiguous(src);
+  const out = empty(src.shape, src.dtype, { kind: 'cuda', id: opts.device ?? 0 }, opts.stream);
+  if (host.byteLength > 0) native.copyToDevice((out.data as DeviceBuffer).native, 0, host, 0, host.byteLength, opts.stream?.handle);
+  return out;
+}
+
+/** Copies a CUDA tensor into host memory (contiguous result), waiting on `stream` off the event loop. */
+export async function toHost(t: Tensor | TensorLike, opts: { stream?: Stream } = {}): Promise<Tensor> {
+  const src = asTensor('tensor', t);
+  if (!(src.data instanceof DeviceBuffer)) return src;
+  const es = dtypeSize(src.dtype);
+  const out = hostArray(src.dtype, src.numel);
+  if (src.isContiguous && out.length > 0) {
+    await native.copyToHost(out, 0, src.data.native, src.offset * es, out.byteLength, opts.stream?.handle);
+    return new Tensor(out, src.shape, { dtype: src.dtype });
+  }
+  // Strided: copy the whole spanned range, then gather on the host.
+  let lo = src.offset, hi = src.offset;
+  src.shape.forEach((n, i) => {
+    const span = (n - 1) * src.strides[i];
+    if (span < 0) lo += span;
+    else hi += span;
+  });
+  if (out.length === 0) return new Tensor(out, src.shape, { dtype: src.dtype });
+  const span = hostArray(src.dtype, hi - lo + 1);
+  await native.copyToHost(span, 0, src.data.native, lo * es, span.byteLength, opts.stream?.handle);
+  const staged = new Tensor(span, src.shape, { dtype: src.dtype, strides: src.strides, offset: src.offset - lo });
+  return new Tensor(hostContiguous(staged), src.shape, { dtype: src.dtype });
+}
+
+// Exact conversions of 16-bit floats (host side), used by Tensor.at and tests.
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+export function bf16ToF32(h: number): number {
+  u32buf[0] = (h & 0xffff) << 16;
+  return f32buf[0];
+}
+export function f16ToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+/** f32 -> bf16 bits, round to nearest even. */
+export function f32ToBf16(x: number): number {
+  f32buf[0] = x;
+  const u = u32buf[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+/** f32 -> f16 bits, round to nearest even (via exact arithmetic). */
+export function f32ToF16(x: number): number {
+  f32buf[0] = x;
+  const v = f32buf[0];
+  if (Number.isNaN(v)) return 0x7e00;
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(v);
+  if (a >= 65520) return sign | 0x7c00;
+  if (a < 2 ** -14) {
+    // subnormal: units of 2^-24, ties to even
+    const q = a / 2 ** -24;
+    let r = Math.floor(q);
+    const frac = q - r;
+    if (frac > 0.5 || (frac === 0.5 && r % 2 === 1)) r++;
+    return sign | r;
+  }
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (2 ** (e + 1) <= a) e++;
+  const q = (a / 2 ** e - 1) * 1024;
+  let m = Math.floor(q);
+  const frac = q - m;
+  if (frac > 0.5 || (frac === 0.5 && m % 2 === 1)) m++;
+  if (m === 1024) {
+    m = 0;
+    e++;
+  }
+  return sign | ((e + 15) << 10) | m;
+}

@@ -1,0 +1,93 @@
+/** Shared test plumbing: backends to run on, placing inputs, poisoned outputs, exact host copies of inputs. */
+import { backendInfo, Tensor, tensor, toDevice, toHost, empty, fillBytes, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../lib/index';
+import type { DType } from '../lib/index';
+import { Rng } from '../lib/rng';
+
+export type Backend = 'cpu' | 'cuda';
+/** The CPU backend always; CUDA too when a usable GPU is present (KVTRIM_BACKEND=cpu turns it off). */
+export const BACKENDS: Backend[] = backendInfo().cuda ? ['cpu', 'cuda'] : ['cpu'];
+
+/** Moves a host tensor to the backend (contiguous copy on CUDA). */
+export function place(t: Tensor, b: Backend): Tensor {
+  return b === 'cuda' ? toDevice(t) : t;
+}
+
+/** Output tensor filled with 0xff bytes (NaN for floats, -1 for i32) on the backend. */
+export function poisoned(shape: number[], dtype: DType, b: Backend): Tensor {
+  const t = empty(shape, dtype, b === 'cuda' ? { kind: 'cuda', id: 0 } : { kind: 'cpu' });
+  fillBytes(t, 0xff);
+  return t;
+}
+
+/** Host copy of any tensor (contiguous). */
+export async function fetch(t: Tensor): Promise<Tensor> {
+  return toHost(t);
+}
+
+/** Values of a host tensor as float64 (f16/bf16 decoded exactly), contiguous order. */
+export function values(t: Tensor): Float64Array {
+  const out = new Float64Array(t.numel);
+  const idx = new Array<number>(t.ndim).fill(0);
+  for (let k = 0; k < out.length; k++) {
+    out[k] = t.at(...idx);
+    for (let i = t.ndim - 1; i >= 0; i--) {
+      if (++idx[i] < t.shape[i]) break;
+      idx[i] = 0;
+    }
+  }
+  return out;
+}
+
+export type Layout = 'hnd' | 'nhd' | 'padded';
+
+/**
+ * Random float data viewed as [A, B, C] in `dtype` and `layout`:
+ *  - 'hnd': contiguous;
+ *  - 'nhd': stored [B, A, C] (a runtime's [N, H, d] cache), viewed through strides;
+ *  - 'padded': rows of C+3 elements with a 5-element offset and element stride 1 (padded allocation).
+ * Returns the tensor and the exact stored values in [A, B, C] order (float64).
+ */
+export function randomTensor(rng: Rng, A: number, B: number, C: number, dtype: DType = 'f32', layout: Layout = 'hnd', gen?: (a: number, b: number, c: number) => number): { t: Tensor; v: Float64Array } {
+  const v = new Float64Array(A * B * C);
+  let strides: number[], offset = 0, size: number;
+  if (layout === 'hnd') { strides = [B * C, C, 1]; size = A * B * C; }
+  else if (layout === 'nhd') { strides = [C, A * C, 1]; size = A * B * C; }
+  else { strides = [B * (C + 3), C + 3, 1]; offset = 5; size = offset + A * B * (C + 3); }
+  const f32 = dtype === 'f32';
+  const data = f32 ? new Float32Array(size) : new Uint16Array(size);
+  data.fill(f32 ? NaN : 0x7fff); // poison the gaps: a kernel reading outside the view sees NaN
+  for (let a = 0; a < A; a++)
+    for (let b = 0; b < B; b++)
+      for (let c = 0; c < C; c++) {
+        const x = gen ? gen(a, b, c) : rng.normal();
+        const o = offset + a * strides[0] + b * strides[1] + c * strides[2];
+        let stored: number;
+        if (dtype === 'f32') { data[o] = x; stored = (data as Float32Array)[o]; }
+        else if (dtype === 'bf16') { data[o] = f32ToBf16(x); stored = bf16ToF32(data[o]); }
+        else { data[o] = f32ToF16(x); stored = f16ToF32(data[o]); }
+        v[(a * B + b) * C + c] = stored;
+      }
+  return { t: tensor(data, [A, B, C], { dtype, strides, offset }), v };
+}
+
+/** Max of |a - b| / (|b| + floor) over all elements, and where. */
+export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-3): { err: number; at: number } {
+  let err = 0, at = -1;
+  if (a.length !== b.length) return { err: Infinity, at: -1 };
+  for (let i = 0; i < a.length; i++) {
+    const e = Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + floor);
+    if (!(e <= err)) { err = e; at = i; }
+  }
+  return { err, at };
+}
+
+/** Rows of an [H, cap] index tensor, truncated to counts. */
+export function rows(indices: Tensor, counts: Tensor): number[][] {
+  const H = indices.shape[0], out: number[][] = [];
+  for (let h = 0; h < H; h++) {
+    const c = counts.at(h), r: number[] = [];
+    for (let j = 0; j < c; j++) r.push(indices.at(h, j));
+    out.push(r);
+  }
+  return out;
+}
