@@ -41,7 +41,15 @@ export function gatherKV(args: GatherArgs): CompactKV {
   const vo = output('valuesOut', o.valuesOut, [H, cap, v.shape[2]], v.dtype, k.device, stream);
   const co = output('countsOut', o.countsOut, [H], 'i32', k.device, stream);
   const m = o.moments as GatherArgs['moments'];
-  const mom = m === undefined ? undefined : { n: m.n.toNative(), muK: m.muK.toNative(), muV: m.muV.toNative(), m: m.m.toNative() };
+  const mom =
+    m === undefined
+      ? undefined
+      : {
+          n: asTensor('moments.n', m.n).toNative(),
+          muK: asTensor('moments.muK', m.muK).toNative(),
+          muV: asTensor('moments.muV', m.muV).toNative(),
+          m: asTensor('moments.m', m.m).toNative(),
+        };
   native.gatherKV(k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), ko.toNative(), vo.toNative(), co.toNative(), mom, stream?.handle);
   return { keys: ko, values: vo, counts: co };
 }

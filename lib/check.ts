@@ -1,0 +1,36 @@
+/** `kvtrim check`: every op on CUDA vs the CPU backend on fresh random inputs (outputs poisoned first). */
+import { nativeInfo } from './binding';
+import { Rng } from './rng';
+import type { Check, CheckResult } from './checks/types';
+import { coreChecks } from './checks/core';
+
+/** All registered checks (each op family contributes its own list). */
+export function allChecks(): Check[] {
+  return [...coreChecks];
+}
+
+export interface CheckRow extends CheckResult {
+  op: string;
+  config: string;
+  ms: number;
+}
+
+export async function runChecks(opts: { device?: number; seed?: number; filter?: string; onResult?: (r: CheckRow) => void } = {}): Promise<CheckRow[]> {
+  if (!nativeInfo.cuda) throw new Error(`no usable GPU: ${nativeInfo.reason}`);
+  const rows: CheckRow[] = [];
+  const rng = new Rng(opts.seed ?? Date.now() % 2 ** 31);
+  for (const c of allChecks()) {
+    if (opts.filter && !c.op.toLowerCase().includes(opts.filter.toLowerCase())) continue;
+    const t0 = performance.now();
+    let r: CheckResult;
+    try {
+      r = await c.run(rng, opts.device ?? 0);
+    } catch (e) {
+      r = { pass: false, error: NaN, tolerance: 0, detail: e instanceof Error ? e.message : String(e) };
+    }
+    const row = { op: c.op, config: c.config, ms: performance.now() - t0, ...r };
+    rows.push(row);
+    opts.onResult?.(row);
+  }
+  return rows;
+}

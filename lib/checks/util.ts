@@ -1,0 +1,62 @@
+/** Helpers for CUDA-vs-CPU checks: random inputs, poisoned device outputs, comparisons. */
+import { Tensor, tensor, toDevice, toHost, empty, fillBytes, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../tensor';
+import type { DType } from '../tensor';
+import type { Rng } from '../rng';
+
+/** Random host tensor of `dtype` (values ~ N(bias, 1) with a shared per-channel bias so cosines spread). */
+export function randomHost(rng: Rng, shape: number[], dtype: DType, bias = 0.8): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const last = shape[shape.length - 1] ?? 1;
+  const dir = Array.from({ length: last }, () => rng.normal());
+  if (dtype === 'f32') {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = bias * dir[i % last] + rng.normal();
+    return tensor(a, shape);
+  }
+  const a = new Uint16Array(n);
+  const cv = dtype === 'bf16' ? f32ToBf16 : f32ToF16;
+  for (let i = 0; i < n; i++) a[i] = cv(bias * dir[i % last] + rng.normal());
+  return tensor(a, shape, { dtype });
+}
+
+/** A device output poisoned with 0xff bytes (NaN / -1). */
+export function poisonedDevice(shape: number[], dtype: DType, device: number): Tensor {
+  const t = empty(shape, dtype, { kind: 'cuda', id: device });
+  fillBytes(t, 0xff);
+  return t;
+}
+
+export function poisonedHost(shape: number[], dtype: DType): Tensor {
+  const t = empty(shape, dtype);
+  fillBytes(t, 0xff);
+  return t;
+}
+
+export { toDevice, toHost };
+
+/** Values as numbers (decoding f16/bf16). */
+export function numbers(t: Tensor): Float64Array {
+  const h = t.host;
+  const out = new Float64Array(h.length);
+  for (let i = 0; i < h.length; i++) out[i] = t.dtype === 'bf16' ? bf16ToF32(h[i]) : t.dtype === 'f16' ? f16ToF32(h[i]) : h[i];
+  return out;
+}
+
+/** max |a-b| / (|b| + floor); NaN anywhere counts as Infinity. */
+export function maxRel(a: ArrayLike<number>, b: ArrayLike<number>, floor: number): number {
+  if (a.length !== b.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const e = Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + floor);
+    if (!(e <= m)) m = Number.isNaN(e) ? Infinity : e;
+  }
+  return m;
+}
+
+/** Number of positions where two arrays differ (exact). */
+export function mismatches(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Math.max(a.length, b.length);
+  let n = 0;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) n++;
+  return n;
+}

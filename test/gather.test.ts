@@ -1,0 +1,88 @@
+import t from 'tap';
+import { gatherKV, selectTokens, tensor, keydiffScores } from '../lib/index';
+import type { DType } from '../lib/index';
+import { Rng } from '../lib/rng';
+import { BACKENDS, place, poisoned, fetch, randomTensor, rows, values, Layout } from './helpers';
+
+const cases: { H: number; N: number; d: number; dv: number; dtype: DType; layout: Layout; budget: 'uniform' | 'adaptive' }[] = [
+  { H: 8, N: 32768, d: 128, dv: 128, dtype: 'bf16', layout: 'hnd', budget: 'uniform' },
+  { H: 4, N: 5001, d: 64, dv: 64, dtype: 'f32', layout: 'nhd', budget: 'adaptive' },
+  { H: 2, N: 999, d: 256, dv: 128, dtype: 'f16', layout: 'padded', budget: 'adaptive' },
+  { H: 3, N: 100, d: 33, dv: 7, dtype: 'f32', layout: 'hnd', budget: 'uniform' },
+];
+
+for (const b of BACKENDS) {
+  for (const c of cases) {
+    t.test(`gather ${b} H=${c.H} N=${c.N} d=${c.d}/${c.dv} ${c.dtype} ${c.layout} ${c.budget}`, async (t) => {
+      const rng = new Rng(c.N + c.d);
+      const K = randomTensor(rng, c.H, c.N, c.d, c.dtype, c.layout);
+      const V = randomTensor(rng, c.H, c.N, c.dv, c.dtype, c.layout);
+      const keys = place(K.t, b), vals = place(V.t, b);
+      const sel = selectTokens(keydiffScores(keys), { ratio: 0.8, budget: c.budget, sinks: 4 });
+      const cap = sel.indices.shape[1];
+      const out = gatherKV({
+        keys, values: vals, ...sel,
+        keysOut: poisoned([c.H, cap, c.d], c.dtype, b),
+        valuesOut: poisoned([c.H, cap, c.dv], c.dtype, b),
+        countsOut: poisoned([c.H], 'i32', b),
+      });
+      const ko = values(await fetch(out.keys)), vo = values(await fetch(out.values));
+      const cnt = await fetch(out.counts), sc = await fetch(sel.counts);
+      t.same(Array.from(cnt.host), Array.from(sc.host), 'counts copied');
+      const kept = rows(await fetch(sel.indices), sc);
+      let ok = true, padOk = true;
+      for (let h = 0; h < c.H; h++) {
+        for (let j = 0; j < cap; j++) {
+          const i = kept[h][j];
+          for (let x = 0; x < c.d; x++) {
+            const g = ko[(h * cap + j) * c.d + x];
+            if (i === undefined) padOk &&= g === 0;
+            else ok &&= Object.is(g, K.v[(h * c.N + i) * c.d + x]);
+          }
+          for (let x = 0; x < c.dv; x++) {
+            const g = vo[(h * cap + j) * c.dv + x];
+            if (i === undefined) padOk &&= g === 0;
+            else ok &&= Object.is(g, V.v[(h * c.N + i) * c.dv + x]);
+          }
+        }
+      }
+      t.ok(ok, 'retained rows copied bit for bit');
+      t.ok(padOk, 'padding rows zero-filled');
+    });
+  }
+
+  t.test(`gather ${b}: strided output and smaller explicit cap`, async (t) => {
+    const H = 2, N = 20, d = 4;
+    const k = new Float32Array(H * N * d).map((_, i) => i);
+    const keys = place(tensor(k, [H, N, d]), b);
+    const idx = place(tensor(new Int32Array([1, 5, 7, -1, 0, 2, -1, -1]), [H, 4]), b);
+    const cnt = place(tensor(new Int32Array([3, 2]), [H]), b);
+    // output stored [cap, H, d] and viewed [H, cap, d]
+    const kout = poisoned([3 * H * d], 'f32', b);
+    const view = kout.view([H, 3, d], [d, H * d, 1]);
+    const res = gatherKV({ keys, values: keys, indices: idx, counts: cnt, cap: 3, keysOut: view });
+    const host = (await fetch(kout)).host as Float32Array;
+    t.same(Array.from(host.slice(0, 4)), [4, 5, 6, 7], 'head 0 row 0 = position 1');
+    t.same(Array.from(host.slice(4, 8)), [80, 81, 82, 83], 'head 1 row 0 = position 0');
+    t.same(Array.from(host.slice(20, 24)), [0, 0, 0, 0], 'head 1 row 2 is padding');
+    t.same(Array.from((await fetch(res.counts)).host), [3, 2]);
+  });
+}
+
+t.test('gather cpu: bad index data is rejected before anything is written', async (t) => {
+  const keys = tensor(new Float32Array(2 * 5 * 2), [2, 5, 2]);
+  const out = tensor(new Float32Array(2 * 2 * 2).fill(7), [2, 2, 2]);
+  const bad = [
+    { idx: [0, 9, 0, 1], cnt: [2, 2], msg: /indices: row 0 .* entry 1 is 9/ },
+    { idx: [1, 1, 0, 1], cnt: [2, 2], msg: /strictly ascending/ },
+    { idx: [0, 1, 0, 1], cnt: [3, 2], msg: /counts\[0\] = 3/ },
+    { idx: [0, 1, 0, 1], cnt: [-1, 2], msg: /counts\[0\] = -1/ },
+  ];
+  for (const c of bad) {
+    t.throws(
+      () => gatherKV({ keys, values: keys, indices: tensor(new Int32Array(c.idx), [2, 2]), counts: tensor(new Int32Array(c.cnt), [2]), keysOut: out }),
+      { name: 'RangeError', message: c.msg },
+    );
+  }
+  t.ok((out.host as Float32Array).every((x) => x === 7), 'output untouched');
+});

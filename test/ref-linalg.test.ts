@@ -1,0 +1,194 @@
+import t from 'tap';
+import { Rng } from '../lib/rng';
+import {
+  choleskyRef,
+  dotRef,
+  frobeniusNorm,
+  matmulRef,
+  spdSolveRef,
+  symmetricEigenJacobiRef,
+  topLeftSingularVectorsRef,
+  transposeRef,
+} from './ref/linalg';
+import { median, quantile, relativeErrors } from './ref/attention';
+
+/** A = XᵀX/m + ridge·I for X [m, n] Gaussian: SPD, well conditioned when m ≫ n. */
+function randomSpd(rng: Rng, n: number, m: number, ridge: number): Float64Array {
+  const X = rng.normals64(m * n);
+  const A = matmulRef(transposeRef(X, m, n), X, n, m, n);
+  for (let i = 0; i < n * n; i++) A[i] /= m;
+  for (let i = 0; i < n; i++) A[i * n + i] += ridge;
+  return A;
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function sub(a: ArrayLike<number>, b: ArrayLike<number>): Float64Array {
+  return Float64Array.from(a, (x, i) => x - b[i]);
+}
+
+t.test('matmul / transpose / norms on a hand case', async (t) => {
+  const A = [1, 2, 3, 4, 5, 6]; // [2,3]
+  const B = [7, 8, 9, 10, 11, 12]; // [3,2]
+  t.same(Array.from(matmulRef(A, B, 2, 3, 2)), [58, 64, 139, 154]);
+  t.same(Array.from(transposeRef(A, 2, 3)), [1, 4, 2, 5, 3, 6]);
+  t.equal(frobeniusNorm([3, 4]), 5);
+  t.equal(dotRef([1, 2, 3], [4, 5, 6]), 32);
+});
+
+t.test('Cholesky: L lower triangular, L Lᵀ = A, on random SPD matrices', async (t) => {
+  const rng = new Rng(11);
+  for (const n of [1, 2, 32, 128, 256]) {
+    const A = randomSpd(rng, n, n + 16, 0.05);
+    const L = choleskyRef(A, n);
+    let upper = 0;
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) upper = Math.max(upper, Math.abs(L[i * n + j]));
+    t.equal(upper, 0, `n=${n}: strictly upper part is zero`);
+    const LLt = matmulRef(L, transposeRef(L, n, n), n, n, n);
+    const rel = frobeniusNorm(sub(LLt, A)) / frobeniusNorm(A);
+    t.ok(rel < 1e-14, `n=${n}: ‖LLᵀ−A‖/‖A‖ = ${rel.toExponential(2)} < 1e-14`);
+  }
+  // a 2x2 hand case: [[4,2],[2,3]] = [[2,0],[1,√2]]·[[2,1],[0,√2]]
+  const L = choleskyRef([4, 2, 2, 3], 2);
+  t.same(Array.from(L), [2, 0, 1, Math.SQRT2]);
+});
+
+t.test('SPD solve: small residual with many RHS, well and ill conditioned (+ridge)', async (t) => {
+  const rng = new Rng(12);
+  for (const n of [32, 128, 256]) {
+    for (const kind of ['random', 'lowrank+ridge'] as const) {
+      let A: Float64Array;
+      if (kind === 'random') {
+        A = randomSpd(rng, n, 2 * n, 0.01);
+      } else {
+        // rank-8 Gram matrix + tiny ridge: condition number ~1e8 (the GRKV dual system's shape)
+        const r = 8;
+        const X = rng.normals64(n * r);
+        A = matmulRef(X, transposeRef(X, n, r), n, r, n);
+        const lam = 1e-8 * frobeniusNorm(A);
+        for (let i = 0; i < n; i++) A[i * n + i] += lam;
+      }
+      const nrhs = n === 256 ? 64 : 128;
+      const Xtrue = rng.normals64(n * nrhs);
+      const B = matmulRef(A, Xtrue, n, n, nrhs);
+      const X = spdSolveRef(A, n, B, nrhs);
+      const res = frobeniusNorm(sub(matmulRef(A, X, n, n, nrhs), B));
+      const rel = res / (frobeniusNorm(A) * frobeniusNorm(X));
+      t.ok(rel < 1e-14, `${kind} n=${n} nrhs=${nrhs}: backward residual ${rel.toExponential(2)} < 1e-14`);
+      if (kind === 'random') {
+        const fwd = frobeniusNorm(sub(X, Xtrue)) / frobeniusNorm(Xtrue);
+        t.ok(fwd < 1e-11, `random n=${n}: forward error ${fwd.toExponential(2)} < 1e-11`);
+      }
+    }
+  }
+});
+
+t.test('Cholesky rejects non-SPD and non-symmetric input with a clear error', async (t) => {
+  // indefinite: eigenvalues 3 and -1
+  t.throws(() => choleskyRef([1, 2, 2, 1], 2), /not positive definite \(pivot 1/);
+  t.throws(() => choleskyRef([0, 0, 0, 1], 2), /not positive definite \(pivot 0 = 0\)/);
+  t.throws(() => choleskyRef([NaN, 0, 0, 1], 2), /A\[0,0\] = NaN is not finite/);
+  t.throws(() => choleskyRef([2, 1, 0, 2], 2), /not symmetric/);
+  t.throws(() => spdSolveRef([1, 2, 2, 1], 2, [1, 1], 1), /not positive definite/);
+  // a random SPD matrix made singular by a rank deficiency (no ridge) must fail too
+  const rng = new Rng(5);
+  const n = 16;
+  const X = rng.normals64(n * 4);
+  const A = matmulRef(X, transposeRef(X, n, 4), n, 4, n);
+  t.throws(() => choleskyRef(A, n), /not positive definite/);
+});
+
+t.test('Jacobi eigen-decomposition: residuals, orthonormality, ordering', async (t) => {
+  const rng = new Rng(13);
+  for (const n of [1, 5, 40, 128]) {
+    const X = rng.normals64(n * n);
+    const S = Float64Array.from({ length: n * n }, (_, k) => {
+      const i = Math.floor(k / n), j = k % n;
+      return X[i * n + j] + X[j * n + i];
+    });
+    const { values, vectors } = symmetricEigenJacobiRef(S, n);
+    const sn = frobeniusNorm(S);
+    let worst = 0, orth = 0, ordered = true;
+    for (let i = 0; i < n; i++) {
+      const v = vectors.subarray(i * n, (i + 1) * n);
+      const Sv = matmulRef(S, v, n, n, 1);
+      for (let k = 0; k < n; k++) worst = Math.max(worst, Math.abs(Sv[k] - values[i] * v[k]) / sn);
+      for (let j = 0; j <= i; j++) {
+        const dot = dotRef(v, vectors.subarray(j * n, (j + 1) * n));
+        orth = Math.max(orth, Math.abs(dot - (i === j ? 1 : 0)));
+      }
+      if (i > 0 && values[i] > values[i - 1]) ordered = false;
+    }
+    t.ok(worst < 1e-13, `n=${n}: max |Sv−λv|/‖S‖ = ${worst.toExponential(2)}`);
+    t.ok(orth < 1e-13, `n=${n}: orthonormal to ${orth.toExponential(2)}`);
+    t.ok(ordered, `n=${n}: eigenvalues descending`);
+    let tr = 0, sum = 0;
+    for (let i = 0; i < n; i++) { tr += S[i * n + i]; sum += values[i]; }
+    t.ok(Math.abs(tr - sum) <= 1e-12 * sn, `n=${n}: trace preserved`);
+  }
+});
+
+t.test('top left singular vectors: planted spectrum and power iteration agree', async (t) => {
+  const rng = new Rng(14);
+  // planted: M = U diag(σ) Wᵀ with orthonormal U [rows, k], W [cols, k]
+  const rows = 24, cols = 16, k = 6;
+  const orth = (m: number, c: number) => {
+    const Q: Float64Array[] = [];
+    for (let i = 0; i < c; i++) {
+      const v = rng.normals64(m);
+      for (let pass = 0; pass < 2; pass++) {
+        for (const b of Q) { const p = dotRef(b, v); for (let x = 0; x < m; x++) v[x] -= p * b[x]; }
+      }
+      const nv = frobeniusNorm(v);
+      Q.push(v.map((x) => x / nv));
+    }
+    return Q;
+  };
+  const U = orth(rows, k), Wm = orth(cols, k);
+  const sig = [10, 5, 3, 2, 1, 0.5];
+  const M = new Float64Array(rows * cols);
+  for (let i = 0; i < k; i++) {
+    for (let a = 0; a < rows; a++) for (let b = 0; b < cols; b++) M[a * cols + b] += sig[i] * U[i][a] * Wm[i][b];
+  }
+  const { vectors, values } = topLeftSingularVectorsRef(M, rows, cols, 3);
+  for (let i = 0; i < 3; i++) {
+    t.ok(Math.abs(values[i] - sig[i]) < 1e-12, `σ_${i} = ${values[i]} ≈ ${sig[i]}`);
+    const c = Math.abs(dotRef(vectors.subarray(i * rows, (i + 1) * rows), U[i]));
+    t.ok(Math.abs(c - 1) < 1e-12, `u_${i} matches the planted vector (|cos| = ${c})`);
+  }
+  // random 128 x 128 (the MomentKV C shape) vs power iteration on M Mᵀ
+  const n = 128;
+  const R = rng.normals64(n * n);
+  // add a dominant rank-1 part so power iteration converges fast
+  const u0 = rng.normals64(n), w0 = rng.normals64(n);
+  for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) R[a * n + b] += 0.3 * u0[a] * w0[b];
+  const top = topLeftSingularVectorsRef(R, n, n, 1);
+  let v = rng.normals64(n);
+  for (let it = 0; it < 500; it++) {
+    const y = matmulRef(transposeRef(R, n, n), v, n, n, 1);
+    const z = matmulRef(R, y, n, n, 1);
+    const nz = frobeniusNorm(z);
+    v = z.map((x) => x / nz);
+  }
+  const cos = Math.abs(dotRef(v, top.vectors));
+  t.ok(Math.abs(1 - cos) < 1e-12, `128x128: Jacobi vs power iteration, |1−|cos|| = ${Math.abs(1 - cos).toExponential(2)}`);
+  const Mv = matmulRef(transposeRef(R, n, n), top.vectors, n, n, 1);
+  t.ok(Math.abs(frobeniusNorm(Mv) - top.values[0]) < 1e-10 * top.values[0], 'σ_1 = ‖Mᵀu_1‖');
+});
+
+t.test('relativeErrors, median and quantile', async (t) => {
+  const e = relativeErrors([1, 0, 0, 2, 0, 0], [1, 0, 0, 1, 0, 0], 3, 2);
+  t.same(Array.from(e), [0, 1, 0]);
+  t.same(Array.from(relativeErrors([1, 0], [0, 0], 1, 2)), [Infinity]);
+  t.equal(median([3, 1, 2]), 2);
+  t.equal(median([4, 1, 2, 3]), 2.5);
+  t.equal(quantile([0, 10], 0.25), 2.5);
+  t.equal(quantile([5], 0.9), 5);
+  t.equal(quantile([1, 2, 3, 4, 5], 1), 5);
+  t.throws(() => quantile([], 0.5));
+  t.ok(maxAbsDiff([1], [1]) === 0);
+});
