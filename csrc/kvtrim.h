@@ -111,6 +111,15 @@ KVT_API kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* value
                                  const kvt_tensor* counts, const kvt_tensor* keys_out, const kvt_tensor* values_out,
                                  const kvt_tensor* counts_out, const kvt_moments* moments, kvt_stream stream);
 
+/* ==== NestedKV and SnapKV scoring (spec/nestedkv.md, spec/grkv.md §3.1) ==================================== */
+
+
+/* ==== MomentKV: moment state, corrected decode attention, moment-informed eviction (spec/momentkv.md) ======= */
+
+
+/* ==== GRKV: batched SPD solves and the ridge-regression merge (spec/grkv.md) ================================= */
+
+
 #ifdef __cplusplus
 }
 #endif

@@ -53,5 +53,14 @@ struct Moments {
 cudaError_t gather_kv(const T3& keys, const T3& values, const T2& indices, const T2& counts, const O3& keys_out,
                       const O3& values_out, const T2& counts_out, const Moments* moments, cudaStream_t stream);
 
+// ==== NestedKV and SnapKV scoring ====================================================================
+
+
+// ==== MomentKV ========================================================================================
+
+
+// ==== GRKV ============================================================================================
+
+
 }  // namespace cuda
 }  // namespace kvt

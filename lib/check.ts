@@ -3,10 +3,19 @@ import { nativeInfo } from './binding';
 import { Rng } from './rng';
 import type { Check, CheckResult } from './checks/types';
 import { coreChecks } from './checks/core';
+// ==== per-family check lists (one import each) ====
+
+
+// ==== end of check lists ====
 
 /** All registered checks (each op family contributes its own list). */
 export function allChecks(): Check[] {
-  return [...coreChecks];
+  return [
+    ...coreChecks,
+    // ==== add family lists here ====
+
+
+  ];
 }
 
 export interface CheckRow extends CheckResult {

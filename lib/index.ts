@@ -50,3 +50,15 @@ export { selectTokens, selectCapacity, keepFromRatio } from './ops/select';
 export type { SelectOptions, Selection, Budget } from './ops/select';
 export { gatherKV } from './ops/gather';
 export type { GatherArgs, CompactKV } from './ops/gather';
+
+// ==== NestedKV and SnapKV scoring ====
+
+
+// ==== MomentKV ====
+
+
+// ==== GRKV ====
+
+
+// ==== compress() pipeline, traces, metrics ====
+
