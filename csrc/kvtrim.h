@@ -113,6 +113,44 @@ KVT_API kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* value
 
 /* ==== NestedKV and SnapKV scoring (spec/nestedkv.md, spec/grkv.md §3.1) ==================================== */
 
+/* ---- NestedKV (spec/nestedkv.md §3 S1–S7, §9 choices): key-only multi-scale anomaly score. keys [H,N,d]
+ *      f32|f16|bf16 (any strides), scores [H,N] f32 (any strides): a* in [0,1], positions < sinks = +Infinity.
+ *      Higher = keep. Feed the scores to kvt_select_tokens with KVT_BUDGET_ADAPTIVE for the paper's head-wise
+ *      budget (§4). The 'global' ablation scores ã_s only (min-max of the single-anchor KeyDiff score). */
+typedef enum { KVT_SCALES_ALL = 0, KVT_SCALES_GLOBAL = 1 } kvt_scales;
+typedef struct {
+  int32_t window;   /* causal current-memory window W >= 1 (default 64) */
+  int32_t block;    /* episodic block size b >= 1; 0 = clip(floor(N/32), 128, 256) (default 0) */
+  double prior[3];  /* blend log-prior weights (stable, episodic, current): >= 0, finite, not all 0 (0.4, 0.4, 0.2) */
+  double beta;      /* blend temperature, finite (3) */
+  double tau;       /* gate threshold, finite (0.6) */
+  double kappa;     /* gate sharpness, finite (10) */
+  double tail;      /* tail fraction for the blend statistics, in [0, 1] (0.1): m = max(1, floor(tail*N)) */
+  int32_t sinks;    /* leading positions pinned to +Infinity, >= 0 (4) */
+  int32_t scales;   /* kvt_scales (KVT_SCALES_ALL) */
+} kvt_nestedkv_opts;
+/* Fills the spec defaults (§6). */
+KVT_API void kvt_nestedkv_default_opts(kvt_nestedkv_opts* opts);
+/* Default episodic block size for N tokens: clip(floor(N/32), 128, 256). */
+KVT_API int64_t kvt_nestedkv_block_size(int64_t N);
+KVT_API kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nestedkv_opts* opts, const kvt_tensor* scores,
+                                       kvt_stream stream);
+
+/* ---- SnapKV (spec/grkv.md §3.1, kvpress SnapKVPress): queries [Hq,Wq,d] are the observation-window queries at
+ *      positions N-Wq .. N-1 (the last `window` rows are used), keys [Hkv,N,d] (Hq % Hkv == 0; any float dtypes and
+ *      strides), scores [Hkv,N] f32. score = GQA mean over the group of pool_kernel(mean over the window queries of
+ *      softmax(scale q.k) restricted to the prefix [0, N-W)); the W window positions get +Infinity. Causal inside
+ *      the window. No [Hq,W,N] tensor is materialised. */
+typedef enum { KVT_POOL_AVG = 0, KVT_POOL_MAX = 1 } kvt_pool;
+typedef struct {
+  int32_t window;  /* observation window W, 1 <= W <= Wq and W < N; 0 = Wq (default 0) */
+  int32_t kernel;  /* pooling kernel, odd >= 1 (5); stride 1, padding kernel/2 (avg counts the zero padding) */
+  int32_t pool;    /* kvt_pool (KVT_POOL_AVG) */
+  double scale;    /* logit scale, finite and nonzero; 0 = 1/sqrt(d) (default 0) */
+} kvt_snapkv_opts;
+KVT_API kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_snapkv_opts* opts,
+                                     const kvt_tensor* scores, kvt_stream stream);
+
 
 /* ==== MomentKV: moment state, corrected decode attention, moment-informed eviction (spec/momentkv.md) ======= */
 

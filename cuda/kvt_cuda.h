@@ -54,6 +54,26 @@ cudaError_t gather_kv(const T3& keys, const T3& values, const T2& indices, const
                       const O3& values_out, const T2& counts_out, const Moments* moments, cudaStream_t stream);
 
 // ==== NestedKV and SnapKV scoring ====================================================================
+// NestedKV scores (spec/nestedkv.md §3): two streaming passes over K plus small statistics kernels on the
+// L2-resident [3, H, N] raw anomalies. scores: [H, N] f32.
+struct NestedkvParams {
+  int64_t window, block, sinks, tail_m;
+  double prior[3];
+  double beta;
+  float tau, kappa;
+  int global;  // 1 = 'global' ablation (ã_s only)
+};
+cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& scores, cudaStream_t stream);
+
+// SnapKV scores (spec/grkv.md §3.1): pass 1 per-query LSE, pass 2 window-summed probabilities, pooling + GQA mean.
+// queries [Hq, W, d] (the window rows only), keys [Hkv, N, d], scores [Hkv, N] f32.
+struct SnapkvParams {
+  int kernel;
+  int max_pool;
+  float scale;
+};
+cudaError_t snapkv_scores(const T3& queries, const T3& keys, const SnapkvParams& p, const T2& scores,
+                          cudaStream_t stream);
 
 
 // ==== MomentKV ========================================================================================

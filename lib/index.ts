@@ -52,6 +52,10 @@ export { gatherKV } from './ops/gather';
 export type { GatherArgs, CompactKV } from './ops/gather';
 
 // ==== NestedKV and SnapKV scoring ====
+export { nestedkvScores, nestedkvBlockSize } from './ops/nestedkv';
+export type { NestedkvOptions, NestedkvScales } from './ops/nestedkv';
+export { snapkvScores } from './ops/snapkv';
+export type { SnapkvOptions, SnapkvPool } from './ops/snapkv';
 
 
 // ==== MomentKV ====

@@ -1,0 +1,335 @@
+// NestedKV scoring (spec/nestedkv.md §3 S1–S7 with the §9 choices): C ABI entry point, validation and the threaded
+// CPU backend. The per-token math and the numerical scheme (fixed-point anchor sums, chunked window sums, exact
+// tail statistics) are shared with the CUDA kernels through nestedkv_math.h, so both backends compute the same
+// function; see that header for the scheme.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "cpu/parallel.h"
+#include "cpu/rows.h"
+#include "kvt_internal.h"
+#include "nestedkv_math.h"
+#if defined(KVT_WITH_CUDA)
+#include "../cuda/kvt_cuda.h"
+#include "cuda_status.h"
+#endif
+
+namespace kvt {
+namespace cpu {
+namespace {
+
+using namespace nkv;
+
+struct Nkv {
+  int64_t H, N, d, W, b, nb, sinks, m;
+  double prior[3], beta;
+  float tau, kappa;
+  bool global;
+};
+
+// k̂ of row (h, i) (S1) into out[0, d).
+inline void khat_row(const View& k, int64_t h, int64_t i, std::vector<float>& buf, float* out) {
+  const int64_t d = k.shape[2];
+  const float* row = load_row(k, h, i, buf);
+  const float inv = inv_norm_clamped(sumsq8(row, d));
+  for (int64_t c = 0; c < d; c++) out[c] = row[c] * inv;
+}
+
+// Anchors of one layer: fixed-point sums turned into scaled f32 anchor vectors and their norms.
+struct Anchors {
+  std::vector<float> mu_s, norm_s;  // [H, d], [H]
+  std::vector<float> mu_e, norm_e;  // [H, nb, d], [H, nb]
+};
+
+// Norm of an anchor vector, summed in double and rounded once (the CUDA finalize kernel does the same).
+float anchor_norm(const float* v, int64_t d) {
+  double s = 0;
+  for (int64_t c = 0; c < d; c++) s += double(v[c]) * double(v[c]);
+  return float(sqrt(s));
+}
+
+// Pass 1: exact block sums of k̂ (and from them the global sum), one work unit per (head, block).
+void anchors(const View& k, const Nkv& o, Anchors& a) {
+  const int64_t H = o.H, d = o.d, nb = o.nb;
+  std::vector<int64_t> bsum(size_t(H * nb * d), 0);
+  parallel_for(H * nb, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<float> buf, kh(static_cast<size_t>(d));
+    for (int64_t u = u0; u < u1; u++) {
+      const int64_t h = u / nb, blk = u % nb;
+      int64_t* acc = &bsum[size_t(u * d)];
+      for (int64_t i = blk * o.b; i < std::min(o.N, (blk + 1) * o.b); i++) {
+        khat_row(k, h, i, buf, kh.data());
+        for (int64_t c = 0; c < d; c++) acc[c] += to_fixed(kh[size_t(c)]);
+      }
+    }
+  });
+  a.mu_s.assign(size_t(H * d), 0.f);
+  a.norm_s.assign(size_t(H), 0.f);
+  a.mu_e.assign(size_t(H * nb * d), 0.f);
+  a.norm_e.assign(size_t(H * nb), 0.f);
+  parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<int64_t> g(static_cast<size_t>(d));
+    for (int64_t h = h0; h < h1; h++) {
+      std::fill(g.begin(), g.end(), 0);
+      for (int64_t blk = 0; blk < nb; blk++) {
+        const int64_t* s = &bsum[size_t((h * nb + blk) * d)];
+        float* mu = &a.mu_e[size_t((h * nb + blk) * d)];
+        for (int64_t c = 0; c < d; c++) {
+          g[size_t(c)] += s[c];
+          mu[c] = from_fixed(s[c]);
+        }
+        a.norm_e[size_t(h * nb + blk)] = anchor_norm(mu, d);
+      }
+      float* mu = &a.mu_s[size_t(h * d)];
+      for (int64_t c = 0; c < d; c++) mu[c] = from_fixed(g[size_t(c)]);
+      a.norm_s[size_t(h)] = anchor_norm(mu, d);
+    }
+  });
+}
+
+// Pass 2 over rows [r0, r1) of head h: raw anomalies a_s, a_e, a_c (S3), and their min/max.
+void raw_scores(const View& k, const Nkv& o, const Anchors& an, int64_t h, int64_t r0, int64_t r1, float* raw,
+                float lo[3], float hi[3]) {
+  const int64_t d = o.d, W = o.W, N = o.N, HN = o.H * o.N;
+  std::vector<float> buf, kh(static_cast<size_t>(d)), old(static_cast<size_t>(d)), A(static_cast<size_t>(d), 0.f), B(static_cast<size_t>(d), 0.f), S(static_cast<size_t>(d));
+  // Window state before row r0 (nestedkv_math.h): A = running sum of the current chunk, B = previous chunk's
+  // total minus the rows that left the window.
+  if (!o.global) {
+    const int64_t c = r0 / W;
+    if (c >= 1)
+      for (int64_t j = (c - 1) * W; j < c * W; j++) {
+        khat_row(k, h, j, buf, old.data());
+        for (int64_t x = 0; x < d; x++) A[size_t(x)] = fadd(A[size_t(x)], old[size_t(x)]);
+      }
+    if (r0 != c * W) {
+      B = A;
+      std::fill(A.begin(), A.end(), 0.f);
+      if (c >= 1)
+        for (int64_t j = (c - 1) * W; j <= r0 - 1 - W; j++) {
+          khat_row(k, h, j, buf, old.data());
+          for (int64_t x = 0; x < d; x++) B[size_t(x)] = fsub(B[size_t(x)], old[size_t(x)]);
+        }
+      for (int64_t j = c * W; j < r0; j++) {
+        khat_row(k, h, j, buf, old.data());
+        for (int64_t x = 0; x < d; x++) A[size_t(x)] = fadd(A[size_t(x)], old[size_t(x)]);
+      }
+    }
+  }
+  const float* mus = &an.mu_s[size_t(h * d)];
+  const float ns = an.norm_s[size_t(h)];
+  for (int64_t i = r0; i < r1; i++) {
+    khat_row(k, h, i, buf, kh.data());
+    const float as = anchor_neg_cos(dot8(kh.data(), mus, d), ns, float(N));
+    raw[h * N + i] = as;
+    lo[0] = std::min(lo[0], as);
+    hi[0] = std::max(hi[0], as);
+    if (o.global) continue;
+    // episodic: whole-block mean (last partial block keeps its own mean)
+    const int64_t blk = i / o.b;
+    const float ae = anchor_neg_cos(dot8(kh.data(), &an.mu_e[size_t((h * o.nb + blk) * d)], d),
+                                    an.norm_e[size_t(h * o.nb + blk)], float(std::min(o.b, N - blk * o.b)));
+    // current: causal inclusive window [max(0, i-W+1), i]
+    if (i > 0 && i % W == 0) {
+      B = A;
+      std::fill(A.begin(), A.end(), 0.f);
+    }
+    if (i >= W) {
+      khat_row(k, h, i - W, buf, old.data());
+      for (int64_t x = 0; x < d; x++) B[size_t(x)] = fsub(B[size_t(x)], old[size_t(x)]);
+    }
+    for (int64_t x = 0; x < d; x++) {
+      A[size_t(x)] = fadd(A[size_t(x)], kh[size_t(x)]);
+      S[size_t(x)] = fadd(A[size_t(x)], B[size_t(x)]);
+    }
+    const float ac = anchor_neg_cos(dot8(kh.data(), S.data(), d), sqrtf(sumsq8(S.data(), d)),
+                                    float(std::min(i + 1, W)));
+    raw[HN + h * N + i] = ae;
+    raw[2 * HN + h * N + i] = ac;
+    lo[1] = std::min(lo[1], ae);
+    hi[1] = std::max(hi[1], ae);
+    lo[2] = std::min(lo[2], ac);
+    hi[2] = std::max(hi[2], ac);
+  }
+}
+
+// k-th largest (1-based) order key of keys[0, n); reorders keys.
+uint32_t kth_largest(std::vector<uint32_t>& keys, int64_t k) {
+  std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<uint32_t>());
+  return keys[size_t(k - 1)];
+}
+
+// Outer-learner statistics of head h (S5 tails, S6 surprise), as exact integer sums.
+HeadStats head_stats(const Nkv& o, const float* raw, int64_t h, const float lo[3], const float hi[3]) {
+  const int64_t N = o.N, HN = o.H * o.N;
+  HeadStats st{};
+  MinMax mm[3];
+  std::vector<uint32_t> keys(static_cast<size_t>(N));
+  for (int x = 0; x < 3; x++) {
+    mm[x] = make_minmax(lo[x], hi[x]);
+    const float* r = raw + x * HN + h * N;
+    for (int64_t i = 0; i < N; i++) keys[size_t(i)] = order_key(r[i]);
+    st.key_top[x] = kth_largest(keys, o.m);
+    st.key_bot[x] = kth_largest(keys, N - o.m + 1);
+  }
+  uint32_t s_lo = 0xffffffffu, s_hi = 0;
+  for (int64_t i = 0; i < N; i++) {
+    float t[3];
+    for (int x = 0; x < 3; x++) {
+      const float a = raw[x * HN + h * N + i];
+      const uint32_t key = order_key(a);
+      t[x] = apply_minmax(a, mm[x]);
+      if (key > st.key_top[x]) {
+        st.sum_gt[x] += to_ufixed(t[x]);
+        st.cnt_gt[x]++;
+      }
+      if (key < st.key_bot[x]) {
+        st.sum_lt[x] += to_ufixed(t[x]);
+        st.cnt_lt[x]++;
+      }
+    }
+    const float s = spread3(t[0], t[1], t[2]);
+    const uint32_t ks = order_key(s);
+    s_lo = std::min(s_lo, ks);
+    s_hi = std::max(s_hi, ks);
+    st.sum_s += to_ufixed(s);
+  }
+  st.s_lo_key = s_lo;
+  st.s_hi_key = s_hi;
+  return st;
+}
+
+void nestedkv(const View& k, const Nkv& o, const View& out) {
+  const int64_t H = o.H, N = o.N;
+  Anchors an;
+  anchors(k, o, an);
+  // Pass 2, one unit per (head, segment of rows); the window state makes any split give identical bits.
+  const int64_t seg = 1024, S = (N + seg - 1) / seg;
+  std::vector<float> raw(size_t((o.global ? 1 : 3) * H * N));
+  std::vector<float> ulo(size_t(H * S * 3), INFINITY), uhi(size_t(H * S * 3), -INFINITY);
+  parallel_for(H * S, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; u++) {
+      const int64_t h = u / S, s = u % S;
+      raw_scores(k, o, an, h, s * seg, std::min(N, (s + 1) * seg), raw.data(), &ulo[size_t(u * 3)],
+                 &uhi[size_t(u * 3)]);
+    }
+  });
+  std::vector<HeadParams> params(static_cast<size_t>(H));
+  parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; h++) {
+      float lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
+      for (int64_t s = 0; s < S; s++)
+        for (int x = 0; x < 3; x++) {
+          lo[x] = std::min(lo[x], ulo[size_t((h * S + s) * 3 + x)]);
+          hi[x] = std::max(hi[x], uhi[size_t((h * S + s) * 3 + x)]);
+        }
+      HeadStats st{};
+      if (!o.global) st = head_stats(o, raw.data(), h, lo, hi);
+      params[size_t(h)] = head_params(lo, hi, st, N, o.m, o.prior, o.beta, o.global);
+    }
+  });
+  const int64_t HN = H * N;
+  parallel_for(H * S, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; u++) {
+      const int64_t h = u / S, s = u % S;
+      float* dst = out.ptr<float>() + h * out.stride[0];
+      for (int64_t i = s * seg; i < std::min(N, (s + 1) * seg); i++) {
+        const int64_t r = h * N + i;
+        dst[i * out.stride[1]] =
+            i < o.sinks ? INFINITY
+                        : token_score(raw[size_t(r)], o.global ? 0.f : raw[size_t(HN + r)],
+                                      o.global ? 0.f : raw[size_t(2 * HN + r)], params[size_t(h)], o.tau, o.kappa,
+                                      o.global);
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace kvt
+
+using namespace kvt;
+
+extern "C" void kvt_nestedkv_default_opts(kvt_nestedkv_opts* o) {
+  if (!o) return;
+  o->window = 64;
+  o->block = 0;
+  o->prior[0] = 0.4;
+  o->prior[1] = 0.4;
+  o->prior[2] = 0.2;
+  o->beta = 3.0;
+  o->tau = 0.6;
+  o->kappa = 10.0;
+  o->tail = 0.1;
+  o->sinks = 4;
+  o->scales = KVT_SCALES_ALL;
+}
+
+extern "C" int64_t kvt_nestedkv_block_size(int64_t N) { return nkv::default_block(N); }
+
+static kvt_status check_finite(double v, const char* name) {
+  if (!std::isfinite(v)) return fail(KVT_ERR_RANGE, std::string(name) + ": must be finite, got " + std::to_string(v));
+  return KVT_OK;
+}
+
+extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nestedkv_opts* opts, const kvt_tensor* scores,
+                                          kvt_stream stream) {
+  View k, s;
+  KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
+  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
+  const kvt_nestedkv_opts o = *opts;
+  KVT_TRY(check_tensor(scores, "out", 2, kMaskF32, "[H, N]", &s));
+  KVT_TRY(check_same_device(k, "keys", s, "out"));
+  KVT_TRY(check_dim(s, "out", 0, k.shape[0], "H of keys"));
+  KVT_TRY(check_dim(s, "out", 1, k.shape[1], "N of keys"));
+  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
+  const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
+  if (N > 2147483647) return fail(KVT_ERR_RANGE, "keys: N must be < 2^31, got " + std::to_string(N));
+  KVT_TRY(check_range(o.window, 1, 2147483647.0, "window"));
+  KVT_TRY(check_range(o.block, 0, 2147483647.0, "block"));
+  for (int x = 0; x < 3; x++) {
+    if (!(std::isfinite(o.prior[x]) && o.prior[x] >= 0))
+      return fail(KVT_ERR_RANGE, "prior: expected 3 finite non-negative weights, got prior[" + std::to_string(x) +
+                                     "] = " + std::to_string(o.prior[x]));
+  }
+  if (!(o.prior[0] > 0 || o.prior[1] > 0 || o.prior[2] > 0))
+    return fail(KVT_ERR_RANGE, "prior: at least one weight must be positive");
+  KVT_TRY(check_finite(o.beta, "beta"));
+  KVT_TRY(check_finite(o.tau, "tau"));
+  KVT_TRY(check_finite(o.kappa, "kappa"));
+  KVT_TRY(check_range(o.tail, 0, 1, "tail"));
+  KVT_TRY(check_range(o.sinks, 0, 2147483647.0, "sinks"));
+  if (o.scales != KVT_SCALES_ALL && o.scales != KVT_SCALES_GLOBAL)
+    return fail(KVT_ERR_RANGE, "scales: must be 'all' or 'global'");
+  if (H == 0 || N == 0) return KVT_OK;
+  if (d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, 3));
+  cpu::Nkv p;
+  p.H = H;
+  p.N = N;
+  p.d = d;
+  p.W = o.window;
+  p.b = o.block > 0 ? o.block : nkv::default_block(N);
+  p.nb = (N + p.b - 1) / p.b;
+  p.sinks = o.sinks;
+  p.m = nkv::tail_count(o.tail, N);
+  for (int x = 0; x < 3; x++) p.prior[x] = o.prior[x];
+  p.beta = o.beta;
+  p.tau = float(o.tau);
+  p.kappa = float(o.kappa);
+  p.global = o.scales == KVT_SCALES_GLOBAL;
+#if defined(KVT_WITH_CUDA)
+  if (k.on_cuda()) {
+    KVT_CUDA_TRY(set_device(k.device_id));
+    cuda::NestedkvParams cp{p.W, p.b, p.sinks, p.m, {p.prior[0], p.prior[1], p.prior[2]}, p.beta, p.tau, p.kappa,
+                            p.global ? 1 : 0};
+    return cuda_status(cuda::nestedkv_scores(t3(k), cp, t2(s), static_cast<cudaStream_t>(stream)), "nestedkvScores");
+  }
+#else
+  (void)stream;
+#endif
+  cpu::nestedkv(k, p, s);
+  return KVT_OK;
+}

@@ -1,0 +1,89 @@
+/**
+ * NestedKV (Chen et al., arXiv 2605.26678; spec/nestedkv.md §3 S1–S7 with the §9 choices): a training-free,
+ * key-only, prefill-time eviction score. Per KV head the L2-normalised keys are compared with three anchors —
+ * the global mean (stable), the mean of the token's block (episodic) and the mean of its causal trailing window
+ * (current) — as −cos anomalies, min-max normalised per head; a head-adaptive softmax blend (prior + β·Δ of the
+ * 10 % tails) and a surprise gate (the spread across the three scales) combine them into a* in [0, 1]. The first
+ * `sinks` positions get +Infinity. Higher = keep.
+ *
+ * Pair it with `selectTokens(scores, { ratio, budget: 'adaptive', safeguard: 0.2 })` for the paper's head-wise
+ * budget (§4). `scales: 'global'` is the single-anchor ablation (a* = min-max of KeyDiff's score, spec §7/§8).
+ */
+import { native } from '../binding';
+import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
+import { checkInt, checkNum, checkOneOf, show } from '../validate';
+import { StreamOpt, opts, output, streamOf } from './common';
+
+export type NestedkvScales = 'all' | 'global';
+
+export interface NestedkvOptions extends StreamOpt {
+  /** Current-memory window W (causal, inclusive of the token). Default 64. */
+  window?: number;
+  /** Episodic block size b (contiguous blocks from position 0). Default clip(⌊N/32⌋, 128, 256). */
+  block?: number;
+  /** Log-prior weights of the blend (stable, episodic, current): 3 finite numbers ≥ 0, not all 0. Default [0.4, 0.4, 0.2]. */
+  prior?: readonly number[];
+  /** Blend temperature β. Default 3. */
+  beta?: number;
+  /** Gate threshold τ (on the min-max-normalised, mean-centred surprise). Default 0.6. */
+  tau?: number;
+  /** Gate sharpness κ. Default 10. */
+  kappa?: number;
+  /** Tail fraction for Δ (top-minus-bottom tail means), m = max(1, ⌊tail·N⌋). Default 0.1. */
+  tail?: number;
+  /** Leading positions pinned to +Infinity (they take part in every statistic). Default 4. */
+  sinks?: number;
+  /** 'all' = full NestedKV; 'global' = single global anchor ablation. Default 'all'. */
+  scales?: NestedkvScales;
+  /** Preallocated f32 [H, N] output. */
+  out?: Tensor | TensorLike;
+}
+
+/** Default episodic block size for N tokens: clip(⌊N/32⌋, 128, 256) (spec §3 S2). */
+export function nestedkvBlockSize(N: number): number {
+  checkInt('N', N, 0, 2 ** 31 - 1);
+  return Math.min(256, Math.max(128, Math.floor(N / 32)));
+}
+
+const I32_MAX = 2 ** 31 - 1;
+
+function finite(name: string, v: unknown): number {
+  if (typeof v !== 'number' || Number.isNaN(v)) throw new TypeError(`${name}: expected a number, got ${show(v)}`);
+  if (!Number.isFinite(v)) throw new RangeError(`${name}: must be finite, got ${v}`);
+  return v;
+}
+
+function checkPrior(v: unknown): number[] {
+  if (!Array.isArray(v) && !ArrayBuffer.isView(v)) throw new TypeError(`prior: expected an array of 3 numbers, got ${show(v)}`);
+  const a = Array.from(v as ArrayLike<unknown>);
+  if (a.length !== 3) throw new RangeError(`prior: expected 3 weights (stable, episodic, current), got ${a.length}`);
+  const p = a.map((x, i) => {
+    const n = finite(`prior[${i}]`, x);
+    if (n < 0) throw new RangeError(`prior[${i}]: must be >= 0, got ${n}`);
+    return n;
+  });
+  if (!p.some((x) => x > 0)) throw new RangeError('prior: at least one weight must be positive');
+  return p;
+}
+
+/** NestedKV scores f32 [H, N] of keys [H, N, d] (f32 | f16 | bf16, any strides). */
+export function nestedkvScores(keys: Tensor | TensorLike, options?: NestedkvOptions): Tensor {
+  const o = opts('options', options, ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'stream']);
+  const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
+  const [H, N] = k.shape;
+  const n = {
+    window: checkInt('window', o.window ?? 64, 1, I32_MAX),
+    block: o.block === undefined ? 0 : checkInt('block', o.block, 1, I32_MAX),
+    prior: o.prior === undefined ? [0.4, 0.4, 0.2] : checkPrior(o.prior),
+    beta: finite('beta', o.beta ?? 3),
+    tau: finite('tau', o.tau ?? 0.6),
+    kappa: finite('kappa', o.kappa ?? 10),
+    tail: checkNum('tail', o.tail ?? 0.1, 0, 1),
+    sinks: checkInt('sinks', o.sinks ?? 4, 0, I32_MAX),
+    scales: checkOneOf('scales', o.scales ?? 'all', ['all', 'global'] as const) === 'global' ? 1 : 0,
+  };
+  const stream = streamOf(o, k.device);
+  const out = output('out', o.out, [H, N], 'f32', k.device, stream);
+  native.nestedkvScores(k.toNative(), n, out.toNative(), stream?.handle);
+  return out;
+}
