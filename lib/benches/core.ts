@@ -6,6 +6,7 @@ import { dtypeSize } from '../tensor';
 import { randomHost } from '../checks/util';
 import type { BenchCase } from './types';
 import { keydiffNaive, selectNaive, gatherNaive } from './baselines';
+import { native } from '../binding';
 
 const KEEP = 0.25;
 
@@ -20,7 +21,10 @@ export const coreBenches: BenchCase[] = [
       const out = ctx.alloc([s.H, s.N], 'f32');
       return {
         run: () => void keydiffScores(keys, { out, stream: ctx.stream }),
-        baseline: ctx.backend === 'cpu' ? { name: 'plain JS', run: () => void keydiffNaive(host) } : undefined,
+        baseline:
+          ctx.backend === 'cpu'
+            ? { name: 'plain JS', run: () => void keydiffNaive(host) }
+            : { name: 'unfused (3 kernels)', run: () => native.baselineKeydiff(keys.toNative(), out.toNative(), ctx.stream?.handle) },
       };
     },
   },
@@ -36,7 +40,12 @@ export const coreBenches: BenchCase[] = [
       const indices = ctx.alloc([s.H, probe.indices.shape[1]], 'i32'), counts = ctx.alloc([s.H], 'i32');
       return {
         run: () => void selectTokens(scores, { keep, budget, indices, counts, stream: ctx.stream }),
-        baseline: ctx.backend === 'cpu' && budget === 'uniform' ? { name: 'Array.sort', run: () => void selectNaive(host, keep) } : undefined,
+        baseline:
+          budget !== 'uniform'
+            ? undefined
+            : ctx.backend === 'cpu'
+              ? { name: 'Array.sort', run: () => void selectNaive(host, keep) }
+              : { name: 'CUB segmented sort', run: () => native.baselineSelect(scores.toNative(), keep, indices.toNative(), counts.toNative(), ctx.stream?.handle) },
       };
     },
   })),
@@ -53,9 +62,14 @@ export const coreBenches: BenchCase[] = [
       return {
         run: () => void gatherKV({ keys, values, indices, counts, keysOut, valuesOut, countsOut, stream: ctx.stream }),
         baseline:
-          ctx.backend === 'cpu' && s.dtype === 'f32'
-            ? { name: 'plain JS', run: () => void gatherNaive(kh, vh, sel.indices, sel.counts) }
-            : undefined,
+          ctx.backend === 'cuda'
+            ? {
+                name: 'thread per element',
+                run: () => native.baselineGather(keys.toNative(), values.toNative(), indices.toNative(), counts.toNative(), keysOut.toNative(), valuesOut.toNative(), ctx.stream?.handle),
+              }
+            : s.dtype === 'f32'
+              ? { name: 'plain JS', run: () => void gatherNaive(kh, vh, sel.indices, sel.counts) }
+              : undefined,
       };
     },
   },
