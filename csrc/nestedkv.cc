@@ -30,26 +30,43 @@ struct Nkv {
   bool global;
 };
 
-// k̂ of row (h, i) (S1) into out[0, d).
+// Dot product of f32 vectors accumulated in double (products of f32 values are exact in double).
+inline double dotd(const float* a, const float* b, int64_t n) {
+  double acc[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; k++) acc[k] += double(a[i + k]) * double(b[i + k]);
+  double s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+  for (; i < n; i++) s += double(a[i]) * double(b[i]);
+  return s;
+}
+
+// Row (h, i) as f32 (pointer into the tensor or `buf`) and its inverse norm 1/max(‖k‖, ε) in double (S1).
+inline const float* key_row(const View& k, int64_t h, int64_t i, std::vector<float>& buf, double* inv) {
+  const float* row = load_row(k, h, i, buf);
+  *inv = 1.0 / std::max(sqrt(dotd(row, row, k.shape[2])), double(kEps));
+  return row;
+}
+
+// k̂ of row (h, i) (S1) in f32 into out[0, d).
 inline void khat_row(const View& k, int64_t h, int64_t i, std::vector<float>& buf, float* out) {
   const int64_t d = k.shape[2];
-  const float* row = load_row(k, h, i, buf);
-  const float inv = inv_norm_clamped(sumsq8(row, d));
-  for (int64_t c = 0; c < d; c++) out[c] = row[c] * inv;
+  double inv;
+  const float* row = key_row(k, h, i, buf, &inv);
+  const float invf = float(inv);
+  for (int64_t c = 0; c < d; c++) out[c] = row[c] * invf;
 }
 
 // Anchors of one layer: fixed-point sums turned into scaled f32 anchor vectors and their norms.
 struct Anchors {
-  std::vector<float> mu_s, norm_s;  // [H, d], [H]
-  std::vector<float> mu_e, norm_e;  // [H, nb, d], [H, nb]
+  std::vector<float> mu_s;   // [H, d]
+  std::vector<double> norm_s;  // [H]
+  std::vector<float> mu_e;   // [H, nb, d]
+  std::vector<double> norm_e;  // [H, nb]
 };
 
-// Norm of an anchor vector, summed in double and rounded once (the CUDA finalize kernel does the same).
-float anchor_norm(const float* v, int64_t d) {
-  double s = 0;
-  for (int64_t c = 0; c < d; c++) s += double(v[c]) * double(v[c]);
-  return float(sqrt(s));
-}
+// Norm of an anchor vector, summed in double (the CUDA finalize kernel does the same, then rounds to f32).
+double anchor_norm(const float* v, int64_t d) { return sqrt(dotd(v, v, d)); }
 
 // Pass 1: exact block sums of k̂ (and from them the global sum), one work unit per (head, block).
 void anchors(const View& k, const Nkv& o, Anchors& a) {
@@ -67,9 +84,9 @@ void anchors(const View& k, const Nkv& o, Anchors& a) {
     }
   });
   a.mu_s.assign(size_t(H * d), 0.f);
-  a.norm_s.assign(size_t(H), 0.f);
+  a.norm_s.assign(size_t(H), 0.0);
   a.mu_e.assign(size_t(H * nb * d), 0.f);
-  a.norm_e.assign(size_t(H * nb), 0.f);
+  a.norm_e.assign(size_t(H * nb), 0.0);
   parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
     std::vector<int64_t> g(static_cast<size_t>(d));
     for (int64_t h = h0; h < h1; h++) {
@@ -94,7 +111,8 @@ void anchors(const View& k, const Nkv& o, Anchors& a) {
 void raw_scores(const View& k, const Nkv& o, const Anchors& an, int64_t h, int64_t r0, int64_t r1, float* raw,
                 float lo[3], float hi[3]) {
   const int64_t d = o.d, W = o.W, N = o.N, HN = o.H * o.N;
-  std::vector<float> buf, kh(static_cast<size_t>(d)), old(static_cast<size_t>(d)), A(static_cast<size_t>(d), 0.f), B(static_cast<size_t>(d), 0.f), S(static_cast<size_t>(d));
+  std::vector<float> buf, buf2, kh(static_cast<size_t>(d)), old(static_cast<size_t>(d)), A(static_cast<size_t>(d), 0.f),
+      B(static_cast<size_t>(d), 0.f), S(static_cast<size_t>(d));
   // Window state before row r0 (nestedkv_math.h): A = running sum of the current chunk, B = previous chunk's
   // total minus the rows that left the window.
   if (!o.global) {
@@ -119,33 +137,36 @@ void raw_scores(const View& k, const Nkv& o, const Anchors& an, int64_t h, int64
     }
   }
   const float* mus = &an.mu_s[size_t(h * d)];
-  const float ns = an.norm_s[size_t(h)];
+  const double ns = an.norm_s[size_t(h)];
   for (int64_t i = r0; i < r1; i++) {
-    khat_row(k, h, i, buf, kh.data());
-    const float as = anchor_neg_cos(dot8(kh.data(), mus, d), ns, float(N));
+    double inv;
+    const float* row = key_row(k, h, i, buf, &inv);
+    const float invf = float(inv);
+    for (int64_t x = 0; x < d; x++) kh[size_t(x)] = row[x] * invf;
+    const float as = anchor_neg_cos(dotd(row, mus, d) * inv, ns, double(N));
     raw[h * N + i] = as;
     lo[0] = std::min(lo[0], as);
     hi[0] = std::max(hi[0], as);
     if (o.global) continue;
     // episodic: whole-block mean (last partial block keeps its own mean)
     const int64_t blk = i / o.b;
-    const float ae = anchor_neg_cos(dot8(kh.data(), &an.mu_e[size_t((h * o.nb + blk) * d)], d),
-                                    an.norm_e[size_t(h * o.nb + blk)], float(std::min(o.b, N - blk * o.b)));
+    const float ae = anchor_neg_cos(dotd(row, &an.mu_e[size_t((h * o.nb + blk) * d)], d) * inv,
+                                    an.norm_e[size_t(h * o.nb + blk)], double(std::min(o.b, N - blk * o.b)));
     // current: causal inclusive window [max(0, i-W+1), i]
     if (i > 0 && i % W == 0) {
       B = A;
       std::fill(A.begin(), A.end(), 0.f);
     }
     if (i >= W) {
-      khat_row(k, h, i - W, buf, old.data());
+      khat_row(k, h, i - W, buf2, old.data());
       for (int64_t x = 0; x < d; x++) B[size_t(x)] = fsub(B[size_t(x)], old[size_t(x)]);
     }
     for (int64_t x = 0; x < d; x++) {
       A[size_t(x)] = fadd(A[size_t(x)], kh[size_t(x)]);
       S[size_t(x)] = fadd(A[size_t(x)], B[size_t(x)]);
     }
-    const float ac = anchor_neg_cos(dot8(kh.data(), S.data(), d), sqrtf(sumsq8(S.data(), d)),
-                                    float(std::min(i + 1, W)));
+    const float ac = anchor_neg_cos(dotd(row, S.data(), d) * inv, sqrt(dotd(S.data(), S.data(), d)),
+                                    double(std::min(i + 1, W)));
     raw[HN + h * N + i] = ae;
     raw[2 * HN + h * N + i] = ac;
     lo[1] = std::min(lo[1], ae);

@@ -2,8 +2,11 @@
 // (csrc/nestedkv.cc, csrc/snapkv.cc) and the CUDA kernels (cuda/nestedkv.cu, cuda/snapkv.cu). Every elementwise
 // formula lives here once; the backends differ only in the summation order of dot products / norms.
 //
-// Numerical scheme (identical on both backends):
-//  - S1: k̂ = k * inv_norm_clamped(|k|²) in f32.
+// Numerical scheme (the same on both backends except where noted):
+//  - S1: inv = 1/max(‖k‖, ε) per row; k̂ = k·inv in f32 feeds the anchor and window sums. The cosines use the raw
+//    key, a = −(k·μ')·inv/‖μ'‖; the row reductions (‖k‖², k·μ', ‖S‖²) are accumulated in double on the CPU and in
+//    f32 (FMA lane partials, warp tree) in the CUDA kernels, where per-row double arithmetic would cost more than
+//    the memory traffic. Raw anomalies are stored as f32.
 //  - Global and block anchors are sums of k̂ in 32.32 fixed point (int64): exact, so the CUDA reduction order
 //    (integer atomics) cannot change them, and CPU and GPU agree bit for bit given the same k̂. The anchor used
 //    in the cosine is that sum scaled by 2^-32 (cosines are invariant to the anchor's positive scale; the §9.13
@@ -94,11 +97,13 @@ KVT_HD uint64_t to_ufixed(float x) {
 #endif
 }
 
-// S3: a = −cos(k̂, μ) from dot = k̂·μ', the norm of μ' = (scaled) anchor sum over `count` tokens.
-// ‖mean‖ = ‖μ'‖/count < ε gives 0 (§9.13). Never NaN for finite input; +0 instead of −0.
-KVT_HD float anchor_neg_cos(float dot, float mu_norm, float count) {
-  if (!(mu_norm >= kEps * count)) return 0.0f;
-  return 0.0f - dot / mu_norm;
+// S3: a = −cos(k̂, μ) from dot = k̂·μ' (= (k·μ')·inv_norm), the norm of μ' = (scaled) anchor sum over `count`
+// tokens. ‖mean‖ = ‖μ'‖/count < ε gives 0 (§9.13). Never NaN for finite input; +0 instead of −0. T = double on
+// the CPU backend (row reductions accumulated in double), float in the CUDA kernels.
+template <typename T>
+KVT_HD float anchor_neg_cos(T dot, T mu_norm, T count) {
+  if (!(mu_norm >= T(kEps) * count)) return 0.0f;
+  return float(T(0) - dot / mu_norm);
 }
 
 // Per-(scale, head) min-max parameters (S4): ã = (a − lo) / (hi − lo), or 0 when the range is (numerically) zero.
