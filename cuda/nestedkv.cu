@@ -1,0 +1,640 @@
+// NestedKV scoring on CUDA (spec/nestedkv.md §3; spec/performance.md §5.1): two streaming passes over K, then
+// small statistics kernels over the [3, H, N] f32 raw anomalies (L2-resident), no host synchronisation.
+//
+//   pass 1  (reads K once)  warp per contiguous row range: ‖k‖ -> inv_norm [H, N]; k̂ in 32.32 fixed point summed
+//                           per block and per head with int64 atomics (exact, so the order does not matter).
+//   pass 2  (reads K again) warp per contiguous row range: anchors from the exact sums (block anchor reloaded at
+//                           block changes), the causal window sum carried along the rows in two f32 accumulators
+//                           (nestedkv_math.h; the subtracted row i-W was read W rows earlier and is re-read from
+//                           L1/L2), three cosines per row -> raw [3, H, N], per-(scale, head) min/max (atomics on
+//                           order-preserving keys).
+//   radix   (4 launches)    exact m-th largest and m-th smallest raw value per (scale, head): 8-bit digits over the
+//                           32-bit order keys, both tails in one read per round; the last block of a round picks
+//                           the digit (atomic ticket), as in select.cu.
+//   stats   (1 launch)      tail sums of ã and the surprise sum/min/max per head (fixed-point atomics); the last
+//                           block of a head turns them into the head's blend weights and surprise normalisation.
+//   final   (1 launch)      a* per token (shared token_score), sinks +Infinity, strided output.
+// The 'global' ablation runs pass 1, a cosine-only pass 2 and the final kernel.
+#include <tuple>
+#include <type_traits>
+
+#include "common.cuh"
+#include "dispatch.cuh"
+#include "../csrc/nestedkv_math.h"
+
+namespace kvt {
+namespace cuda {
+namespace {
+
+using namespace nkv;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / kWarp;
+constexpr int kBins = 256;
+constexpr int kRounds = 4;
+constexpr unsigned kFull = 0xffffffffu;
+
+struct Ctx {
+  T3 k;
+  int64_t H, N, d, W, b, nb, sinks, m;
+  int global;
+  int64_t rows_per_warp;  // pass 1/2: contiguous rows per warp
+  // workspace
+  float* inv_norm;     // [H, N]
+  long long* bsum;     // [H, nb, d] fixed-point block sums of k̂
+  long long* gsum;     // [H, d] fixed-point head sums
+  float* raw;          // [3, H, N]
+  unsigned* mm;        // [3, H, 2]: (~key of min, key of max), atomicMax
+};
+
+// Element c of the lane-owned slot (j, v).
+template <int V>
+__device__ __forceinline__ int64_t elem(int j, int v, int lane) {
+  return (int64_t(j) * kWarp + lane) * V + v;
+}
+
+// Loads row (h, i) into registers: V*STEPS values per lane (zeros beyond d).
+template <int DT, int V, int STEPS>
+__device__ __forceinline__ void load_key(const T3& k, int64_t h, int64_t i, int lane, float* x) {
+  constexpr int ES = DT == kF32 ? 4 : 2;
+  const char* row = static_cast<const char*>(k.p) + (h * k.s0 + i * k.s1) * ES;
+  warp_load_row<DT, V, STEPS>(row, k.n2, k.s2, lane, x);
+}
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
+
+// Sums four per-lane values over the warp (butterfly: 10 shuffles instead of 20); every lane gets all four.
+__device__ __forceinline__ void warp_sum4(float& a, float& b, float& c, float& e, int lane) {
+  const bool u16 = lane & 16;
+  float k0 = u16 ? c : a, k1 = u16 ? e : b;
+  const float s0 = u16 ? a : c, s1 = u16 ? b : e;
+  k0 += __shfl_xor_sync(kFull, s0, 16);
+  k1 += __shfl_xor_sync(kFull, s1, 16);
+  const bool u8 = lane & 8;
+  float k = u8 ? k1 : k0;
+  const float s = u8 ? k0 : k1;
+  k += __shfl_xor_sync(kFull, s, 8);
+  k += __shfl_xor_sync(kFull, k, 4);
+  k += __shfl_xor_sync(kFull, k, 2);
+  k += __shfl_xor_sync(kFull, k, 1);
+  // lanes 0-7 hold a, 8-15 b, 16-23 c, 24-31 e
+  a = __shfl_sync(kFull, k, 0);
+  b = __shfl_sync(kFull, k, 8);
+  c = __shfl_sync(kFull, k, 16);
+  e = __shfl_sync(kFull, k, 24);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Pass 1: inverse norms and exact fixed-point block / head sums of k̂.
+template <int DT, int V, int STEPS>
+__global__ void __launch_bounds__(kThreads) pass1_kernel(Ctx c) {
+  constexpr int VS = V * STEPS;
+  const int64_t h = blockIdx.y;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * c.rows_per_warp;
+  const int64_t r1 = imin(c.N, r0 + c.rows_per_warp);
+  if (r0 >= r1) return;
+  long long acc[VS];
+#pragma unroll
+  for (int j = 0; j < VS; j++) acc[j] = 0;
+  int64_t blk = r0 / c.b;
+  auto flush = [&](int64_t bk) {
+#pragma unroll
+    for (int j = 0; j < STEPS; j++)
+#pragma unroll
+      for (int v = 0; v < V; v++) {
+        const int64_t e = elem<V>(j, v, lane);
+        if (e < c.d && acc[j * V + v] != 0) {
+          if (!c.global)
+            atomicAdd(reinterpret_cast<unsigned long long*>(&c.bsum[(h * c.nb + bk) * c.d + e]),
+                      static_cast<unsigned long long>(acc[j * V + v]));
+          atomicAdd(reinterpret_cast<unsigned long long*>(&c.gsum[h * c.d + e]),
+                    static_cast<unsigned long long>(acc[j * V + v]));
+        }
+        acc[j * V + v] = 0;
+      }
+  };
+  float x[VS], xn[VS];
+  load_key<DT, V, STEPS>(c.k, h, r0, lane, x);
+  for (int64_t i = r0; i < r1; i++) {
+    if (i + 1 < r1) load_key<DT, V, STEPS>(c.k, h, i + 1, lane, xn);  // prefetch the next row
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < VS; j++) ss = fmaf(x[j], x[j], ss);
+    const float inv = inv_norm_clamped(warp_sum(ss));
+    if (lane == 0) c.inv_norm[h * c.N + i] = inv;
+    if (i / c.b != blk) {
+      flush(blk);
+      blk = i / c.b;
+    }
+#pragma unroll
+    for (int j = 0; j < VS; j++) acc[j] += to_fixed(fmul(x[j], inv));
+#pragma unroll
+    for (int j = 0; j < VS; j++) x[j] = xn[j];
+  }
+  flush(blk);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Pass 2: raw anomalies a_s, a_e, a_c and their per-(scale, head) min / max.
+
+// k̂ of row (h, i) in registers (inverse norm from pass 1).
+template <int DT, int V, int STEPS>
+__device__ __forceinline__ void load_khat(const Ctx& c, int64_t h, int64_t i, int lane, float* y) {
+  constexpr int VS = V * STEPS;
+  load_key<DT, V, STEPS>(c.k, h, i, lane, y);
+  const float inv = c.inv_norm[h * c.N + i];
+#pragma unroll
+  for (int j = 0; j < VS; j++) y[j] = fmul(y[j], inv);
+}
+
+// Anchor vector (lane slice) from a fixed-point sum, and its norm (double, fixed order) rounded to f32.
+template <int V, int STEPS>
+__device__ __forceinline__ float load_anchor(const long long* sum, int64_t d, int lane, float* mu) {
+  double nn = 0;
+#pragma unroll
+  for (int j = 0; j < STEPS; j++)
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+      const int64_t e = elem<V>(j, v, lane);
+      const float m = e < d ? from_fixed(sum[e]) : 0.f;
+      mu[j * V + v] = m;
+      nn += double(m) * double(m);
+    }
+  return float(sqrt(warp_sum_d(nn)));
+}
+
+template <int DT, int V, int STEPS>
+__global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <= 8 ? 2 : 1)) pass2_kernel(Ctx c) {
+  constexpr int VS = V * STEPS;
+  __shared__ float red_lo[3][kWarps], red_hi[3][kWarps];
+  const int64_t h = blockIdx.y;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * c.rows_per_warp;
+  const int64_t r1 = imin(c.N, r0 + c.rows_per_warp);
+  float lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
+  if (r0 < r1) {
+    const int64_t HN = c.H * c.N, W = c.W;
+    float mus[VS], mue[VS], A[VS], B[VS], x[VS], y[VS], xn[VS], yn[VS];
+    const float nrm_s = load_anchor<V, STEPS>(c.gsum + h * c.d, c.d, lane, mus);
+    int64_t blk = -1;
+    float nrm_e = 0.f, cnt_e = 0.f;
+#pragma unroll
+    for (int j = 0; j < VS; j++) A[j] = B[j] = 0.f;
+    if (!c.global) {
+      // Window state before row r0 (same operation sequence as the CPU backend, nestedkv_math.h).
+      const int64_t ch = r0 / W;
+      if (ch >= 1)
+        for (int64_t q = (ch - 1) * W; q < ch * W; q++) {
+          load_khat<DT, V, STEPS>(c, h, q, lane, y);
+#pragma unroll
+          for (int j = 0; j < VS; j++) A[j] = fadd(A[j], y[j]);
+        }
+      if (r0 != ch * W) {
+#pragma unroll
+        for (int j = 0; j < VS; j++) {
+          B[j] = A[j];
+          A[j] = 0.f;
+        }
+        if (ch >= 1)
+          for (int64_t q = (ch - 1) * W; q <= r0 - 1 - W; q++) {
+            load_khat<DT, V, STEPS>(c, h, q, lane, y);
+#pragma unroll
+            for (int j = 0; j < VS; j++) B[j] = fsub(B[j], y[j]);
+          }
+        for (int64_t q = ch * W; q < r0; q++) {
+          load_khat<DT, V, STEPS>(c, h, q, lane, y);
+#pragma unroll
+          for (int j = 0; j < VS; j++) A[j] = fadd(A[j], y[j]);
+        }
+      }
+    }
+    float* raw_s = c.raw + h * c.N;
+    float* raw_e = raw_s + HN;
+    float* raw_c = raw_s + 2 * HN;
+    // Row i and the row leaving the window (i - W), with their inverse norms; row i + 1 is prefetched.
+    float inv = 0.f, invy = 0.f, invn = 0.f, invyn = 0.f;
+    auto fetch = [&](int64_t i, float* xa, float* ya, float& ia, float& iya) {
+      load_key<DT, V, STEPS>(c.k, h, i, lane, xa);
+      ia = c.inv_norm[h * c.N + i];
+      if (!c.global && i >= W) {
+        load_key<DT, V, STEPS>(c.k, h, i - W, lane, ya);
+        iya = c.inv_norm[h * c.N + i - W];
+      }
+    };
+    fetch(r0, x, y, inv, invy);
+    for (int64_t i = r0; i < r1; i++) {
+      if (i + 1 < r1) fetch(i + 1, xn, yn, invn, invyn);
+      float ps = 0.f, pe = 0.f, pc = 0.f, nc = 0.f;
+      if (c.global) {
+#pragma unroll
+        for (int j = 0; j < VS; j++) ps = fmaf(x[j], mus[j], ps);
+        ps = warp_sum(ps);
+      } else {
+        if (i / c.b != blk) {  // block change: reload the episodic anchor
+          blk = i / c.b;
+          nrm_e = load_anchor<V, STEPS>(c.bsum + (h * c.nb + blk) * c.d, c.d, lane, mue);
+          cnt_e = float(imin(c.b, c.N - blk * c.b));
+        }
+        if (i > 0 && i % W == 0) {
+#pragma unroll
+          for (int j = 0; j < VS; j++) {
+            B[j] = A[j];
+            A[j] = 0.f;
+          }
+        }
+        if (i >= W) {
+#pragma unroll
+          for (int j = 0; j < VS; j++) B[j] = fsub(B[j], fmul(y[j], invy));
+        }
+#pragma unroll
+        for (int j = 0; j < VS; j++) {
+          A[j] = fadd(A[j], fmul(x[j], inv));
+          const float s = fadd(A[j], B[j]);
+          ps = fmaf(x[j], mus[j], ps);
+          pe = fmaf(x[j], mue[j], pe);
+          pc = fmaf(x[j], s, pc);
+          nc = fmaf(s, s, nc);
+        }
+        warp_sum4(ps, pe, pc, nc, lane);
+      }
+      const float as = anchor_neg_cos(ps * inv, nrm_s, float(c.N));
+      lo[0] = fminf(lo[0], as);
+      hi[0] = fmaxf(hi[0], as);
+      if (lane == 0) raw_s[i] = as;
+      if (!c.global) {
+        const float ae = anchor_neg_cos(pe * inv, nrm_e, cnt_e);
+        const float ac = anchor_neg_cos(pc * inv, sqrtf(nc), float(imin(i + 1, W)));
+        lo[1] = fminf(lo[1], ae);
+        hi[1] = fmaxf(hi[1], ae);
+        lo[2] = fminf(lo[2], ac);
+        hi[2] = fmaxf(hi[2], ac);
+        if (lane == 0) {
+          raw_e[i] = ae;
+          raw_c[i] = ac;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < VS; j++) {
+        x[j] = xn[j];
+        y[j] = yn[j];
+      }
+      inv = invn;
+      invy = invyn;
+    }
+  }
+  if (lane == 0)
+    for (int x = 0; x < 3; x++) {
+      red_lo[x][warp] = lo[x];
+      red_hi[x][warp] = hi[x];
+    }
+  __syncthreads();
+  if (threadIdx.x < 3) {
+    const int x = threadIdx.x;
+    if (c.global && x > 0) return;
+    float l = INFINITY, u = -INFINITY;
+    for (int w = 0; w < kWarps; w++) {
+      l = fminf(l, red_lo[x][w]);
+      u = fmaxf(u, red_hi[x][w]);
+    }
+    if (l <= u) {
+      atomicMax(&c.mm[(x * c.H + h) * 2 + 0], ~order_key(l));
+      atomicMax(&c.mm[(x * c.H + h) * 2 + 1], order_key(u));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Exact tail thresholds: per group g = (x*H + h)*2 + side, the k-th largest order key of raw[x][h][:] with
+// k = m (side 0, top) or k = N - m + 1 (side 1, i.e. the m-th smallest).
+struct Radix {
+  unsigned prefix;    // digits found so far (bits = 8 * round)
+  unsigned consumed;  // elements known to be larger than the prefix bucket
+};
+
+__global__ void __launch_bounds__(kThreads) radix_kernel(const float* raw, int64_t H, int64_t N, int64_t m, int r,
+                                                         Radix* st, unsigned* hist, unsigned* tickets) {
+  __shared__ unsigned sh[2][kBins];
+  __shared__ bool last;
+  const int64_t row = blockIdx.y;  // x*H + h
+  const Radix s0 = st[row * 2], s1 = st[row * 2 + 1];
+  for (int q = threadIdx.x; q < 2 * kBins; q += kThreads) (&sh[0][0])[q] = 0;
+  __syncthreads();
+  const int hi_shift = 32 - 8 * r, shift = 24 - 8 * r;
+  const float* x = raw + row * N;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < N; i += int64_t(gridDim.x) * kThreads) {
+    const unsigned key = order_key(x[i]);
+    const unsigned dig = (key >> shift) & 0xffu;
+    if (r == 0 || (key >> hi_shift) == s0.prefix) atomicAdd(&sh[0][dig], 1u);
+    if (r == 0 || (key >> hi_shift) == s1.prefix) atomicAdd(&sh[1][dig], 1u);
+  }
+  __syncthreads();
+  for (int q = threadIdx.x; q < 2 * kBins; q += kThreads) {
+    const int side = q / kBins, bin = q % kBins;
+    if (sh[side][bin]) atomicAdd(&hist[((row * 2 + side) * kRounds + r) * kBins + bin], sh[side][bin]);
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&tickets[row * kRounds + r], 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last || threadIdx.x >= 2) return;
+  __threadfence();
+  const int side = threadIdx.x;
+  Radix s = side ? s1 : s0;
+  const unsigned k = unsigned(side ? N - m + 1 : m);
+  const volatile unsigned* vh = hist + ((row * 2 + side) * kRounds + r) * kBins;
+  unsigned cum = s.consumed, digit = 0;
+  for (int bin = kBins - 1; bin >= 0; bin--) {
+    const unsigned n = vh[bin];
+    if (cum + n >= k) {
+      digit = unsigned(bin);
+      break;
+    }
+    cum += n;
+  }
+  s.consumed = cum;
+  s.prefix = (s.prefix << 8) | digit;
+  st[row * 2 + side] = s;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Statistics of the outer learner per head (fixed-point sums, exact), and the head parameters.
+struct Stats {
+  unsigned long long sum_gt[3], sum_lt[3], sum_s;
+  unsigned cnt_gt[3], cnt_lt[3];
+  unsigned s_lo_inv, s_hi;  // ~key of the min surprise, key of the max (atomicMax)
+  unsigned ticket;
+};
+
+struct Learner {
+  const double* prior;
+  double beta;
+};
+
+__device__ __forceinline__ MinMax head_minmax(const unsigned* mm, int64_t H, int x, int64_t h) {
+  const unsigned lo = ~mm[(x * H + h) * 2], hi = mm[(x * H + h) * 2 + 1];
+  return make_minmax(key_value(lo), key_value(hi));
+}
+
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* sh) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  __syncthreads();
+  if (threadIdx.x % kWarp == 0) sh[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  T t = 0;
+  for (int w = 0; w < kWarps; w++) t += sh[w];
+  return t;
+}
+
+__device__ __forceinline__ unsigned block_max(unsigned v, unsigned* sh) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(kFull, v, o));
+  __syncthreads();
+  if (threadIdx.x % kWarp == 0) sh[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  unsigned t = 0;
+  for (int w = 0; w < kWarps; w++) t = max(t, sh[w]);
+  return t;
+}
+
+struct HeadArgs {
+  double prior[3];
+  double beta;
+};
+
+__global__ void __launch_bounds__(kThreads) stats_kernel(const float* raw, const unsigned* mm, const Radix* st,
+                                                         int64_t H, int64_t N, int64_t m, HeadArgs ha, Stats* stats,
+                                                         HeadParams* params) {
+  __shared__ unsigned long long sh64[kWarps];
+  __shared__ unsigned sh32[kWarps];
+  __shared__ bool last;
+  const int64_t h = blockIdx.y, HN = H * N;
+  MinMax mmx[3];
+  unsigned top[3], bot[3];
+  for (int x = 0; x < 3; x++) {
+    mmx[x] = head_minmax(mm, H, x, h);
+    top[x] = st[(x * H + h) * 2].prefix;
+    bot[x] = st[(x * H + h) * 2 + 1].prefix;
+  }
+  unsigned long long sgt[3] = {0, 0, 0}, slt[3] = {0, 0, 0}, ss = 0;
+  unsigned cgt[3] = {0, 0, 0}, clt[3] = {0, 0, 0}, slo_inv = 0, shi = 0;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < N; i += int64_t(gridDim.x) * kThreads) {
+    float t[3];
+    for (int x = 0; x < 3; x++) {
+      const float a = raw[x * HN + h * N + i];
+      const unsigned key = order_key(a);
+      t[x] = apply_minmax(a, mmx[x]);
+      if (key > top[x]) {
+        sgt[x] += to_ufixed(t[x]);
+        cgt[x]++;
+      }
+      if (key < bot[x]) {
+        slt[x] += to_ufixed(t[x]);
+        clt[x]++;
+      }
+    }
+    const float s = spread3(t[0], t[1], t[2]);
+    const unsigned ks = order_key(s);
+    slo_inv = max(slo_inv, ~ks);
+    shi = max(shi, ks);
+    ss += to_ufixed(s);
+  }
+  Stats& o = stats[h];
+  for (int x = 0; x < 3; x++) {
+    const unsigned long long a = block_sum(sgt[x], sh64), b = block_sum(slt[x], sh64);
+    const unsigned ca = block_sum(cgt[x], sh32), cb = block_sum(clt[x], sh32);
+    if (threadIdx.x == 0) {
+      if (a) atomicAdd(&o.sum_gt[x], a);
+      if (b) atomicAdd(&o.sum_lt[x], b);
+      if (ca) atomicAdd(&o.cnt_gt[x], ca);
+      if (cb) atomicAdd(&o.cnt_lt[x], cb);
+    }
+  }
+  const unsigned long long tss = block_sum(ss, sh64);
+  const unsigned tlo = block_max(slo_inv, sh32), thi = block_max(shi, sh32);
+  if (threadIdx.x == 0) {
+    if (tss) atomicAdd(&o.sum_s, tss);
+    atomicMax(&o.s_lo_inv, tlo);
+    atomicMax(&o.s_hi, thi);
+    __threadfence();
+    last = atomicAdd(&o.ticket, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last || threadIdx.x != 0) return;
+  __threadfence();
+  // Last block of this head: turn the (now complete) sums into the head parameters.
+  const volatile Stats& v = o;
+  HeadStats hs;
+  float rlo[3], rhi[3];
+  for (int x = 0; x < 3; x++) {
+    hs.key_top[x] = top[x];
+    hs.key_bot[x] = bot[x];
+    hs.sum_gt[x] = v.sum_gt[x];
+    hs.sum_lt[x] = v.sum_lt[x];
+    hs.cnt_gt[x] = v.cnt_gt[x];
+    hs.cnt_lt[x] = v.cnt_lt[x];
+    rlo[x] = key_value(~mm[(x * H + h) * 2]);
+    rhi[x] = key_value(mm[(x * H + h) * 2 + 1]);
+  }
+  hs.sum_s = v.sum_s;
+  hs.s_lo_key = ~v.s_lo_inv;
+  hs.s_hi_key = v.s_hi;
+  params[h] = head_params(rlo, rhi, hs, N, m, ha.prior, ha.beta, false);
+}
+
+// Final score per token.
+__global__ void __launch_bounds__(kThreads) final_kernel(const float* raw, const unsigned* mm,
+                                                         const HeadParams* params, int64_t H, int64_t N, int64_t sinks,
+                                                         float tau, float kappa, int global, T2 out) {
+  const int64_t h = blockIdx.y, HN = H * N;
+  HeadParams p;
+  if (global) {
+    const float rlo[3] = {key_value(~mm[h * 2]), 0.f, 0.f}, rhi[3] = {key_value(mm[h * 2 + 1]), 0.f, 0.f};
+    const double prior[3] = {1, 0, 0};
+    p = head_params(rlo, rhi, HeadStats{}, N, 1, prior, 0.0, true);
+  } else {
+    p = params[h];
+  }
+  float* o = static_cast<float*>(out.p) + h * out.s0;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < N; i += int64_t(gridDim.x) * kThreads) {
+    const float as = raw[h * N + i];
+    const float v = i < sinks ? INFINITY
+                              : token_score(as, global ? 0.f : raw[HN + h * N + i], global ? 0.f : raw[2 * HN + h * N + i],
+                                            p, tau, kappa, global != 0);
+    o[i * out.s1] = v;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+struct Launch {
+  Ctx c;
+  cudaStream_t stream;
+  unsigned chunks;  // pass 1/2 blocks per head
+  template <int DT, int V, int STEPS>
+  cudaError_t run() const {
+    const dim3 grid{chunks, static_cast<unsigned>(c.H)};
+    pass1_kernel<DT, V, STEPS><<<grid, kThreads, 0, stream>>>(c);
+    KVT_CU_TRY(cudaGetLastError());
+    pass2_kernel<DT, V, STEPS><<<grid, kThreads, 0, stream>>>(c);
+    return cudaGetLastError();
+  }
+};
+
+// dtype / vector width / register steps; d > 256 uses V = 1 and up to 32 steps (arrays may live in local memory).
+template <typename F>
+cudaError_t dispatch_nkv(const T3& t, const F& f) {
+  const int vec = row_vec_width(t);
+  const int64_t d = t.n2;
+  auto by_dt = [&](auto tag) -> cudaError_t {
+    constexpr int DT = decltype(tag)::value;
+    if (d > 256) return f.template run<DT, 1, 32>();
+    if constexpr (DT != kF32) {
+      if (vec >= 8 && d > 128) return f.template run<DT, 8, 1>();
+    }
+    if (vec >= 4 && d > 64) return d <= 128 ? f.template run<DT, 4, 1>() : f.template run<DT, 4, 2>();
+    if (vec >= 2 && d > 32) {
+      if (d <= 64) return f.template run<DT, 2, 1>();
+      return d <= 128 ? f.template run<DT, 2, 2>() : f.template run<DT, 2, 4>();
+    }
+    const int64_t steps = ceil_div(d, kWarp);
+    if (steps == 1) return f.template run<DT, 1, 1>();
+    if (steps == 2) return f.template run<DT, 1, 2>();
+    if (steps <= 4) return f.template run<DT, 1, 4>();
+    return f.template run<DT, 1, 8>();
+  };
+  switch (t.dtype) {
+    case kF32: return by_dt(std::integral_constant<int, kF32>{});
+    case kF16: return by_dt(std::integral_constant<int, kF16>{});
+    case kBF16: return by_dt(std::integral_constant<int, kBF16>{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+// Bump allocator over one scratch buffer (256-byte aligned pieces).
+struct Carve {
+  char* base;
+  size_t off = 0;
+  template <typename T>
+  T* take(size_t n) {
+    off = (off + 255) & ~size_t(255);
+    T* p = reinterpret_cast<T*>(base ? base + off : nullptr);
+    off += n * sizeof(T);
+    return p;
+  }
+};
+
+}  // namespace
+
+cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& scores, cudaStream_t stream) {
+  const int64_t H = keys.n0, N = keys.n1, d = keys.n2;
+  if (d > kMaxHeadDim || H > 65535) return cudaErrorInvalidValue;
+  Ctx c{};
+  c.k = keys;
+  c.H = H;
+  c.N = N;
+  c.d = d;
+  c.W = p.window;
+  c.b = p.block;
+  c.nb = ceil_div(N, p.block);
+  c.sinks = p.sinks;
+  c.m = p.tail_m;
+  c.global = p.global;
+  // Contiguous rows per warp: about four blocks per SM over the layer, at least 64 rows; a multiple of W when
+  // W is short (window-state initialisation then reads exactly one chunk).
+  const int sms = sm_count(current_device());
+  int64_t rpw = imax(64, ceil_div(H * N, int64_t(sms) * 4 * kWarps));
+  if (!p.global && c.W <= rpw) rpw = ceil_div(rpw, c.W) * c.W;
+  c.rows_per_warp = rpw;
+  const unsigned chunks = static_cast<unsigned>(ceil_div(N, rpw * kWarps));
+  // Workspace: zeroed region first (sums, min/max, radix state, histograms, tickets, stats), then the rest.
+  const int64_t groups = 3 * H * 2;
+  auto layout = [&](char* base, size_t* zero_bytes, size_t* total) {
+    Carve cv{base};
+    c.bsum = cv.take<long long>(size_t(H * c.nb * d));
+    c.gsum = cv.take<long long>(size_t(H * d));
+    c.mm = cv.take<unsigned>(size_t(3 * H * 2));
+    Radix* st = cv.take<Radix>(size_t(groups));
+    unsigned* hist = cv.take<unsigned>(size_t(groups) * kRounds * kBins);
+    unsigned* tickets = cv.take<unsigned>(size_t(3 * H) * kRounds);
+    Stats* stats = cv.take<Stats>(size_t(H));
+    *zero_bytes = cv.off;
+    c.inv_norm = cv.take<float>(size_t(H * N));
+    c.raw = cv.take<float>(size_t((p.global ? 1 : 3) * H * N));
+    HeadParams* params = cv.take<HeadParams>(size_t(H));
+    *total = cv.off;
+    return std::make_tuple(st, hist, tickets, stats, params);
+  };
+  size_t zero_bytes = 0, total = 0;
+  layout(nullptr, &zero_bytes, &total);
+  Scratch ws(total, stream);
+  KVT_CU_TRY(ws.error());
+  auto [st, hist, tickets, stats, params] = layout(ws.as<char>(), &zero_bytes, &total);
+  KVT_CU_TRY(cudaMemsetAsync(ws.as<char>(), 0, zero_bytes, stream));
+  KVT_CU_TRY(dispatch_nkv(keys, Launch{c, stream, chunks}));
+  // Statistics over the L2-resident raw anomalies: about two blocks per SM in all.
+  const unsigned sblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(2 * sms, 3 * H))));
+  if (!p.global) {
+    for (int r = 0; r < kRounds; r++) {
+      radix_kernel<<<dim3{sblocks, static_cast<unsigned>(3 * H)}, kThreads, 0, stream>>>(c.raw, H, N, c.m, r, st, hist,
+                                                                                          tickets);
+      KVT_CU_TRY(cudaGetLastError());
+    }
+    HeadArgs ha{{p.prior[0], p.prior[1], p.prior[2]}, p.beta};
+    stats_kernel<<<dim3{sblocks, static_cast<unsigned>(H)}, kThreads, 0, stream>>>(c.raw, c.mm, st, H, N, c.m, ha,
+                                                                                    stats, params);
+    KVT_CU_TRY(cudaGetLastError());
+  }
+  const unsigned fblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(4 * sms, H))));
+  final_kernel<<<dim3{fblocks, static_cast<unsigned>(H)}, kThreads, 0, stream>>>(c.raw, c.mm, params, H, N, c.sinks,
+                                                                                  p.tau, p.kappa, p.global, scores);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace kvt

@@ -1,0 +1,462 @@
+// SnapKV scoring on CUDA (spec/grkv.md §3.1; spec/performance.md §4-§5): the [Hq, W, N] attention tensor is never
+// materialised.
+//   pass 1  (reads K once)  CTA = (key chunk, KV head, query range): logits of the group's window queries against
+//                           32-key tiles; an online max / sum of exp per query and chunk -> partials [Hkv, M, C].
+//   merge                   per query: LSE over the chunks (double).
+//   pass 2  (reads K again, prefix keys only) the same logits; p = exp(logit - LSE) summed over each query head's
+//                           W window queries in a fixed order (P tile in shared memory) -> window means [Hq, L].
+//   pool                    pooling along the prefix and the GQA group mean (shared pool_at), window +Infinity.
+// Logit tiles: tensor cores (mma.sync m16n8k16, fp32 accumulation; bf16/f16 products are exact) when queries and keys
+// are both bf16 or both f16 and d is 64 or 128, with the key tiles double-buffered by cp.async; otherwise a SIMT f32
+// path that stages 32-channel slices of queries and keys in shared memory (any dtypes, strides, d).
+// M = G*W query rows per KV head (row m: query head h*G + m/W, window query m%W at position N-W+m%W).
+#include "common.cuh"
+#include "../csrc/nestedkv_math.h"
+
+namespace kvt {
+namespace cuda {
+namespace {
+
+constexpr int TK = 32;        // keys per tile
+constexpr int NG = TK / 8;    // n8 column groups per tile
+constexpr int PP = TK + 1;    // row pitch of the probability tile (conflict-free writes)
+constexpr int kMaxRows = 256; // query rows per sub-block (16 warps of 16 rows)
+constexpr int DC = 32;        // SIMT path: channels per staged slice
+constexpr unsigned kFull = 0xffffffffu;
+
+struct Geo {
+  T3 q;  // [Hq, W, d] window queries
+  T3 k;  // [Hkv, N, d]
+  int64_t Hkv, G, W, N, L, d, M;
+  float scale;
+  int64_t rows_per_z;  // query rows per CTA: whole query heads
+  int64_t heads_per_z;
+  int64_t keys_per_chunk;  // multiple of TK
+  int64_t chunks;
+  int qpair;  // queries: element pairs are 4-byte aligned and contiguous
+  int kvec;   // keys: rows are 16-byte aligned and contiguous (cp.async)
+};
+
+// Address of element c of query row m of KV head h.
+__device__ __forceinline__ const char* qaddr(const Geo& g, int64_t h, int64_t m, int64_t c, int es) {
+  const int64_t jq = h * g.G + m / g.W, t = m % g.W;
+  return static_cast<const char*>(g.q.p) + (jq * g.q.s0 + t * g.q.s1 + c * g.q.s2) * es;
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(kFull, v, 1));
+  return fmaxf(v, __shfl_xor_sync(kFull, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(kFull, v, 1);
+  return v + __shfl_xor_sync(kFull, v, 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensor-core logits. K tile in shared memory: [TK][d + 8] 16-bit values (row pitch padded by 16 bytes so the
+// fragment loads of a warp hit 32 distinct banks).
+template <int DT>
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  if constexpr (DT == kBF16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+__device__ __forceinline__ uint32_t load_pair(const char* p, int64_t s2, bool pair) {
+  if (pair) return *reinterpret_cast<const uint32_t*>(p);
+  const uint32_t lo = *reinterpret_cast<const uint16_t*>(p), hi = *reinterpret_cast<const uint16_t*>(p + s2 * 2);
+  return lo | (hi << 16);
+}
+
+// A fragments (16 query rows starting at row0, all d channels) of one warp; rows >= rows_end are zero.
+template <int KS>
+__device__ __forceinline__ void load_a(const Geo& g, int64_t h, int64_t row0, int64_t rows_end, int lane,
+                                       uint32_t (&a)[KS][4]) {
+  const int gi = lane >> 2, ti = lane & 3;
+  const bool pair = g.qpair;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int64_t m = row0 + gi + 8 * r;
+    const bool ok = m < rows_end;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+      for (int half = 0; half < 2; half++) {
+        const int64_t c = ks * 16 + 2 * ti + 8 * half;
+        a[ks][r + 2 * half] = ok ? load_pair(qaddr(g, h, m, c, 2), g.q.s2, pair) : 0u;
+      }
+  }
+}
+
+// Issues the loads of key tile [p0, p0 + TK) into smem (cp.async when the rows allow it), as one commit group.
+template <int KS>
+__device__ __forceinline__ void issue_tile(const Geo& g, int64_t h, int64_t p0, uint16_t* ks) {
+  constexpr int D = KS * 16, PITCH = D + 8, VEC = 8;  // 8 halves = 16 bytes
+  const int64_t n = int64_t(TK) * (D / VEC);
+  for (int64_t v = threadIdx.x; v < n; v += blockDim.x) {
+    const int64_t r = v / (D / VEC), c = (v % (D / VEC)) * VEC;
+    uint16_t* dst = ks + r * PITCH + c;
+    const int64_t p = p0 + r;
+    if (p >= g.N) {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      continue;
+    }
+    const char* src = static_cast<const char*>(g.k.p) + (h * g.k.s0 + p * g.k.s1 + c * g.k.s2) * 2;
+    if (g.kvec) {
+      const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(src));
+    } else {
+#pragma unroll
+      for (int e = 0; e < VEC; e++) dst[e] = *reinterpret_cast<const uint16_t*>(src + e * g.k.s2 * 2);
+    }
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+
+__device__ __forceinline__ void wait_all_but_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
+
+// Logits (unscaled q.k) of one warp's 16 rows against the tile in smem: acc[n][0..3] as the m16n8 accumulator
+// (rows gi, gi+8; columns n*8 + 2*ti + {0, 1}).
+template <int DT, int KS>
+__device__ __forceinline__ void mma_tile(const uint16_t* ks, const uint32_t (&a)[KS][4], int lane, float (&acc)[NG][4]) {
+  constexpr int PW = (KS * 16 + 8) / 2;  // row pitch in 32-bit words
+  const int gi = lane >> 2, ti = lane & 3;
+  const uint32_t* kw = reinterpret_cast<const uint32_t*>(ks);
+#pragma unroll
+  for (int n = 0; n < NG; n++) {
+    acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    const uint32_t* row = kw + (n * 8 + gi) * PW + ti;
+#pragma unroll
+    for (int s = 0; s < KS; s++) mma16816<DT>(acc[n], a[s], row[s * 8], row[s * 8 + 4]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// SIMT logits: 32-channel slices of the sub-block's queries and the tile's keys staged as f32 (any dtype/strides).
+// Collective: every thread of the block must call it.
+__device__ __forceinline__ void simt_tile(const Geo& g, int64_t h, int64_t p0, int64_t sub0, int64_t rows_end,
+                                          float* qs, float* kt, int lane, int warp, float (&acc)[NG][4]) {
+  const int gi = lane >> 2, ti = lane & 3;
+  const int rows = blockDim.x / kWarp * 16;
+#pragma unroll
+  for (int n = 0; n < NG; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  for (int64_t c0 = 0; c0 < g.d; c0 += DC) {
+    __syncthreads();
+    for (int v = threadIdx.x; v < rows * DC; v += blockDim.x) {
+      const int r = v / DC, c = v % DC;
+      const int64_t m = sub0 + r;
+      qs[r * (DC + 1) + c] = (m < rows_end && c0 + c < g.d)
+                                 ? load_as_f32(g.q.p, g.q.dtype, (h * g.G + m / g.W) * g.q.s0 + (m % g.W) * g.q.s1 + (c0 + c) * g.q.s2)
+                                 : 0.f;
+    }
+    for (int v = threadIdx.x; v < TK * DC; v += blockDim.x) {
+      const int r = v / DC, c = v % DC;
+      const int64_t p = p0 + r;
+      kt[r * (DC + 1) + c] =
+          (p < g.N && c0 + c < g.d) ? load_as_f32(g.k.p, g.k.dtype, h * g.k.s0 + p * g.k.s1 + (c0 + c) * g.k.s2) : 0.f;
+    }
+    __syncthreads();
+    const float* q0 = qs + (warp * 16 + gi) * (DC + 1);
+    const float* q1 = q0 + 8 * (DC + 1);
+#pragma unroll 4
+    for (int c = 0; c < DC; c++) {
+      const float a0 = q0[c], a1 = q1[c];
+#pragma unroll
+      for (int n = 0; n < NG; n++) {
+        const float b0 = kt[(n * 8 + 2 * ti) * (DC + 1) + c], b1 = kt[(n * 8 + 2 * ti + 1) * (DC + 1) + c];
+        acc[n][0] = fmaf(a0, b0, acc[n][0]);
+        acc[n][1] = fmaf(a0, b1, acc[n][1]);
+        acc[n][2] = fmaf(a1, b0, acc[n][2]);
+        acc[n][3] = fmaf(a1, b1, acc[n][3]);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Per-tile work of the two passes on the accumulator fragment.
+
+// Pass 1: online max / sum of exp per query row over the visible keys of the tile; state in part[(h*M + m)*C + chunk].
+__device__ __forceinline__ void lse_update(const Geo& g, int64_t h, int64_t chunk, int64_t p0, int64_t row0,
+                                           int64_t rows_end, int lane, const float (&acc)[NG][4], float2* part) {
+  const int gi = lane >> 2, ti = lane & 3;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int64_t m = row0 + gi + 8 * r;
+    const bool ok = m < rows_end;
+    const int64_t limit = ok ? imin(g.N - 1, g.L + m % g.W) : -1;  // last visible key of this query
+    float l[NG][2], mx = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < NG; n++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int64_t p = p0 + n * 8 + 2 * ti + e;
+        l[n][e] = p <= limit ? nkv::fmul(g.scale, acc[n][2 * r + e]) : -INFINITY;
+        mx = fmaxf(mx, l[n][e]);
+      }
+    mx = quad_max(mx);
+    float2 st = make_float2(-INFINITY, 0.f);
+    float2* slot = part + (h * g.M + (ok ? m : 0)) * g.chunks + chunk;
+    if (ok && ti == 0) st = *slot;
+    const float m_old = __shfl_sync(kFull, st.x, lane & ~3);
+    const float m_new = fmaxf(m_old, mx);
+    float s = 0.f;
+    if (m_new != -INFINITY) {
+#pragma unroll
+      for (int n = 0; n < NG; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) s += expf(l[n][e] - m_new);
+    }
+    s = quad_sum(s);
+    if (ok && ti == 0 && m_new != -INFINITY) *slot = make_float2(m_new, st.y * expf(m_old - m_new) + s);
+  }
+}
+
+// Pass 2: p = exp(logit - lse) for prefix keys into the P tile (rows relative to sub0).
+__device__ __forceinline__ void prob_tile(const Geo& g, int64_t h, int64_t p0, int64_t sub0, int64_t row0,
+                                          int64_t rows_end, int lane, const float (&acc)[NG][4], const float* lse,
+                                          float* P) {
+  const int gi = lane >> 2, ti = lane & 3;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int64_t m = row0 + gi + 8 * r;
+    const bool ok = m < rows_end;
+    const float ls = ok ? lse[h * g.M + m] : 0.f;
+    float* prow = P + (m - sub0) * PP;
+#pragma unroll
+    for (int n = 0; n < NG; n++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int col = n * 8 + 2 * ti + e;
+        const int64_t p = p0 + col;
+        prow[col] = (ok && p < g.L) ? expf(nkv::fmul(g.scale, acc[n][2 * r + e]) - ls) : 0.f;
+      }
+  }
+}
+
+// Adds the sub-block's rows of each query head into Acc[head][col], in row order (deterministic), one thread per
+// (head, column).
+__device__ __forceinline__ void accumulate_heads(const Geo& g, int64_t zr0, int64_t sub0, int64_t sub1, const float* P,
+                                                 float* Acc) {
+  for (int64_t v = threadIdx.x; v < g.heads_per_z * TK; v += blockDim.x) {
+    const int64_t hl = v / TK, col = v % TK;
+    const int64_t b0 = imax(sub0, zr0 + hl * g.W), b1 = imin(sub1, zr0 + (hl + 1) * g.W);
+    float a = Acc[v];
+    for (int64_t m = b0; m < b1; m++) a = nkv::fadd(a, P[(m - sub0) * PP + col]);
+    Acc[v] = a;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The two passes. PATH: 0 = SIMT, else the mma path with KS = d/16 k-steps and 16-bit dtype DT.
+struct Smem {
+  uint16_t* kbuf;  // mma: two key tiles, kstride apart
+  int64_t kstride;
+  float* qs;       // simt: query slice
+  float* kt;       // simt: key slice
+  float* P;        // pass 2
+  float* Acc;      // pass 2
+};
+
+template <int DT, int KS, bool MMA, bool PASS2>
+__global__ void __launch_bounds__(512) snap_kernel(Geo g, float2* part, const float* lse, float* mean) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t chunk = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int rows = blockDim.x / kWarp * 16;
+  const int64_t zr0 = z * g.rows_per_z, zr1 = imin(g.M, zr0 + g.rows_per_z);
+  const int64_t kend = PASS2 ? g.L : g.N;
+  const int64_t kc0 = chunk * g.keys_per_chunk, kc1 = imin(kend, kc0 + g.keys_per_chunk);
+  if (zr0 >= zr1 || kc0 >= kc1) return;  // uniform over the block
+  const int64_t nsub = (zr1 - zr0 + rows - 1) / rows;
+  // shared memory carve-up
+  Smem sm{};
+  unsigned char* sp = smem;
+  if constexpr (MMA) {
+    constexpr int PITCH = KS * 16 + 8;
+    sm.kbuf = reinterpret_cast<uint16_t*>(sp);
+    sm.kstride = TK * PITCH;
+    sp += 2 * TK * PITCH * 2;
+  } else {
+    sm.qs = reinterpret_cast<float*>(sp);
+    sp += rows * (DC + 1) * 4;
+    sm.kt = reinterpret_cast<float*>(sp);
+    sp += TK * (DC + 1) * 4;
+  }
+  if constexpr (PASS2) {
+    sm.P = reinterpret_cast<float*>(sp);
+    sp += rows * PP * 4;
+    sm.Acc = reinterpret_cast<float*>(sp);
+  } else {
+    for (int64_t m = zr0 + threadIdx.x; m < zr1; m += blockDim.x)
+      part[(h * g.M + m) * g.chunks + chunk] = make_float2(-INFINITY, 0.f);
+    __syncthreads();
+  }
+  [[maybe_unused]] uint32_t a[MMA ? KS : 1][4];
+  if constexpr (MMA) {
+    if (nsub == 1) load_a<KS>(g, h, zr0 + warp * 16, zr1, lane, a);
+    issue_tile<KS>(g, h, kc0, sm.kbuf);
+  }
+  int buf = 0;
+  for (int64_t p0 = kc0; p0 < kc1; p0 += TK, buf ^= 1) {
+    if constexpr (MMA) {
+      // double buffering: the next tile loads while this one is used
+      if (p0 + TK < kc1) issue_tile<KS>(g, h, p0 + TK, sm.kbuf + (buf ^ 1) * sm.kstride);
+      else asm volatile("cp.async.commit_group;\n" ::);
+      wait_all_but_one();
+    }
+    __syncthreads();
+    if constexpr (PASS2) {
+      for (int64_t v = threadIdx.x; v < g.heads_per_z * TK; v += blockDim.x) sm.Acc[v] = 0.f;
+    }
+    for (int64_t s = 0; s < nsub; s++) {
+      const int64_t sub0 = zr0 + s * rows, sub1 = imin(zr1, sub0 + rows), row0 = sub0 + warp * 16;
+      float acc[NG][4];
+      if constexpr (MMA) {
+        if (nsub > 1) load_a<KS>(g, h, row0, sub1, lane, a);
+        mma_tile<DT, KS>(sm.kbuf + buf * sm.kstride, a, lane, acc);
+      } else {
+        simt_tile(g, h, p0, sub0, sub1, sm.qs, sm.kt, lane, warp, acc);
+      }
+      if constexpr (PASS2) {
+        prob_tile(g, h, p0, sub0, row0, sub1, lane, acc, lse, sm.P);
+        __syncthreads();
+        accumulate_heads(g, zr0, sub0, sub1, sm.P, sm.Acc);
+        __syncthreads();
+      } else {
+        lse_update(g, h, chunk, p0, row0, sub1, lane, acc, part);
+      }
+    }
+    if constexpr (PASS2) {
+      for (int64_t v = threadIdx.x; v < g.heads_per_z * TK; v += blockDim.x) {
+        const int64_t hl = v / TK, col = v % TK, p = p0 + col;
+        const int64_t jq = h * g.G + zr0 / g.W + hl;
+        if (p < g.L && zr0 + hl * g.W < zr1) mean[jq * g.L + p] = sm.Acc[v] / float(g.W);
+      }
+    }
+    __syncthreads();  // the tile buffer (and Acc) are reused by the next iteration
+  }
+}
+
+// LSE per query row from the per-chunk partials (double).
+__global__ void merge_kernel(Geo g, const float2* part, float* lse) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // h*M + m
+  if (r >= g.Hkv * g.M) return;
+  const float2* pp = part + r * g.chunks;
+  float mx = -INFINITY;
+  for (int64_t c = 0; c < g.chunks; c++) mx = fmaxf(mx, pp[c].x);
+  double s = 0;
+  for (int64_t c = 0; c < g.chunks; c++)
+    if (pp[c].x != -INFINITY) s += double(pp[c].y) * exp(double(pp[c].x) - double(mx));
+  lse[r] = float(double(mx) + log(s));
+}
+
+// Pooling along the prefix and the GQA group mean; window positions +Infinity.
+__global__ void pool_kernel(Geo g, const float* mean, int kernel, int max_pool, T2 out) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // h*N + i
+  if (r >= g.Hkv * g.N) return;
+  const int64_t h = r / g.N, i = r % g.N;
+  float v = INFINITY;
+  if (i < g.L) {
+    float acc = 0.f;
+    for (int64_t j = 0; j < g.G; j++)
+      acc = nkv::fadd(acc, snap::pool_at(mean + (h * g.G + j) * g.L, 1, g.L, i, kernel, max_pool != 0));
+    v = acc / float(g.G);
+  }
+  static_cast<float*>(out.p)[h * out.s0 + i * out.s1] = v;
+}
+
+template <int DT, int KS, bool MMA, bool PASS2>
+cudaError_t launch(const Geo& g, dim3 grid, int threads, float2* part, const float* lse, float* mean,
+                   cudaStream_t stream) {
+  const int rows = threads / kWarp * 16;
+  size_t bytes = MMA ? size_t(2) * TK * (KS * 16 + 8) * 2 : size_t(rows + TK) * (DC + 1) * 4;
+  if (PASS2) bytes += size_t(rows) * PP * 4 + size_t(g.heads_per_z) * TK * 4;
+  auto kern = snap_kernel<DT, KS, MMA, PASS2>;
+  if (bytes > 48 * 1024) KVT_CU_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  kern<<<grid, threads, bytes, stream>>>(g, part, lse, mean);
+  return cudaGetLastError();
+}
+
+template <int DT, int KS, bool MMA>
+cudaError_t run_passes(const Geo& g1, const Geo& g2, int threads, unsigned z, float2* part, float* lse, float* mean,
+                       cudaStream_t stream) {
+  KVT_CU_TRY((launch<DT, KS, MMA, false>(g1, dim3{unsigned(g1.chunks), unsigned(g1.Hkv), z}, threads, part, nullptr,
+                                         nullptr, stream)));
+  const int64_t rowsq = g1.Hkv * g1.M;
+  merge_kernel<<<unsigned(ceil_div(rowsq, 256)), 256, 0, stream>>>(g1, part, lse);
+  KVT_CU_TRY(cudaGetLastError());
+  return launch<DT, KS, MMA, true>(g2, dim3{unsigned(g2.chunks), unsigned(g2.Hkv), z}, threads, nullptr, lse, mean,
+                                   stream);
+}
+
+}  // namespace
+
+cudaError_t snapkv_scores(const T3& queries, const T3& keys, const SnapkvParams& p, const T2& scores,
+                          cudaStream_t stream) {
+  Geo g{};
+  g.q = queries;
+  g.k = keys;
+  g.Hkv = keys.n0;
+  g.G = queries.n0 / keys.n0;
+  g.W = queries.n1;
+  g.N = keys.n1;
+  g.L = g.N - g.W;
+  g.d = keys.n2;
+  g.M = g.G * g.W;
+  g.scale = p.scale;
+  if (g.Hkv > 65535 || g.L < 1) return cudaErrorInvalidValue;
+  // Query rows per CTA: whole query heads, at most 256 rows (one sub-block) when W <= 256; one head otherwise.
+  g.heads_per_z = g.W <= kMaxRows ? imin(imin(g.G, kMaxRows / g.W), 64) : 1;
+  g.rows_per_z = g.heads_per_z * g.W;
+  const unsigned z = static_cast<unsigned>(ceil_div(g.G, g.heads_per_z));
+  if (z > 65535) return cudaErrorInvalidValue;
+  const int threads = int(imin(16, ceil_div(g.rows_per_z, 16))) * kWarp;
+  const bool mma = queries.dtype == keys.dtype && (keys.dtype == kBF16 || keys.dtype == kF16) && (g.d == 64 || g.d == 128);
+  // 16-bit pairs of query elements: unit stride, even strides, 4-byte aligned base.
+  g.qpair = queries.s2 == 1 && queries.s0 % 2 == 0 && queries.s1 % 2 == 0 &&
+            reinterpret_cast<uintptr_t>(queries.p) % 4 == 0;
+  g.kvec = row_vec_width(keys) >= 8;
+  // Key chunks: about two blocks per SM per pass.
+  const int sms = sm_count(current_device());
+  auto chunking = [&](Geo& gg, int64_t n) {
+    const int64_t want = imax(1, ceil_div(2 * int64_t(sms), gg.Hkv * int64_t(z)));
+    gg.keys_per_chunk = ceil_div(ceil_div(n, want), TK) * TK;
+    gg.chunks = ceil_div(n, gg.keys_per_chunk);
+  };
+  Geo g1 = g, g2 = g;
+  chunking(g1, g.N);
+  chunking(g2, g.L);
+  Scratch ws(size_t(g.Hkv * g.M * g1.chunks) * sizeof(float2) + size_t(g.Hkv * g.M) * sizeof(float) +
+                 size_t(g.Hkv * g.G * g.L) * sizeof(float) + 64,
+             stream);
+  KVT_CU_TRY(ws.error());
+  float2* part = ws.as<float2>();
+  float* lse = reinterpret_cast<float*>(part + g.Hkv * g.M * g1.chunks);
+  float* mean = lse + g.Hkv * g.M;
+  cudaError_t e;
+  if (mma && keys.dtype == kBF16)
+    e = g.d == 64 ? run_passes<kBF16, 4, true>(g1, g2, threads, z, part, lse, mean, stream)
+                  : run_passes<kBF16, 8, true>(g1, g2, threads, z, part, lse, mean, stream);
+  else if (mma)
+    e = g.d == 64 ? run_passes<kF16, 4, true>(g1, g2, threads, z, part, lse, mean, stream)
+                  : run_passes<kF16, 8, true>(g1, g2, threads, z, part, lse, mean, stream);
+  else
+    e = run_passes<kF32, 1, false>(g1, g2, threads, z, part, lse, mean, stream);
+  KVT_CU_TRY(e);
+  pool_kernel<<<unsigned(ceil_div(g.Hkv * g.N, 256)), 256, 0, stream>>>(g, mean, p.kernel, p.max_pool, scores);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace kvt
