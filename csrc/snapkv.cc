@@ -188,7 +188,7 @@ extern "C" kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_ten
 #if defined(KVT_WITH_CUDA)
   if (k.on_cuda()) {
     KVT_CUDA_TRY(set_device(k.device_id));
-    cuda::SnapkvParams cp{o.kernel, o.pool == KVT_POOL_MAX ? 1 : 0, scale};
+    cuda::SnapkvParams cp{o.kernel, o.pool == KVT_POOL_MAX ? 1 : 0, scale, 0};
     return cuda_status(cuda::snapkv_scores(t3(qw), t3(k), cp, t2(s), static_cast<cudaStream_t>(stream)), "snapkvScores");
   }
 #else

@@ -77,6 +77,7 @@ struct SnapkvParams {
   int kernel;
   int max_pool;
   float scale;
+  int force_simt;  // 1: SIMT f32 logit tiles even where tensor cores apply (benchmark baseline)
 };
 cudaError_t snapkv_scores(const T3& queries, const T3& keys, const SnapkvParams& p, const T2& scores,
                           cudaStream_t stream);

@@ -422,7 +422,8 @@ cudaError_t snapkv_scores(const T3& queries, const T3& keys, const SnapkvParams&
   const unsigned z = static_cast<unsigned>(ceil_div(g.G, g.heads_per_z));
   if (z > 65535) return cudaErrorInvalidValue;
   const int threads = int(imin(16, ceil_div(g.rows_per_z, 16))) * kWarp;
-  const bool mma = queries.dtype == keys.dtype && (keys.dtype == kBF16 || keys.dtype == kF16) && (g.d == 64 || g.d == 128);
+  const bool mma = !p.force_simt && queries.dtype == keys.dtype && (keys.dtype == kBF16 || keys.dtype == kF16) &&
+                   (g.d == 64 || g.d == 128);
   // 16-bit pairs of query elements: unit stride, even strides, 4-byte aligned base.
   g.qpair = queries.s2 == 1 && queries.s0 % 2 == 0 && queries.s1 % 2 == 0 &&
             reinterpret_cast<uintptr_t>(queries.p) % 4 == 0;

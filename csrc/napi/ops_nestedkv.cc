@@ -1,6 +1,12 @@
 // Node wrappers of the NestedKV and SnapKV scorers. Option values are validated by the TypeScript layer and again
 // by the C ABI (whose status becomes the JS exception).
+#include <cmath>
+
+#include "../kvt_internal.h"
 #include "glue.h"
+#if defined(KVT_WITH_CUDA)
+#include "../cuda_status.h"
+#endif
 
 namespace kvt {
 namespace napi {
@@ -60,6 +66,29 @@ static Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 KVT_EXPORT("snapkvScores", SnapkvScores);
+
+#if defined(KVT_WITH_CUDA)
+// baselineSnapkv(queries, keys, out, stream): the SIMT f32 logit path of the SnapKV kernels forced on, as the
+// straightforward baseline of `kvtrim bench` (CUDA tensors only; window = all query rows, kernel 5, avg, 1/sqrt(d)).
+static Napi::Value BaselineSnapkv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TensorArg qa = parse_tensor(info[0], "queries"), ka = parse_tensor(info[1], "keys"), oa = parse_tensor(info[2], "out");
+  View q, k, o;
+  check(env, check_tensor(qa.ptr(), "queries", 3, kMaskFloat, "[Hq, W, d]", &q));
+  check(env, check_tensor(ka.ptr(), "keys", 3, kMaskFloat, "[Hkv, N, d]", &k));
+  check(env, check_tensor(oa.ptr(), "out", 2, kMaskF32, "[Hkv, N]", &o));
+  if (!q.on_cuda() || !k.on_cuda() || !o.on_cuda()) throw Napi::TypeError::New(env, "baselineSnapkv: CUDA tensors only");
+  if (k.shape[0] < 1 || q.shape[0] % k.shape[0] || q.shape[2] != k.shape[2] || q.shape[1] >= k.shape[1] ||
+      o.shape[0] != k.shape[0] || o.shape[1] != k.shape[1])
+    throw Napi::RangeError::New(env, "baselineSnapkv: inconsistent shapes");
+  check(env, cuda_status(set_device(k.device_id), "cudaSetDevice"));
+  cuda::SnapkvParams p{5, 0, float(1.0 / std::sqrt(double(k.shape[2]))), 1};
+  check(env, cuda_status(cuda::snapkv_scores(t3(q), t3(k), p, t2(o), static_cast<cudaStream_t>(parse_stream(info[3]))),
+                         "baselineSnapkv"));
+  return env.Undefined();
+}
+KVT_EXPORT("baselineSnapkv", BaselineSnapkv);
+#endif
 
 }  // namespace napi
 }  // namespace kvt
