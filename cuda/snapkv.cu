@@ -168,18 +168,25 @@ __device__ __forceinline__ void simt_tile(const Geo& g, int64_t h, int64_t p0, i
     __syncthreads();
     const float* q0 = qs + (warp * 16 + gi) * (DC + 1);
     const float* q1 = q0 + 8 * (DC + 1);
+    float part[NG][4];  // per-slice partial sums: 32-term FMA chains, then one add per slice (accuracy)
+#pragma unroll
+    for (int n = 0; n < NG; n++) part[n][0] = part[n][1] = part[n][2] = part[n][3] = 0.f;
 #pragma unroll 4
     for (int c = 0; c < DC; c++) {
       const float a0 = q0[c], a1 = q1[c];
 #pragma unroll
       for (int n = 0; n < NG; n++) {
         const float b0 = kt[(n * 8 + 2 * ti) * (DC + 1) + c], b1 = kt[(n * 8 + 2 * ti + 1) * (DC + 1) + c];
-        acc[n][0] = fmaf(a0, b0, acc[n][0]);
-        acc[n][1] = fmaf(a0, b1, acc[n][1]);
-        acc[n][2] = fmaf(a1, b0, acc[n][2]);
-        acc[n][3] = fmaf(a1, b1, acc[n][3]);
+        part[n][0] = fmaf(a0, b0, part[n][0]);
+        part[n][1] = fmaf(a0, b1, part[n][1]);
+        part[n][2] = fmaf(a1, b0, part[n][2]);
+        part[n][3] = fmaf(a1, b1, part[n][3]);
       }
     }
+#pragma unroll
+    for (int n = 0; n < NG; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[n][e] += part[n][e];
   }
 }
 

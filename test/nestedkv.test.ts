@@ -9,8 +9,11 @@ import { selectRef, checkSelectionValid } from './ref/select';
 import { BACKENDS, place, poisoned, fetch, randomTensor, maxRelErr, rows, Layout } from './helpers';
 
 // NestedKV scores are in [0, 1] (sinks +Infinity). Tolerance 1e-5 relative with a 1e-2 floor (absolute 1e-7 near 0:
-// about two f32 ulps of a raw cosine divided by a typical per-head cosine range).
-const TOL = 1e-5;
+// about two f32 ulps of a raw cosine divided by a typical per-head cosine range). The CPU backend accumulates its row
+// reductions in double; the CUDA kernels use f32 lane partials and warp trees (double per row would cost more than
+// the memory traffic on most GPUs), which a CPU emulation of their exact reduction order puts at <= 7e-6 on these
+// cases and 1.3e-5 on the planted geometry (narrow cosine ranges): CUDA is held to 3e-5.
+const tolOf = (b: string): number => (b === 'cuda' ? 3e-5 : 1e-5);
 
 /** Keys with a shared bias direction plus noise (cosines to the anchors spread over roughly [-0.8, 0.2]). */
 function biasedGen(rng: Rng, d: number, bias = 0.8): (a: number, b: number, c: number) => number {
@@ -47,6 +50,7 @@ const cases: { H: number; N: number; d: number; dtype: DType; layout: Layout; op
 ];
 
 for (const b of BACKENDS) {
+  const TOL = tolOf(b);
   for (const c of cases) {
     t.test(`nestedkv ${b} H=${c.H} N=${c.N} d=${c.d} ${c.dtype} ${c.layout} ${JSON.stringify(c.opts ?? {})}`, async (t) => {
       const rng = new Rng(c.N * 7 + c.d);
@@ -159,6 +163,9 @@ for (const b of BACKENDS) {
       const diff = kept.reduce((a, row, h) => a + Math.abs(row.length - refSel.counts[h]), 0);
       t.ok(diff <= 2, `r=${r}: per-head counts equal the float64 selection's up to ${diff} moved slots (ties at the cut)`);
     }
+    // n_keep <= sinks (spec §9.13): the pinned sinks fill the budget, lowest positions first, in every head
+    const tiny = selectTokens(scores, { keep: 2, budget: 'adaptive' });
+    t.same(rows(await fetch(tiny.indices), await fetch(tiny.counts)), Array.from({ length: H }, () => [0, 1]), 'keep 2 <= sinks: every head keeps positions 0, 1');
     // ragged compaction: every consumer masks by counts (gather zero-fills past counts[h])
     const keep = keepFromRatio(N, 0.75);
     const sel = selectTokens(scores, { keep, budget: 'adaptive' });

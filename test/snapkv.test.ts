@@ -6,8 +6,10 @@ import { snapkvScoresRef } from './ref/snapkv';
 import { checkSelectionValid, selectRef } from './ref/select';
 import { BACKENDS, place, poisoned, fetch, randomTensor, maxRelErr, rows, Layout } from './helpers';
 
-// SnapKV scores are pooled attention probabilities (~1/N); compared relative to each value (floor 1e-12).
-const TOL = 1e-5;
+// SnapKV scores are pooled attention probabilities (~1/N); compared relative to each value (floor 1e-12). The
+// relative error of a probability is the absolute error of its logit: the CPU backend meets 1e-5; the CUDA kernels
+// (tensor-core or SIMT f32 logits in another summation order) are held to 3e-5.
+const tolOf = (b: string): number => (b === 'cuda' ? 3e-5 : 1e-5);
 
 function finite(x: ArrayLike<number>): Float64Array {
   return Float64Array.from(x, (y) => (y === Infinity ? 1e30 : y));
@@ -41,6 +43,7 @@ const cases: Case[] = [
 ];
 
 for (const b of BACKENDS) {
+  const TOL = tolOf(b);
   for (const c of cases) {
     const label = `snapkv ${b} Hkv=${c.Hkv} G=${c.G} W=${c.opts?.window ?? c.Wq}/${c.Wq} N=${c.N} d=${c.d} q ${c.qd} k ${c.kd} ${c.layout} ${JSON.stringify(c.opts ?? {})}`;
     t.test(label, async (t) => {
