@@ -573,7 +573,7 @@ struct Carve {
 
 cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& scores, cudaStream_t stream) {
   const int64_t H = keys.n0, N = keys.n1, d = keys.n2;
-  if (d > kMaxHeadDim || H > 65535) return cudaErrorInvalidValue;
+  if (d > kMaxHeadDim || 3 * H > 65535) return cudaErrorInvalidValue;  // grid.y limits (radix: one row per scale and head)
   Ctx c{};
   c.k = keys;
   c.H = H;
