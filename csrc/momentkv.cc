@@ -110,13 +110,22 @@ uint32_t window_mask(const RowSource& src, int64_t h, int64_t p, int w, int64_t&
   return src.mode == RowSource::kList ? in : (full & ~in);
 }
 
-// State layout in a float buffer: n, mu_k[d], mu_v[dv], M[dv][d].
-void merge_segment(const View& k, const View& v, const RowSource& src, int64_t h, int64_t p0, int64_t p1, float* st) {
+// Segment state (momentkv_math.h seg_state_floats): n, r_k[d], r_v[dv], s_k[d], s_v[dv], M[dv][d].
+void merge_segment(const View& k, const View& v, const RowSource& src, const MomentViews& m, int64_t h, int64_t p0,
+                   int64_t p1, float* st) {
   const int64_t d = k.shape[2], dv = v.shape[2];
-  float* mk = st + 1;
-  float* mv = mk + d;
-  float* M = mv + dv;
-  std::fill(st, st + mkv::state_floats(d, dv), 0.f);
+  float* rk = st + 1;
+  float* rv = rk + d;
+  float* sk = rv + dv;
+  float* sv = sk + d;
+  float* M = sv + dv;
+  std::fill(st, st + mkv::seg_state_floats(d, dv), 0.f);
+  const float n_state = m.n().ptr<float>()[h];
+  bool shifted = n_state > 0.f;
+  if (shifted) {
+    std::copy(m.mu_k().ptr<float>() + h * d, m.mu_k().ptr<float>() + (h + 1) * d, sk);
+    std::copy(m.mu_v().ptr<float>() + h * dv, m.mu_v().ptr<float>() + (h + 1) * dv, sv);
+  }
   int64_t j = 0, c = 0;
   if (src.mode != RowSource::kLabel) {
     const View& I = *src.idx;
@@ -131,7 +140,7 @@ void merge_segment(const View& k, const View& v, const RowSource& src, int64_t h
     j = lo;
   }
   std::vector<float> kb(static_cast<size_t>(mkv::kWindow * d)), vb(static_cast<size_t>(mkv::kWindow * dv));
-  std::vector<float> mkc(static_cast<size_t>(d)), mvc(static_cast<size_t>(dv)), dk(static_cast<size_t>(d)),
+  std::vector<float> yk(static_cast<size_t>(d)), yv(static_cast<size_t>(dv)), dk(static_cast<size_t>(d)),
       dvv(static_cast<size_t>(dv)), tmp(static_cast<size_t>(d)), buf;
   float n = 0.f;
   for (int64_t p = p0; p < p1; p += mkv::kWindow) {
@@ -147,23 +156,37 @@ void merge_segment(const View& k, const View& v, const RowSource& src, int64_t h
       std::copy(vr, vr + dv, vb.begin() + nc * dv);
       nc++;
     }
+    if (!shifted) {  // shift = mean of the segment's first window
+      for (int64_t x = 0; x < d; x++) {
+        float acc = 0.f;
+        for (int r = 0; r < nc; r++) acc += kb[size_t(r * d + x)];
+        sk[x] = acc / float(nc);
+      }
+      for (int64_t x = 0; x < dv; x++) {
+        float acc = 0.f;
+        for (int r = 0; r < nc; r++) acc += vb[size_t(r * dv + x)];
+        sv[x] = acc / float(nc);
+      }
+      shifted = true;
+    }
+    // Window batch: y = x − s, ȳ = Σ y / n_c, δ = ȳ − r; rows centred at ȳ.
     const float fn = float(nc);
     for (int64_t x = 0; x < d; x++) {
-      float s = 0.f;
-      for (int r = 0; r < nc; r++) s += kb[size_t(r * d + x)];
-      mkc[size_t(x)] = s / fn;
+      float acc = 0.f;
+      for (int r = 0; r < nc; r++) acc += (kb[size_t(r * d + x)] -= sk[x]);
+      yk[size_t(x)] = acc / fn;
+      dk[size_t(x)] = yk[size_t(x)] - rk[x];
     }
     for (int64_t x = 0; x < dv; x++) {
-      float s = 0.f;
-      for (int r = 0; r < nc; r++) s += vb[size_t(r * dv + x)];
-      mvc[size_t(x)] = s / fn;
+      float acc = 0.f;
+      for (int r = 0; r < nc; r++) acc += (vb[size_t(r * dv + x)] -= sv[x]);
+      yv[size_t(x)] = acc / fn;
+      dvv[size_t(x)] = yv[size_t(x)] - rv[x];
     }
     const mkv::Chan ch = mkv::chan(n, fn);
-    for (int64_t x = 0; x < d; x++) dk[size_t(x)] = mkc[size_t(x)] - mk[x];
-    for (int64_t x = 0; x < dv; x++) dvv[size_t(x)] = mvc[size_t(x)] - mv[x];
     for (int r = 0; r < nc; r++) {
-      for (int64_t x = 0; x < d; x++) kb[size_t(r * d + x)] -= mkc[size_t(x)];
-      for (int64_t x = 0; x < dv; x++) vb[size_t(r * dv + x)] -= mvc[size_t(x)];
+      for (int64_t x = 0; x < d; x++) kb[size_t(r * d + x)] -= yk[size_t(x)];
+      for (int64_t x = 0; x < dv; x++) vb[size_t(r * dv + x)] -= yv[size_t(x)];
     }
     for (int64_t a = 0; a < dv; a++) {
       std::fill(tmp.begin(), tmp.end(), 0.f);
@@ -176,37 +199,57 @@ void merge_segment(const View& k, const View& v, const RowSource& src, int64_t h
       float* Mr = M + a * d;
       for (int64_t x = 0; x < d; x++) Mr[x] += tmp[size_t(x)] + fdv * dk[size_t(x)];
     }
-    for (int64_t x = 0; x < d; x++) mk[x] += dk[size_t(x)] * ch.wb;
-    for (int64_t x = 0; x < dv; x++) mv[x] += dvv[size_t(x)] * ch.wb;
+    for (int64_t x = 0; x < d; x++) rk[x] += dk[size_t(x)] * ch.wb;
+    for (int64_t x = 0; x < dv; x++) rv[x] += dvv[size_t(x)] * ch.wb;
     n = ch.n;
   }
   st[0] = n;
 }
 
-// Merges a segment state into head h of the persistent state.
-void merge_into(const MomentViews& m, int64_t h, int64_t d, int64_t dv, const float* st, std::vector<float>& dk,
-                std::vector<float>& dvv) {
-  const float nb = st[0];
-  if (nb == 0.f) return;
+// Merges the segment states of head h, in segment order, into the persistent state. The merge runs in residual
+// form about one common shift c (the persistent mean when the state is non-empty, else the first non-empty
+// segment's shift): δ = (s_seg − c) + r_seg − r, r += δ·wb; the mean c + r is written once at the end.
+void merge_segments_into(const MomentViews& m, int64_t h, int64_t d, int64_t dv, const float* seg, int64_t S,
+                         int64_t sf) {
   float* n = m.n().ptr<float>() + h;
   float* mk = m.mu_k().ptr<float>() + h * d;
   float* mv = m.mu_v().ptr<float>() + h * dv;
   float* M = m.m().ptr<float>() + h * dv * d;
-  const float* smk = st + 1;
-  const float* smv = smk + d;
-  const float* sM = smv + dv;
-  const mkv::Chan ch = mkv::chan(*n, nb);
-  for (int64_t x = 0; x < d; x++) dk[size_t(x)] = smk[x] - mk[x];
-  for (int64_t x = 0; x < dv; x++) dvv[size_t(x)] = smv[x] - mv[x];
-  for (int64_t a = 0; a < dv; a++) {
-    const float fdv = ch.f * dvv[size_t(a)];
-    float* Mr = M + a * d;
-    const float* Sr = sM + a * d;
-    for (int64_t x = 0; x < d; x++) Mr[x] += Sr[x] + fdv * dk[size_t(x)];
+  std::vector<float> ck(mk, mk + d), cv(mv, mv + dv), rk(static_cast<size_t>(d), 0.f), rv(static_cast<size_t>(dv), 0.f);
+  std::vector<float> dk(static_cast<size_t>(d)), dvv(static_cast<size_t>(dv));
+  float na = *n;
+  bool any = false;
+  for (int64_t si = 0; si < S; si++) {
+    const float* st = seg + si * sf;
+    const float nb = st[0];
+    if (nb == 0.f) continue;
+    const float* srk = st + 1;
+    const float* srv = srk + d;
+    const float* ssk = srv + dv;
+    const float* ssv = ssk + d;
+    const float* sM = ssv + dv;
+    if (!any && na == 0.f) {  // common shift = the first non-empty segment's mean
+      for (int64_t x = 0; x < d; x++) ck[size_t(x)] = ssk[x] + srk[x];
+      for (int64_t x = 0; x < dv; x++) cv[size_t(x)] = ssv[x] + srv[x];
+    }
+    any = true;
+    const mkv::Chan ch = mkv::chan(na, nb);
+    for (int64_t x = 0; x < d; x++) dk[size_t(x)] = ((ssk[x] - ck[size_t(x)]) + srk[x]) - rk[size_t(x)];
+    for (int64_t x = 0; x < dv; x++) dvv[size_t(x)] = ((ssv[x] - cv[size_t(x)]) + srv[x]) - rv[size_t(x)];
+    for (int64_t a = 0; a < dv; a++) {
+      const float fdv = ch.f * dvv[size_t(a)];
+      float* Mr = M + a * d;
+      const float* Sr = sM + a * d;
+      for (int64_t x = 0; x < d; x++) Mr[x] += Sr[x] + fdv * dk[size_t(x)];
+    }
+    for (int64_t x = 0; x < d; x++) rk[size_t(x)] += dk[size_t(x)] * ch.wb;
+    for (int64_t x = 0; x < dv; x++) rv[size_t(x)] += dvv[size_t(x)] * ch.wb;
+    na = ch.n;
   }
-  for (int64_t x = 0; x < d; x++) mk[x] += dk[size_t(x)] * ch.wb;
-  for (int64_t x = 0; x < dv; x++) mv[x] += dvv[size_t(x)] * ch.wb;
-  *n = ch.n;
+  if (!any) return;
+  for (int64_t x = 0; x < d; x++) mk[x] = ck[size_t(x)] + rk[size_t(x)];
+  for (int64_t x = 0; x < dv; x++) mv[x] = cv[size_t(x)] + rv[size_t(x)];
+  *n = na;
 }
 
 }  // namespace
@@ -215,21 +258,18 @@ void moments_merge(const View& k, const View& v, const RowSource& src, const Mom
   const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2], dv = v.shape[2];
   if (H == 0 || N == 0) return;
   const mkv::Partition P = mkv::merge_partition(N, H, d, dv);
-  const int64_t S = P.segments, sf = mkv::state_floats(d, dv);
+  const int64_t S = P.segments, sf = mkv::seg_state_floats(d, dv);
   std::vector<float> seg(static_cast<size_t>(H * S * sf));
   parallel_for(H * S, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; t++) {
       const int64_t h = t / S, s = t % S;
       const int64_t p0 = s * P.seg_len, p1 = std::min(N, p0 + P.seg_len);
-      merge_segment(k, v, src, h, p0, p1, &seg[size_t(t * sf)]);
+      merge_segment(k, v, src, m, h, p0, p1, &seg[size_t(t * sf)]);
     }
   });
   parallel_for(H, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> dk(static_cast<size_t>(d)), dvv(static_cast<size_t>(dv));
-    for (int64_t h = b; h < e; h++)
-      for (int64_t s = 0; s < S; s++) merge_into(m, h, d, dv, &seg[size_t((h * S + s) * sf)], dk, dvv);
-  });
-}
+    for (int64_t h = b; h < e; h++) merge_segments_into(m, h, d, dv, &seg[size_t(h * S * sf)], S, sf);
+  });}
 
 namespace {
 

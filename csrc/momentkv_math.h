@@ -23,6 +23,13 @@ constexpr int64_t kSegMinLen = 512;
 constexpr int64_t kSegScratchFloats = int64_t(1) << 23;
 
 KVT_HD int64_t state_floats(int64_t d, int64_t dv) { return 1 + d + dv + d * dv; }
+// A segment's transient state: n, residual means r_k[d], r_v[dv] relative to the shifts s_k[d], s_v[dv], and the
+// co-moment M[dv][d] about s + r. The shift is the persistent state's mean (or, while that is empty, the mean of the
+// segment's first non-empty window), so the running mean is held as a small residual: its rounding error, which
+// enters the pairwise update at first order, is relative to the spread of the rows, not to their (possibly large)
+// offset. The segment states are merged into the persistent state in the same residual form about one common shift
+// (the persistent mean, or the first non-empty segment's mean) and the mean is written once at the end.
+KVT_HD int64_t seg_state_floats(int64_t d, int64_t dv) { return 1 + 2 * (d + dv) + d * dv; }
 
 struct Partition {
   int64_t seg_len;   // positions per segment (multiple of kWindow)
@@ -31,7 +38,7 @@ struct Partition {
 
 KVT_HD Partition merge_partition(int64_t N, int64_t H, int64_t d, int64_t dv) {
   int64_t s = (N + kSegMinLen - 1) / kSegMinLen;
-  int64_t per = H * state_floats(d, dv);
+  int64_t per = H * seg_state_floats(d, dv);
   int64_t cap = per > 0 ? kSegScratchFloats / per : 1;
   if (cap < 1) cap = 1;
   if (s > cap) s = cap;
