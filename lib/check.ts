@@ -1,7 +1,8 @@
 /** `kvtrim check`: every op on CUDA vs the CPU backend on fresh random inputs (outputs poisoned first). */
 import { nativeInfo } from './binding';
 import { Rng } from './rng';
-import type { Check, CheckResult } from './checks/types';
+import type { Check, CheckResult, Target } from './checks/types';
+import { cudaTarget } from './checks/util';
 import { coreChecks } from './checks/core';
 // ==== per-family check lists (one import each) ====
 
@@ -24,8 +25,12 @@ export interface CheckRow extends CheckResult {
   ms: number;
 }
 
-export async function runChecks(opts: { device?: number; seed?: number; filter?: string; onResult?: (r: CheckRow) => void } = {}): Promise<CheckRow[]> {
-  if (!nativeInfo.cuda) throw new Error(`no usable GPU: ${nativeInfo.reason}`);
+/** Runs every check (optionally filtered by op name) against `target` (default: CUDA device `device`). */
+export async function runChecks(
+  opts: { device?: number; target?: Target; seed?: number; filter?: string; onResult?: (r: CheckRow) => void } = {},
+): Promise<CheckRow[]> {
+  if (!opts.target && !nativeInfo.cuda) throw new Error(`no usable GPU: ${nativeInfo.reason}`);
+  const target = opts.target ?? cudaTarget(opts.device ?? 0);
   const rows: CheckRow[] = [];
   const rng = new Rng(opts.seed ?? Date.now() % 2 ** 31);
   for (const c of allChecks()) {
@@ -33,7 +38,7 @@ export async function runChecks(opts: { device?: number; seed?: number; filter?:
     const t0 = performance.now();
     let r: CheckResult;
     try {
-      r = await c.run(rng, opts.device ?? 0);
+      r = await c.run(rng, target);
     } catch (e) {
       r = { pass: false, error: NaN, tolerance: 0, detail: e instanceof Error ? e.message : String(e) };
     }

@@ -1,9 +1,38 @@
-/** Helpers for CUDA-vs-CPU checks: random inputs, poisoned device outputs, comparisons. */
-import { Tensor, tensor, toDevice, toHost, empty, fillBytes, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../tensor';
+/** Helpers for target-vs-CPU checks: targets, random inputs, comparisons. */
+import { Tensor, tensor, toDevice, toHost, empty, fillBytes, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32, hostContiguous } from '../tensor';
 import type { DType } from '../tensor';
 import type { Rng } from '../rng';
+import type { Target } from './types';
 
-/** Random host tensor of `dtype` (values ~ N(bias, 1) with a shared per-channel bias so cosines spread). */
+/** The CUDA device `id` as a check target. */
+export function cudaTarget(id: number): Target {
+  return {
+    name: `cuda:${id}`,
+    place: (t) => toDevice(t, { device: id }),
+    poisoned(shape, dtype) {
+      const t = empty(shape, dtype, { kind: 'cuda', id });
+      fillBytes(t, 0xff);
+      return t;
+    },
+    fetch: (t) => toHost(t),
+  };
+}
+
+/** Host memory as a target (CPU backend against itself): exercises the checks without a GPU. */
+export function hostTarget(): Target {
+  return {
+    name: 'cpu',
+    place: (t) => tensor(hostContiguous(t).slice(), t.shape, { dtype: t.dtype }),
+    poisoned(shape, dtype) {
+      const t = empty(shape, dtype);
+      fillBytes(t, 0xff);
+      return t;
+    },
+    fetch: async (t) => t,
+  };
+}
+
+/** Random host tensor of `dtype` (values ~ N(bias·dir, 1) with a shared per-channel direction so cosines spread). */
 export function randomHost(rng: Rng, shape: number[], dtype: DType, bias = 0.8): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const last = shape[shape.length - 1] ?? 1;
@@ -19,24 +48,9 @@ export function randomHost(rng: Rng, shape: number[], dtype: DType, bias = 0.8):
   return tensor(a, shape, { dtype });
 }
 
-/** A device output poisoned with 0xff bytes (NaN / -1). */
-export function poisonedDevice(shape: number[], dtype: DType, device: number): Tensor {
-  const t = empty(shape, dtype, { kind: 'cuda', id: device });
-  fillBytes(t, 0xff);
-  return t;
-}
-
-export function poisonedHost(shape: number[], dtype: DType): Tensor {
-  const t = empty(shape, dtype);
-  fillBytes(t, 0xff);
-  return t;
-}
-
-export { toDevice, toHost };
-
-/** Values as numbers (decoding f16/bf16). */
+/** Values as numbers (decoding f16/bf16), contiguous order. */
 export function numbers(t: Tensor): Float64Array {
-  const h = t.host;
+  const h = hostContiguous(t);
   const out = new Float64Array(h.length);
   for (let i = 0; i < h.length; i++) out[i] = t.dtype === 'bf16' ? bf16ToF32(h[i]) : t.dtype === 'f16' ? f16ToF32(h[i]) : h[i];
   return out;
@@ -53,7 +67,7 @@ export function maxRel(a: ArrayLike<number>, b: ArrayLike<number>, floor: number
   return m;
 }
 
-/** Number of positions where two arrays differ (exact). */
+/** Number of positions where two arrays differ (exact; NaN equals NaN). */
 export function mismatches(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) return Math.max(a.length, b.length);
   let n = 0;

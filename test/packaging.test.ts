@@ -1,0 +1,73 @@
+// Packaging: prebuild through the cmake-js shim, `npm pack`, install the tarball into a fresh project with no
+// compiler on PATH, load it and run one op there.
+import t from 'tap';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const root = path.join(__dirname, '..');
+const npmCli = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
+
+function npm(args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): string {
+  return execFileSync(process.execPath, [npmCli, ...args], { cwd, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+t.test('npm pack -> install elsewhere -> works without a compiler', { timeout: 900000 }, async (t) => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-pack-'));
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  // 1. prebuild (prebuildify -> scripts/prebuildify-shim.js -> cmake-js; incremental over build/)
+  npm(['run', 'prebuild'], root);
+  const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'kvtrim.node');
+  t.ok(fs.existsSync(prebuilt), `prebuild written: ${path.relative(root, prebuilt)}`);
+
+  // 2. pack
+  // --ignore-scripts: dist/ and types/ come from `npm install` (prepare); rebuilding them here would race with
+  // other test files that load dist/.
+  t.ok(fs.existsSync(path.join(root, 'dist', 'index.js')), 'dist/ built by npm install');
+  const packOut = npm(['pack', '--json', '--ignore-scripts', '--pack-destination', tmp], root);
+  const info = JSON.parse(packOut.slice(packOut.indexOf('[')))[0];
+  const files: string[] = info.files.map((f: { path: string }) => f.path);
+  t.ok(files.includes(`prebuilds/${process.platform}-${process.arch}/kvtrim.node`), 'tarball holds the prebuild');
+  t.ok(files.includes('dist/index.js') && files.includes('types/index.d.ts') && files.includes('dist/cli.js'), 'tarball holds JS, types and the CLI');
+  t.notOk(files.some((f) => f.startsWith('build/') || f.startsWith('test/') || f.startsWith('node_modules/')), 'no build dir, tests or node_modules');
+  const tarball = path.join(tmp, info.filename);
+
+  // 3. a PATH with node, npm and sh only: no cc, c++, cmake, nvcc
+  const bin = path.join(tmp, 'bin');
+  fs.mkdirSync(bin);
+  fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+  fs.symlinkSync('/bin/sh', path.join(bin, 'sh')); // npm runs lifecycle scripts through sh
+  fs.writeFileSync(path.join(bin, 'npm'), `#!/bin/sh\nexec "${process.execPath}" "${npmCli}" "$@"\n`, { mode: 0o755 });
+  const env = { ...process.env, PATH: bin, npm_config_build_from_source: '' };
+  for (const tool of ['cc', 'c++', 'g++', 'cmake', 'nvcc', 'make']) {
+    t.not(spawnSync('sh', ['-c', `command -v ${tool}`], { env }).status, 0, `${tool} is not on PATH`);
+  }
+
+  // 4. install into a fresh project
+  const proj = path.join(tmp, 'app');
+  fs.mkdirSync(proj);
+  fs.writeFileSync(path.join(proj, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
+  npm(['install', tarball, '--prefer-offline', '--no-audit', '--no-fund'], proj, env);
+  t.ok(fs.existsSync(path.join(proj, 'node_modules', 'kvtrim', 'prebuilds')), 'installed');
+  t.notOk(fs.existsSync(path.join(proj, 'node_modules', 'kvtrim', 'build')), 'nothing was compiled');
+
+  // 5. load and run one op
+  const script = `
+    const kv = require('kvtrim');
+    const s = kv.keydiffScores(kv.tensor(new Float32Array([1, 0, 0, 1, 1, 1, -1, 0]), [1, 4, 2]));
+    console.log(JSON.stringify({ info: kv.backendInfo(), scores: Array.from(s.data) }));`;
+  const r = spawnSync(process.execPath, ['-e', script], { cwd: proj, env, encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  // anchor = mean of unit keys = (1/sqrt2 - 1, 1 + 1/sqrt2)/4 direction; check against a direct computation
+  const keys = [[1, 0], [0, 1], [1, 1], [-1, 0]].map(([x, y]) => [x / Math.hypot(x, y), y / Math.hypot(x, y)]);
+  const a = [0, 1].map((c) => keys.reduce((s, k) => s + k[c], 0) / 4);
+  const expect = keys.map((k) => -(k[0] * a[0] + k[1] * a[1]) / Math.hypot(a[0], a[1]));
+  out.scores.forEach((v: number, i: number) => t.ok(Math.abs(v - expect[i]) < 1e-6, `score ${i}: ${v} vs ${expect[i]}`));
+  t.equal(out.info.versions.kvtrim, require('../package.json').version);
+  const cli = spawnSync(path.join(proj, 'node_modules', '.bin', 'kvtrim'), ['info'], { cwd: proj, env, encoding: 'utf8' });
+  t.equal(cli.status, 0, cli.stderr);
+  t.match(cli.stdout, /kvtrim \d+\.\d+\.\d+/, 'npx kvtrim info works from the installed package');
+});
