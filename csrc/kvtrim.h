@@ -121,11 +121,11 @@ KVT_API kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* value
  * other tensors. An empty state is all zeros. Merges use the exact pairwise (Chan) update of batch statistics that
  * are themselves computed centred (never raw sums), over a fixed partition of positions (deterministic).
  *
- * Merge rows into the state: for each head h, rows keys[h, indices[h, j]] / values[h, indices[h, j]] for
- * j < counts[h] are merged into head h. indices [H, cap] i32 strictly ascending positions in [0, N) before
+ * Merge rows into the state: for each head h, rows keys[h, evicted_indices[h, j]] / values[h, evicted_indices[h, j]]
+ * for j < counts[h] are merged into head h. evicted_indices [H, cap] i32 strictly ascending positions in [0, N) before
  * counts[h] (checked on the CPU backend; CUDA kernels skip positions outside [0, N)); counts [H] i32 in [0, cap].
  * keys [H, N, d], values [H, N, dv]: f32 | f16 | bf16, any strides. The state is updated in place. */
-KVT_API kvt_status kvt_moments_merge(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* indices,
+KVT_API kvt_status kvt_moments_merge(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* evicted_indices,
                                      const kvt_tensor* counts, const kvt_moments* moments, kvt_stream stream);
 
 /* Normalisation-corrected decode attention (spec/momentkv.md §4.4). queries [Hq, d] or [Hq, T, d] (post-RoPE,
