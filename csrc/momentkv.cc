@@ -859,6 +859,8 @@ extern "C" kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_te
   }
 #if defined(KVT_WITH_CUDA)
   if (s.on_cuda()) {
+    if (dv > 256)
+      return fail(KVT_ERR_RANGE, "values: the CUDA momentkvSelect supports dv up to 256, got " + std::to_string(dv));
     KVT_CUDA_TRY(set_device(s.device_id));
     cuda::MkvSelectParams p{o.keep, o.mi ? o.rounds : 1, int32_t(std::min<int64_t>(o.r, dv)), o.mi, float(o.eps)};
     cuda::T2 ert = evicted_round ? t2(er) : cuda::T2{nullptr, kI32, 0, 0, 0, 0};
