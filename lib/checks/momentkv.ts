@@ -78,8 +78,8 @@ export const momentkvChecks: Check[] = [
     },
   },
   {
-    op: 'gatherKV+moments',
-    config: `H=${H} N=${N} d=dv=${d} f16 [N,H,d] strided, keep ~25 %, cap 1100`,
+    op: 'MomentState.merge',
+    config: `fused into the compaction (gatherKV with moments): H=${H} N=${N} d=dv=${d} f16 [N,H,d] strided, keep ~25 %, cap 1100`,
     async run(rng, target) {
       const kh = randomHost(rng, [N, H, d], 'f16'), vh = randomHost(rng, [N, H, dv], 'f16');
       const view = (x: Tensor, w: number) => x.view([H, N, w], [w, H * w, 1]);
