@@ -39,19 +39,44 @@ __device__ __forceinline__ int64_t count_of(const DecArgs& A, int64_t h) {
   return imax(0, imin(c, A.k.n1));
 }
 
-// Loads a row of n elements (element stride s) into PL registers per lane: slot i holds element lane + 32 i.
-template <int DT, int PL>
+// Element held in register slot i of a lane: strided (lane + 32 i) or, with VEC, contiguous (lane·PL + i).
+template <int PL, bool VEC>
+__device__ __forceinline__ int64_t slot(int lane, int i) {
+  return VEC ? int64_t(lane) * PL + i : int64_t(lane) + 32 * i;
+}
+
+// Loads a row of n elements (element stride s) into PL registers per lane (zero beyond n). VEC: s == 1 and the row
+// aligned to min(16, PL·elem) bytes (checked on the host): 8/16-byte vector loads.
+template <int DT, int PL, bool VEC>
 __device__ __forceinline__ void load_row(const void* base, int64_t off, int64_t n, int64_t s, int lane, float* x) {
   using E = Elem<DT>;
   const typename E::T* p = static_cast<const typename E::T*>(base) + off;
+  if constexpr (VEC) {
+    const int64_t c0 = int64_t(lane) * PL;
+    if (c0 + PL <= n) {
+      if constexpr (DT == kF32) {
 #pragma unroll
-  for (int i = 0; i < PL; i++) {
-    const int64_t c = lane + 32 * i;
-    x[i] = c < n ? E::load(p + c * s) : 0.f;
+        for (int i = 0; i < PL; i += 4) load_vec<DT, 4>(p + c0 + i, x + i);
+      } else if constexpr (PL == 4) {
+        load_vec<DT, 4>(p + c0, x);
+      } else {
+#pragma unroll
+        for (int i = 0; i < PL; i += 8) load_vec<DT, 8>(p + c0 + i, x + i);
+      }
+      return;
+    }
+#pragma unroll
+    for (int i = 0; i < PL; i++) x[i] = c0 + i < n ? E::load(p + c0 + i) : 0.f;
+  } else {
+#pragma unroll
+    for (int i = 0; i < PL; i++) {
+      const int64_t c = lane + 32 * i;
+      x[i] = c < n ? E::load(p + c * s) : 0.f;
+    }
   }
 }
 
-template <int DT, int PL>
+template <int DT, int PL, bool VEC>
 __global__ void __launch_bounds__(kThreads) partial_kernel(DecArgs A) {
   extern __shared__ float sm[];
   float* as = sm;                                // [kQB][PL*32] scaled queries
@@ -86,14 +111,26 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(DecArgs A) {
   const int64_t r0 = ch * A.chunk, r1 = imin(count_of(A, h), r0 + A.chunk);
   for (int64_t r = r0 + warp; r < r1; r += kWarps) {
     float x[PL], y[PL], s[kQB];
-    load_row<DT, PL>(A.k.p, h * A.k.s0 + r * A.k.s1, d, A.k.s2, lane, x);
-    load_row<DT, PL>(A.v.p, h * A.v.s0 + r * A.v.s1, dv, A.v.s2, lane, y);
+    load_row<DT, PL, VEC>(A.k.p, h * A.k.s0 + r * A.k.s1, d, A.k.s2, lane, x);
+    load_row<DT, PL, VEC>(A.v.p, h * A.v.s0 + r * A.v.s1, dv, A.v.s2, lane, y);
 #pragma unroll
     for (int qq = 0; qq < kQB; qq++) {
       if (qq >= nq) break;
       float t = 0.f;
+      if constexpr (VEC) {  // 16-byte shared-memory reads: no bank conflicts for the contiguous mapping
+        const float4* a4 = reinterpret_cast<const float4*>(as + qq * W + lane * PL);
 #pragma unroll
-      for (int i = 0; i < PL; i++) t += as[qq * W + lane + 32 * i] * x[i];
+        for (int i = 0; i < PL / 4; i++) {
+          const float4 av = a4[i];
+          t += av.x * x[4 * i];
+          t += av.y * x[4 * i + 1];
+          t += av.z * x[4 * i + 2];
+          t += av.w * x[4 * i + 3];
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < PL; i++) t += as[qq * W + lane + 32 * i] * x[i];
+      }
       s[qq] = warp_sum(t);
     }
 #pragma unroll
@@ -116,7 +153,7 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(DecArgs A) {
       wl[warp * kQB + qq] = l[qq];
     }
 #pragma unroll
-    for (int i = 0; i < PL; i++) wacc[(warp * kQB + qq) * W + lane + 32 * i] = acc[qq][i];
+    for (int i = 0; i < PL; i++) wacc[(warp * kQB + qq) * W + slot<PL, VEC>(lane, i)] = acc[qq][i];
   }
   __syncthreads();
   const int64_t ps = dv + 2;
@@ -218,16 +255,27 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
   }
 }
 
+// Rows usable with vector loads: unit element stride, base and row strides aligned to min(16, PL·elem) bytes.
+bool vec_ok(const T3& t, int pl) {
+  const int64_t es = dtype_size(t.dtype), bytes = es * pl < 16 ? es * pl : 16;
+  if (t.s2 != 1 && t.n2 > 1) return false;
+  return reinterpret_cast<uintptr_t>(t.p) % bytes == 0 && (t.s0 * es) % bytes == 0 && (t.s1 * es) % bytes == 0;
+}
+
 struct Launch {
   DecArgs A;
   cudaStream_t stream;
   template <int DT, int PL>
   cudaError_t run() const {
+    return vec_ok(A.k, PL) && vec_ok(A.v, PL) ? go<DT, PL, true>() : go<DT, PL, false>();
+  }
+  template <int DT, int PL, bool VEC>
+  cudaError_t go() const {
     const size_t smem = size_t(kQB * PL * 32 + 2 * kWarps * kQB + kWarps * kQB * PL * 32) * sizeof(float);
     if (smem > 48 * 1024)
-      KVT_CU_TRY(cudaFuncSetAttribute(partial_kernel<DT, PL>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      KVT_CU_TRY(cudaFuncSetAttribute(partial_kernel<DT, PL, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const int64_t groups = ceil_div(A.Q, kQB);
-    partial_kernel<DT, PL><<<dim3(unsigned(A.nch), unsigned(groups), unsigned(A.k.n0)), kThreads, smem, stream>>>(A);
+    partial_kernel<DT, PL, VEC><<<dim3(unsigned(A.nch), unsigned(groups), unsigned(A.k.n0)), kThreads, smem, stream>>>(A);
     return cudaGetLastError();
   }
 };

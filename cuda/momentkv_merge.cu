@@ -40,6 +40,7 @@ struct MergeArgs {
   O3 ko, vo;
   T2 co;
   int64_t slots_per_seg;
+  bool kvec, vvec;  // 16-byte row copies
 };
 
 __device__ __forceinline__ float ld(const void* base, int dt, int64_t i) { return load_as_f32(base, dt, i); }
@@ -67,26 +68,33 @@ __device__ uint32_t window_mask(const MergeArgs& A, int64_t h, int64_t p, int w,
   return A.sel.mode == 0 ? in : (full & ~in);
 }
 
-// Kept-row copy of the fused gather (same semantics as gather.cu: rows past counts zero-filled, bad indices too).
-__device__ void copy_or_zero(const T3& src, const O3& dst, int64_t h, int64_t i, int64_t j, int lane) {
+// Kept-row copy of the fused gather (same semantics as gather.cu: rows past counts zero-filled, bad indices too);
+// 16-byte vectors when both rows are contiguous and aligned (decided on the host, like gather.cu).
+__device__ void copy_or_zero(const T3& src, const O3& dst, int64_t h, int64_t i, int64_t j, bool vec16, int lane) {
   const int es = dtype_size(src.dtype);
   char* o = static_cast<char*>(dst.p) + (h * dst.s0 + j * dst.s1) * es;
-  if (i >= 0 && i < src.n1) {
-    const char* s = static_cast<const char*>(src.p) + (h * src.s0 + i * src.s1) * es;
-    if (es == 4) {
-      for (int64_t c = lane; c < src.n2; c += kWarp)
-        reinterpret_cast<uint32_t*>(o)[c * dst.s2] = reinterpret_cast<const uint32_t*>(s)[c * src.s2];
-    } else {
-      for (int64_t c = lane; c < src.n2; c += kWarp)
-        reinterpret_cast<uint16_t*>(o)[c * dst.s2] = reinterpret_cast<const uint16_t*>(s)[c * src.s2];
-    }
+  const bool ok = i >= 0 && i < src.n1;
+  const char* s = static_cast<const char*>(src.p) + (h * src.s0 + (ok ? i : 0) * src.s1) * es;
+  if (vec16) {
+    const int64_t n = src.n2 * es / 16;
+    for (int64_t q = lane; q < n; q += kWarp)
+      reinterpret_cast<uint4*>(o)[q] = ok ? reinterpret_cast<const uint4*>(s)[q] : make_uint4(0, 0, 0, 0);
+  } else if (es == 4) {
+    for (int64_t c = lane; c < src.n2; c += kWarp)
+      reinterpret_cast<uint32_t*>(o)[c * dst.s2] = ok ? reinterpret_cast<const uint32_t*>(s)[c * src.s2] : 0u;
   } else {
-    if (es == 4) {
-      for (int64_t c = lane; c < src.n2; c += kWarp) reinterpret_cast<uint32_t*>(o)[c * dst.s2] = 0u;
-    } else {
-      for (int64_t c = lane; c < src.n2; c += kWarp) reinterpret_cast<uint16_t*>(o)[c * dst.s2] = 0;
-    }
+    for (int64_t c = lane; c < src.n2; c += kWarp)
+      reinterpret_cast<uint16_t*>(o)[c * dst.s2] = ok ? reinterpret_cast<const uint16_t*>(s)[c * src.s2] : uint16_t(0);
   }
+}
+
+bool aligned16(const void* p, int64_t s0, int64_t s1, int es) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (s0 * es) % 16 == 0 && (s1 * es) % 16 == 0;
+}
+bool vec16_ok(const T3& src, const O3& dst) {
+  const int es = dtype_size(src.dtype);
+  const bool contig = (src.s2 == 1 || src.n2 == 1) && (dst.s2 == 1 || dst.n2 == 1);
+  return contig && (src.n2 * es) % 16 == 0 && aligned16(src.p, src.s0, src.s1, es) && aligned16(dst.p, dst.s0, dst.s1, es);
 }
 
 __global__ void __launch_bounds__(kThreads) segment_kernel(MergeArgs A) {
@@ -116,8 +124,8 @@ __global__ void __launch_bounds__(kThreads) segment_kernel(MergeArgs A) {
     for (int64_t j = j0 + warp; j < j1; j += kWarps) {
       int64_t i = -1;
       if (j < cnt) i = static_cast<const int32_t*>(A.idx.p)[h * A.idx.s0 + j * A.idx.s1];
-      copy_or_zero(A.k, A.ko, h, i, j, lane);
-      copy_or_zero(A.v, A.vo, h, i, j, lane);
+      copy_or_zero(A.k, A.ko, h, i, j, A.kvec, lane);
+      copy_or_zero(A.v, A.vo, h, i, j, A.vvec, lane);
     }
   }
   // Snapshot of the persistent state for the final merge (read before anything is written to it).
@@ -392,6 +400,8 @@ cudaError_t gather_kv_moments(const T3& keys, const T3& values, const T2& indice
   A.ko = keys_out;
   A.vo = values_out;
   A.co = counts_out;
+  A.kvec = vec16_ok(keys, keys_out);
+  A.vvec = vec16_ok(values, values_out);
   return launch(A, stream);
 }
 
