@@ -13,6 +13,7 @@ import type { BenchCase, BenchContext, BenchShape, Prepared } from './benches/ty
 import { coreBenches } from './benches/core';
 // ==== per-family bench lists (one import each) ====
 import { nestedkvBenches } from './benches/nestedkv';
+import { momentkvBenches } from './benches/momentkv';
 
 
 // ==== end of bench lists ====
@@ -22,6 +23,7 @@ export function allBenches(): BenchCase[] {
     ...coreBenches,
     // ==== add family lists here ====
     ...nestedkvBenches,
+    ...momentkvBenches,
 
 
   ];

@@ -6,6 +6,7 @@ import { cudaTarget } from './checks/util';
 import { coreChecks } from './checks/core';
 // ==== per-family check lists (one import each) ====
 import { nestedkvChecks } from './checks/nestedkv';
+import { momentkvChecks } from './checks/momentkv';
 
 
 // ==== end of check lists ====
@@ -16,6 +17,7 @@ export function allChecks(): Check[] {
     ...coreChecks,
     // ==== add family lists here ====
     ...nestedkvChecks,
+    ...momentkvChecks,
 
 
   ];

@@ -59,6 +59,12 @@ export type { SnapkvOptions, SnapkvPool } from './ops/snapkv';
 
 
 // ==== MomentKV ====
+export { MomentState } from './ops/moments';
+export type { MomentTensors, MomentStateCreateOptions } from './ops/moments';
+export { decodeAttention } from './ops/decode';
+export type { DecodeAttentionArgs } from './ops/decode';
+export { momentkvSelect, momentkvCompress } from './ops/momentkv';
+export type { MomentkvSelectArgs, MomentkvSelection, MomentkvCompressArgs, MomentkvCache } from './ops/momentkv';
 
 
 // ==== GRKV ====
