@@ -7,9 +7,11 @@
 //                           W window queries in a fixed order (P tile in shared memory) -> window means [Hq, L].
 //   pool                    pooling along the prefix and the GQA group mean (shared pool_at), window +Infinity.
 // Logit tiles: tensor cores (mma.sync m16n8k16, fp32 accumulation; bf16/f16 products are exact) when queries and keys
-// are both bf16 or both f16 and d is 64 or 128, with the key tiles double-buffered by cp.async; otherwise a SIMT f32
+// are both bf16 or both f16 and d is 64, 96, 128 or 256, with the key tiles double-buffered by cp.async; otherwise a SIMT f32
 // path that stages 32-channel slices of queries and keys in shared memory (any dtypes, strides, d).
 // M = G*W query rows per KV head (row m: query head h*G + m/W, window query m%W at position N-W+m%W).
+#include <type_traits>
+
 #include "common.cuh"
 #include "../csrc/nestedkv_math.h"
 
@@ -20,7 +22,6 @@ namespace {
 constexpr int TK = 32;        // keys per tile
 constexpr int NG = TK / 8;    // n8 column groups per tile
 constexpr int PP = TK + 1;    // row pitch of the probability tile (conflict-free writes)
-constexpr int kMaxRows = 256; // query rows per sub-block (16 warps of 16 rows)
 constexpr int DC = 32;        // SIMT path: channels per staged slice
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -276,7 +277,7 @@ struct Smem {
 };
 
 template <int DT, int KS, bool MMA, bool PASS2>
-__global__ void __launch_bounds__(512) snap_kernel(Geo g, float2* part, const float* lse, float* mean) {
+__global__ void __launch_bounds__(KS > 8 ? 256 : 512) snap_kernel(Geo g, float2* part, const float* lse, float* mean) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int64_t chunk = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
@@ -423,14 +424,16 @@ cudaError_t snapkv_scores(const T3& queries, const T3& keys, const SnapkvParams&
   g.M = g.G * g.W;
   g.scale = p.scale;
   if (g.Hkv > 65535 || g.L < 1) return cudaErrorInvalidValue;
-  // Query rows per CTA: whole query heads, at most 256 rows (one sub-block) when W <= 256; one head otherwise.
-  g.heads_per_z = g.W <= kMaxRows ? imin(imin(g.G, kMaxRows / g.W), 64) : 1;
+  const bool mma = !p.force_simt && queries.dtype == keys.dtype && (keys.dtype == kBF16 || keys.dtype == kF16) &&
+                   (g.d == 64 || g.d == 96 || g.d == 128 || g.d == 256);
+  // Query rows per sub-block: 16 per warp, 16 warps (8 when d = 256: the A fragments of a warp take 64 registers).
+  const int64_t max_rows = g.d > 128 ? 128 : 256;
+  // Query rows per CTA: whole query heads, at most one sub-block when W <= max_rows; one head otherwise.
+  g.heads_per_z = g.W <= max_rows ? imin(imin(g.G, max_rows / g.W), 64) : 1;
   g.rows_per_z = g.heads_per_z * g.W;
   const unsigned z = static_cast<unsigned>(ceil_div(g.G, g.heads_per_z));
   if (z > 65535) return cudaErrorInvalidValue;
-  const int threads = int(imin(16, ceil_div(g.rows_per_z, 16))) * kWarp;
-  const bool mma = !p.force_simt && queries.dtype == keys.dtype && (keys.dtype == kBF16 || keys.dtype == kF16) &&
-                   (g.d == 64 || g.d == 128);
+  const int threads = int(imin(max_rows / 16, ceil_div(g.rows_per_z, 16))) * kWarp;
   // 16-bit pairs of query elements: unit stride, even strides, 4-byte aligned base.
   g.qpair = queries.s2 == 1 && queries.s0 % 2 == 0 && queries.s1 % 2 == 0 &&
             reinterpret_cast<uintptr_t>(queries.p) % 4 == 0;
@@ -453,12 +456,19 @@ cudaError_t snapkv_scores(const T3& queries, const T3& keys, const SnapkvParams&
   float* lse = reinterpret_cast<float*>(part + g.Hkv * g.M * g1.chunks);
   float* mean = lse + g.Hkv * g.M;
   cudaError_t e;
+  auto by_d = [&](auto dt) -> cudaError_t {
+    constexpr int DT = decltype(dt)::value;
+    switch (g.d) {
+      case 64: return run_passes<DT, 4, true>(g1, g2, threads, z, part, lse, mean, stream);
+      case 96: return run_passes<DT, 6, true>(g1, g2, threads, z, part, lse, mean, stream);
+      case 128: return run_passes<DT, 8, true>(g1, g2, threads, z, part, lse, mean, stream);
+      default: return run_passes<DT, 16, true>(g1, g2, threads, z, part, lse, mean, stream);
+    }
+  };
   if (mma && keys.dtype == kBF16)
-    e = g.d == 64 ? run_passes<kBF16, 4, true>(g1, g2, threads, z, part, lse, mean, stream)
-                  : run_passes<kBF16, 8, true>(g1, g2, threads, z, part, lse, mean, stream);
+    e = by_d(std::integral_constant<int, kBF16>{});
   else if (mma)
-    e = g.d == 64 ? run_passes<kF16, 4, true>(g1, g2, threads, z, part, lse, mean, stream)
-                  : run_passes<kF16, 8, true>(g1, g2, threads, z, part, lse, mean, stream);
+    e = by_d(std::integral_constant<int, kF16>{});
   else
     e = run_passes<kF32, 1, false>(g1, g2, threads, z, part, lse, mean, stream);
   KVT_CU_TRY(e);

@@ -35,7 +35,7 @@ const nestedkvCase = (dtype: FloatDType, strided: boolean, o: NestedkvOptions, l
 });
 
 const Hkv = 4, G = 4;
-const snapkvCase = (qd: FloatDType, kd: FloatDType, W: number, strided: boolean, o: SnapkvOptions, label = ''): Check => ({
+const snapkvCase = (qd: FloatDType, kd: FloatDType, W: number, strided: boolean, o: SnapkvOptions, label = '', d = 128): Check => ({
   op: 'snapkvScores',
   config: `Hkv=${Hkv} G=${G} W=${W} N=${N} d=${d} q ${qd} k ${kd}${strided ? ' [N,H,d] strided' : ''}${label}`,
   async run(rng, target) {
@@ -60,6 +60,9 @@ export const nestedkvChecks: Check[] = [
   snapkvCase('f32', 'f32', 32, false, {}, ' avg'),
   snapkvCase('f32', 'bf16', 24, true, { pool: 'max' }, ' max'),
   snapkvCase('bf16', 'bf16', 80, false, { window: 72 }, ' window 72 of 80 (G·W > 256)'),
+  snapkvCase('bf16', 'bf16', 64, true, { pool: 'max' }, ' max', 256),
+  snapkvCase('f16', 'f16', 32, false, {}, ' avg', 96),
+  snapkvCase('bf16', 'bf16', 300, false, {}, ' W > 256 rows per head', 64),
   {
     op: 'nestedkvScores',
     config: `H=${H} N=${N} d=${d} bf16: two calls give identical bits (deterministic)`,
