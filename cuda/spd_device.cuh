@@ -13,6 +13,8 @@
 
 namespace kvt {
 namespace cuda {
+// Internal linkage: each translation unit that includes this header gets its own kernel and launch helpers.
+namespace {
 
 constexpr int kSpdThreads = 256;
 
@@ -158,5 +160,6 @@ inline cudaError_t spd_launch(const F3& a, const F3& b, float lambda, const F3& 
   return cudaGetLastError();
 }
 
+}  // namespace
 }  // namespace cuda
 }  // namespace kvt
