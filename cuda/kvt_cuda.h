@@ -53,6 +53,12 @@ struct Moments {
 cudaError_t gather_kv(const T3& keys, const T3& values, const T2& indices, const T2& counts, const O3& keys_out,
                       const O3& values_out, const T2& counts_out, const Moments* moments, cudaStream_t stream);
 
+// Straightforward (unfused) implementations timed as baselines by `kvtrim bench` (cuda/baseline.cu).
+cudaError_t baseline_keydiff(const T3& keys, const T2& scores, cudaStream_t stream);
+cudaError_t baseline_select(const T2& scores, int64_t keep, const T2& indices, const T2& counts, cudaStream_t stream);
+cudaError_t baseline_gather(const T3& keys, const T3& values, const T2& indices, const T2& counts, const O3& keys_out,
+                            const O3& values_out, cudaStream_t stream);
+
 // ==== NestedKV and SnapKV scoring ====================================================================
 
 

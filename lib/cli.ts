@@ -3,9 +3,11 @@
  * The kvtrim command line: `kvtrim info | check | eval | bench` (see `kvtrim help`).
  */
 import { parseArgs } from 'node:util';
-import { table } from './cli/table';
+import { table, Progress } from './cli/table';
 import { backendInfo } from './index';
 import { runChecks } from './check';
+import { runBench } from './bench';
+import fs from 'node:fs';
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -17,6 +19,7 @@ Commands:
   info             backend, devices, versions, and why CUDA is off
   check            run every op on CUDA and on the CPU backend on random inputs and compare
                    (the one command to verify a GPU install); exits 1 on a mismatch
+  bench            time every kernel: median, GB/s, % of the speed of light, speedup over a baseline
   help             this text
 
 Run \`kvtrim <command> --help\` for a command's options.`;
@@ -92,7 +95,79 @@ async function check(argv: string[]): Promise<number> {
   return failed ? 1 : 0;
 }
 
-const commands: Record<string, Command> = { info, check };
+async function bench(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      backend: { type: 'string' },
+      device: { type: 'string', default: '0' },
+      H: { type: 'string', default: '8' },
+      d: { type: 'string', default: '128' },
+      N: { type: 'string' },
+      dtype: { type: 'string' },
+      repeats: { type: 'string' },
+      op: { type: 'string' },
+      json: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(
+      'Usage: kvtrim bench [--backend cpu|cuda] [--H 8] [--d 128] [--N 4096,32768,131072] [--dtype bf16|f16|f32]\n' +
+        '                    [--repeats R] [--op NAME] [--json FILE]\n' +
+        '  Times each kernel (CUDA events on a GPU, wall clock on the CPU backend). Defaults: the GPU when usable,\n' +
+        '  bf16 on GPU / f32 on CPU. "% SoL" = time the op would take at the copy bandwidth measured in the same\n' +
+        '  run, moving only the bytes it must (spec/performance.md §5), divided by its median time.',
+    );
+    return 0;
+  }
+  const int = (name: string, v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`--${name}: expected a positive integer, got '${v}'`);
+    return n;
+  };
+  const backend = values.backend as 'cpu' | 'cuda' | undefined;
+  if (backend !== undefined && backend !== 'cpu' && backend !== 'cuda') throw new RangeError(`--backend: expected cpu or cuda, got '${backend}'`);
+  const dtype = values.dtype as 'f32' | 'f16' | 'bf16' | undefined;
+  if (dtype !== undefined && !['f32', 'f16', 'bf16'].includes(dtype)) throw new RangeError(`--dtype: expected f32, f16 or bf16, got '${dtype}'`);
+  const progress = new Progress(1, 'bench');
+  const report = runBench({
+    backend,
+    device: int('device', String(Number(values.device) + 1)) - 1,
+    H: int('H', values.H as string),
+    d: int('d', values.d as string),
+    N: values.N ? values.N.split(',').map((x) => int('N', x.trim())) : undefined,
+    dtype,
+    repeats: values.repeats ? int('repeats', values.repeats) : undefined,
+    filter: values.op,
+    onProgress: (done, total, label) => progress.set(done, total, label),
+  });
+  progress.end();
+  console.log(`kvtrim bench on ${report.device} (${report.backend}); copy bandwidth ${report.bandwidthGBs.toFixed(1)} GB/s; median of ${report.repeats}`);
+  console.log(
+    table(
+      ['op', 'variant', 'N', 'dtype', 'median ms', 'GB/s', '% SoL', 'baseline', 'speedup'],
+      report.rows.map((r) => [
+        r.op,
+        r.variant,
+        r.N,
+        r.dtype,
+        r.medianMs.toFixed(3),
+        r.gbps.toFixed(1),
+        (100 * r.solFraction).toFixed(1),
+        r.baseline ? `${r.baseline.name} ${r.baseline.medianMs.toFixed(2)} ms` : '-',
+        r.baseline ? `${r.baseline.speedup.toFixed(1)}x` : '-',
+      ]),
+    ),
+  );
+  if (values.json) {
+    fs.writeFileSync(values.json, JSON.stringify(report, null, 2));
+    console.log(`JSON written to ${values.json}`);
+  }
+  return 0;
+}
+
+const commands: Record<string, Command> = { info, check, bench };
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

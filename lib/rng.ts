@@ -28,16 +28,19 @@ export class Rng {
 
   /** Uniform 32-bit unsigned integer. */
   u32(): number {
-    const result = Math.imul(rotl(Math.imul(this.s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (this.s1 << 9) >>> 0;
-    this.s2 ^= this.s0;
-    this.s3 ^= this.s1;
-    this.s1 ^= this.s2;
-    this.s0 ^= this.s3;
-    this.s2 = (this.s2 ^ t) >>> 0;
-    this.s3 = rotl(this.s3 >>> 0, 11);
-    this.s0 >>>= 0;
-    this.s1 >>>= 0;
+    // State kept as int32 (| 0) so V8 stays on small-integer arithmetic; same outputs as the unsigned form.
+    const s0 = this.s0 | 0, s1 = this.s1 | 0;
+    let s2 = this.s2 | 0, s3 = this.s3 | 0;
+    const x = Math.imul(s1, 5);
+    const result = Math.imul((x << 7) | (x >>> 25), 9) >>> 0;
+    const t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    this.s1 = s1 ^ s2;
+    this.s0 = s0 ^ s3;
+    s2 ^= t;
+    this.s2 = s2;
+    this.s3 = (s3 << 11) | (s3 >>> 21);
     return result;
   }
 
@@ -78,8 +81,4 @@ export class Rng {
     for (let i = 0; i < n; i++) out[i] = this.normal() * sigma;
     return out;
   }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }

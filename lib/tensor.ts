@@ -6,6 +6,7 @@
 import { DeviceBuffer, Stream } from './device';
 import { native, NativeTensor } from './binding';
 import { checkInt, checkOneOf, show } from './validate';
+import { f16ToF32, bf16ToF32 } from './half';
 
 export type DType = 'f32' | 'f16' | 'bf16' | 'i32';
 export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i32'];
@@ -258,54 +259,4 @@ export async function toHost(t: Tensor | TensorLike, opts: { stream?: Stream } =
   return new Tensor(hostContiguous(staged), src.shape, { dtype: src.dtype });
 }
 
-// Exact conversions of 16-bit floats (host side), used by Tensor.at and tests.
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-export function bf16ToF32(h: number): number {
-  u32buf[0] = (h & 0xffff) << 16;
-  return f32buf[0];
-}
-export function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 31) return m ? NaN : sign * Infinity;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
-}
-/** f32 -> bf16 bits, round to nearest even. */
-export function f32ToBf16(x: number): number {
-  f32buf[0] = x;
-  const u = u32buf[0];
-  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-}
-/** f32 -> f16 bits, round to nearest even (via exact arithmetic). */
-export function f32ToF16(x: number): number {
-  f32buf[0] = x;
-  const v = f32buf[0];
-  if (Number.isNaN(v)) return 0x7e00;
-  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
-  const a = Math.abs(v);
-  if (a >= 65520) return sign | 0x7c00;
-  if (a < 2 ** -14) {
-    // subnormal: units of 2^-24, ties to even
-    const q = a / 2 ** -24;
-    let r = Math.floor(q);
-    const frac = q - r;
-    if (frac > 0.5 || (frac === 0.5 && r % 2 === 1)) r++;
-    return sign | r;
-  }
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e--;
-  if (2 ** (e + 1) <= a) e++;
-  const q = (a / 2 ** e - 1) * 1024;
-  let m = Math.floor(q);
-  const frac = q - m;
-  if (frac > 0.5 || (frac === 0.5 && m % 2 === 1)) m++;
-  if (m === 1024) {
-    m = 0;
-    e++;
-  }
-  return sign | ((e + 15) << 10) | m;
-}
+export { f16ToF32, bf16ToF32, f32ToF16, f32ToBf16 } from './half';

@@ -23,7 +23,10 @@ t.test('npm pack -> install elsewhere -> works without a compiler', { timeout: 9
   t.ok(fs.existsSync(prebuilt), `prebuild written: ${path.relative(root, prebuilt)}`);
 
   // 2. pack
-  const packOut = npm(['pack', '--json', '--pack-destination', tmp], root);
+  // --ignore-scripts: dist/ and types/ come from `npm install` (prepare); rebuilding them here would race with
+  // other test files that load dist/.
+  t.ok(fs.existsSync(path.join(root, 'dist', 'index.js')), 'dist/ built by npm install');
+  const packOut = npm(['pack', '--json', '--ignore-scripts', '--pack-destination', tmp], root);
   const info = JSON.parse(packOut.slice(packOut.indexOf('[')))[0];
   const files: string[] = info.files.map((f: { path: string }) => f.path);
   t.ok(files.includes(`prebuilds/${process.platform}-${process.arch}/kvtrim.node`), 'tarball holds the prebuild');

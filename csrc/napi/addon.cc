@@ -201,7 +201,17 @@ static Napi::Value Init(const Napi::CallbackInfo& info) {
         dev.Set("multiprocessors", p.multiProcessorCount);
         dev.Set("supported", sup);
         devices.Set(devices.Length(), dev);
-        if (sup) ok = true;
+        if (sup) {
+          ok = true;
+          // Stream-ordered allocations (op outputs, scratch) come from the default pool; keep freed memory in
+          // the pool instead of returning it to the driver at every synchronisation.
+          cudaMemPool_t pool;
+          if (cudaDeviceGetDefaultMemPool(&pool, d) == cudaSuccess) {
+            uint64_t keep = UINT64_MAX;
+            cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+          }
+          cudaGetLastError();
+        }
         else unsupported += std::string(unsupported.empty() ? "" : ", ") + p.name + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ")";
       }
       if (!ok) reason = "no supported GPU: kvtrim's CUDA kernels need compute capability 8.0 or newer; found " + unsupported;

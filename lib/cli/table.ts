@@ -14,9 +14,13 @@ export function table(header: string[], rows: (string | number)[][], align?: ('l
 export class Progress {
   private done = 0;
   private readonly tty = Boolean(process.stderr.isTTY);
-  constructor(private readonly total: number, private readonly label = '') {}
+  constructor(private total: number, private readonly label = '') {}
   tick(what = ''): void {
-    this.done++;
+    this.set(this.done + 1, this.total, what);
+  }
+  set(done: number, total: number, what = ''): void {
+    this.done = done;
+    this.total = total;
     if (!this.tty) return;
     const w = 30, f = Math.round((this.done / this.total) * w);
     process.stderr.write(`\r${this.label} [${'#'.repeat(f)}${'.'.repeat(w - f)}] ${this.done}/${this.total} ${what}`.slice(0, 120).padEnd(120));

@@ -1,0 +1,179 @@
+/**
+ * `kvtrim bench`: times each kernel at given shapes on the active backend (CUDA events on a GPU, wall clock on
+ * the CPU backend), reports the median, the achieved bandwidth, the ratio to the speed-of-light bound of
+ * spec/performance.md §5 (bytes the op must move ÷ copy bandwidth measured in the same run) and the speedup
+ * over a straightforward baseline measured in the same run.
+ */
+import { native, nativeInfo } from './binding';
+import { Event, Stream } from './device';
+import { Rng } from './rng';
+import { Tensor, empty, toDevice, dtypeSize } from './tensor';
+import type { FloatDType } from './tensor';
+import type { BenchCase, BenchContext, BenchShape, Prepared } from './benches/types';
+import { coreBenches } from './benches/core';
+// ==== per-family bench lists (one import each) ====
+
+
+// ==== end of bench lists ====
+
+export function allBenches(): BenchCase[] {
+  return [
+    ...coreBenches,
+    // ==== add family lists here ====
+
+
+  ];
+}
+
+export interface BenchOptions {
+  backend?: 'cpu' | 'cuda';
+  device?: number;
+  H?: number;
+  d?: number;
+  N?: number[];
+  dtype?: FloatDType;
+  repeats?: number;
+  warmup?: number;
+  /** case-insensitive substring of the op name */
+  filter?: string;
+  seed?: number;
+  onProgress?: (done: number, total: number, label: string) => void;
+}
+
+export interface BenchRow {
+  op: string;
+  variant: string;
+  H: number;
+  N: number;
+  d: number;
+  dtype: FloatDType;
+  /** median over repeats, milliseconds */
+  medianMs: number;
+  minMs: number;
+  /** bytes the op must move at least */
+  solBytes: number;
+  /** achieved GB/s = solBytes / median */
+  gbps: number;
+  /** speed-of-light time = solBytes / measured copy bandwidth */
+  solMs: number;
+  /** fraction of the speed of light reached: solMs / medianMs */
+  solFraction: number;
+  baseline?: { name: string; medianMs: number; speedup: number };
+}
+
+export interface BenchReport {
+  backend: 'cpu' | 'cuda';
+  device: string;
+  /** copy bandwidth measured in this run, GB/s (read + write bytes per second) */
+  bandwidthGBs: number;
+  threads: number;
+  repeats: number;
+  rows: BenchRow[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Times `fn` `repeats` times after `warmup` runs; CUDA: events around each run on `stream`. */
+function timeIt(fn: () => void, repeats: number, warmup: number, stream?: Stream, device = 0): number[] {
+  for (let i = 0; i < warmup; i++) fn();
+  const times: number[] = [];
+  if (stream) {
+    const a = Event.create({ device }), b = Event.create({ device });
+    for (let i = 0; i < repeats; i++) {
+      a.record(stream);
+      fn();
+      b.record(stream);
+      times.push(a.elapsedMs(b));
+    }
+    a.dispose();
+    b.dispose();
+  } else {
+    for (let i = 0; i < repeats; i++) {
+      const t0 = performance.now();
+      fn();
+      times.push(performance.now() - t0);
+    }
+  }
+  return times;
+}
+
+/** Copy bandwidth of the backend (GB/s counting read + write): device-to-device copy, or threaded memcpy. */
+export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: Stream, bytes = 256 * 2 ** 20): number {
+  if (backend === 'cuda') {
+    const a = empty([bytes / 4], 'f32', { kind: 'cuda', id: device }, stream), b = empty([bytes / 4], 'f32', { kind: 'cuda', id: device }, stream);
+    const pa = (a.data as unknown as { native: unknown }).native, pb = (b.data as unknown as { native: unknown }).native;
+    const t = median(timeIt(() => native.copyDevice(pa, 0, pb, 0, bytes, stream?.handle), 10, 2, stream, device));
+    return (2 * bytes) / (t * 1e6);
+  }
+  const src = new Uint8Array(bytes).fill(1), dst = new Uint8Array(bytes);
+  const t = median(timeIt(() => native.hostCopy(dst, src), 7, 2));
+  return (2 * bytes) / (t * 1e6);
+}
+
+export function runBench(o: BenchOptions = {}): BenchReport {
+  const backend = o.backend ?? (nativeInfo.cuda ? 'cuda' : 'cpu');
+  if (backend === 'cuda' && !nativeInfo.cuda) throw new Error(`bench: CUDA is not available (${nativeInfo.reason})`);
+  const device = o.device ?? 0;
+  const stream = backend === 'cuda' ? Stream.create({ device }) : undefined;
+  const repeats = o.repeats ?? (backend === 'cuda' ? 50 : 5);
+  const warmup = o.warmup ?? (backend === 'cuda' ? 5 : 1);
+  const dtype = o.dtype ?? (backend === 'cuda' ? 'bf16' : 'f32');
+  const Ns = o.N ?? [4096, 32768, 131072];
+  const H = o.H ?? 8, d = o.d ?? 128;
+  const rng = new Rng(o.seed ?? 1);
+  const ctx: BenchContext = {
+    backend,
+    device,
+    stream,
+    rng,
+    place: (t: Tensor) => (backend === 'cuda' ? toDevice(t, { device, stream }) : t),
+    alloc: (shape, dt) => empty(shape, dt, backend === 'cuda' ? { kind: 'cuda', id: device } : { kind: 'cpu' }, stream),
+  };
+  const bw = measureBandwidth(backend, device, stream);
+  const cases = allBenches().filter((c) => !o.filter || c.op.toLowerCase().includes(o.filter.toLowerCase()));
+  const rows: BenchRow[] = [];
+  const total = cases.length * Ns.length;
+  let done = 0;
+  for (const N of Ns) {
+    const shape: BenchShape = { H, N, d, dtype };
+    for (const c of cases) {
+      o.onProgress?.(done, total, `${c.op} N=${N}`);
+      const p: Prepared = c.prepare(shape, ctx);
+      const times = timeIt(p.run, repeats, warmup, stream, device);
+      const med = median(times);
+      const solBytes = c.solBytes(shape);
+      const solMs = solBytes / (bw * 1e6);
+      const row: BenchRow = {
+        op: c.op,
+        variant: c.variant,
+        H,
+        N,
+        d,
+        dtype,
+        medianMs: med,
+        minMs: Math.min(...times),
+        solBytes,
+        gbps: solBytes / (med * 1e6),
+        solMs,
+        solFraction: solMs / med,
+      };
+      if (p.baseline) {
+        const bm = median(timeIt(p.baseline.run, Math.max(1, Math.min(repeats, 3)), 0, stream, device));
+        row.baseline = { name: p.baseline.name, medianMs: bm, speedup: bm / med };
+      }
+      p.dispose?.();
+      rows.push(row);
+      done++;
+    }
+  }
+  o.onProgress?.(done, total, 'done');
+  stream?.dispose();
+  const dev = backend === 'cuda' ? nativeInfo.devices.find((x) => x.id === device)?.name ?? `cuda:${device}` : `CPU (${nativeInfo.threads} threads)`;
+  return { backend, device: dev, bandwidthGBs: bw, threads: nativeInfo.threads, repeats, rows };
+}
+
+export { dtypeSize };

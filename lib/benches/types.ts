@@ -1,0 +1,41 @@
+/** `kvtrim bench`: a case prepares inputs on a backend, then its `run` is timed (and its baseline, if any). */
+import type { Stream } from '../device';
+import type { Tensor, DType, FloatDType } from '../tensor';
+import type { Rng } from '../rng';
+
+export interface BenchShape {
+  H: number;
+  N: number;
+  d: number;
+  /** K/V dtype */
+  dtype: FloatDType;
+}
+
+export interface BenchContext {
+  backend: 'cpu' | 'cuda';
+  device: number;
+  /** the stream ops must be enqueued on (CUDA only) */
+  stream?: Stream;
+  rng: Rng;
+  /** Moves a host tensor to the backend. */
+  place(t: Tensor): Tensor;
+  /** An output on the backend. */
+  alloc(shape: number[], dtype: DType): Tensor;
+}
+
+export interface Prepared {
+  /** One execution of the op (enqueue only on CUDA). */
+  run(): void;
+  /** A straightforward implementation of the same computation, timed in the same run. */
+  baseline?: { name: string; run(): void };
+  dispose?(): void;
+}
+
+export interface BenchCase {
+  op: string;
+  /** Human-readable configuration beyond the shape (e.g. "keep 25% adaptive"). */
+  variant: string;
+  /** The fewest bytes the op must move (spec/performance.md §5), for the speed-of-light ratio. */
+  solBytes(s: BenchShape): number;
+  prepare(s: BenchShape, ctx: BenchContext): Prepared;
+}
