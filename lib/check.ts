@@ -5,6 +5,7 @@ import type { Check, CheckResult, Target } from './checks/types';
 import { cudaTarget } from './checks/util';
 import { coreChecks } from './checks/core';
 // ==== per-family check lists (one import each) ====
+import { grkvChecks } from './checks/grkv';
 
 
 // ==== end of check lists ====
@@ -14,6 +15,7 @@ export function allChecks(): Check[] {
   return [
     ...coreChecks,
     // ==== add family lists here ====
+    ...grkvChecks,
 
 
   ];

@@ -2,7 +2,7 @@
 // both surrogate sources, GQA, ragged (adaptive) budgets, strided caches, d ≠ dv; invariants (fixed/evicted/padding
 // rows bit-identical to gatherKV, objective never above plain eviction, caps); dual = primal value step; skip and
 // non-finite paths; the surrogate helper and diagnostics. The N = 16384 comparison is in grkv-ref16k.test.ts.
-import t from 'tap';
+import t, { Test } from 'tap';
 import { grkvMerge, gatherKV, tensor, grkvSurrogates, decodeGrkvDiagnostics, GRKV_DIAG_COLS, f32ToF16, f16ToF32 } from '../lib/index';
 import type { DType, Tensor, Selection, GrkvHeadDiagnostics } from '../lib/index';
 import { grkvMergeRef, grkvObjectiveRef, grkvPartitionRef, roundBf16, headAttentionRef, valueStepPrimalRef, stratifiedPositions } from './ref/grkv';
@@ -121,7 +121,7 @@ function sameRow(a: Tensor, b: Tensor, h: number, j: number): boolean {
   return true;
 }
 
-async function invariants(t: Tap.Test, tag: string, b: ReturnType<typeof build>, o: Awaited<ReturnType<typeof outputs>>, gamma = 0.1) {
+async function invariants(t: Test, tag: string, b: ReturnType<typeof build>, o: Awaited<ReturnType<typeof outputs>>, gamma = 0.1) {
   t.same(Array.from(o.co.host), Array.from(b.sel.counts.host), `${tag}: counts = selection counts`);
   const { mutable } = grkvPartitionRef(b.kept, b.ref.raw, b.N, b.ref.W, gamma);
   let fixedBad = 0, padBad = 0, rejectedBad = 0;
