@@ -34,6 +34,7 @@ constexpr int kTl = 32;           // tile edge (rows, slots, dims)
 constexpr int kTp = kTl + 1;      // padded shared-memory row
 constexpr int64_t kChunkSlots = 512;  // retained slots per CTA in the split-K kernels
 constexpr int kRedThreads = 256;  // per-head reduction kernels
+constexpr int kStepThreads = 1024;  // per-head capped-step kernel (several passes over all mutable rows)
 
 // ---------------------------------------------------------------------------------------------------------------
 // element access
@@ -100,6 +101,7 @@ struct Ctx {
   int64_t nchs;       // retained split-K chunks (kChunkSlots each)
   float* Qf;          // [H, rows, d]
   int32_t* spos;      // [H, cap] position or -1
+  uint64_t* skey;     // [H, cap] anchor keys (partition)
   uint8_t* smut;      // [H, cap] 1 = mutable
   GrkvHead* st;       // [H]
   float *ostar, *o, *o1, *X, *A, *Gm, *Dv, *part;
@@ -138,7 +140,7 @@ __global__ void prep_kernel(Ctx c) {
 }
 
 // One CTA per head: retained slots, prefix count, anchors (the `anchors` largest anchor keys, found by a bitwise
-// search for the k-th largest 64-bit key), mutable flags, and the head state.
+// search for the k-th largest 64-bit key over keys built once into scratch), mutable flags, and the head state.
 __global__ void __launch_bounds__(kRedThreads) partition_kernel(Ctx c) {
   __shared__ int64_t sh[32];
   const int64_t h = blockIdx.x;
@@ -146,40 +148,35 @@ __global__ void __launch_bounds__(kRedThreads) partition_kernel(Ctx c) {
   int64_t S = static_cast<const int32_t*>(p.counts.p)[h * p.counts.s0];
   S = imax(0, imin(S, imin(c.cap_in, c.cap)));
   const int64_t W = p.window;
-  auto pos_at = [&](int64_t s) -> int64_t {
-    if (s >= S) return -1;
-    const int64_t i = static_cast<const int32_t*>(p.indices.p)[h * p.indices.s0 + s * p.indices.s1];
-    return i >= 0 && i < c.N ? i : -1;
-  };
-  auto key_at = [&](int64_t pos) {
-    return grkv_anchor_key(static_cast<const float*>(p.scores.p)[h * p.scores.s0 + pos * p.scores.s1], pos);
-  };
+  uint64_t* key = c.skey + h * c.cap;  // anchor key of each retained prefix slot; 0 = not a candidate
   int64_t np = 0;
   for (int64_t s = threadIdx.x; s < c.cap; s += blockDim.x) {
-    const int64_t pos = pos_at(s);
+    int64_t pos = -1;
+    if (s < S) {
+      const int64_t i = static_cast<const int32_t*>(p.indices.p)[h * p.indices.s0 + s * p.indices.s1];
+      pos = i >= 0 && i < c.N ? i : -1;
+    }
     c.spos[h * c.cap + s] = int32_t(pos);
-    np += pos >= 0 && pos < c.N - W;
+    const bool pre = pos >= 0 && pos < c.N - W;
+    key[s] = pre ? grkv_anchor_key(static_cast<const float*>(p.scores.p)[h * p.scores.s0 + pos * p.scores.s1], pos) : 0;
+    np += pre;
   }
-  const int64_t P = block_sum<int64_t>(np, sh);
+  const int64_t P = block_sum<int64_t>(np, sh);  // (its barriers also publish key[] to the block)
   const int64_t k = grkv_anchor_count(P, p.gamma);
   uint64_t kth = ~uint64_t(0);
-  if (k > 0) {
+  if (k > 0) {  // real keys are > 0 (the low word is ~pos), so the zero placeholders never count
     uint64_t prefix = 0;
     for (int bit = 63; bit >= 0; bit--) {
       const uint64_t cand = prefix | (uint64_t(1) << bit);
       int64_t cnt = 0;
-      for (int64_t s = threadIdx.x; s < S; s += blockDim.x) {
-        const int64_t pos = pos_at(s);
-        if (pos >= 0 && pos < c.N - W) cnt += key_at(pos) >= cand;
-      }
+      for (int64_t s = threadIdx.x; s < S; s += blockDim.x) cnt += key[s] >= cand;
       if (block_sum<int64_t>(cnt, sh) >= k) prefix = cand;
     }
     kth = prefix;
   }
   int64_t nm = 0;
   for (int64_t s = threadIdx.x; s < c.cap; s += blockDim.x) {
-    const int64_t pos = pos_at(s);
-    const bool m = pos >= 0 && pos < c.N - W && !(k > 0 && key_at(pos) >= kth);
+    const bool m = key[s] != 0 && !(k > 0 && key[s] >= kth);
     c.smut[h * c.cap + s] = m;
     nm += m;
   }
@@ -614,7 +611,7 @@ __global__ void __launch_bounds__(kT) dv_kernel(Ctx c) {
 // round(X0 + s D) written into the output rows of the mutable slots. X0 is read from the original input rows.
 // which = 0: values (D = dV, f32 [H, cap, dv]); which = 1: keys (D = dK, f64 [H, cap, d]).
 template <int DT, typename DTy>
-__global__ void __launch_bounds__(kRedThreads) step_kernel(Ctx c, int which, const DTy* D, double cap) {
+__global__ void __launch_bounds__(kStepThreads) step_kernel(Ctx c, int which, const DTy* D, double cap) {
   __shared__ double sh[32];
   const int64_t h = blockIdx.x;
   GrkvHead& st = c.st[h];
@@ -1023,7 +1020,7 @@ struct Run {
                           factor.as<float>(), stream));
     dv_kernel<DVMAX><<<dim3(unsigned(ceil_div(cap, kTl)), unsigned(H)), kT, 0, stream>>>(c);
     KVT_CU_TRY(cudaGetLastError());
-    step_kernel<DT, float><<<unsigned(H), kRedThreads, 0, stream>>>(c, 0, c.Dv, c.p.cap_value);
+    step_kernel<DT, float><<<unsigned(H), kStepThreads, 0, stream>>>(c, 0, c.Dv, c.p.cap_value);
     KVT_CU_TRY(cudaGetLastError());
     KVT_CU_TRY(output(kFitHeads, c.o1, 1));
     // key step
@@ -1046,7 +1043,7 @@ struct Run {
       KVT_CU_TRY(cudaGetLastError());
       vjp_kernel<DT, DMAX><<<dim3(unsigned(ceil_div(cap, kTl)), unsigned(H)), kT, 0, stream>>>(c, c.x, kFitHeads);
       KVT_CU_TRY(cudaGetLastError());
-      step_kernel<DT, double><<<unsigned(H), kRedThreads, 0, stream>>>(c, 1, c.T, c.p.cap_key);
+      step_kernel<DT, double><<<unsigned(H), kStepThreads, 0, stream>>>(c, 1, c.T, c.p.cap_key);
       KVT_CU_TRY(cudaGetLastError());
       KVT_CU_TRY(attention(kFitHeads));
       KVT_CU_TRY(output(kFitHeads, c.o, 2));
@@ -1115,7 +1112,7 @@ cudaError_t grkv_merge(const GrkvParams& p, cudaStream_t stream) {
   const int64_t H = c.H, rows = c.rows, cap = c.cap, d = c.d, dv = c.dv;
   Layout L;
   const size_t oQf = L.take(size_t(H * rows * d) * 4), oSpos = L.take(size_t(H * cap) * 4), oSmut = L.take(size_t(H * cap));
-  const size_t oSt = L.take(size_t(H) * sizeof(GrkvHead));
+  const size_t oSt = L.take(size_t(H) * sizeof(GrkvHead)), oSkey = L.take(size_t(H * cap) * 8);
   const size_t oOstar = L.take(size_t(H * rows * dv) * 4), oO = L.take(size_t(H * rows * dv) * 4);
   const size_t oO1 = L.take(size_t(H * rows * dv) * 4), oX = L.take(size_t(H * rows * dv) * 4);
   const size_t oA = L.take(size_t(H * rows * cap) * 4), oGm = L.take(size_t(H * rows * rows) * 4);
@@ -1133,6 +1130,7 @@ cudaError_t grkv_merge(const GrkvParams& p, cudaStream_t stream) {
   c.spos = reinterpret_cast<int32_t*>(base + oSpos);
   c.smut = reinterpret_cast<uint8_t*>(base + oSmut);
   c.st = reinterpret_cast<GrkvHead*>(base + oSt);
+  c.skey = reinterpret_cast<uint64_t*>(base + oSkey);
   c.ostar = reinterpret_cast<float*>(base + oOstar);
   c.o = reinterpret_cast<float*>(base + oO);
   c.o1 = reinterpret_cast<float*>(base + oO1);
