@@ -12,6 +12,7 @@ import type { FloatDType } from './tensor';
 import type { BenchCase, BenchContext, BenchShape, Prepared } from './benches/types';
 import { coreBenches } from './benches/core';
 // ==== per-family bench lists (one import each) ====
+import { grkvBenches } from './benches/grkv';
 
 
 // ==== end of bench lists ====
@@ -20,6 +21,7 @@ export function allBenches(): BenchCase[] {
   return [
     ...coreBenches,
     // ==== add family lists here ====
+    ...grkvBenches,
 
 
   ];
