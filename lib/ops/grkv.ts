@@ -32,7 +32,10 @@ export interface GrkvMergeArgs extends StreamOpt {
   queryPositions: Tensor | TensorLike;
   /** Raw SnapKV scores f32 [H, N] (anchor ranking, spec §3.1/§4). */
   scores: Tensor | TensorLike;
-  /** Per-query weights f32 [Qs] (≥ 0), or one number for all. Default 1 (`grkvSurrogates` gives 6/Qs for stratified). */
+  /**
+   * Per-query weights f32 [Qs] (≥ 0), or one number for all (a small [Qs] tensor is then allocated per call: pass a
+   * tensor on a hot path). Default 1; `grkvSurrogates` gives 6/Qs for the stratified source.
+   */
   weights?: Tensor | TensorLike | number;
   /** Observation window W: retained positions ≥ N − W are fixed. Default 32. */
   window?: number;
