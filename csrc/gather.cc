@@ -6,6 +6,7 @@
 #include "cpu/parallel.h"
 #include "cpu/rows.h"
 #include "kvt_internal.h"
+#include "momentkv_internal.h"
 #if defined(KVT_WITH_CUDA)
 #include "cuda_status.h"
 #endif
@@ -127,10 +128,22 @@ extern "C" kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* va
   View k, v, idx, cnt, ko, vo, co;
   KVT_TRY(check_gather_args(keys, values, indices, counts, keys_out, values_out, counts_out, &k, &v, &idx, &cnt, &ko,
                             &vo, &co));
-  if (moments) return fail(KVT_ERR_UNSUPPORTED, "moments: merging evicted rows is not available in this build");
+  // MomentKV (spec/momentkv.md §4.3): every row of head h not in indices[h, :counts[h]] is merged into the state.
+  MomentViews m;
+  if (moments) {
+    KVT_TRY(check_moments(moments, k, "keys", k.shape[0], k.shape[2], v.shape[2], &m));
+    const View* views[] = {&k, &v, &idx, &cnt, &ko, &vo, &co};
+    const char* names[] = {"keys", "values", "indices", "counts", "keysOut", "valuesOut", "countsOut"};
+    for (int i = 0; i < 7; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));
+  }
 #if defined(KVT_WITH_CUDA)
   if (k.on_cuda()) {
     KVT_CUDA_TRY(set_device(k.device_id));
+    if (moments) {
+      return cuda_status(cuda::gather_kv_moments(t3(k), t3(v), t2(idx), t2(cnt), o3(ko), o3(vo), t2(co), cuda_moments(m),
+                                                 static_cast<cudaStream_t>(stream)),
+                         "gatherKV");
+    }
     return cuda_status(cuda::gather_kv(t3(k), t3(v), t2(idx), t2(cnt), o3(ko), o3(vo), t2(co), nullptr,
                                        static_cast<cudaStream_t>(stream)),
                        "gatherKV");
@@ -139,5 +152,12 @@ extern "C" kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* va
   (void)stream;
 #endif
   cpu::gather(k, v, idx, cnt, ko, vo, co);
+  if (moments) {
+    cpu::RowSource src;
+    src.mode = cpu::RowSource::kComplement;
+    src.idx = &idx;
+    src.cnt = &cnt;
+    cpu::moments_merge(k, v, src, m);
+  }
   return KVT_OK;
 }

@@ -116,6 +116,62 @@ KVT_API kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* value
 
 /* ==== MomentKV: moment state, corrected decode attention, moment-informed eviction (spec/momentkv.md) ======= */
 
+/* Moment state `kvt_moments` (declared above): per KV head the evicted count n, key mean mu_k, value mean mu_v and
+ * co-moment M = n·C, C = (1/n) Σ (v − mu_v)(k − mu_k)ᵀ. All four tensors f32, contiguous, on the device of the op's
+ * other tensors. An empty state is all zeros. Merges use the exact pairwise (Chan) update of batch statistics that
+ * are themselves computed centred (never raw sums), over a fixed partition of positions (deterministic).
+ *
+ * Merge rows into the state: for each head h, rows keys[h, evicted_indices[h, j]] / values[h, evicted_indices[h, j]]
+ * for j < counts[h] are merged into head h. evicted_indices [H, cap] i32 strictly ascending positions in [0, N) before
+ * counts[h] (checked on the CPU backend; CUDA kernels skip positions outside [0, N)); counts [H] i32 in [0, cap].
+ * keys [H, N, d], values [H, N, dv]: f32 | f16 | bf16, any strides. The state is updated in place. */
+KVT_API kvt_status kvt_moments_merge(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* evicted_indices,
+                                     const kvt_tensor* counts, const kvt_moments* moments, kvt_stream stream);
+
+/* Normalisation-corrected decode attention (spec/momentkv.md §4.4). queries [Hq, d] or [Hq, T, d] (post-RoPE,
+ * f32 | f16 | bf16, any strides); keys [Hkv, cap, d], values [Hkv, cap, dv] (f32 | f16 | bf16, same dtype, any
+ * strides); counts [Hkv] i32: only rows j < counts[h] are read; Hq % Hkv == 0 (query head i uses KV head i / (Hq/Hkv)).
+ * out f32 [Hq, dv] or [Hq, T, dv] (same rank as queries). With a = scale·q:
+ *   o_R, lse_R = exact attention over the retained rows;   without moments (or n_h = 0): out = o_R
+ *   λ = sigmoid(lse_R − log n_h − a·mu_k[h]),   out = λ·o_R + (1 − λ)·(mu_v[h] + c·C[h] a)
+ * order 0 drops C a; c = 1 unless clipped: c = min(1, R / max(‖C a‖, 1e-12)) with R = clip[h] when the `clip` tensor
+ * (f32 [Hkv], R ≥ 0) is given, else R = opts->clip when opts->use_clip != 0. counts[h] = 0 with n_h > 0 gives the
+ * summary alone; counts[h] = 0 with n_h = 0 gives 0. CUDA: split-K flash decoding (d, dv ≤ 256), partial LSE
+ * states merged with the summary as one extra LSE state. */
+typedef struct {
+  int32_t order;    /* 0 or 1 */
+  int32_t use_clip; /* nonzero: clip C a to the scalar radius `clip` (ignored when a clip tensor is given) */
+  double scale;     /* logit scale > 0; 0 means 1/sqrt(d) */
+  double clip;      /* scalar clip radius >= 0 (+inf allowed) */
+} kvt_decode_opts;
+KVT_API kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_tensor* values,
+                                        const kvt_tensor* counts, const kvt_moments* moments /* NULL: plain */,
+                                        const kvt_tensor* clip /* NULL or f32 [Hkv] */, const kvt_decode_opts* opts,
+                                        const kvt_tensor* out, kvt_stream stream);
+
+/* Multi-round moment-informed eviction (spec/momentkv.md §5.2-§5.3). scores [H, N] f32 base scores (e.g. SnapKV);
+ * +inf marks a protected token (never evicted); other scores must be finite (checked on the CPU backend). Per head
+ * the N − keep lowest-ranked unprotected tokens are evicted in `rounds` rounds (round r evicts
+ * ceil(remaining / (rounds − r)) tokens) by key = score · (ρ + eps·mean ρ), ρ = ‖v − P v‖ the residual of the
+ * token's value against span{mu_v, top-r left singular vectors of C} of the state at the start of the round (key =
+ * score while n_h = 0, or when mi = 0, which also forces one round). Ties: the higher position is evicted first.
+ * Each round's evicted rows are merged into `moments` (updated in place; it may already hold a summary, e.g. from
+ * an earlier chunk). Outputs: indices [H, cap >= keep] i32 (kept positions ascending, -1 after keep), counts [H] =
+ * keep, and optionally evicted_round [H, N] i32 (round 0..rounds-1 in which each token was evicted, -1 if kept).
+ * The CPU backend rejects a head with more than `keep` protected tokens (RangeError); CUDA then keeps the
+ * lowest-position protected tokens. keys/values: [H, N, d|dv] f32 | f16 | bf16, any strides. */
+typedef struct {
+  int32_t keep;   /* tokens kept per head, protected ones included: 1..N */
+  int32_t rounds; /* >= 1 */
+  int32_t r;      /* singular vectors of C in the summary subspace: 0..8 */
+  int32_t mi;     /* 0: plain score eviction (one round; moments still merged) */
+  double eps;     /* floor weight of mean ρ, >= 0 */
+} kvt_momentkv_select_opts;
+KVT_API kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_tensor* keys, const kvt_tensor* values,
+                                       const kvt_momentkv_select_opts* opts, const kvt_tensor* indices,
+                                       const kvt_tensor* counts, const kvt_moments* moments,
+                                       const kvt_tensor* evicted_round /* NULL or i32 [H, N] */, kvt_stream stream);
+
 
 /* ==== GRKV: batched SPD solves and the ridge-regression merge (spec/grkv.md) ================================= */
 

@@ -63,6 +63,44 @@ cudaError_t baseline_gather(const T3& keys, const T3& values, const T2& indices,
 
 
 // ==== MomentKV ========================================================================================
+// Rows merged into the moment state, per head (see csrc/momentkv_math.h for the fixed merge partition).
+struct RowSel {
+  int mode;        // 0: explicit ascending list; 1: complement of an ascending list; 2: label == value
+  T2 list;         // [H, cap] i32 (modes 0, 1)
+  T2 counts;       // [H] i32 (modes 0, 1)
+  T2 label;        // [H, N] i32 (mode 2)
+  int32_t value;
+};
+// Exact pairwise merge of the selected rows into the state (segment kernel + in-order segment merge).
+cudaError_t moments_merge(const T3& keys, const T3& values, const RowSel& sel, const Moments& m, cudaStream_t stream);
+// gather_kv with the moment update fused in: one pass over all positions copies retained rows and merges evicted
+// ones (each evicted row read once when d, dv <= 128).
+cudaError_t gather_kv_moments(const T3& keys, const T3& values, const T2& indices, const T2& counts,
+                              const O3& keys_out, const O3& values_out, const T2& counts_out, const Moments& m,
+                              cudaStream_t stream);
+
+// Corrected decode attention: split-K partial softmax states per KV chunk, then one merge kernel per query that
+// folds in the moment summary as one extra LSE state. queries [Hq, T, d], out [Hq, T, dv] f32; d, dv <= 256.
+struct DecodeParams {
+  int order;
+  float scale;
+  int clip_mode;  // 0 none, 1 scalar, 2 per-head tensor
+  float clip;
+  T2 clip_t;      // [Hkv] f32 (clip_mode 2)
+};
+constexpr int64_t kDecodeMaxDim = 256;
+cudaError_t decode_attention(const T3& queries, const T3& keys, const T3& values, const T2& counts,
+                             const Moments* m, const DecodeParams& p, const O3& out, cudaStream_t stream);
+
+// Multi-round moment-informed eviction (kvtrim.h kvt_momentkv_select). `evicted_round` [H, N] i32 is optional
+// (null: stream-ordered scratch).
+struct MkvSelectParams {
+  int32_t keep, rounds, r, mi;
+  float eps;
+};
+cudaError_t momentkv_select(const T2& scores, const T3& keys, const T3& values, const MkvSelectParams& p,
+                            const T2& indices, const T2& counts, const Moments& m, const T2* evicted_round,
+                            cudaStream_t stream);
 
 
 // ==== GRKV ============================================================================================

@@ -12,6 +12,7 @@ import type { FloatDType } from './tensor';
 import type { BenchCase, BenchContext, BenchShape, Prepared } from './benches/types';
 import { coreBenches } from './benches/core';
 // ==== per-family bench lists (one import each) ====
+import { momentkvBenches } from './benches/momentkv';
 import { grkvBenches } from './benches/grkv';
 
 
@@ -21,6 +22,7 @@ export function allBenches(): BenchCase[] {
   return [
     ...coreBenches,
     // ==== add family lists here ====
+    ...momentkvBenches,
     ...grkvBenches,
 
 

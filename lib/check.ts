@@ -5,6 +5,7 @@ import type { Check, CheckResult, Target } from './checks/types';
 import { cudaTarget } from './checks/util';
 import { coreChecks } from './checks/core';
 // ==== per-family check lists (one import each) ====
+import { momentkvChecks } from './checks/momentkv';
 import { grkvChecks } from './checks/grkv';
 
 
@@ -15,6 +16,7 @@ export function allChecks(): Check[] {
   return [
     ...coreChecks,
     // ==== add family lists here ====
+    ...momentkvChecks,
     ...grkvChecks,
 
 

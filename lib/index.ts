@@ -55,6 +55,12 @@ export type { GatherArgs, CompactKV } from './ops/gather';
 
 
 // ==== MomentKV ====
+export { MomentState } from './ops/moments';
+export type { MomentTensors, MomentStateCreateOptions } from './ops/moments';
+export { decodeAttention } from './ops/decode';
+export type { DecodeAttentionArgs } from './ops/decode';
+export { momentkvSelect, momentkvCompress } from './ops/momentkv';
+export type { MomentkvSelectArgs, MomentkvSelection, MomentkvCompressArgs, MomentkvCache } from './ops/momentkv';
 
 
 // ==== GRKV ====

@@ -26,12 +26,26 @@ std::vector<Export>& registry();
 
 #define KVT_EXPORT(name, fn) static ::kvt::napi::Registrar kvt_reg_##fn(name, fn)
 
-// A parsed tensor argument: a kvt_tensor plus storage for its shape and strides.
+// A parsed tensor argument: a kvt_tensor plus storage for its shape and strides. Copies re-point `t.shape` and
+// `t.strides` at their own storage (a copied kvt_tensor must never point into the source's arrays).
 struct TensorArg {
   kvt_tensor t{};
   int64_t shape[4] = {0, 0, 0, 0};
   int64_t strides[4] = {0, 0, 0, 0};
   bool present = false;
+  TensorArg() = default;
+  TensorArg(const TensorArg& o) { *this = o; }
+  TensorArg& operator=(const TensorArg& o) {
+    t = o.t;
+    for (int i = 0; i < 4; i++) {
+      shape[i] = o.shape[i];
+      strides[i] = o.strides[i];
+    }
+    present = o.present;
+    t.shape = shape;
+    t.strides = strides;
+    return *this;
+  }
   const kvt_tensor* ptr() const { return present ? &t : nullptr; }
 };
 

@@ -7,6 +7,7 @@ import { native } from '../binding';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt } from '../validate';
 import { StreamOpt, opts, output, streamOf } from './common';
+import { MomentTensors, momentsNative } from './moments';
 
 export interface GatherArgs extends StreamOpt {
   keys: Tensor | TensorLike;
@@ -15,8 +16,8 @@ export interface GatherArgs extends StreamOpt {
   counts: Tensor | TensorLike;
   /** Output capacity (default: the capacity of `indices`). */
   cap?: number;
-  /** Moment state to merge the evicted rows into (see MomentState). */
-  moments?: { n: Tensor; muK: Tensor; muV: Tensor; m: Tensor };
+  /** Moment state to merge the evicted rows into (MomentState): every row of head h NOT in indices[h, :counts[h]]. */
+  moments?: MomentTensors;
   keysOut?: Tensor | TensorLike;
   valuesOut?: Tensor | TensorLike;
   countsOut?: Tensor | TensorLike;
@@ -40,16 +41,7 @@ export function gatherKV(args: GatherArgs): CompactKV {
   const ko = output('keysOut', o.keysOut, [H, cap, k.shape[2]], k.dtype, k.device, stream);
   const vo = output('valuesOut', o.valuesOut, [H, cap, v.shape[2]], v.dtype, k.device, stream);
   const co = output('countsOut', o.countsOut, [H], 'i32', k.device, stream);
-  const m = o.moments as GatherArgs['moments'];
-  const mom =
-    m === undefined
-      ? undefined
-      : {
-          n: asTensor('moments.n', m.n).toNative(),
-          muK: asTensor('moments.muK', m.muK).toNative(),
-          muV: asTensor('moments.muV', m.muV).toNative(),
-          m: asTensor('moments.m', m.m).toNative(),
-        };
+  const mom = o.moments === undefined ? undefined : momentsNative('moments', o.moments);
   native.gatherKV(k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), ko.toNative(), vo.toNative(), co.toNative(), mom, stream?.handle);
   return { keys: ko, values: vo, counts: co };
 }

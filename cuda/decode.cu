@@ -1,0 +1,328 @@
+// Normalisation-corrected decode attention on CUDA (spec/momentkv.md §4.4; spec/performance.md §5.4): split-K
+// flash decoding over the retained (ragged) cache plus the moment summary as one extra LSE state.
+//
+//   partial kernel  grid (KV chunks, query groups, Hkv), 256 threads = 8 warps. The G·T queries of a KV head are
+//                   processed in groups of up to 8 that share every K/V row load. A warp walks the chunk's rows
+//                   (only rows < counts[h] are read), keeps an online softmax state (max, sum, accumulator) per
+//                   query; the 8 warp states are combined in a fixed order and written as the chunk's partial state.
+//   merge kernel    grid (Hq, T), 256 threads: merges the chunk states in chunk order (max, rescaled sums), takes
+//                   lse_R, and folds in the summary: λ = sigmoid(lse_R − log n − a·mu_k), o = λ o_R + (1−λ)(mu_v +
+//                   c·C a) with C a = M a / n (a warp per row of M; block reductions in a fixed order).
+// Every reduction has a fixed order, so results are deterministic. The chunk partition depends only on the shapes.
+#include "../csrc/momentkv_math.h"
+#include "common.cuh"
+
+namespace kvt {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / kWarp;
+constexpr int kQB = 8;               // queries per group (share the K/V row loads)
+constexpr int64_t kTargetBlocks = 1024;
+constexpr int64_t kMinChunk = 128;
+
+struct DecArgs {
+  T3 q;          // [Hq, T, d]
+  T3 k, v;       // [Hkv, cap, d], [Hkv, cap, dv]
+  T2 cnt;        // [Hkv]
+  Moments m;
+  int has_m;
+  DecodeParams p;
+  O3 out;        // [Hq, T, dv] f32
+  float* part;   // [Hkv][Q][nch][dv + 2]
+  int64_t G, Q, nch, chunk;
+};
+
+__device__ __forceinline__ int64_t count_of(const DecArgs& A, int64_t h) {
+  const int64_t c = static_cast<const int32_t*>(A.cnt.p)[h * A.cnt.s0];
+  return imax(0, imin(c, A.k.n1));
+}
+
+// Element held in register slot i of a lane: strided (lane + 32 i) or, with VEC, contiguous (lane·PL + i).
+template <int PL, bool VEC>
+__device__ __forceinline__ int64_t slot(int lane, int i) {
+  return VEC ? int64_t(lane) * PL + i : int64_t(lane) + 32 * i;
+}
+
+// Loads a row of n elements (element stride s) into PL registers per lane (zero beyond n). VEC: s == 1 and the row
+// aligned to min(16, PL·elem) bytes (checked on the host): 8/16-byte vector loads.
+template <int DT, int PL, bool VEC>
+__device__ __forceinline__ void load_row(const void* base, int64_t off, int64_t n, int64_t s, int lane, float* x) {
+  using E = Elem<DT>;
+  const typename E::T* p = static_cast<const typename E::T*>(base) + off;
+  if constexpr (VEC) {
+    const int64_t c0 = int64_t(lane) * PL;
+    if (c0 + PL <= n) {
+      if constexpr (DT == kF32) {
+#pragma unroll
+        for (int i = 0; i < PL; i += 4) load_vec<DT, 4>(p + c0 + i, x + i);
+      } else if constexpr (PL == 4) {
+        load_vec<DT, 4>(p + c0, x);
+      } else {
+#pragma unroll
+        for (int i = 0; i < PL; i += 8) load_vec<DT, 8>(p + c0 + i, x + i);
+      }
+      return;
+    }
+#pragma unroll
+    for (int i = 0; i < PL; i++) x[i] = c0 + i < n ? E::load(p + c0 + i) : 0.f;
+  } else {
+#pragma unroll
+    for (int i = 0; i < PL; i++) {
+      const int64_t c = lane + 32 * i;
+      x[i] = c < n ? E::load(p + c * s) : 0.f;
+    }
+  }
+}
+
+template <int DT, int PL, bool VEC>
+__global__ void __launch_bounds__(kThreads) partial_kernel(DecArgs A) {
+  extern __shared__ float sm[];
+  float* as = sm;                                // [kQB][PL*32] scaled queries
+  float* wm = as + kQB * PL * 32;                // [kWarps][kQB]
+  float* wl = wm + kWarps * kQB;                 // [kWarps][kQB]
+  float* wacc = wl + kWarps * kQB;               // [kWarps][kQB][PL*32]
+  const int64_t ch = blockIdx.x, qg = blockIdx.y, h = blockIdx.z;
+  const int64_t d = A.k.n2, dv = A.v.n2;
+  const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
+  const int64_t q0 = qg * kQB;
+  const int nq = int(imin(kQB, A.Q - q0));
+  constexpr int W = PL * 32;
+  for (int e = tid; e < kQB * W; e += kThreads) {
+    const int qq = e / W, c = e % W;
+    float x = 0.f;
+    if (qq < nq && c < d) {
+      const int64_t qi = q0 + qq, T = A.q.n1;
+      const int64_t j = h * A.G + qi / T, t = qi % T;
+      x = load_as_f32(A.q.p, A.q.dtype, j * A.q.s0 + t * A.q.s1 + c * A.q.s2) * A.p.scale;
+    }
+    as[e] = x;
+  }
+  __syncthreads();
+  float m[kQB], l[kQB], acc[kQB][PL];
+#pragma unroll
+  for (int qq = 0; qq < kQB; qq++) {
+    m[qq] = -INFINITY;
+    l[qq] = 0.f;
+#pragma unroll
+    for (int i = 0; i < PL; i++) acc[qq][i] = 0.f;
+  }
+  const int64_t r0 = ch * A.chunk, r1 = imin(count_of(A, h), r0 + A.chunk);
+  for (int64_t r = r0 + warp; r < r1; r += kWarps) {
+    float x[PL], y[PL], s[kQB];
+    load_row<DT, PL, VEC>(A.k.p, h * A.k.s0 + r * A.k.s1, d, A.k.s2, lane, x);
+    load_row<DT, PL, VEC>(A.v.p, h * A.v.s0 + r * A.v.s1, dv, A.v.s2, lane, y);
+#pragma unroll
+    for (int qq = 0; qq < kQB; qq++) {
+      if (qq >= nq) break;
+      float t = 0.f;
+      if constexpr (VEC) {  // 16-byte shared-memory reads: no bank conflicts for the contiguous mapping
+        const float4* a4 = reinterpret_cast<const float4*>(as + qq * W + lane * PL);
+#pragma unroll
+        for (int i = 0; i < PL / 4; i++) {
+          const float4 av = a4[i];
+          t += av.x * x[4 * i];
+          t += av.y * x[4 * i + 1];
+          t += av.z * x[4 * i + 2];
+          t += av.w * x[4 * i + 3];
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < PL; i++) t += as[qq * W + lane + 32 * i] * x[i];
+      }
+      s[qq] = warp_sum(t);
+    }
+#pragma unroll
+    for (int qq = 0; qq < kQB; qq++) {
+      if (qq >= nq) break;
+      const float mn = fmaxf(m[qq], s[qq]);
+      const float sc = mkv::rescale(m[qq], mn);
+      const float pr = expf(s[qq] - mn);
+      l[qq] = l[qq] * sc + pr;
+#pragma unroll
+      for (int i = 0; i < PL; i++) acc[qq][i] = acc[qq][i] * sc + pr * y[i];
+      m[qq] = mn;
+    }
+  }
+  // Combine the warp states in warp order.
+#pragma unroll
+  for (int qq = 0; qq < kQB; qq++) {
+    if (lane == 0) {
+      wm[warp * kQB + qq] = m[qq];
+      wl[warp * kQB + qq] = l[qq];
+    }
+#pragma unroll
+    for (int i = 0; i < PL; i++) wacc[(warp * kQB + qq) * W + slot<PL, VEC>(lane, i)] = acc[qq][i];
+  }
+  __syncthreads();
+  const int64_t ps = dv + 2;
+  for (int e = tid; e < nq * (W + 2); e += kThreads) {
+    const int qq = e / (W + 2), c = e % (W + 2);
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; w++) mx = fmaxf(mx, wm[w * kQB + qq]);
+    float* P = A.part + ((h * A.Q + q0 + qq) * A.nch + ch) * ps;
+    if (c == 0) {
+      P[0] = mx;
+    } else if (c == 1) {
+      float t = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; w++) t += wl[w * kQB + qq] * mkv::rescale(wm[w * kQB + qq], mx);
+      P[1] = t;
+    } else if (c - 2 < dv) {
+      float t = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; w++) t += wacc[(w * kQB + qq) * W + (c - 2)] * mkv::rescale(wm[w * kQB + qq], mx);
+      P[c] = t;
+    }
+  }
+}
+
+// Block-wide sum in a fixed order (warp tree, then warps in order). `red` holds kWarps floats.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; w++) t += red[w];
+  return t;
+}
+
+__global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
+  extern __shared__ float sm[];
+  const int64_t d = A.k.n2, dv = A.v.n2;
+  float* a = sm;         // [d]
+  float* ca = a + d;     // [dv]
+  __shared__ float red[kWarps];
+  const int64_t j = blockIdx.x, t = blockIdx.y, T = A.q.n1;
+  const int64_t h = j / A.G, qi = (j % A.G) * T + t;
+  const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
+  for (int64_t c = tid; c < d; c += kThreads)
+    a[c] = load_as_f32(A.q.p, A.q.dtype, j * A.q.s0 + t * A.q.s1 + c * A.q.s2) * A.p.scale;
+  const int64_t ps = dv + 2;
+  const float* P = A.part + (h * A.Q + qi) * A.nch * ps;
+  float mx = -INFINITY;
+  for (int64_t c = 0; c < A.nch; c++) mx = fmaxf(mx, P[c * ps]);
+  float l = 0.f;
+  for (int64_t c = 0; c < A.nch; c++) l += P[c * ps + 1] * mkv::rescale(P[c * ps], mx);
+  const bool any = count_of(A, h) > 0 && l > 0.f;
+  const float lse = any ? mx + logf(l) : -INFINITY;
+  const float inv = any ? 1.f / l : 0.f;
+  float* o = static_cast<float*>(A.out.p) + j * A.out.s0 + t * A.out.s1;
+  const float n = A.has_m ? A.m.n[h] : 0.f;
+  __syncthreads();
+  float amu = 0.f, f = 1.f;
+  if (n > 0.f) {
+    float part = 0.f;
+    for (int64_t c = tid; c < d; c += kThreads) part += a[c] * A.m.mu_k[h * d + c];
+    amu = block_sum(part, red);
+    if (A.p.order == 1) {
+      const float* M = A.m.m + h * dv * d;
+      for (int64_t r = warp; r < dv; r += kWarps) {
+        float s = 0.f;
+        for (int64_t c = lane; c < d; c += kWarp) s += M[r * d + c] * a[c];
+        s = warp_sum(s);
+        if (lane == 0) ca[r] = s / n;
+      }
+      __syncthreads();
+      if (A.p.clip_mode != 0) {
+        float q2 = 0.f;
+        for (int64_t r = tid; r < dv; r += kThreads) q2 += ca[r] * ca[r];
+        const float nrm = sqrtf(block_sum(q2, red));
+        const float R = A.p.clip_mode == 1 ? A.p.clip : static_cast<const float*>(A.p.clip_t.p)[h * A.p.clip_t.s0];
+        f = mkv::clip_factor(nrm, R);
+      }
+    }
+  }
+  const float lam = n > 0.f ? mkv::nc_lambda(lse, n, amu) : 1.f;
+  for (int64_t e = tid; e < dv; e += kThreads) {
+    float orr = 0.f;
+    if (any) {
+      float s = 0.f;
+      for (int64_t c = 0; c < A.nch; c++) s += P[c * ps + 2 + e] * mkv::rescale(P[c * ps], mx);
+      orr = s * inv;
+    }
+    float res = orr;
+    if (n > 0.f) {
+      const float oe = A.p.order == 1 ? A.m.mu_v[h * dv + e] + ca[e] * f : A.m.mu_v[h * dv + e];
+      res = lam * orr + (1.f - lam) * oe;
+    }
+    o[e * A.out.s2] = res;
+  }
+}
+
+// Rows usable with vector loads: unit element stride, base and row strides aligned to min(16, PL·elem) bytes.
+bool vec_ok(const T3& t, int pl) {
+  const int64_t es = dtype_size(t.dtype), bytes = es * pl < 16 ? es * pl : 16;
+  if (t.s2 != 1 && t.n2 > 1) return false;
+  return reinterpret_cast<uintptr_t>(t.p) % bytes == 0 && (t.s0 * es) % bytes == 0 && (t.s1 * es) % bytes == 0;
+}
+
+struct Launch {
+  DecArgs A;
+  cudaStream_t stream;
+  template <int DT, int PL>
+  cudaError_t run() const {
+    return vec_ok(A.k, PL) && vec_ok(A.v, PL) ? go<DT, PL, true>() : go<DT, PL, false>();
+  }
+  template <int DT, int PL, bool VEC>
+  cudaError_t go() const {
+    const size_t smem = size_t(kQB * PL * 32 + 2 * kWarps * kQB + kWarps * kQB * PL * 32) * sizeof(float);
+    if (smem > 48 * 1024)
+      KVT_CU_TRY(cudaFuncSetAttribute(partial_kernel<DT, PL, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const int64_t groups = ceil_div(A.Q, kQB);
+    partial_kernel<DT, PL, VEC><<<dim3(unsigned(A.nch), unsigned(groups), unsigned(A.k.n0)), kThreads, smem, stream>>>(A);
+    return cudaGetLastError();
+  }
+};
+
+}  // namespace
+
+cudaError_t decode_attention(const T3& queries, const T3& keys, const T3& values, const T2& counts, const Moments* m,
+                             const DecodeParams& p, const O3& out, cudaStream_t stream) {
+  const int64_t Hq = queries.n0, T = queries.n1, d = keys.n2;
+  const int64_t Hkv = keys.n0, cap = keys.n1, dv = values.n2;
+  if (d > kDecodeMaxDim || dv > kDecodeMaxDim || keys.dtype != values.dtype) return cudaErrorInvalidValue;
+  if (Hq == 0 || T == 0 || dv == 0) return cudaSuccess;
+  if (Hkv > 65535 || Hq > 0x7fffffff || T > 65535) return cudaErrorInvalidConfiguration;
+  DecArgs A{};
+  A.q = queries;
+  A.k = keys;
+  A.v = values;
+  A.cnt = counts;
+  A.has_m = m != nullptr;
+  if (m) A.m = *m;
+  A.p = p;
+  A.out = out;
+  A.G = Hq / Hkv;
+  A.Q = A.G * T;
+  // Chunks: enough blocks to fill the GPU (a shape-only rule, so results do not depend on the device).
+  const int64_t groups = ceil_div(A.Q, kQB);
+  if (groups > 65535) return cudaErrorInvalidConfiguration;
+  int64_t nch = imax(1, ceil_div(kTargetBlocks, Hkv * groups));
+  nch = imin(nch, imax(1, ceil_div(cap, kMinChunk)));
+  A.chunk = imax(1, ceil_div(cap, nch));
+  A.nch = imax(1, ceil_div(cap, A.chunk));
+  Scratch ws(size_t(Hkv * A.Q * A.nch * (dv + 2)) * sizeof(float), stream);
+  KVT_CU_TRY(ws.error());
+  A.part = ws.as<float>();
+  const int64_t pl_need = ceil_div(imax(d, dv), kWarp);
+  Launch L{A, stream};
+  cudaError_t e;
+  switch (keys.dtype) {
+    case kF32: e = pl_need <= 4 ? L.run<kF32, 4>() : L.run<kF32, 8>(); break;
+    case kF16: e = pl_need <= 4 ? L.run<kF16, 4>() : L.run<kF16, 8>(); break;
+    case kBF16: e = pl_need <= 4 ? L.run<kBF16, 4>() : L.run<kBF16, 8>(); break;
+    default: return cudaErrorInvalidValue;
+  }
+  KVT_CU_TRY(e);
+  merge_kernel<<<dim3(unsigned(Hq), unsigned(T)), kThreads, size_t(d + dv) * sizeof(float), stream>>>(A);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace kvt
