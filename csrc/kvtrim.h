@@ -213,6 +213,83 @@ KVT_API kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_tenso
 
 /* ==== GRKV: batched SPD solves and the ridge-regression merge (spec/grkv.md) ================================= */
 
+/* ---- Batched SPD solve: X_b = (A_b + lambda*I)^-1 B_b for b < batch, by Cholesky and two triangular solves, all
+ *      in fp32. a f32 [B, n, n] (only the LOWER triangle, i >= j, is read; the upper is never referenced), b f32
+ *      [B, n, r], x f32 [B, n, r] (x may be exactly the same view as b for an in-place solve; any other overlap is
+ *      rejected), info i32 [B] or NULL. Any strides.
+ *      info[b] = 0 on success, k > 0 when the leading minor of order k of (A_b + lambda*I) is not positive
+ *      definite (pivot k-1 was <= 0 or not finite; LAPACK potrf convention); the rows of x of such a system are
+ *      set to NaN. CUDA: one CTA per system (n <= 256), the factor packed in shared memory; nothing is read back
+ *      (no host synchronisation), so a failed system is reported only through info. CPU: all systems are solved,
+ *      info is written, and then, when opts->check is non-zero, the call returns KVT_ERR_RANGE naming the first
+ *      failing system and its pivot. */
+typedef struct {
+  double lambda;  /* added to the diagonal, >= 0 and finite */
+  int32_t check;  /* CPU backend: 1 = return KVT_ERR_RANGE when a system is not SPD (0 = LAPACK style, info only) */
+} kvt_spd_opts;
+KVT_API kvt_status kvt_spd_solve(const kvt_tensor* a, const kvt_tensor* b, const kvt_spd_opts* opts, const kvt_tensor* x,
+                                 const kvt_tensor* info, kvt_stream stream);
+
+/* ---- GRKV merge (spec/grkv.md §4-§7, choices §11): the retained rows of one layer are regressed so that attention
+ *      over the retained set reproduces full-cache attention for G*Qs surrogate query rows per KV head, then
+ *      compacted like kvt_gather_kv.
+ *      keys/values [H, N, d] / [H, N, dv] (same float dtype, any strides); indices [H, cap_in] i32 ascending, counts
+ *      [H] i32 (the eviction result, ragged budgets allowed); queries [Hq, Qs, d] (float, post-RoPE, Hq % H == 0, row
+ *      (g, j) of KV head h is query head h*G+g, query j); query_positions [Qs] i32 (retained/full key position p is
+ *      visible to query j iff p <= query_positions[j]); weights [Qs] f32 or NULL (all 1); scores [H, N] f32 raw
+ *      SnapKV scores (anchor ranking).
+ *      Per KV head: fixed = retained positions >= N - window, plus the top floor(|P|*gamma) of the retained prefix P
+ *      by score (NaN lowest, ties to the lower position); mutable = the rest (R rows). Target o* = full causal
+ *      attention; value step = exact dual ridge ((G*Qs)x(G*Qs) SPD system, dv right-hand sides); key step = one
+ *      Gauss-Newton ridge step by CG (<= cg_iters, relative tolerance tol); relative Frobenius caps per head; storage
+ *      rounding (f16/bf16 outputs: while ||round(X0+s*D)-X0|| > cap*||X0||*(1+1e-9), s *= 0.9 at most 4 times, then
+ *      the step is dropped; f32 outputs are not rechecked); per head the candidate with the lowest objective among
+ *      {unchanged, value-only, key+value} is kept (earlier on ties, non-finite candidates skipped), or with
+ *      accept = KVT_GRKV_ACCEPT_JOINT the key+value candidate whenever it is finite.
+ *      Outputs: keys_out/values_out [H, cap, d|dv] (input dtype), counts_out [H] as kvt_gather_kv (fixed rows,
+ *      evicted rows and padding are bit-identical to plain eviction), diagnostics f32 [H, KVT_GRKV_DIAG_COLS] or
+ *      NULL. Out of place. The CUDA backend needs G*Qs <= 256 and d, dv <= 256. */
+typedef struct {
+  int32_t window;   /* W: retained positions >= N - W are fixed (32) */
+  int32_t cg_iters; /* maximum CG iterations of the key step (16); 0 skips the key step */
+  double gamma;     /* anchor fraction of the retained prefix, in [0, 1] (0.1) */
+  double lambda;    /* ridge, > 0 (0.01) */
+  double cap_key;   /* relative Frobenius cap of dK per head, >= 0; +inf = uncapped; 0 = value-only (0.025) */
+  double cap_value; /* relative Frobenius cap of dV per head, >= 0; +inf = uncapped (0.10) */
+  double tol;       /* relative CG residual tolerance (1e-6) */
+  double scale;     /* logit scale; 0 = 1/sqrt(d) */
+  int32_t accept;   /* KVT_GRKV_ACCEPT_BEST (per-head minimum objective) or KVT_GRKV_ACCEPT_JOINT (always the key+value
+                       candidate when finite, else value-only when finite: spec §7.3 GRKV-W "earliest") */
+} kvt_grkv_opts;
+enum { KVT_GRKV_ACCEPT_BEST = 0, KVT_GRKV_ACCEPT_JOINT = 1 };
+/* Fills the defaults above. */
+KVT_API void kvt_grkv_default_opts(kvt_grkv_opts* opts);
+
+/* Columns of the per-head diagnostics row. */
+enum {
+  KVT_GRKV_DIAG_CHOSEN = 0,      /* 0 unchanged, 1 value-only, 2 key+value */
+  KVT_GRKV_DIAG_L0 = 1,          /* objective (weighted loss + ridge) of the unchanged rows */
+  KVT_GRKV_DIAG_L1 = 2,          /* ... of the value-only candidate (NaN when not finite or not computed) */
+  KVT_GRKV_DIAG_L2 = 3,          /* ... of the key+value candidate */
+  KVT_GRKV_DIAG_SCALE_V = 4,     /* final step scale of dV (cap factor times 0.9^shrinks; 0 when dropped) */
+  KVT_GRKV_DIAG_SCALE_K = 5,
+  KVT_GRKV_DIAG_SHRINKS_V = 6,   /* cap rechecks that shrank the step (0-4) */
+  KVT_GRKV_DIAG_SHRINKS_K = 7,
+  KVT_GRKV_DIAG_CG_ITERS = 8,
+  KVT_GRKV_DIAG_CG_RESIDUAL = 9, /* final ||res|| / ||b|| */
+  KVT_GRKV_DIAG_CG_STOP = 10,    /* 0 tolerance, 1 max iterations, 2 non-positive curvature, 3 not run */
+  KVT_GRKV_DIAG_MUTABLE = 11,    /* R: mutable rows */
+  KVT_GRKV_DIAG_FIXED = 12,      /* |F|: fixed rows (window + anchors) */
+  KVT_GRKV_DIAG_FLAGS = 13,      /* bit 0 skipped, 1 dV dropped, 2 dK dropped, 3 value-only not finite,
+                                    4 key+value not finite, 5 value solve not SPD */
+  KVT_GRKV_DIAG_COLS = 14
+};
+KVT_API kvt_status kvt_grkv_merge(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* indices,
+                                  const kvt_tensor* counts, const kvt_tensor* queries, const kvt_tensor* query_positions,
+                                  const kvt_tensor* weights, const kvt_tensor* scores, const kvt_grkv_opts* opts,
+                                  const kvt_tensor* keys_out, const kvt_tensor* values_out, const kvt_tensor* counts_out,
+                                  const kvt_tensor* diagnostics, kvt_stream stream);
+
 
 #ifdef __cplusplus
 }

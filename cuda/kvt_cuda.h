@@ -126,6 +126,47 @@ cudaError_t momentkv_select(const T2& scores, const T3& keys, const T3& values, 
 
 // ==== GRKV ============================================================================================
 
+// An f32 3-D tensor [n0, n1, n2] with element strides (scratch, SPD systems and right-hand sides).
+struct F3 {
+  float* p;
+  int64_t n0, n1, n2;
+  int64_t s0, s1, s2;
+};
+
+// Largest system order of the one-CTA-per-system SPD solver.
+constexpr int64_t kSpdMaxN = 256;
+
+// Batched SPD solve X_b = (A_b + lambda I)^-1 B_b (lower triangle of A read), one CTA per system; info[b*info_s] = 0 or
+// the order of the first non-positive leading minor (X rows NaN then); info may be NULL. x may alias b exactly.
+cudaError_t spd_solve(const F3& a, const F3& b, float lambda, const F3& x, int32_t* info, int64_t info_s,
+                      cudaStream_t stream);
+
+// GRKV merge limits of the CUDA backend: G*Qs query rows per KV head (one SPD system each) and head dims.
+constexpr int64_t kGrkvMaxRows = 256;
+constexpr int64_t kGrkvMaxDim = 256;
+
+struct GrkvParams {
+  T3 keys, values;         // [H, N, d], [H, N, dv], same dtype
+  T2 indices, counts;      // [H, cap_in] i32, [H] i32
+  T3 queries;              // [Hq, Qs, d]
+  const int32_t* qpos;     // [Qs]
+  int64_t qpos_s;
+  const float* weights;    // [Qs] or NULL (all 1)
+  int64_t weights_s;
+  T2 scores;               // [H, N] f32
+  O3 keys_out, values_out; // [H, cap, d], [H, cap, dv]
+  T2 counts_out;           // [H] i32
+  float* diag;             // [H, 14] f32 or NULL
+  int64_t diag_s0, diag_s1;
+  int32_t window, cg_iters;
+  double gamma, lambda, cap_key, cap_value, tol;
+  float scale;
+  int32_t accept;
+};
+
+// The whole merge on `stream` (stream-ordered scratch, no host synchronisation).
+cudaError_t grkv_merge(const GrkvParams& p, cudaStream_t stream);
+
 
 }  // namespace cuda
 }  // namespace kvt

@@ -14,6 +14,7 @@ import { coreBenches } from './benches/core';
 // ==== per-family bench lists (one import each) ====
 import { nestedkvBenches } from './benches/nestedkv';
 import { momentkvBenches } from './benches/momentkv';
+import { grkvBenches } from './benches/grkv';
 
 
 // ==== end of bench lists ====
@@ -24,6 +25,7 @@ export function allBenches(): BenchCase[] {
     // ==== add family lists here ====
     ...nestedkvBenches,
     ...momentkvBenches,
+    ...grkvBenches,
 
 
   ];

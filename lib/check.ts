@@ -7,6 +7,7 @@ import { coreChecks } from './checks/core';
 // ==== per-family check lists (one import each) ====
 import { nestedkvChecks } from './checks/nestedkv';
 import { momentkvChecks } from './checks/momentkv';
+import { grkvChecks } from './checks/grkv';
 
 
 // ==== end of check lists ====
@@ -18,6 +19,7 @@ export function allChecks(): Check[] {
     // ==== add family lists here ====
     ...nestedkvChecks,
     ...momentkvChecks,
+    ...grkvChecks,
 
 
   ];

@@ -68,6 +68,10 @@ export type { MomentkvSelectArgs, MomentkvSelection, MomentkvCompressArgs, Momen
 
 
 // ==== GRKV ====
+export { spdSolve, SpdError } from './ops/spd';
+export type { SpdSolveArgs, SpdSolution } from './ops/spd';
+export { grkvMerge, grkvSurrogates, decodeGrkvDiagnostics, GRKV_DIAG_COLS } from './ops/grkv';
+export type { GrkvMergeArgs, GrkvResult, GrkvCaps, GrkvHeadDiagnostics, GrkvCandidate, GrkvSource, GrkvSurrogates } from './ops/grkv';
 
 
 // ==== compress() pipeline, traces, metrics ====

@@ -1,0 +1,363 @@
+// grkvMerge (spec/grkv.md §4–§7, §11) against the float64 reference grkvMergeRef on trace layers: every dtype,
+// both surrogate sources, GQA, ragged (adaptive) budgets, strided caches, d ≠ dv; invariants (fixed/evicted/padding
+// rows bit-identical to gatherKV, objective never above plain eviction, caps); dual = primal value step; skip and
+// non-finite paths; the surrogate helper and diagnostics. The N = 16384 comparison is in grkv-ref16k.test.ts.
+import t, { Test } from 'tap';
+import { grkvMerge, gatherKV, tensor, grkvSurrogates, decodeGrkvDiagnostics, GRKV_DIAG_COLS, f32ToF16, f16ToF32 } from '../lib/index';
+import type { DType, Tensor, Selection, GrkvHeadDiagnostics } from '../lib/index';
+import { grkvMergeRef, grkvObjectiveRef, grkvPartitionRef, roundBf16, headAttentionRef, valueStepPrimalRef, stratifiedPositions } from './ref/grkv';
+import type { GrkvMergeArgs as RefArgs, GrkvMergeArgs } from './ref/grkv';
+import { frobeniusNorm } from './ref/linalg';
+import { BACKENDS, place, poisoned, fetch, values } from './helpers';
+import { traceLayer, rounded, stored, keptRows, snapkvSelection, surrogates, Layer } from './grkv-helpers';
+
+const roundF16 = (x: number) => f16ToF32(f32ToF16(x));
+const ROUND: Record<string, (x: number) => number> = { f32: Math.fround, bf16: roundBf16, f16: roundF16 };
+
+interface Case {
+  name: string;
+  layer: Layer;
+  dtype: DType;
+  source: 'window' | 'stratified';
+  ratio: number;
+  budget?: 'uniform' | 'adaptive';
+  /** values viewed with fewer channels (d ≠ dv) */
+  dv?: number;
+  /** cache stored [N, H, d] and viewed through strides */
+  nhd?: boolean;
+  acceptance?: 'best' | 'joint';
+  caps?: { key?: number; value?: number };
+  gamma?: number;
+}
+
+const small = traceLayer({ N: 1024, Hkv: 2, d: 64, groupSize: 4, seed: 3 });
+const gqa2 = traceLayer({ N: 777, Hkv: 3, d: 64, groupSize: 2, seed: 4 });
+
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return den === 0 ? (num === 0 ? 0 : Infinity) : Math.sqrt(num / den);
+}
+
+/** Inputs of one case: storage tensors (host), the selection, and the float64 reference arguments. */
+function build(c: Case) {
+  const L = c.layer;
+  const { Hkv: H, N, d } = L;
+  const dv = c.dv ?? d;
+  const K32 = rounded(L.K, c.dtype);
+  const Vfull = rounded(L.V, c.dtype);
+  const V32 = new Float32Array(H * N * dv);
+  for (let r = 0; r < H * N; r++) for (let e = 0; e < dv; e++) V32[r * dv + e] = Vfull[r * d + e];
+  let keys: Tensor, vals: Tensor;
+  if (c.nhd) {
+    const ks = stored(K32, c.dtype), vs = stored(Vfull, c.dtype);
+    const kT = new (ks.constructor as { new (n: number): Float32Array | Uint16Array })(ks.length);
+    const vT = new (vs.constructor as { new (n: number): Float32Array | Uint16Array })(vs.length);
+    for (let h = 0; h < H; h++)
+      for (let n = 0; n < N; n++)
+        for (let e = 0; e < d; e++) {
+          kT[(n * H + h) * d + e] = ks[(h * N + n) * d + e];
+          vT[(n * H + h) * d + e] = vs[(h * N + n) * d + e];
+        }
+    keys = tensor(kT, [H, N, d], { dtype: c.dtype, strides: [d, H * d, 1] });
+    vals = tensor(vT, [H, N, dv], { dtype: c.dtype, strides: [d, H * d, 1] });
+  } else {
+    keys = tensor(stored(K32, c.dtype), [H, N, d], { dtype: c.dtype });
+    vals = tensor(stored(Vfull, c.dtype), [H, N, dv], { dtype: c.dtype, strides: [N * d, d, 1] });
+  }
+  const sel = snapkvSelection(L, c.ratio, c.budget ?? 'uniform');
+  const kept = keptRows(sel);
+  const s = surrogates(L, c.source);
+  const ref: RefArgs = {
+    K: K32, V: V32, Hkv: H, N, d, dv, kept, raw: L.raw, q: s.q, Hq: L.Hq, qpos: s.qpos, weights: s.weights, W: L.W,
+    gamma: c.gamma, capK: c.caps?.key, capV: c.caps?.value, round: ROUND[c.dtype], recheck: c.dtype !== 'f32',
+  };
+  return { keys, vals, sel, kept, s, ref, K32, V32, H, N, d, dv };
+}
+
+function run(c: Case, backend: 'cpu' | 'cuda', b: ReturnType<typeof build>, extra: Record<string, unknown> = {}) {
+  const cap = b.sel.indices.shape[1] + 3; // padding rows beyond every count
+  const outs = {
+    keysOut: poisoned([b.H, cap, b.d], c.dtype, backend),
+    valuesOut: poisoned([b.H, cap, b.dv], c.dtype, backend),
+    countsOut: poisoned([b.H], 'i32', backend),
+    diagnostics: poisoned([b.H, GRKV_DIAG_COLS], 'f32', backend),
+  };
+  const res = grkvMerge({
+    keys: place(b.keys, backend), values: place(b.vals, backend),
+    selection: { indices: place(b.sel.indices, backend), counts: place(b.sel.counts, backend) },
+    queries: place(tensor(b.s.q, [b.ref.Hq, b.s.Qs, b.d]), backend),
+    queryPositions: place(tensor(Int32Array.from(b.s.qpos), [b.s.Qs]), backend),
+    weights: place(tensor(Float32Array.from(b.s.weights), [b.s.Qs]), backend),
+    scores: place(tensor(b.ref.raw as Float32Array, [b.H, b.N]), backend),
+    window: b.ref.W, gamma: c.gamma, caps: c.caps, acceptance: c.acceptance, cap, ...outs, ...extra,
+  });
+  return { res, outs, cap };
+}
+
+/** Host values of the output rows and the plain-eviction rows (gatherKV on the host inputs). */
+async function outputs(b: ReturnType<typeof build>, res: { keys: Tensor; values: Tensor; counts: Tensor; diagnostics?: Tensor }, cap: number) {
+  const plain = gatherKV({ keys: b.keys, values: b.vals, indices: b.sel.indices, counts: b.sel.counts, cap });
+  const ko = await fetch(res.keys), vo = await fetch(res.values), co = await fetch(res.counts);
+  const diag = await decodeGrkvDiagnostics(res.diagnostics as Tensor);
+  return { plain, ko, vo, co, diag };
+}
+
+/** Retained rows [n_h, w] of head h from a compacted tensor, as float64. */
+function headRows(x: Tensor, h: number, n: number): Float64Array {
+  const w = x.shape[2];
+  const out = new Float64Array(n * w);
+  for (let j = 0; j < n; j++) for (let e = 0; e < w; e++) out[j * w + e] = x.at(h, j, e);
+  return out;
+}
+
+/** Bitwise row equality of two host tensors (same dtype). */
+function sameRow(a: Tensor, b: Tensor, h: number, j: number): boolean {
+  const w = a.shape[2];
+  for (let e = 0; e < w; e++) if (!Object.is(a.at(h, j, e), b.at(h, j, e))) return false;
+  return true;
+}
+
+async function invariants(t: Test, tag: string, b: ReturnType<typeof build>, o: Awaited<ReturnType<typeof outputs>>, gamma = 0.1) {
+  t.same(Array.from(o.co.host), Array.from(b.sel.counts.host), `${tag}: counts = selection counts`);
+  const { mutable } = grkvPartitionRef(b.kept, b.ref.raw, b.N, b.ref.W, gamma);
+  let fixedBad = 0, padBad = 0, rejectedBad = 0;
+  for (let h = 0; h < b.H; h++) {
+    const mset = new Set(mutable[h]);
+    const chosen = o.diag[h].chosen;
+    for (let j = 0; j < o.ko.shape[1]; j++) {
+      const live = j < b.kept[h].length;
+      const keysSame = sameRow(o.ko, o.plain.keys, h, j), valsSame = sameRow(o.vo, o.plain.values, h, j);
+      if (!live) padBad += Number(!keysSame || !valsSame);
+      else if (!mset.has(b.kept[h][j])) fixedBad += Number(!keysSame || !valsSame);
+      else if (chosen !== 'key+value' && !keysSame) rejectedBad++;
+      else if (chosen === 'unchanged' && !valsSame) rejectedBad++;
+    }
+    t.equal(o.diag[h].mutable, mutable[h].length, `${tag} h${h}: mutable count = reference partition`);
+    t.equal(o.diag[h].fixed, b.kept[h].length - mutable[h].length, `${tag} h${h}: fixed count`);
+    // the accepted state never has a higher objective than plain eviction (float64 yardstick of the reference)
+    const Lplain = grkvObjectiveRef(b.ref, h, headRows(o.plain.keys, h, b.kept[h].length), headRows(o.plain.values, h, b.kept[h].length));
+    const Lout = grkvObjectiveRef(b.ref, h, headRows(o.ko, h, b.kept[h].length), headRows(o.vo, h, b.kept[h].length));
+    t.ok(Lout <= Lplain * (1 + 1e-6), `${tag} h${h}: objective ${Lout.toFixed(4)} ≤ plain eviction ${Lplain.toFixed(4)} (${chosen})`);
+    const dg = o.diag[h];
+    t.ok(dg.objectives[['unchanged', 'value', 'key+value'].indexOf(dg.chosen)] <= dg.objectives[0], `${tag} h${h}: diagnostics: chosen objective ≤ L0`);
+    t.ok(Math.abs(dg.objectives[0] - Lplain) <= 1e-5 * Lplain, `${tag} h${h}: diagnostics L0 ${dg.objectives[0]} = float64 ${Lplain.toFixed(5)}`);
+  }
+  t.equal(fixedBad, 0, `${tag}: fixed (window + anchor) rows bit-identical to gatherKV`);
+  t.equal(padBad, 0, `${tag}: padding rows zero, as gatherKV`);
+  t.equal(rejectedBad, 0, `${tag}: rows of rejected candidates bit-identical to gatherKV`);
+}
+
+/**
+ * The reference under two 1e-7 relative perturbations of the queries: how far its own key step moves. The truncated
+ * CG of the key step is ill-conditioned on LLM-like data (relative residuals of 0.2–10 after 16 iterations), so its
+ * iterate depends chaotically on fp32-level input noise; an fp32 pipeline can only be asked to stay within that spread.
+ */
+function refSpread(args: RefArgs, ref: ReturnType<typeof grkvMergeRef>) {
+  const runs = [1, 2].map((k) => grkvMergeRef({ ...args, q: Float64Array.from(args.q, (x, i) => x * (1 + 1e-7 * Math.sin(i * 7.31 * k))) }));
+  return ref.heads.map((hr, h) => {
+    let dK = 0, L2 = 0;
+    const chosen = new Set<number>([hr.chosen]);
+    for (const r of runs) {
+      const p = r.heads[h];
+      dK = Math.max(dK, frobeniusNorm(p.dK.rows.map((x, i) => x - hr.dK.rows[i])) / Math.max(frobeniusNorm(hr.dK.capped), 1e-300));
+      L2 = Math.max(L2, Math.abs(p.objectives[2] - hr.objectives[2]));
+      chosen.add(p.chosen);
+    }
+    return { dK, L2, stableChoice: chosen.size === 1 };
+  });
+}
+
+/** The candidate rows of head h: ΔV and ΔK of our output (mutable rows, minus the originals). */
+function deltas(b: ReturnType<typeof build>, o: Awaited<ReturnType<typeof outputs>>, h: number, mutable: number[]) {
+  const pos = new Map(b.kept[h].map((p, j) => [p, j]));
+  const dV: number[] = [], dK: number[] = [];
+  for (const p of mutable) {
+    const j = pos.get(p) as number;
+    for (let e = 0; e < b.dv; e++) dV.push(o.vo.at(h, j, e) - b.V32[(h * b.N + p) * b.dv + e]);
+    for (let e = 0; e < b.d; e++) dK.push(o.ko.at(h, j, e) - b.K32[(h * b.N + p) * b.d + e]);
+  }
+  return { dV, dK };
+}
+
+const cases: Case[] = [
+  { name: 'f32 stratified 20% uniform', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.8 },
+  { name: 'f32 window 10% adaptive (ragged)', layer: small, dtype: 'f32', source: 'window', ratio: 0.9, budget: 'adaptive' },
+  { name: 'bf16 stratified 10% [N,H,d] strided', layer: small, dtype: 'bf16', source: 'stratified', ratio: 0.9, nhd: true },
+  { name: 'f16 window 20% GQA G=2, dv=40 < d', layer: gqa2, dtype: 'f16', source: 'window', ratio: 0.8, dv: 40 },
+  { name: 'bf16 window 10% gamma 0.3 adaptive', layer: gqa2, dtype: 'bf16', source: 'window', ratio: 0.9, budget: 'adaptive', gamma: 0.3 },
+];
+
+for (const backend of BACKENDS) {
+  for (const c of cases) {
+    t.test(`grkvMerge ${backend} ${c.name}`, async (t) => {
+      const b = build(c);
+      const ref = grkvMergeRef(b.ref);
+      const spread = refSpread(b.ref, ref);
+      // 1. per-head choice (default acceptance) and invariants
+      const best = run(c, backend, b);
+      t.equal(best.res.keys, best.outs.keysOut, 'writes into the given outputs');
+      const ob = await outputs(b, best.res, best.cap);
+      await invariants(t, 'best', b, ob, c.gamma);
+      for (let h = 0; h < b.H; h++) {
+        const hr = ref.heads[h];
+        const dg = ob.diag[h];
+        const L = dg.objectives;
+        t.ok(Math.abs(L[0] - hr.objectives[0]) <= 1e-5 * hr.objectives[0], `h${h}: L0 ${L[0]} vs reference ${hr.objectives[0].toFixed(5)}`);
+        t.ok(Math.abs(L[1] - hr.objectives[1]) <= 1e-4 * hr.objectives[0], `h${h}: L1 ${L[1]} vs reference ${hr.objectives[1].toFixed(5)}`);
+        const tolL2 = Math.max((c.dtype === 'f32' ? 1e-4 : 2e-3) * hr.objectives[0], 3 * spread[h].L2);
+        t.ok(Math.abs(L[2] - hr.objectives[2]) <= tolL2,
+          `h${h}: L2 ${L[2]} vs reference ${hr.objectives[2].toFixed(5)} (reference spread under 1e-7 input noise: ${spread[h].L2.toPrecision(3)})`);
+        const refChosen = ['unchanged', 'value', 'key+value'][hr.chosen];
+        const gap = Math.abs(hr.objectives[1] - hr.objectives[2]);
+        if (spread[h].stableChoice && gap > 2 * tolL2) t.equal(dg.chosen, refChosen, `h${h}: same choice as the reference (${refChosen})`);
+        t.equal(dg.valueShrinks, hr.dV.shrinks, `h${h}: value recheck shrinks ${hr.dV.shrinks}`);
+        t.ok(Math.abs(dg.valueScale - hr.dV.scale) <= 1e-4 * hr.dV.scale, `h${h}: value step scale ${dg.valueScale} vs ${hr.dV.scale}`);
+        t.equal(dg.cgIterations, hr.cg.iterations, `h${h}: CG iterations ${hr.cg.iterations}`);
+      }
+      // 2. joint acceptance exposes both steps: compare the candidate rows with the reference's
+      const joint = run({ ...c, acceptance: 'joint' }, backend, b);
+      const oj = await outputs(b, joint.res, joint.cap);
+      await invariants(t, 'joint', b, oj, c.gamma);
+      const tolV = c.dtype === 'f32' ? 1e-4 : 2e-2;
+      for (let h = 0; h < b.H; h++) {
+        const hr = ref.heads[h];
+        t.equal(oj.diag[h].chosen, 'key+value', `h${h}: joint acceptance applies the key+value step`);
+        const { dV, dK } = deltas(b, oj, h, hr.mutable);
+        const V0 = hr.mutable.flatMap((p) => Array.from(b.V32.subarray((h * b.N + p) * b.dv, (h * b.N + p + 1) * b.dv)));
+        const K0 = hr.mutable.flatMap((p) => Array.from(b.K32.subarray((h * b.N + p) * b.d, (h * b.N + p + 1) * b.d)));
+        const refDV = Array.from(hr.dV.rows, (x, i) => x - V0[i]);
+        const refDK = Array.from(hr.dK.rows, (x, i) => x - K0[i]);
+        const eV = relDiff(dV, refDV), eK = relDiff(dK, refDK);
+        t.ok(eV <= tolV, `h${h}: ΔV vs reference ${eV.toExponential(2)} ≤ ${tolV}`);
+        const tolK = Math.max(c.dtype === 'f32' ? 1e-3 : 2e-2, 3 * spread[h].dK);
+        t.ok(eK <= tolK, `h${h}: ΔK vs reference ${eK.toExponential(2)} ≤ ${tolK.toExponential(2)} (reference spread ${spread[h].dK.toExponential(2)})`);
+        // caps hold on the stored rows (recheck on 16-bit storage; fp32 within rounding)
+        const capTol = c.dtype === 'f32' ? 1e-6 : 1e-9;
+        t.ok(frobeniusNorm(dV) <= 0.1 * frobeniusNorm(V0) * (1 + capTol), `h${h}: ‖ΔV‖ ≤ 0.10‖V0‖`);
+        t.ok(frobeniusNorm(dK) <= 0.025 * frobeniusNorm(K0) * (1 + capTol), `h${h}: ‖ΔK‖ ≤ 0.025‖K0‖`);
+      }
+    });
+  }
+
+  t.test(`grkvMerge ${backend}: the dual value step equals the primal ridge solution (caps off, value only)`, async (t) => {
+    const c: Case = { name: 'dual', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9, caps: { key: 0, value: Infinity } };
+    const b = build(c);
+    const { res, cap } = run(c, backend, b);
+    const o = await outputs(b, res, cap);
+    const ref = grkvMergeRef({ ...b.ref, capK: 0, capV: Infinity });
+    for (let h = 0; h < b.H; h++) {
+      const hr = ref.heads[h];
+      t.equal(o.diag[h].chosen, 'value', `h${h}: value-only (key cap 0)`);
+      t.equal(o.diag[h].keyScale, 0, `h${h}: no key step`);
+      t.equal(o.diag[h].cgStop, 'not-run');
+      // primal (AᵀA + λI)⁻¹ Aᵀ r over the R mutable rows, from the reference's attention at K0
+      const { d, dv } = b;
+      const G = b.ref.Hq / b.H, Qs = b.s.Qs, rows = G * Qs, S = hr.retained.length;
+      const qh = new Float64Array(rows * d), qp = new Float64Array(rows), sw = new Float64Array(rows);
+      for (let g = 0; g < G; g++)
+        for (let j = 0; j < Qs; j++) {
+          for (let e = 0; e < d; e++) qh[(g * Qs + j) * d + e] = b.s.q[((h * G + g) * Qs + j) * d + e];
+          qp[g * Qs + j] = b.s.qpos[j];
+          sw[g * Qs + j] = Math.sqrt(b.s.weights[j]);
+        }
+      const Ks = new Float64Array(S * d), Vs = new Float64Array(S * dv);
+      hr.retained.forEach((p, s) => {
+        for (let e = 0; e < d; e++) Ks[s * d + e] = b.K32[(h * b.N + p) * d + e];
+        for (let e = 0; e < dv; e++) Vs[s * dv + e] = b.V32[(h * b.N + p) * dv + e];
+      });
+      const at = headAttentionRef({ q: qh, rows, d, K: Ks, V: Vs, S, dv, pos: hr.retained, qpos: qp, scale: 1 / Math.sqrt(d) });
+      const mset = new Set(hr.mutable);
+      const mi = hr.retained.map((p, s) => (mset.has(p) ? s : -1)).filter((s) => s >= 0);
+      const R = mi.length;
+      const Aw = new Float64Array(rows * R), r = new Float64Array(rows * dv);
+      for (let i = 0; i < rows; i++) {
+        mi.forEach((s, tt) => (Aw[i * R + tt] = sw[i] * at.a[i * S + s]));
+        for (let e = 0; e < dv; e++) r[i * dv + e] = sw[i] * (hr.target[i * dv + e] - at.o[i * dv + e]);
+      }
+      const primal = valueStepPrimalRef(Aw, rows, R, r, dv, 0.01);
+      const { dV } = deltas(b, o, h, hr.mutable);
+      const e = relDiff(dV, primal);
+      t.ok(e < 1e-4, `h${h}: R=${R}: ‖ΔV_dual(ours) − ΔV_primal(float64)‖/‖ΔV_primal‖ = ${e.toExponential(2)} < 1e-4`);
+      t.ok(relDiff(primal, hr.dV.uncapped) < 1e-8, `h${h}: reference dual = primal`);
+    }
+  });
+
+  t.test(`grkvMerge ${backend}: skip paths, non-finite input, default options`, async (t) => {
+    const c: Case = { name: 'skip', layer: small, dtype: 'bf16', source: 'stratified', ratio: 0.8 };
+    const b = build(c);
+    // γ = 1: every retained prefix token is an anchor → nothing to fit; output = plain eviction
+    const all = run({ ...c, gamma: 1 }, backend, b);
+    const oa = await outputs(b, all.res, all.cap);
+    t.ok(oa.diag.every((x: GrkvHeadDiagnostics) => x.skipped && x.chosen === 'unchanged' && x.mutable === 0), 'γ = 1: skipped');
+    t.same(Array.from(oa.ko.host), Array.from(oa.plain.keys.host), 'γ = 1: keys = gatherKV');
+    t.same(Array.from(oa.vo.host), Array.from(oa.plain.values.host), 'γ = 1: values = gatherKV');
+    // window ≥ N: every retained token is fixed
+    const win = run(c, backend, b, { window: b.N });
+    const ow = await outputs(b, win.res, win.cap);
+    t.ok(ow.diag.every((x: GrkvHeadDiagnostics) => x.skipped), 'window ≥ N: skipped');
+    t.same(Array.from(ow.vo.host), Array.from(ow.plain.values.host), 'window ≥ N: values = gatherKV');
+    // no surrogate query (Qs = 0)
+    const nq = grkvMerge({
+      keys: place(b.keys, backend), values: place(b.vals, backend),
+      selection: { indices: place(b.sel.indices, backend), counts: place(b.sel.counts, backend) },
+      queries: place(tensor(new Float32Array(0), [b.ref.Hq, 0, b.d]), backend),
+      queryPositions: place(tensor(new Int32Array(0), [0]), backend),
+      scores: place(tensor(b.ref.raw as Float32Array, [b.H, b.N]), backend), diagnostics: true,
+    });
+    const onq = await outputs(b, nq, b.sel.indices.shape[1]);
+    t.ok(onq.diag.every((x: GrkvHeadDiagnostics) => x.skipped && x.objectives[0] === 0), 'Qs = 0: skipped');
+    t.same(Array.from(onq.ko.host), Array.from(onq.plain.keys.host), 'Qs = 0: keys = gatherKV');
+    // a NaN in one mutable key row of head 1: that head falls back to plain eviction, head 0 is unaffected
+    const { mutable } = grkvPartitionRef(b.kept, b.ref.raw, b.N, b.ref.W, 0.1);
+    const Kbad = Float32Array.from(b.K32);
+    Kbad[(1 * b.N + mutable[1][3]) * b.d + 5] = NaN;
+    const bad = { ...b, keys: tensor(stored(Kbad, 'bf16'), [b.H, b.N, b.d], { dtype: 'bf16' as DType }) };
+    const nan = run(c, backend, bad);
+    const on = await outputs(bad, nan.res, nan.cap);
+    t.equal(on.diag[1].chosen, 'unchanged', 'non-finite head: unchanged');
+    t.ok(on.diag[1].valueNonFinite && on.diag[1].keyValueNonFinite, 'non-finite head: candidates flagged');
+    t.ok(on.diag[1].objectives.every((x) => Number.isNaN(x)), 'non-finite head: objectives NaN');
+    let same = true;
+    for (let j = 0; j < on.ko.shape[1]; j++) same &&= sameRow(on.ko, on.plain.keys, 1, j) && sameRow(on.vo, on.plain.values, 1, j);
+    t.ok(same, 'non-finite head: rows bit-identical to gatherKV');
+    t.not(on.diag[0].chosen, 'unchanged', 'the other head still merges');
+    // defaults: outputs allocated, weights default 1 (= passing ones), diagnostics optional
+    const q = place(tensor(b.s.q, [b.ref.Hq, b.s.Qs, b.d]), backend);
+    const args = {
+      keys: place(b.keys, backend), values: place(b.vals, backend),
+      selection: { indices: place(b.sel.indices, backend), counts: place(b.sel.counts, backend) },
+      queries: q, queryPositions: place(tensor(Int32Array.from(b.s.qpos), [b.s.Qs]), backend),
+      scores: place(tensor(b.ref.raw as Float32Array, [b.H, b.N]), backend),
+    };
+    const d1 = grkvMerge(args);
+    t.equal(d1.diagnostics, undefined, 'no diagnostics unless asked');
+    t.same(d1.keys.shape, [b.H, b.sel.indices.shape[1], b.d], 'default capacity = selection capacity');
+    const d2 = grkvMerge({ ...args, weights: 1 });
+    const d3 = grkvMerge({ ...args, weights: place(tensor(new Float32Array(b.s.Qs).fill(1), [b.s.Qs]), backend) });
+    t.same(values(await fetch(d1.values)), values(await fetch(d2.values)), 'weights: 1 = default');
+    t.same(values(await fetch(d2.values)), values(await fetch(d3.values)), 'weights: number = tensor');
+  });
+}
+
+t.test('grkvSurrogates: positions and weights of both sources (spec §5)', async (t) => {
+  const s = grkvSurrogates(16384, { source: 'stratified' });
+  t.same(Array.from(s.capturePositions), stratifiedPositions(16384), 'stratum midpoints 255, 767, …, 16127');
+  t.same([s.capturePositions[0], s.capturePositions[31]], [255, 16127]);
+  t.ok((s.queryPositions.host as Int32Array).every((p) => p === 16383), 'queries rotated to N − 1');
+  t.ok((s.weights.host as Float32Array).every((w) => w === Math.fround(6 / 32)), 'weights 6/Qs');
+  const w = grkvSurrogates(100, { source: 'window', count: 8 });
+  t.same(Array.from(w.capturePositions), [92, 93, 94, 95, 96, 97, 98, 99]);
+  t.same(Array.from(w.queryPositions.host), [92, 93, 94, 95, 96, 97, 98, 99], 'window: true positions (causal)');
+  t.ok((w.weights.host as Float32Array).every((x) => x === 1), 'window: weights 1');
+  const few = grkvSurrogates(10, { source: 'stratified' });
+  t.same(Array.from(few.capturePositions), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'N < Qs: every position');
+  t.ok((few.weights.host as Float32Array).every((x) => x === Math.fround(0.6)), 'N < Qs: weights 6/N');
+  t.same(Array.from(grkvSurrogates(5, { source: 'window' }).capturePositions), [0, 1, 2, 3, 4], 'window longer than N');
+});
+
+void (null as unknown as GrkvMergeArgs);
+void (null as unknown as Selection);
