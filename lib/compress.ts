@@ -1,0 +1,191 @@
+/**
+ * The one-call pipeline: score → select → (merge | compact) for one layer, with the method defaults of the
+ * registry (lib/methods.ts), and `compressCache` over all layers of a cache.
+ *
+ *   compress({ keys, values, queries? }, { method, ratio | keep, budget?, merge?: 'grkv', correction?: 'moment' })
+ *     → { keys [H, cap, d], values [H, cap, dv], counts [H], indices [H, cap], scores [H, N], moments? }
+ *
+ * `queries` are the observation-window queries [Hq, W, d] (post-RoPE, positions N−W..N−1), needed by the
+ * query-aware methods (SnapKV, MomentKV) and by the GRKV merge. The result is ready for `decodeAttention`
+ * (pass `moments` when present).
+ */
+import { Tensor, TensorLike, asTensor, checkRank } from './tensor';
+import { Stream } from './device';
+import { checkOneOf, show } from './validate';
+import { opts } from './ops/common';
+import { keydiffScores } from './ops/keydiff';
+import { nestedkvScores, NestedkvOptions } from './ops/nestedkv';
+import { snapkvScores, SnapkvOptions } from './ops/snapkv';
+import { selectTokens, resolveKeep, Budget, Selection } from './ops/select';
+import { gatherKV } from './ops/gather';
+import { MomentState } from './ops/moments';
+import { momentkvSelect } from './ops/momentkv';
+import { grkvMerge, grkvSurrogates, GrkvMergeArgs } from './ops/grkv';
+import { METHODS, MERGES, CORRECTIONS, MethodName, MergeName, CorrectionName } from './methods';
+
+export interface CompressInput {
+  keys: Tensor | TensorLike;
+  values: Tensor | TensorLike;
+  /** Observation-window queries [Hq, W, d] at positions N−W..N−1 (query-aware methods, GRKV). */
+  queries?: Tensor | TensorLike;
+  /** GRKV stratified source: surrogate queries [Hq, Qs, d] rotated to position N−1 (spec grkv §5.2). */
+  surrogateQueries?: Tensor | TensorLike;
+}
+
+export interface CompressOptions {
+  method: MethodName;
+  /** Fraction of tokens evicted, in [0, 1). Exactly one of ratio / keep. */
+  ratio?: number;
+  /** Tokens kept per head (average for the adaptive budget). */
+  keep?: number;
+  /** Head budgets (default per method: NestedKV adaptive, others uniform; MomentKV is uniform only). */
+  budget?: Budget;
+  safeguard?: number;
+  sinks?: number;
+  recent?: number;
+  merge?: MergeName;
+  correction?: CorrectionName;
+  /** Precomputed scores [H, N] of this method (skips scoring, e.g. to sweep ratios). */
+  scores?: Tensor;
+  nestedkv?: Omit<NestedkvOptions, 'out' | 'stream'>;
+  snapkv?: Omit<SnapkvOptions, 'out' | 'stream'>;
+  momentkv?: { rounds?: number; r?: number; eps?: number; mi?: boolean; kernel?: number; pool?: 'avg' | 'max' };
+  grkv?: Partial<Pick<GrkvMergeArgs, 'gamma' | 'lambda' | 'caps' | 'cgIters' | 'tol' | 'window' | 'acceptance'>> & {
+    source?: 'window' | 'stratified';
+  };
+  stream?: Stream;
+}
+
+export interface Compressed {
+  keys: Tensor;
+  values: Tensor;
+  counts: Tensor;
+  indices: Tensor;
+  /** the method's scores [H, N] (before selection) */
+  scores: Tensor;
+  /** summary of the evicted tokens (correction 'moment' or method 'momentkv') */
+  moments?: MomentState;
+  /** tokens kept per head (average) */
+  keep: number;
+}
+
+const KEYS = ['method', 'ratio', 'keep', 'budget', 'safeguard', 'sinks', 'recent', 'merge', 'correction', 'scores', 'nestedkv', 'snapkv', 'momentkv', 'grkv', 'stream'];
+
+/** Method scores [H, N] (the first stage of compress; exported so callers can sweep ratios over one scoring). */
+export function methodScores(input: CompressInput, options: Pick<CompressOptions, 'method' | 'nestedkv' | 'snapkv' | 'momentkv' | 'stream'>): Tensor {
+  const method = checkOneOf('method', options.method, Object.keys(METHODS) as MethodName[]);
+  const keys = checkRank('keys', asTensor('keys', input.keys), 3, '[H, N, d]');
+  const stream = options.stream;
+  const q = () => {
+    if (input.queries === undefined) throw new TypeError(`queries: method '${method}' needs the observation-window queries [Hq, W, d]`);
+    return asTensor('queries', input.queries);
+  };
+  switch (method) {
+    case 'keydiff':
+      return keydiffScores(keys, { stream });
+    case 'nestedkv':
+      return nestedkvScores(keys, { ...METHODS.nestedkv.defaults, ...options.nestedkv, stream } as NestedkvOptions);
+    case 'snapkv':
+      return snapkvScores(q(), keys, { kernel: 5, pool: 'avg', ...options.snapkv, stream });
+    default: {
+      const m = options.momentkv ?? {};
+      return snapkvScores(q(), keys, { kernel: m.kernel ?? 7, pool: m.pool ?? 'max', stream });
+    }
+  }
+}
+
+export function compress(input: CompressInput, options: CompressOptions): Compressed {
+  const o = opts('options', options, KEYS) as unknown as CompressOptions;
+  if (input === null || typeof input !== 'object') throw new TypeError(`input: expected { keys, values, queries? }, got ${show(input)}`);
+  const method = checkOneOf('method', o.method, Object.keys(METHODS) as MethodName[]);
+  if (o.merge !== undefined) checkOneOf('merge', o.merge, Object.keys(MERGES) as MergeName[]);
+  if (o.correction !== undefined) checkOneOf('correction', o.correction, Object.keys(CORRECTIONS) as CorrectionName[]);
+  const keys = checkRank('keys', asTensor('keys', input.keys), 3, '[H, N, d]');
+  const values = checkRank('values', asTensor('values', input.values), 3, '[H, N, dv]');
+  const [H, N] = keys.shape;
+  const stream = o.stream;
+  const keep = resolveKeep(N, o);
+  const scores = o.scores !== undefined ? checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]') : methodScores(input, o);
+
+  // Selection.
+  let sel: Selection;
+  let moments: MomentState | undefined;
+  if (method === 'momentkv') {
+    if (o.budget === 'adaptive') throw new RangeError("budget: method 'momentkv' evicts a uniform budget per head");
+    const m = o.momentkv ?? {};
+    const r = momentkvSelect({ scores, keys, values, keep, rounds: m.rounds, r: m.r, eps: m.eps, mi: m.mi, stream });
+    sel = { indices: r.indices, counts: r.counts };
+    moments = r.moments;
+  } else {
+    const d = METHODS[method].defaults as { budget: Budget; safeguard?: number; sinks?: number };
+    sel = selectTokens(scores, {
+      keep,
+      budget: o.budget ?? d.budget,
+      safeguard: o.safeguard ?? d.safeguard ?? 0.2,
+      // NestedKV pins its sinks inside the scores (+Infinity); other methods take sinks/recent here.
+      sinks: o.sinks ?? 0,
+      recent: o.recent ?? 0,
+      stream,
+    });
+  }
+
+  // Moment correction for eviction methods: the fused gather merges every evicted row into the state.
+  let compact: { keys: Tensor; values: Tensor; counts: Tensor };
+  if (o.correction === 'moment' && !moments) {
+    const device = keys.device.kind === 'cuda' ? keys.device.id : undefined;
+    moments = MomentState.create(H, keys.shape[2], values.shape[2], { device, stream });
+    compact = gatherKV({ keys, values, ...sel, moments, stream });
+  }
+
+  if (o.merge === 'grkv') {
+    if (input.queries === undefined) throw new TypeError("queries: merge 'grkv' needs the observation-window queries [Hq, W, d]");
+    const g = { ...(MERGES.grkv.defaults as Record<string, unknown>), ...o.grkv } as NonNullable<CompressOptions['grkv']> & { source: 'window' | 'stratified' };
+    const queries = asTensor('queries', input.queries);
+    const raw = method === 'snapkv' && o.scores === undefined ? scores : snapkvScores(queries, keys, { kernel: 5, pool: 'avg', stream });
+    const device = keys.onCuda ? (keys.device as { id: number }).id : undefined;
+    let surrogate: Tensor;
+    let plan;
+    if (g.source === 'stratified') {
+      if (input.surrogateQueries === undefined) throw new TypeError("surrogateQueries: grkv source 'stratified' needs the surrogate queries [Hq, Qs, d]");
+      surrogate = asTensor('surrogateQueries', input.surrogateQueries);
+      plan = grkvSurrogates(N, { source: 'stratified', count: surrogate.shape[1], device });
+    } else {
+      const W = Math.min(queries.shape[1], (g.window as number | undefined) ?? 32);
+      surrogate = queries.view([queries.shape[0], W, queries.shape[2]], [queries.strides[0], queries.strides[1], queries.strides[2]], queries.offset + (queries.shape[1] - W) * queries.strides[1]);
+      plan = grkvSurrogates(N, { source: 'window', count: W, device });
+    }
+    compact = grkvMerge({
+      keys,
+      values,
+      selection: sel,
+      queries: surrogate,
+      queryPositions: plan.queryPositions,
+      weights: plan.weights,
+      scores: raw,
+      window: g.window,
+      gamma: g.gamma,
+      lambda: g.lambda,
+      caps: g.caps,
+      cgIters: g.cgIters,
+      tol: g.tol,
+      acceptance: g.acceptance,
+      stream,
+    });
+  } else if (!(o.correction === 'moment' && method !== 'momentkv')) {
+    compact = gatherKV({ keys, values, ...sel, stream });
+  }
+  return { keys: compact!.keys, values: compact!.values, counts: compact!.counts, indices: sel.indices, scores, ...(moments ? { moments } : {}), keep };
+}
+
+/** compress() over every layer of a cache. */
+export function compressCache(layers: readonly CompressInput[], options: CompressOptions): Compressed[] {
+  if (!Array.isArray(layers)) throw new TypeError(`layers: expected an array of { keys, values, queries? }, got ${show(layers)}`);
+  return layers.map((l, i) => {
+    try {
+      return compress(l, options);
+    } catch (e) {
+      if (e instanceof Error) e.message = `layer ${i}: ${e.message}`;
+      throw e;
+    }
+  });
+}
