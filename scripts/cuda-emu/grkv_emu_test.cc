@@ -15,9 +15,6 @@
 #include "../../csrc/kvtrim.h"
 #include "../../cuda/kvt_cuda.h"
 
-namespace emu {
-extern int g_smem_optin;
-}
 
 using namespace kvt;
 
@@ -103,7 +100,8 @@ int main(int argc, char** argv) {
   int keep = argc > 7 ? atoi(argv[7]) : 120;
   std::string dts = argc > 8 ? argv[8] : "f32", mode = argc > 9 ? argv[9] : "stratified";
   std::string acc = argc > 10 ? argv[10] : "best";
-  if (argc > 11) emu::g_smem_optin = atoi(argv[11]);
+  if (argc > 11) setenv("KVTRIM_EMU_SMEM_OPTIN", argv[11], 1);
+  const char* optin = getenv("KVTRIM_EMU_SMEM_OPTIN");
   const double gamma = argc > 12 ? atof(argv[12]) : 0.1, capKey = argc > 13 ? atof(argv[13]) : 0.025;
   const int cgIters = argc > 14 ? atoi(argv[14]) : 16, capExtra = argc > 15 ? atoi(argv[15]) : 3;
   const int dt = dts == "bf16" ? kBF16 : dts == "f16" ? kF16 : kF32;
@@ -111,8 +109,8 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1234);
   std::normal_distribution<float> nd;
   std::uniform_real_distribution<float> ud;
-  printf("emulated CUDA vs CPU: H=%d G=%d Qs=%d N=%d d=%d dv=%d keep=%d %s %s %s smem_optin=%d\n", H, G, Qs, N, d, dv,
-         keep, dts.c_str(), mode.c_str(), acc.c_str(), emu::g_smem_optin);
+  printf("emulated CUDA vs CPU: H=%d G=%d Qs=%d N=%d d=%d dv=%d keep=%d %s %s %s smem_optin=%s\n", H, G, Qs, N, d, dv,
+         keep, dts.c_str(), mode.c_str(), acc.c_str(), optin ? optin : "default");
   spd_test(32, 40, 3, rng);
   spd_test(128, 70, 3, rng);
   spd_test(256, 33, 2, rng);
