@@ -60,6 +60,7 @@ inline double max(double a, double b) { return fmax(a, b); }
 namespace emu {
 extern uint3 g_block_idx;
 extern dim3 g_block_dim, g_grid_dim;
+extern uint3* g_tid;  // threadIdx of the running emulated thread
 
 uint3& cur_tid();
 int cur_lane();
@@ -174,7 +175,7 @@ inline uint64_t collective1(int op, unsigned mask, uint64_t v) {
 bool is_device_range(const void* p, size_t n);
 }  // namespace emu
 
-#define threadIdx (::emu::cur_tid())
+#define threadIdx (*::emu::g_tid)
 #define blockIdx (::emu::g_block_idx)
 #define blockDim (::emu::g_block_dim)
 #define gridDim (::emu::g_grid_dim)

@@ -24,6 +24,8 @@
 namespace emu {
 
 uint3 g_block_idx{0, 0, 0};
+uint3 g_no_tid_storage{0, 0, 0};
+uint3* g_tid = &g_no_tid_storage;
 dim3 g_block_dim, g_grid_dim;
 
 namespace {
@@ -38,6 +40,7 @@ struct Config {
   int block_order = 0;   // 0 forward, 1 reverse, 2 random
   uint64_t seed = 1;
   bool trace = false;
+  bool profile = false;
   std::string coverage;
 };
 
@@ -64,6 +67,7 @@ Config load_config() {
   c.block_order = env_order("KVTRIM_EMU_BLOCK_ORDER");
   c.seed = uint64_t(env_int("KVTRIM_EMU_SEED", 1));
   c.trace = env_int("KVTRIM_EMU_TRACE", 0) != 0;
+  c.profile = env_int("KVTRIM_EMU_PROFILE", 0) != 0;
   if (const char* v = getenv("KVTRIM_EMU_COVERAGE")) c.coverage = v;
   return c;
 }
@@ -143,6 +147,11 @@ bool g_in_kernel = false;
 std::mutex g_launch_mu;
 std::set<std::string> g_covered;
 uint64_t g_launches = 0;
+struct Prof {
+  uint64_t launches = 0, blocks = 0;
+  double ms = 0;
+};
+std::map<std::string, Prof> g_profile;  // by kernel (pretty name)
 
 // shared memory arena: [static declarations ...][free][dynamic smem][guard page]
 constexpr size_t kArenaBytes = 256 * 1024;
@@ -364,14 +373,8 @@ kvt_emu_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -385,8 +388,31 @@ kvt_emu_switch:
 
 [[noreturn]] void fiber_entry();
 
-void to_scheduler() {
+// Run queue of the current scheduling round: a fiber that blocks switches straight to the next runnable one; the
+// last one returns to the scheduler, which resolves collectives and barriers and starts the next round.
+std::vector<int> g_ready;
+size_t g_ready_pos = 0;
+int g_n_done = 0, g_n_bar = 0, g_n_warp = 0;
+
+// The current fiber has blocked (or exited): run the next fiber of the round, or go back to the scheduler.
+void yield_fiber() {
   Fiber* f = g_cur;
+  while (g_ready_pos < g_ready.size()) {
+    Fiber* next = &g_fibers[size_t(g_ready[g_ready_pos++])];
+    if (next->st != kRun) continue;
+#if defined(__x86_64__)
+    g_cur = next;
+    g_tid = &g_cur->tid;
+    kvt_emu_switch(&f->sp, next->sp);
+#else
+    g_cur = next;
+    g_tid = &g_cur->tid;
+    swapcontext(&f->uc, &next->uc);
+#endif
+    return;
+  }
+  g_cur = nullptr;
+  g_tid = &g_no_tid_storage;
 #if defined(__x86_64__)
   kvt_emu_switch(&f->sp, g_sched_sp);
 #else
@@ -394,14 +420,21 @@ void to_scheduler() {
 #endif
 }
 
-void run_fiber(Fiber* f) {
-  g_cur = f;
+// Scheduler side: runs the round's queue (fibers chain among themselves) until every fiber has blocked.
+void run_round() {
+  while (g_ready_pos < g_ready.size()) {
+    Fiber* f = &g_fibers[size_t(g_ready[g_ready_pos++])];
+    if (f->st != kRun) continue;
+    g_cur = f;
+    g_tid = &g_cur->tid;
 #if defined(__x86_64__)
-  kvt_emu_switch(&g_sched_sp, f->sp);
+    kvt_emu_switch(&g_sched_sp, f->sp);
 #else
-  swapcontext(&g_sched_uc, &f->uc);
+    swapcontext(&g_sched_uc, &f->uc);
 #endif
-  g_cur = nullptr;
+    g_cur = nullptr;
+    g_tid = &g_no_tid_storage;
+  }
 }
 
 void complete_cp(Fiber* f, int below_group) {
@@ -423,7 +456,8 @@ void fiber_entry() {
   Fiber* f = g_cur;
   complete_cp(f, INT32_MAX);
   f->st = kDone;
-  to_scheduler();
+  g_n_done++;
+  yield_fiber();
   __builtin_unreachable();
 }
 
@@ -440,14 +474,9 @@ void init_fiber(Fiber& f, int i) {
   char* top = g_stacks[size_t(i)] + page_size() + kStackBytes;
 #if defined(__x86_64__)
   uint64_t* sp = reinterpret_cast<uint64_t*>(uintptr_t(top) & ~uintptr_t(15));
-  uint32_t mxcsr = 0;
-  uint16_t fpcw = 0;
-  asm volatile("stmxcsr %0" : "=m"(mxcsr));
-  asm volatile("fnstcw %0" : "=m"(fpcw));
   *--sp = 0;                                         // alignment slot (fiber_entry never returns)
   *--sp = reinterpret_cast<uint64_t>(&fiber_entry);  // popped by `ret`
   for (int r = 0; r < 6; r++) *--sp = 0;             // rbp rbx r12-r15
-  *--sp = uint64_t(mxcsr) | (uint64_t(fpcw) << 32);
   f.sp = sp;
 #else
   getcontext(&f.uc);
@@ -631,10 +660,9 @@ void resolve(int op, int base, unsigned part, unsigned mask) {
 }
 
 // One pass over the warps: resolves every collective whose named lanes have all arrived. Returns true if any was.
-bool resolve_warps(int n) {
+bool resolve_warp(int base, int lanes) {
   bool released = false;
-  for (int base = 0; base < n; base += 32) {
-    const int lanes = std::min(32, n - base);
+  {
     unsigned handled = 0;
     for (int i = 0; i < lanes; i++) {
       Fiber& f = g_fibers[size_t(base + i)];
@@ -642,6 +670,7 @@ bool resolve_warps(int n) {
       const unsigned mask = f.mask;
       if (!(mask >> i & 1u)) {
         g_cur = &f;
+        g_tid = &g_cur->tid;
         fatal("%s with mask %08x that does not name the calling lane %d", op_name(f.op), mask, i);
       }
       unsigned part = 0;
@@ -652,6 +681,7 @@ bool resolve_warps(int n) {
         if (o.st == kDone) continue;  // exited lanes named in the mask: their values are undefined
         if (o.st == kBar) {
           g_cur = &f;
+          g_tid = &g_cur->tid;
           fatal("divergent warp: lane %d waits in %s (mask %08x) while lane %d of the mask waits at __syncthreads (%s:%d)",
                 i, op_name(f.op), mask, j, o.bar_file, o.bar_line);
         }
@@ -661,6 +691,7 @@ bool resolve_warps(int n) {
         }
         if (o.op != f.op || o.mask != mask) {
           g_cur = &f;
+          g_tid = &g_cur->tid;
           fatal("divergent warp collectives: lane %d is in %s (mask %08x), lane %d in %s (mask %08x)", i,
                 op_name(f.op), mask, j, op_name(o.op), o.mask);
         }
@@ -669,7 +700,10 @@ bool resolve_warps(int n) {
       if (!ready) continue;
       resolve(f.op, base, part, mask);
       for (int j = 0; j < 32; j++)
-        if (part >> j & 1u) g_fibers[size_t(base + j)].st = kRun;
+        if (part >> j & 1u) {
+          g_fibers[size_t(base + j)].st = kRun;
+          g_n_warp--;
+        }
       handled |= part;
       released = true;
     }
@@ -695,37 +729,45 @@ void run_block(int n) {
     f.cp_committed = 0;
     init_fiber(f, i);
   }
-  std::vector<int> order(static_cast<size_t>(n), 0);
-  for (int i = 0; i < n; i++) order[size_t(i)] = cfg().thread_order == 1 ? n - 1 - i : i;
+  g_n_done = g_n_bar = g_n_warp = 0;
+  const int nwarps = (n + 31) / 32;
+  std::vector<int> warps(static_cast<size_t>(nwarps), 0), lanes(32, 0);
+  for (int w = 0; w < nwarps; w++) warps[size_t(w)] = cfg().thread_order == 1 ? nwarps - 1 - w : w;
+  for (int l = 0; l < 32; l++) lanes[size_t(l)] = cfg().thread_order == 1 ? 31 - l : l;
   for (;;) {
-    if (cfg().thread_order == 2) std::shuffle(order.begin(), order.end(), rng());
-    for (int i : order) {
-      Fiber& f = g_fibers[size_t(i)];
-      if (f.st == kRun) run_fiber(&f);
-    }
-    if (resolve_warps(n)) continue;
-    int done = 0, at_bar = 0, first_bar = -1;
-    for (int i = 0; i < n; i++) {
-      done += g_fibers[size_t(i)].st == kDone;
-      if (g_fibers[size_t(i)].st == kBar) {
-        at_bar++;
-        if (first_bar < 0) first_bar = i;
+    // Warp by warp: the lanes run until they block; a warp collective is resolved as soon as its lanes have arrived
+    // (then they run on), so a warp proceeds until its lanes wait at __syncthreads or exit.
+    if (cfg().thread_order == 2) std::shuffle(warps.begin(), warps.end(), rng());
+    for (int w : warps) {
+      const int base = w * 32, nl = std::min(32, n - base);
+      for (;;) {
+        if (cfg().thread_order == 2) std::shuffle(lanes.begin(), lanes.end(), rng());
+        g_ready.clear();
+        for (int l : lanes)
+          if (l < nl && g_fibers[size_t(base + l)].st == kRun) g_ready.push_back(base + l);
+        g_ready_pos = 0;
+        run_round();
+        if (g_n_warp == 0 || !resolve_warp(base, nl)) break;
       }
     }
-    if (done == n) break;
-    if (at_bar == n - done) {
-      const Fiber& r = g_fibers[size_t(first_bar)];
+    if (g_n_done == n) break;
+    if (g_n_warp == 0 && g_n_bar == n - g_n_done) {
+      int first = -1;
       for (int i = 0; i < n; i++) {
         Fiber& f = g_fibers[size_t(i)];
         if (f.st != kBar) continue;
-        if (f.bar_line != r.bar_line || strcmp(f.bar_file, r.bar_file) != 0 || f.bar_count != r.bar_count) {
+        if (first < 0) first = i;
+        const Fiber& r = g_fibers[size_t(first)];
+        if (f.bar_line != r.bar_line || f.bar_count != r.bar_count || (f.bar_file != r.bar_file && strcmp(f.bar_file, r.bar_file) != 0)) {
           g_cur = &f;
+          g_tid = &g_cur->tid;
           fatal("divergent __syncthreads: thread %d waits at %s:%d (its barrier #%llu) while thread %d waits at %s:%d "
-                "(barrier #%llu)", i, f.bar_file, f.bar_line, (unsigned long long)f.bar_count, first_bar, r.bar_file,
+                "(barrier #%llu)", i, f.bar_file, f.bar_line, (unsigned long long)f.bar_count, first, r.bar_file,
                 r.bar_line, (unsigned long long)r.bar_count);
         }
         f.st = kRun;
       }
+      g_n_bar = 0;
       continue;
     }
     // deadlock: describe who waits where
@@ -738,7 +780,7 @@ void run_block(int n) {
       else continue;
       desc += b;
     }
-    fatal("deadlock: no thread can proceed (%d of %d exited)%s", done, n, desc.c_str());
+    fatal("deadlock: no thread can proceed (%d of %d exited)%s", g_n_done, n, desc.c_str());
   }
 }
 
@@ -756,7 +798,8 @@ void block_barrier(const char* file, int line) {
   f->bar_file = file;
   f->bar_line = line;
   f->bar_count++;
-  to_scheduler();
+  g_n_bar++;
+  yield_fiber();
 }
 
 void warp_collective(int op, unsigned mask, int arg, const uint64_t* in, int n, uint64_t* out, int nout) {
@@ -767,7 +810,8 @@ void warp_collective(int op, unsigned mask, int arg, const uint64_t* in, int n, 
   f->arg = arg;
   for (int i = 0; i < n; i++) f->in[i] = in[i];
   f->st = kWarp;
-  to_scheduler();
+  g_n_warp++;
+  yield_fiber();
   for (int i = 0; i < nout; i++) out[i] = f->out[i];
 }
 
@@ -885,6 +929,16 @@ void mma_m16n8k16(int op, float& d0, float& d1, float& d2, float& d3, unsigned a
 
 namespace {
 void write_coverage() {
+  if (cfg().profile && !g_profile.empty()) {
+    std::vector<std::pair<std::string, Prof>> v(g_profile.begin(), g_profile.end());
+    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+    double total = 0;
+    for (const auto& p : v) total += p.second.ms;
+    fprintf(stderr, "emu: profile (%.0f ms in kernels)\n", total);
+    for (const auto& p : v)
+      fprintf(stderr, "emu: %9.1f ms %6llu launches %9llu blocks  %s\n", p.second.ms, (unsigned long long)p.second.launches,
+              (unsigned long long)p.second.blocks, p.first.c_str());
+  }
   if (cfg().coverage.empty() || g_covered.empty()) return;
   FILE* fp = fopen(cfg().coverage.c_str(), "a");
   if (!fp) return;
@@ -950,6 +1004,7 @@ cudaError_t launch(const char* name, const void* func, dim3 grid, dim3 block, si
     for (uint64_t b = 0; b < nblocks; b++) perm[size_t(b)] = b;
     std::shuffle(perm.begin(), perm.end(), rng());
   }
+  const auto t0 = std::chrono::steady_clock::now();
   for (uint64_t q = 0; q < nblocks; q++) {
     uint64_t b = q;
     if (!perm.empty()) b = perm[size_t(q)];
@@ -962,8 +1017,17 @@ cudaError_t launch(const char* name, const void* func, dim3 grid, dim3 block, si
     g_decls.clear();
     run_block(n);
   }
+  if (cfg().profile || cfg().trace) {
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (cfg().trace) fprintf(stderr, "emu:   %.2f ms\n", ms);
+    Prof& p = g_profile[g_kernel_pretty ? g_kernel_pretty : name];
+    p.launches++;
+    p.blocks += nblocks;
+    p.ms += ms;
+  }
   g_in_kernel = false;
   g_cur = nullptr;
+  g_tid = &g_no_tid_storage;
   return cudaSuccess;
 }
 
