@@ -8,6 +8,7 @@ import { coreChecks } from './checks/core';
 import { nestedkvChecks } from './checks/nestedkv';
 import { momentkvChecks } from './checks/momentkv';
 import { grkvChecks } from './checks/grkv';
+import { sweepChecks } from './checks/sweep';
 
 
 // ==== end of check lists ====
@@ -20,6 +21,8 @@ export function allChecks(): Check[] {
     ...nestedkvChecks,
     ...momentkvChecks,
     ...grkvChecks,
+    // every compiled kernel variant, on small shapes
+    ...sweepChecks,
 
 
   ];

@@ -4,9 +4,9 @@ import { selectTokens } from '../ops/select';
 import { gatherKV } from '../ops/gather';
 import { tensor, hostContiguous } from '../tensor';
 import type { Check } from './types';
-import { randomHost, numbers, maxRel, mismatches } from './util';
+import { randomHost, numbers, maxRel, mismatches, checkShapes } from './util';
 
-const H = 8, N = 4099, d = 128;
+const { H, N } = checkShapes, d = 128;
 
 export const coreChecks: Check[] = [
   ...(['f32', 'bf16', 'f16'] as const).flatMap((dtype) =>

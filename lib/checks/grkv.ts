@@ -24,7 +24,7 @@ import { generateTrace } from '../trace';
 import { tensor, hostContiguous, Tensor, f32ToBf16, f32ToF16 } from '../tensor';
 import type { Rng } from '../rng';
 import type { Check, CheckResult, Target } from './types';
-import { numbers } from './util';
+import { numbers, checkShapes } from './util';
 
 /** B systems [B, n, n]: random SPD, a rank-8 Gram (SPD only through λ), and optionally one with a negative pivot. */
 function spdBatch(rng: Rng, B: number, n: number, broken: boolean): Float32Array {
@@ -96,16 +96,20 @@ interface GrkvCase {
   lambda?: number;
   /** CG iterations; the key step is compared with the CPU only when set (see the header comment). */
   cgIters?: number;
+  /** KV heads and tokens (default: checkShapes) and a config prefix. */
+  H?: number;
+  N?: number;
+  label?: string;
 }
 
-function grkvCheck(c: GrkvCase): Check {
+export function grkvCheck(c: GrkvCase): Check {
   const { dtype, source, budget } = c;
-  const H = 8, N = 4099, d = c.d ?? 128, dv = c.dv ?? d, Qs = 32, D = Math.max(d, dv);
+  const H = c.H ?? checkShapes.H, N = c.N ?? checkShapes.N, d = c.d ?? 128, dv = c.dv ?? d, Qs = 32, D = Math.max(d, dv);
   const tight = c.cgIters !== undefined;
   const extra = `${c.lambda !== undefined ? ` λ=${c.lambda}` : ''}${tight ? ` cgIters ${c.cgIters} (key step compared)` : ' (key step: self-consistency)'}`;
   return {
     op: 'grkvMerge',
-    config: `H=${H} G=4 Qs=${Qs} N=${N} d=${d}${dv !== d ? ` dv=${dv}` : ''} ${dtype} ${source} keep 15% ${budget}${extra}`,
+    config: `${c.label ?? ''}H=${H} G=4 Qs=${Qs} N=${N} d=${d}${dv !== d ? ` dv=${dv}` : ''} ${dtype} ${source} keep 15% ${budget}${extra}`,
     async run(rng, target): Promise<CheckResult> {
       const tr = generateTrace({ tokens: N, kvHeads: H, headDim: D, layers: 1, seed: rng.u32() % 100000 });
       const L = tr.layers[0];

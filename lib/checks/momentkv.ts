@@ -5,10 +5,10 @@ import { decodeAttention } from '../ops/decode';
 import { momentkvSelect } from '../ops/momentkv';
 import { Tensor, tensor, hostContiguous } from '../tensor';
 import type { Check, Target } from './types';
-import { randomHost, numbers, mismatches } from './util';
+import { randomHost, numbers, mismatches, checkShapes } from './util';
 import type { Rng } from '../rng';
 
-const H = 8, G = 4, N = 4099, d = 128, dv = 128;
+const { H, N } = checkShapes, G = 4, d = 128, dv = 128;
 
 /** A fresh empty state placed on the target (created on the host, copied: the target is abstract). */
 function stateOn(target: Target): MomentState {
@@ -44,7 +44,7 @@ function randomLists(rng: Rng, frac: number, cap = N): { indices: Tensor; counts
 }
 
 /** max over rows of ‖a − b‖ / ‖b‖. */
-function rowRel(a: Float64Array, b: Float64Array, w: number): number {
+export function rowRel(a: Float64Array, b: Float64Array, w: number): number {
   let m = 0;
   for (let r = 0; r * w < b.length; r++) {
     let num = 0, den = 0;
@@ -107,11 +107,11 @@ export const momentkvChecks: Check[] = [
     ['f16', 6, 'order 0'],
   ] as const).map(([dtype, T, mode]): Check => ({
     op: 'decodeAttention',
-    config: `Hkv=${H} G=${G} cap=1031 (ragged) d=dv=${d} ${dtype} T=${T} ${mode === 'per-head' ? 'clip per head' : mode === 'order 0' ? 'order 0' : 'order 1'}`,
+    config: `Hkv=${H} G=${G} cap=${checkShapes.cap} (ragged, one empty head) d=dv=${d} ${dtype} T=${T} ${mode === 'per-head' ? 'clip per head' : mode === 'order 0' ? 'order 0' : 'order 1'}`,
     async run(rng, target) {
-      const cap = 1031, Hq = H * G;
+      const cap = checkShapes.cap, Hq = H * G;
       const k = randomHost(rng, [H, cap, d], dtype), v = randomHost(rng, [H, cap, dv], dtype);
-      const counts = tensor(Int32Array.from({ length: H }, (_, h) => (h === 3 ? 0 : cap - 97 * h)), [H]);
+      const counts = tensor(Int32Array.from({ length: H }, (_, h) => (h === Math.min(3, H - 1) ? 0 : cap - 97 * h)), [H]);
       const q = randomHost(rng, T === 1 ? [Hq, d] : [Hq, T, d], dtype, 0.3);
       // a summary from random evicted rows
       const ek = randomHost(rng, [H, 600, d], dtype), evv = randomHost(rng, [H, 600, dv], dtype);

@@ -5,9 +5,9 @@ import { snapkvScores } from '../ops/snapkv';
 import type { SnapkvOptions } from '../ops/snapkv';
 import type { FloatDType } from '../tensor';
 import type { Check } from './types';
-import { randomHost, numbers, maxRel, mismatches } from './util';
+import { randomHost, numbers, maxRel, mismatches, checkShapes } from './util';
 
-const H = 8, N = 4099, d = 128;
+const { H, N } = checkShapes, d = 128;
 
 /** Max relative error with +Infinity entries required to match exactly (sinks / window positions). */
 function relErrWithInf(a: Float64Array, b: Float64Array, floor: number): number {
@@ -34,7 +34,7 @@ const nestedkvCase = (dtype: FloatDType, strided: boolean, o: NestedkvOptions, l
   },
 });
 
-const Hkv = 4, G = 4;
+const Hkv = checkShapes.Hkv, G = 4;
 const snapkvCase = (qd: FloatDType, kd: FloatDType, W: number, strided: boolean, o: SnapkvOptions, label = '', d = 128): Check => ({
   op: 'snapkvScores',
   config: `Hkv=${Hkv} G=${G} W=${W} N=${N} d=${d} q ${qd} k ${kd}${strided ? ' [N,H,d] strided' : ''}${label}`,

@@ -276,10 +276,19 @@ void on_fault(int sig, siginfo_t* si, void* uc) {
   old.sa_handler(sig);
 }
 
+// UBSan (the kernel translation units are built with it when available): name the emulated thread before it aborts.
+extern "C" void __sanitizer_set_death_callback(void (*)(void)) __attribute__((weak));
+void on_sanitizer_death() {
+  char loc[1024];
+  where(loc, sizeof loc);
+  if (loc[0]) fprintf(stderr, "emu: the error above happened%s\n", loc);
+}
+
 void install_fault_handler() {
   static bool done = false;
   if (done) return;
   done = true;
+  if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(on_sanitizer_death);
   stack_t ss;
   if (sigaltstack(nullptr, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
     const size_t sz = 256 * 1024;
