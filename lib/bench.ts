@@ -5,7 +5,7 @@
  * over a straightforward baseline measured in the same run.
  */
 import { native, nativeInfo } from './binding';
-import { Event, Stream } from './device';
+import { DeviceBuffer, Event, Stream } from './device';
 import { Rng } from './rng';
 import { Tensor, empty, toDevice, dtypeSize } from './tensor';
 import type { FloatDType } from './tensor';
@@ -113,6 +113,8 @@ export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: S
     const a = empty([bytes / 4], 'f32', { kind: 'cuda', id: device }, stream), b = empty([bytes / 4], 'f32', { kind: 'cuda', id: device }, stream);
     const pa = (a.data as unknown as { native: unknown }).native, pb = (b.data as unknown as { native: unknown }).native;
     const t = median(timeIt(() => native.copyDevice(pa, 0, pb, 0, bytes, stream?.handle), 10, 2, stream, device));
+    (a.data as DeviceBuffer).dispose(); // stream-ordered frees, before the caller disposes the stream
+    (b.data as DeviceBuffer).dispose();
     return (2 * bytes) / (t * 1e6);
   }
   const src = new Uint8Array(bytes).fill(1), dst = new Uint8Array(bytes);
@@ -131,13 +133,17 @@ export function runBench(o: BenchOptions = {}): BenchReport {
   const Ns = o.N ?? [4096, 32768, 131072];
   const H = o.H ?? 8, d = o.d ?? 128;
   const rng = new Rng(o.seed ?? 1);
+  // Device tensors of the current case, freed (on the stream) when the case is done: before the stream is disposed,
+  // and without holding every case's inputs until a garbage collection.
+  const owned: Tensor[] = [];
+  const own = (t: Tensor) => (t.data instanceof DeviceBuffer && owned.push(t), t);
   const ctx: BenchContext = {
     backend,
     device,
     stream,
     rng,
-    place: (t: Tensor) => (backend === 'cuda' ? toDevice(t, { device, stream }) : t),
-    alloc: (shape, dt) => empty(shape, dt, backend === 'cuda' ? { kind: 'cuda', id: device } : { kind: 'cpu' }, stream),
+    place: (t: Tensor) => (backend === 'cuda' ? own(toDevice(t, { device, stream })) : t),
+    alloc: (shape, dt) => own(empty(shape, dt, backend === 'cuda' ? { kind: 'cuda', id: device } : { kind: 'cpu' }, stream)),
   };
   const bw = measureBandwidth(backend, device, stream);
   const cases = allBenches().filter((c) => !o.filter || c.op.toLowerCase().includes(o.filter.toLowerCase()));
@@ -172,6 +178,7 @@ export function runBench(o: BenchOptions = {}): BenchReport {
         row.baseline = { name: p.baseline.name, medianMs: bm, speedup: bm / med };
       }
       p.dispose?.();
+      for (const t of owned.splice(0)) (t.data as DeviceBuffer).dispose();
       rows.push(row);
       done++;
     }

@@ -1,6 +1,8 @@
 #include "native_buffer.h"
 
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "glue.h"
 
@@ -32,6 +34,25 @@ void use_device(Napi::Env env, int dev) {
   if (cur != dev) cuda_check(env, cudaSetDevice(dev), "cudaSetDevice");
 }
 cudaStream_t stream_of(const Napi::Value& v) { return static_cast<cudaStream_t>(parse_stream(v)); }
+
+// Streams created by Stream.create (handle -> generation). A stream-ordered allocation is freed on its stream with
+// cudaFreeAsync; once that stream is destroyed its handle is invalid (and may be reused by a new stream), so a buffer
+// that outlives its stream (disposed later, or collected) is freed with cudaFree instead, which waits for the device.
+// Streams wrapped from another runtime (Stream.wrap) are not tracked: their owner keeps them alive.
+std::mutex g_streams_mu;
+std::unordered_map<uintptr_t, uint64_t> g_streams;
+uint64_t g_stream_gen = 0;
+uint64_t stream_generation(uintptr_t s) {
+  std::lock_guard<std::mutex> lk(g_streams_mu);
+  auto it = g_streams.find(s);
+  return it == g_streams.end() ? 0 : it->second;
+}
+bool stream_alive(uintptr_t s, uint64_t gen) {
+  if (gen == 0) return true;
+  std::lock_guard<std::mutex> lk(g_streams_mu);
+  auto it = g_streams.find(s);
+  return it != g_streams.end() && it->second == gen;
+}
 #endif
 
 #if defined(KVT_WITH_CUDA)
@@ -101,6 +122,7 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
     owned_ = true;
     if (info.Length() > 3 && info[3].IsBigInt()) {
       stream_ = uintptr_t(big_u64(info[3], "stream"));
+      stream_gen_ = stream_generation(stream_);
       async_ = true;
       cuda_check(env, cudaMallocAsync(&ptr_, bytes_ ? bytes_ : 1, reinterpret_cast<cudaStream_t>(stream_)),
                  "cudaMallocAsync");
@@ -127,7 +149,7 @@ void NativeBuffer::release() {
     int cur = -1;
     cudaGetDevice(&cur);
     if (cur != device_) cudaSetDevice(device_);
-    if (async_) cudaFreeAsync(ptr_, reinterpret_cast<cudaStream_t>(stream_));
+    if (async_ && stream_alive(stream_, stream_gen_)) cudaFreeAsync(ptr_, reinterpret_cast<cudaStream_t>(stream_));
     else cudaFree(ptr_);
     cudaGetLastError();
   }
@@ -158,6 +180,10 @@ static Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
   use_device(env, int(num_i64(info[0], "device")));
   cudaStream_t s;
   cuda_check(env, cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  {
+    std::lock_guard<std::mutex> lk(g_streams_mu);
+    g_streams[reinterpret_cast<uintptr_t>(s)] = ++g_stream_gen;
+  }
   return Napi::BigInt::New(env, uint64_t(reinterpret_cast<uintptr_t>(s)));
 #endif
 }
@@ -167,7 +193,12 @@ static Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "Stream.dispose");
 #if defined(KVT_WITH_CUDA)
-  cuda_check(env, cudaStreamDestroy(stream_of(info[0])), "cudaStreamDestroy");
+  cudaStream_t s = stream_of(info[0]);
+  {
+    std::lock_guard<std::mutex> lk(g_streams_mu);
+    g_streams.erase(reinterpret_cast<uintptr_t>(s));
+  }
+  cuda_check(env, cudaStreamDestroy(s), "cudaStreamDestroy");
   return env.Undefined();
 #endif
 }

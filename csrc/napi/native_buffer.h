@@ -37,6 +37,7 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   bool owned_ = false;
   bool freed_ = false;
   uintptr_t stream_ = 0;  // stream of a stream-ordered allocation, freed on the same stream
+  uint64_t stream_gen_ = 0;  // that stream's generation when kvtrim created it (0: a stream kvtrim did not create)
   bool async_ = false;
 };
 

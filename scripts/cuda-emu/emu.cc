@@ -890,7 +890,7 @@ bool check_stream(cudaStream_t s, const char* what) {
   if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return true;
   std::lock_guard<std::mutex> lk(g_mem_mu);
   if (g_streams.count(s)) return true;
-  fprintf(stderr, "emu: %s: %p is not a live stream\n", what, (void*)s);
+  fprintf(stderr, "emu: %s: %p is not a live stream (%zu live)\n", what, (void*)s, g_streams.size()); if (getenv("KVTRIM_EMU_DEBUG_STREAMS")) for (auto x : g_streams) fprintf(stderr, "  live %p\n", x);
   return false;
 }
 
@@ -1227,6 +1227,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (getenv("KVTRIM_EMU_DEBUG_STREAMS")) fprintf(stderr, "emu: destroy stream %p\n", (void*)s);
   std::lock_guard<std::mutex> lk(g_mem_mu);
   if (!s || !g_streams.count(s)) {
     fprintf(stderr, "emu: cudaStreamDestroy: %p is not a live stream\n", (void*)s);
