@@ -7,6 +7,12 @@ export type Backend = 'cpu' | 'cuda';
 /** The CPU backend always; CUDA too when a usable GPU is present (KVTRIM_BACKEND=cpu turns it off). */
 export const BACKENDS: Backend[] = backendInfo().cuda ? ['cpu', 'cuda'] : ['cpu'];
 
+/**
+ * True when 'cuda' is the CPU emulator of scripts/cuda-emu (an addon built with KVTRIM_CUDA_EMU=ON): the kernels run
+ * about 10^4 times slower than on a GPU, so the few tests that would take many minutes run a reduced CUDA part.
+ */
+export const EMULATED_CUDA = backendInfo().cuda && backendInfo().versions.cudaArchs === 'emulated';
+
 /** Moves a host tensor to the backend (contiguous copy on CUDA). */
 export function place(t: Tensor, b: Backend): Tensor {
   return b === 'cuda' ? toDevice(t) : t;

@@ -9,7 +9,7 @@ import { decodeAttention, gatherKV, momentkvSelect, tensor } from '../lib/index'
 import type { Tensor } from '../lib/index';
 import { snapkvScoresRef } from './ref/snapkv';
 import { median, relativeErrors } from './ref/attention';
-import { BACKENDS, place, fetch } from './helpers';
+import { BACKENDS, EMULATED_CUDA, place, fetch } from './helpers';
 
 const tr = generateTrace({ seed: 1, layers: 2, kvHeads: 8, groupSize: 4, tokens: 8192, headDim: 128 });
 const { Hkv, Hq, N, d, dv, W, T } = tr;
@@ -23,10 +23,13 @@ for (const [li, L] of tr.layers.entries()) {
   const err = async (o: Tensor) => median(relativeErrors((await fetch(o)).host as Float32Array, full, Hq * T, dv));
 
   for (const b of BACKENDS) {
-    t.test(`fidelity ${b}: trace layer ${li} (Hkv=${Hkv}, G=${Hq / Hkv}, N=${N}, d=${d}), held-out queries T=${T}`, async (t) => {
+    // Under the CUDA emulator (test/helpers.ts EMULATED_CUDA) the CUDA part runs one layer at keep 10 %.
+    const reduced = b === 'cuda' && EMULATED_CUDA;
+    if (reduced && li > 0) continue;
+    t.test(`fidelity ${b}: trace layer ${li} (Hkv=${Hkv}, G=${Hq / Hkv}, N=${N}, d=${d}), held-out queries T=${T}${reduced ? ', keep 10 % (emulated CUDA)' : ''}`, async (t) => {
       const keys = place(hostKeys, b), values = place(hostValues, b), queries = place(hostQ, b), sc = place(tensor(scores, [Hkv, N]), b);
       const rows: string[] = [];
-      for (const keepFrac of [0.05, 0.1, 0.25]) {
+      for (const keepFrac of reduced ? [0.1] : [0.05, 0.1, 0.25]) {
         const ratio = 1 - keepFrac;
         const e: Record<string, number> = {};
         for (const mi of [false, true]) {

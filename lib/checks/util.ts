@@ -3,16 +3,20 @@ import { Tensor, tensor, toDevice, toHost, empty, fillBytes, f32ToBf16, f32ToF16
 import type { DType } from '../tensor';
 import type { Rng } from '../rng';
 import type { Target } from './types';
+import { nativeInfo } from '../binding';
 
 /**
- * Shapes of the check entries. `KVTRIM_CHECK_SIZE=small` runs every entry, with the same dtypes, layouts and code
- * paths, on H = 2 heads and N ≈ 2051 tokens (about 1/8 of the work): for the CUDA emulator of scripts/cuda-emu,
- * where a full `kvtrim check` takes minutes. Default: H = 8 (Hkv = 4 for SnapKV), N = 4099.
+ * Shapes of the check entries: 'full' (H = 8, Hkv = 4 for SnapKV, N = 4099) or 'small' (H = 2, N = 2051: every
+ * entry with the same dtypes, layouts and code paths at about 1/8 of the work). `KVTRIM_CHECK_SIZE=small|full`;
+ * default 'full', or 'small' on the CPU emulator of the CUDA kernels (scripts/cuda-emu), where 'full' takes minutes.
  */
+function checkSize(): 'small' | 'full' {
+  const v = (process.env.KVTRIM_CHECK_SIZE ?? '').trim().toLowerCase();
+  if (v === 'small' || v === 'full') return v;
+  return nativeInfo.cuda && nativeInfo.versions.cudaArchs === 'emulated' ? 'small' : 'full';
+}
 export const checkShapes: { small: boolean; H: number; Hkv: number; N: number; cap: number } =
-  (process.env.KVTRIM_CHECK_SIZE ?? '').trim().toLowerCase() === 'small'
-    ? { small: true, H: 2, Hkv: 2, N: 2051, cap: 517 }
-    : { small: false, H: 8, Hkv: 4, N: 4099, cap: 1031 };
+  checkSize() === 'small' ? { small: true, H: 2, Hkv: 2, N: 2051, cap: 517 } : { small: false, H: 8, Hkv: 4, N: 4099, cap: 1031 };
 
 /** The CUDA device `id` as a check target. */
 export function cudaTarget(id: number): Target {

@@ -101,7 +101,7 @@ size_t shared_offset(const void* p);
 void* shared_ptr(uint64_t offset, size_t bytes);
 
 // Per-launch entry of every kernel (emulate.py inserts it): name for diagnostics/coverage, __launch_bounds__.
-void kernel_enter(const char* pretty, long max_threads);
+void kernel_enter(const char* pretty, const char* file, long max_threads);
 
 // Launch: runs fn for every thread of every block.
 struct LaunchFn {

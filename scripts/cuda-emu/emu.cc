@@ -865,10 +865,13 @@ void* shared_ptr(uint64_t off, size_t bytes) {
   return g_arena + off;
 }
 
-void kernel_enter(const char* pretty, long max_threads) {
+void kernel_enter(const char* pretty, const char* file, long max_threads) {
   if (!g_kernel_pretty) {
     g_kernel_pretty = pretty;
-    if (!cfg().coverage.empty()) g_covered.insert(pretty);
+    if (!cfg().coverage.empty()) {
+      const char* base = strrchr(file, '/');
+      g_covered.insert(std::string(base ? base + 1 : file) + ": " + pretty);
+    }
     if (cfg().trace) fprintf(stderr, "emu:   %s\n", pretty);
   }
   const long threads = long(g_block_dim.x) * g_block_dim.y * g_block_dim.z;

@@ -7,7 +7,7 @@ For every .cu / .cuh / .h file of SRC_DIR it writes OUT_DIR/<name>.cc (.cu) or O
 same line numbers (a #line directive names the original file, so compiler messages and barrier sites point at it):
   - comments removed (so nothing below matches inside them);
   - `k<<<g, b, s, st>>>(args)`          -> `::emu::make_launcher("k", k, g, b, s, st)(args)`;
-  - `__global__ ... name(params) {`      -> the body starts with `::emu::kernel_enter(__PRETTY_FUNCTION__, LB);`
+  - `__global__ ... name(params) {`      -> the body starts with `::emu::kernel_enter(__PRETTY_FUNCTION__, __FILE__, LB);`
     (LB: the first argument of `__launch_bounds__`, which is removed; 0 without one);
   - `extern __shared__ T name[];`        -> `T* name = ::emu::dyn_smem<T>();`;
   - `__shared__ T a[n][m], b;`           -> references into the per-block shared-memory arena;
@@ -193,7 +193,7 @@ def rewrite_kernels(s):
         if body is None:
             pos = j
             continue
-        out.append('{ ::emu::kernel_enter(__PRETTY_FUNCTION__, long(%s));' % lb)
+        out.append('{ ::emu::kernel_enter(__PRETTY_FUNCTION__, __FILE__, long(%s));' % lb)
         pos = body + 1
     out.append(s[pos:])
     return ''.join(out)

@@ -1,0 +1,95 @@
+// Every CUDA code path of kvtrim, run on the CPU by the emulator of scripts/cuda-emu (no GPU, no nvcc needed): builds
+// the addon with -DKVTRIM_CUDA_EMU=ON (or uses KVTRIM_EMU_ADDON=/path/to/kvtrim.node), then, in child processes with
+// KVTRIM_ADDON pointing at it:
+//  - test/cuda-emu/run-checks.ts: every `kvtrim check` entry (small shapes: the family checks and the code-path
+//    sweep), the bench baselines against the ops, `kvtrim bench` on CUDA — twice, under the default schedule and
+//    under shuffled thread and block orders, and the fetched outputs must be identical bit for bit (no
+//    order-dependent reads);
+//  - the same on an sm_90-like device (227 KB of shared memory per block, 132 SMs: other chunkings, the SPD factor
+//    in shared memory);
+//  - a few op test files (their 'cuda' cases run on the emulator);
+//  - every __global__ kernel of cuda/ must have been launched.
+// Skipped only when there is no host C++ compiler or python3 (or not on Linux).
+import t from 'tap';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const root = path.join(__dirname, '..');
+const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const compiler = process.env.CXX || ['c++', 'g++', 'clang++'].find(have);
+const skip =
+  process.platform !== 'linux' ? 'the emulator needs Linux' :
+  !process.env.KVTRIM_EMU_ADDON && !compiler ? 'no host C++ compiler (c++ / g++ / clang++) to build the emulated addon' :
+  !process.env.KVTRIM_EMU_ADDON && !have('python3') ? 'no python3 (scripts/cuda-emu/emulate.py rewrites the kernels)' :
+  false;
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env } });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    p.on('close', (code) => resolve({ code: code ?? 1, out }));
+  });
+}
+
+/** The failing assertions (and emulator diagnostics) of a child tap run, for the parent's message. */
+function failures(out: string): string {
+  const lines = out.split('\n');
+  const bad = lines.filter((l) => /^\s*not ok|^emu:|runtime error|^\s+(error|message):/.test(l));
+  return (bad.length ? bad : lines.slice(-20)).slice(0, 30).join('\n');
+}
+
+const tap = path.join(root, 'node_modules', '.bin', 'tap');
+const tapRun = (files: string[], env: NodeJS.ProcessEnv) =>
+  run(tap, ['--disable-coverage', '--reporter=tap', '--timeout=900', ...files], env);
+
+t.test('CUDA kernels under the CPU emulator', { skip }, async (t) => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-emu-'));
+  let addon = process.env.KVTRIM_EMU_ADDON ?? '';
+  if (!addon) {
+    const out = path.join(root, 'build-emu');
+    const b = await run(process.execPath, [path.join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js'), 'compile', '-O', out, '--CDKVTRIM_CUDA_EMU=ON'], {});
+    t.equal(b.code, 0, 'cmake-js compile -O build-emu --CDKVTRIM_CUDA_EMU=ON', { diagnostic: b.code !== 0, output: b.out.split('\n').filter((l) => /error|Error/.test(l)).slice(0, 10).join('\n') });
+    if (b.code !== 0) return;
+    addon = path.join(out, 'Release', 'kvtrim.node');
+  }
+  const coverage = path.join(tmp, 'kernels.txt');
+  const base = { KVTRIM_ADDON: addon, KVTRIM_CHECK_SIZE: 'small', KVTRIM_EMU_COVERAGE: coverage, KVTRIM_BACKEND: 'cuda' };
+  const fixture = path.join('test', 'cuda-emu', 'run-checks.ts');
+  const hashes = [path.join(tmp, 'a.txt'), path.join(tmp, 'b.txt')];
+
+  // Two schedules in parallel (same device parameters), then the sm_90-like device with the op tests.
+  const [a, b] = await Promise.all([
+    tapRun([fixture], { ...base, KVTRIM_EMU_HASHES: hashes[0] }),
+    tapRun([fixture], { ...base, KVTRIM_EMU_HASHES: hashes[1], KVTRIM_EMU_THREAD_ORDER: 'random', KVTRIM_EMU_BLOCK_ORDER: 'random', KVTRIM_EMU_SEED: '7' }),
+  ]);
+  t.equal(a.code, 0, 'kvtrim check, baselines, bench (default schedule)', { diagnostic: a.code !== 0, failures: failures(a.out) });
+  t.equal(b.code, 0, 'the same under shuffled thread and block orders', { diagnostic: b.code !== 0, failures: failures(b.out) });
+  if (a.code === 0 && b.code === 0) {
+    const [x, y] = hashes.map((f) => fs.readFileSync(f, 'utf8').split('\n'));
+    const diff = x.map((l, i) => (l === y[i] ? null : x.slice(i).find((z) => z.startsWith('# ')) ?? '?')).filter((l) => l);
+    t.same([...new Set(diff)], [], `every output bit-identical under both schedules (${x.filter((l) => l && !l.startsWith('#')).length} outputs)`);
+  }
+  const ops = ['keydiff', 'select', 'gather', 'spd', 'bad-input', 'backend'].map((f) => path.join('test', `${f}.test.ts`));
+  const c = await tapRun([fixture, ...ops], { ...base, KVTRIM_EMU_SM: '90', KVTRIM_EMU_SMS: '132' });
+  t.equal(c.code, 0, `sm_90-like device (227 KB shared memory, 132 SMs): checks and ${ops.join(', ')}`, { diagnostic: c.code !== 0, failures: failures(c.out) });
+
+  // every kernel of cuda/ was launched
+  const src = fs.readdirSync(path.join(root, 'cuda')).filter((f) => /\.cuh?$/.test(f));
+  const kernels = new Set<string>();
+  for (const f of src) {
+    const text = fs.readFileSync(path.join(root, 'cuda', f), 'utf8').replace(/\/\/.*$/gm, '');
+    for (const m of text.matchAll(/__global__\s+void\s+(?:__launch_bounds__\s*\((?:[^()]|\([^()]*\))*\)\s*)?(\w+)\s*\(/g)) kernels.add(`${f}:${m[1]}`);
+  }
+  const launched = fs.existsSync(coverage) ? fs.readFileSync(coverage, 'utf8') : '';
+  const missing = [...kernels].filter((k) => {
+    const [file, name] = k.split(':');
+    return !new RegExp(`^${file.replace('.', '\\.')}: .*\\b${name}\\(`, 'm').test(launched);
+  });
+  t.ok(kernels.size >= 40, `${kernels.size} kernels found in cuda/`);
+  t.same(missing, [], 'every __global__ kernel of cuda/ ran under the emulator');
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
