@@ -310,6 +310,10 @@ static Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
 KVT_EXPORT("copyToDevice", CopyToDevice);
 
 // copyToHost(dst: TypedArray, dstOffset, src: NativeBuffer, srcOffset, bytes, stream) -> Promise (off the event loop)
+// The copy must see `src` as it is at this point of `stream`'s order: work the caller enqueues after toHost (without
+// awaiting it) must not leak into it. A device-to-host copy into pageable memory blocks the calling thread, so it runs
+// on a worker — which enqueues it later than the caller's next launches. Hence a stream-ordered snapshot of `src` is
+// taken here, on the calling thread (device-to-device, asynchronous), and the worker copies the private snapshot.
 static Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "toHost");
@@ -319,9 +323,21 @@ static Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   char* src = buffer_at(env, info[2], num_i64(info[3], "srcOffset"), bytes, "src");
   cudaStream_t s = stream_of(info[5]);
   int dev = NativeBuffer::From(info[2])->device();
+  void* snap = nullptr;
+  if (bytes > 0) {
+    cuda_check(env, cudaMallocAsync(&snap, size_t(bytes), s), "cudaMallocAsync");
+    cudaError_t e = cudaMemcpyAsync(snap, src, size_t(bytes), cudaMemcpyDeviceToDevice, s);
+    if (e != cudaSuccess) cudaFreeAsync(snap, s);
+    cuda_check(env, e, "cudaMemcpyAsync");
+  }
   auto* job = new CudaJob(env, [=]() -> std::string {
     cudaSetDevice(dev);
-    cudaError_t e = cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyDeviceToHost, s);
+    cudaError_t e = cudaSuccess;
+    if (snap) {
+      e = cudaMemcpyAsync(dst, snap, size_t(bytes), cudaMemcpyDeviceToHost, s);
+      const cudaError_t f = cudaFreeAsync(snap, s);
+      if (e == cudaSuccess) e = f;
+    }
     if (e == cudaSuccess) e = cudaStreamSynchronize(s);
     if (e == cudaSuccess) return "";
     return std::string("toHost: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
