@@ -132,6 +132,7 @@ export class Stream {
 /** CUDA event pair timing, for micro-benchmarks. */
 export class Event {
   readonly handle: bigint;
+  private disposedFlag = false;
   private constructor(handle: bigint) {
     this.handle = handle;
   }
@@ -146,8 +147,15 @@ export class Event {
   elapsedMs(end: Event): number {
     return native.eventElapsed(this.handle, end.handle);
   }
+  /** Idempotent (destroying a CUDA event twice is undefined behaviour). */
   dispose(): void {
+    if (this.disposedFlag) return;
+    this.disposedFlag = true;
     native.eventDestroy(this.handle);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }
 

@@ -889,12 +889,15 @@ void set_last_error(cudaError_t e) {
   if (e != cudaSuccess && t_last_error == cudaSuccess) t_last_error = e;
 }
 
+// A stream handle that is neither a default stream nor a live stream of this process: using it is undefined behaviour
+// on a GPU (a destroyed handle may be reused by another stream, or crash), so the emulator stops here.
 bool check_stream(cudaStream_t s, const char* what) {
   if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return true;
-  std::lock_guard<std::mutex> lk(g_mem_mu);
-  if (g_streams.count(s)) return true;
-  fprintf(stderr, "emu: %s: %p is not a live stream (%zu live)\n", what, (void*)s, g_streams.size()); if (getenv("KVTRIM_EMU_DEBUG_STREAMS")) for (auto x : g_streams) fprintf(stderr, "  live %p\n", x);
-  return false;
+  {
+    std::lock_guard<std::mutex> lk(g_mem_mu);
+    if (g_streams.count(s)) return true;
+  }
+  fatal("%s: stream %p is not a live stream (destroyed, or never created by cudaStreamCreate)", what, (void*)s);
 }
 
 namespace ptx {
@@ -1230,12 +1233,8 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  if (getenv("KVTRIM_EMU_DEBUG_STREAMS")) fprintf(stderr, "emu: destroy stream %p\n", (void*)s);
   std::lock_guard<std::mutex> lk(g_mem_mu);
-  if (!s || !g_streams.count(s)) {
-    fprintf(stderr, "emu: cudaStreamDestroy: %p is not a live stream\n", (void*)s);
-    return ret(cudaErrorInvalidResourceHandle);
-  }
+  if (!s || !g_streams.count(s)) fatal("cudaStreamDestroy: stream %p is not a live stream (destroyed twice?)", (void*)s);
   g_streams.erase(s);
   delete as_stream(s);
   return cudaSuccess;
