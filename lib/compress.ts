@@ -84,7 +84,7 @@ export function methodScores(input: CompressInput, options: Pick<CompressOptions
     case 'keydiff':
       return keydiffScores(keys, { stream });
     case 'nestedkv':
-      return nestedkvScores(keys, { ...METHODS.nestedkv.defaults, ...options.nestedkv, stream } as NestedkvOptions);
+      return nestedkvScores(keys, { ...options.nestedkv, stream } as NestedkvOptions);
     case 'snapkv':
       return snapkvScores(q(), keys, { kernel: 5, pool: 'avg', ...options.snapkv, stream });
     default: {
