@@ -7,6 +7,10 @@ import { table, Progress } from './cli/table';
 import { backendInfo } from './index';
 import { runChecks } from './check';
 import { runBench } from './bench';
+import { runEval, EVAL_CONFIGS, EVAL_RATIOS, EvalReport } from './eval/run';
+import { lineChart } from './eval/chart';
+import { featureTable, METHODS, MERGES, CORRECTIONS } from './methods';
+import path from 'node:path';
 import fs from 'node:fs';
 
 type Command = (argv: string[]) => Promise<number>;
@@ -20,6 +24,9 @@ Commands:
   check            run every op on CUDA and on the CPU backend on random inputs and compare
                    (the one command to verify a GPU install); exits 1 on a mismatch
   bench            time every kernel: median, GB/s, % of the speed of light, speedup over a baseline
+  eval             fidelity of every method x compression ratio on the built-in LLM-like trace or your own
+                   .npy/.safetensors dumps: attention-output error, needle recall, bytes, time; table, JSON, chart
+  methods          the methods, merges and corrections with their papers and defaults
   help             this text
 
 Run \`kvtrim <command> --help\` for a command's options.`;
@@ -167,7 +174,120 @@ async function bench(argv: string[]): Promise<number> {
   return 0;
 }
 
-const commands: Record<string, Command> = { info, check, bench };
+function evalChart(r: EvalReport): string {
+  const by = (metric: (x: EvalReport['rows'][number]) => number | undefined) =>
+    [...new Set(r.rows.map((x) => x.config))].map((name) => ({
+      name,
+      points: r.rows.filter((x) => x.config === name).map((x) => ({ x: x.ratio, y: metric(x) ?? NaN })),
+    }));
+  const src = r.source.kind === 'trace' ? `built-in trace (N=${r.shape.N}, ${r.shape.layers} layer${r.shape.layers === 1 ? '' : 's'})` : path.basename(r.source.path);
+  const panels = [
+    { title: 'Attention-output error, median', yLabel: 'relative error', logY: true, series: by((x) => x.medianError) },
+    { title: 'Attention-output error, p90', yLabel: 'relative error', logY: true, series: by((x) => x.p90Error) },
+  ];
+  if (r.rows.some((x) => x.needleRecall !== undefined)) panels.push({ title: 'Needle recall', yLabel: 'fraction kept', yRange: [0, 1], series: by((x) => x.needleRecall) } as never);
+  return lineChart(panels, { title: `kvtrim eval — ${src} — ${r.device}` });
+}
+
+async function evaluate(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      dump: { type: 'string' },
+      layout: { type: 'string' },
+      ratios: { type: 'string' },
+      configs: { type: 'string' },
+      tokens: { type: 'string' },
+      layers: { type: 'string' },
+      seed: { type: 'string' },
+      backend: { type: 'string' },
+      out: { type: 'string', default: 'kvtrim-eval' },
+      quiet: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(
+      'Usage: kvtrim eval [--dump DIR|FILE.safetensors [--layout hnd|nhd]] [--ratios 0.5,0.75,0.9,0.95]\n' +
+        `                   [--configs ${EVAL_CONFIGS.map((c) => c.name).join(',')}]\n` +
+        '                   [--tokens N] [--layers L] [--seed S] [--backend cpu|cuda] [--out DIR] [--quiet]\n' +
+        '  Compresses every layer with each configuration at each ratio (fraction evicted), then compares held-out\n' +
+        '  decode attention on the compressed cache with the full cache: relative error ||o - o_full|| / ||o_full||\n' +
+        '  (median, p90), needle recall, retained bytes, time. Writes DIR/eval.json and DIR/eval.svg.\n' +
+        '  Dumps: k_{l}.npy, v_{l}.npy, q_{l}.npy per layer (or layers.{l}.k/v/q in one .safetensors); the last\n' +
+        '  min(32, T/2) queries are the observation window, the earlier ones are held out.',
+    );
+    return 0;
+  }
+  const num = (name: string, v: string | undefined, int: boolean) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || (int && (!Number.isInteger(n) || n < 1))) throw new RangeError(`--${name}: expected a ${int ? 'positive integer' : 'number'}, got '${v}'`);
+    return n;
+  };
+  const backend = values.backend as 'cpu' | 'cuda' | undefined;
+  if (backend !== undefined && backend !== 'cpu' && backend !== 'cuda') throw new RangeError(`--backend: expected cpu or cuda, got '${backend}'`);
+  const layout = values.layout as 'hnd' | 'nhd' | undefined;
+  if (layout !== undefined && layout !== 'hnd' && layout !== 'nhd') throw new RangeError(`--layout: expected hnd or nhd, got '${layout}'`);
+  const progress = new Progress(1, 'eval');
+  const report = await runEval({
+    dump: values.dump,
+    dumpOptions: layout ? { layout } : undefined,
+    trace: { tokens: num('tokens', values.tokens, true), layers: num('layers', values.layers, true), seed: num('seed', values.seed, true) },
+    ratios: values.ratios ? values.ratios.split(',').map((x) => num('ratios', x.trim(), false) as number) : undefined,
+    configs: values.configs ? values.configs.split(',').map((x) => x.trim()) : undefined,
+    backend,
+    onProgress: values.quiet ? undefined : (d, t, l) => progress.set(d, t, l),
+  });
+  progress.end();
+  const s = report.shape;
+  const src = report.source.kind === 'trace' ? `built-in trace (seed ${report.source.options.seed})` : `${report.source.path} (${report.source.format})`;
+  console.log(`kvtrim eval on ${report.device}: ${src}; ${s.layers} layer${s.layers === 1 ? '' : 's'}, H_kv=${s.Hkv}, H_q=${s.Hq}, N=${s.N}, d=${s.d}, ${s.T} held-out queries per head`);
+  const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(0)}%`);
+  console.log(
+    table(
+      ['config', 'ratio', 'median err', 'p90 err', 'needles kept', 'asked/follow-up', 'bytes kept', 'ms'],
+      report.rows.map((r) => [
+        r.config,
+        r.ratio.toFixed(2),
+        r.medianError.toFixed(4),
+        r.p90Error.toFixed(4),
+        pct(r.needleRecall),
+        r.needleRecall === undefined ? '-' : `${pct(r.needleRecallAsked)}/${pct(r.needleRecallFollowUp)}`,
+        pct(r.retainedFraction),
+        r.ms.toFixed(0),
+      ]),
+    ),
+  );
+  fs.mkdirSync(values.out as string, { recursive: true });
+  const jsonFile = path.join(values.out as string, 'eval.json'), svgFile = path.join(values.out as string, 'eval.svg');
+  fs.writeFileSync(jsonFile, JSON.stringify(report, null, 2));
+  fs.writeFileSync(svgFile, evalChart(report));
+  console.log(`\nerror = ||o - o_full|| / ||o_full|| of held-out decode queries; ratio = fraction of tokens evicted`);
+  console.log(`wrote ${jsonFile} and ${svgFile} (${(report.totalMs / 1000).toFixed(1)} s)`);
+  return 0;
+}
+
+async function methods(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { markdown: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    console.log('Usage: kvtrim methods [--markdown | --json]\n  Lists the compression methods, merges and corrections with their papers and defaults.');
+    return 0;
+  }
+  if (values.json) console.log(JSON.stringify({ methods: METHODS, merges: MERGES, corrections: CORRECTIONS }, null, 2));
+  else if (values.markdown) console.log(featureTable());
+  else {
+    const rows = [
+      ...Object.entries(METHODS).map(([k, e]) => [`method '${k}'`, e.title, e.paper, e.needsQueries ? 'yes' : 'no']),
+      ...Object.entries(MERGES).map(([k, e]) => [`merge '${k}'`, e.title, e.paper, e.needsQueries ? 'yes' : 'no']),
+      ...Object.entries(CORRECTIONS).map(([k, e]) => [`correction '${k}'`, e.title, e.paper, e.needsQueries ? 'yes' : 'no']),
+    ];
+    console.log(table(['compress() option', 'name', 'paper', 'queries'], rows, ['l', 'l', 'l', 'l']));
+  }
+  return 0;
+}
+
+const commands: Record<string, Command> = { info, check, bench, eval: evaluate, methods };
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

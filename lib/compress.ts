@@ -16,7 +16,7 @@ import { opts } from './ops/common';
 import { keydiffScores } from './ops/keydiff';
 import { nestedkvScores, NestedkvOptions } from './ops/nestedkv';
 import { snapkvScores, SnapkvOptions } from './ops/snapkv';
-import { selectTokens, resolveKeep, Budget, Selection } from './ops/select';
+import { selectTokens, resolveKeep, Budget, Selection, SelectOptions } from './ops/select';
 import { gatherKV } from './ops/gather';
 import { MomentState } from './ops/moments';
 import { momentkvSelect } from './ops/momentkv';
@@ -32,17 +32,10 @@ export interface CompressInput {
   surrogateQueries?: Tensor | TensorLike;
 }
 
-export interface CompressOptions {
+export interface CompressOptions extends Pick<SelectOptions, 'ratio' | 'keep' | 'safeguard' | 'sinks' | 'recent'> {
   method: MethodName;
-  /** Fraction of tokens evicted, in [0, 1). Exactly one of ratio / keep. */
-  ratio?: number;
-  /** Tokens kept per head (average for the adaptive budget). */
-  keep?: number;
   /** Head budgets (default per method: NestedKV adaptive, others uniform; MomentKV is uniform only). */
   budget?: Budget;
-  safeguard?: number;
-  sinks?: number;
-  recent?: number;
   merge?: MergeName;
   correction?: CorrectionName;
   /** Precomputed scores [H, N] of this method (skips scoring, e.g. to sweep ratios). */
@@ -84,7 +77,7 @@ export function methodScores(input: CompressInput, options: Pick<CompressOptions
     case 'keydiff':
       return keydiffScores(keys, { stream });
     case 'nestedkv':
-      return nestedkvScores(keys, { ...METHODS.nestedkv.defaults, ...options.nestedkv, stream } as NestedkvOptions);
+      return nestedkvScores(keys, { ...options.nestedkv, stream } as NestedkvOptions);
     case 'snapkv':
       return snapkvScores(q(), keys, { kernel: 5, pool: 'avg', ...options.snapkv, stream });
     default: {

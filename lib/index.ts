@@ -75,4 +75,21 @@ export type { GrkvMergeArgs, GrkvResult, GrkvCaps, GrkvHeadDiagnostics, GrkvCand
 
 
 // ==== compress() pipeline, traces, metrics ====
+export { compress, compressCache, methodScores } from './compress';
+export type { CompressInput, CompressOptions, Compressed } from './compress';
+export { METHODS, MERGES, CORRECTIONS, featureTable } from './methods';
+export type { MethodName, MergeName, CorrectionName } from './methods';
+export { attentionError } from './eval/metrics';
+export type { AttentionErrorArgs, AttentionErrors } from './eval/metrics';
+export { runEval, EVAL_CONFIGS, EVAL_RATIOS } from './eval/run';
+export type { EvalOptions, EvalReport, EvalRow, EvalConfig } from './eval/run';
+export { runBench } from './bench';
+export type { BenchOptions, BenchReport, BenchRow } from './bench';
+export { runChecks } from './check';
+export { generateTrace, applyRope, TRACE_DEFAULTS } from './trace';
+export type { Trace, TraceLayer, TraceOptions } from './trace';
+export { loadDump, saveTraceAsDump } from './io/dump';
+export type { Dump, DumpLayer, LoadDumpOptions } from './io/dump';
+export { readNpy, writeNpy } from './io/npy';
+export { readSafetensors, writeSafetensors } from './io/safetensors';
 

@@ -2,6 +2,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import * as kv from '../lib/index';
+import { expectBadCalls, BadCall } from './helpers';
 
 const f32 = (n: number) => new Float32Array(n);
 const keys = kv.tensor(f32(2 * 8 * 4), [2, 8, 4]);
@@ -10,8 +11,7 @@ const idx = kv.tensor(new Int32Array(8), [2, 4]);
 const cnt = kv.tensor(new Int32Array([2, 2]), [2]);
 const cuda = kv.backendInfo().cuda;
 
-type Case = [string, () => unknown, 'TypeError' | 'RangeError' | 'Error', RegExp];
-const cases: Case[] = [
+const cases: BadCall[] = [
   // tensor()
   ['tensor: plain array data', () => kv.tensor([1, 2, 3] as never, [3]), 'TypeError', /tensor\.data: expected a Float32Array/],
   ['tensor: Uint16Array without dtype', () => kv.tensor(new Uint16Array(4), [4]), 'TypeError', /needs dtype 'f16' or 'bf16'/],
@@ -93,19 +93,7 @@ if (!cuda) {
 }
 
 t.ok(cases.length >= 40, `${cases.length} bad calls`);
-for (const [label, fn, cls, msg] of cases) {
-  t.test(label, async (t) => {
-    let err: unknown;
-    try {
-      fn();
-    } catch (e) {
-      err = e;
-    }
-    t.ok(err instanceof Error, 'throws an Error');
-    t.equal((err as Error).constructor.name, cls, `is a ${cls}: ${(err as Error)?.message}`);
-    t.match((err as Error).message, msg, 'message names the argument');
-  });
-}
+expectBadCalls(t, cases);
 
 t.test('the process survives and ops still work after all of that', async (t) => {
   const s = kv.keydiffScores(kv.tensor(new Float32Array([1, 0, 0, 1, 1, 1]), [1, 3, 2]));

@@ -2,6 +2,7 @@
 // argument (and never write outside their outputs).
 import t from 'tap';
 import * as kv from '../lib/index';
+import { expectBadCalls, BadCall } from './helpers';
 
 const f32 = (n: number) => new Float32Array(n);
 const i32 = (a: number[]) => new Int32Array(a);
@@ -20,8 +21,7 @@ const scores = kv.tensor(f32(H * N), [H, N]);
 const base = { keys, values: vals, selection: { indices: idx, counts: cnt }, queries, queryPositions: qpos, scores };
 const merge = (o: Record<string, unknown>) => () => kv.grkvMerge({ ...base, ...o } as never);
 
-type Case = [string, () => unknown, 'TypeError' | 'RangeError', RegExp];
-const cases: Case[] = [
+const cases: BadCall[] = [
   // spdSolve
   ['spd: args not object', () => kv.spdSolve(3 as never), 'TypeError', /args: expected an options object/],
   ['spd: unknown option', () => kv.spdSolve({ a: A, b: B, lamda: 1 } as never), 'TypeError', /args: unknown option 'lamda'/],
@@ -101,19 +101,7 @@ const cases: Case[] = [
   ['surrogates: unknown option', () => kv.grkvSurrogates(10, { source: 'window', qs: 3 } as never), 'TypeError', /options: unknown option 'qs'/],
 ];
 
-for (const [name, fn, type, re] of cases) {
-  t.test(name, async (t) => {
-    let err: unknown;
-    try {
-      fn();
-    } catch (e) {
-      err = e;
-    }
-    t.ok(err instanceof Error, 'throws');
-    t.equal((err as Error)?.constructor?.name === 'SpdError' ? 'RangeError' : (err as Error)?.constructor?.name, type, `${type}: ${(err as Error)?.message}`);
-    t.match((err as Error)?.message ?? '', re);
-  });
-}
+expectBadCalls(t, cases);
 
 t.test('decodeGrkvDiagnostics: bad tensors', async (t) => {
   await t.rejects(kv.decodeGrkvDiagnostics(kv.tensor(f32(26), [2, 13])), { name: 'RangeError', message: /diagnostics: expected 14 columns, got 13/ });

@@ -1,3 +1,4 @@
+import type { Test } from 'tap';
 /** Shared test plumbing: backends to run on, placing inputs, poisoned outputs, exact host copies of inputs. */
 import { backendInfo, Tensor, tensor, toDevice, toHost, empty, fillBytes, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../lib/index';
 import type { DType } from '../lib/index';
@@ -96,4 +97,28 @@ export function rows(indices: Tensor, counts: Tensor): number[][] {
     out.push(r);
   }
   return out;
+}
+
+/** A call that must fail: [label, call, error class, message pattern]. */
+export type BadCall = [string, () => unknown, 'TypeError' | 'RangeError' | 'Error', RegExp];
+
+/**
+ * One subtest per bad call: it must throw an Error of the given class (a subclass such as SpdError counts as its
+ * base; 'Error' means a plain Error, e.g. the coded CUDA errors) whose message matches (names the argument).
+ */
+export function expectBadCalls(t: Test, cases: BadCall[], prefix = ''): void {
+  for (const [label, fn, cls, msg] of cases) {
+    t.test(`${prefix}${label}`, async (t) => {
+      let err: unknown;
+      try {
+        fn();
+      } catch (e) {
+        err = e;
+      }
+      t.ok(err instanceof Error, 'throws an Error');
+      const ok = cls === 'Error' ? (err as Error)?.constructor === Error : err instanceof globalThis[cls];
+      t.ok(ok, `is a ${cls}: ${(err as Error)?.constructor?.name}: ${(err as Error)?.message}`);
+      t.match((err as Error)?.message ?? '', msg, 'message names the argument');
+    });
+  }
 }

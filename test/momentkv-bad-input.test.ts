@@ -2,6 +2,7 @@
 // process survives.
 import t from 'tap';
 import * as kv from '../lib/index';
+import { expectBadCalls, BadCall } from './helpers';
 
 const f32 = (n: number) => new Float32Array(n);
 const i32 = (a: number[]) => new Int32Array(a);
@@ -27,8 +28,7 @@ const scWith = (pos: number, x: number) => {
   return kv.tensor(a, [H, N]);
 };
 
-type Case = [string, () => unknown, 'TypeError' | 'RangeError' | 'Error', RegExp];
-const cases: Case[] = [
+const cases: BadCall[] = [
   // MomentState.create / from
   ['create: H 0', () => kv.MomentState.create(0, d, dv), 'RangeError', /H: must be in \[1,/],
   ['create: d fractional', () => kv.MomentState.create(H, 1.5, dv), 'TypeError', /d: expected an integer/],
@@ -145,19 +145,7 @@ if (!cuda) {
 }
 
 t.ok(cases.length >= 60, `${cases.length} bad calls`);
-for (const [label, fn, cls, msg] of cases) {
-  t.test(label, async (t) => {
-    let err: unknown;
-    try {
-      fn();
-    } catch (e) {
-      err = e;
-    }
-    t.ok(err instanceof Error, 'throws an Error');
-    t.equal((err as Error)?.constructor.name, cls, `is a ${cls}: ${(err as Error)?.message}`);
-    t.match((err as Error)?.message, msg, 'message names the argument');
-  });
-}
+expectBadCalls(t, cases);
 
 t.test('rejected calls write nothing: state, indices and outputs keep their contents', async (t) => {
   const s = st();

@@ -6,7 +6,7 @@ import { Rng } from '../lib/rng';
 import { nestedkvScoresRef, nestedkvDetailRef } from './ref/nestedkv';
 import { keydiffScoresRef } from './ref/keydiff';
 import { selectRef, checkSelectionValid } from './ref/select';
-import { BACKENDS, place, poisoned, fetch, randomTensor, maxRelErr, rows, Layout } from './helpers';
+import { BACKENDS, place, poisoned, fetch, randomTensor, maxRelErr, rows, Layout, expectBadCalls, BadCall } from './helpers';
 
 // NestedKV scores are in [0, 1] (sinks +Infinity). Tolerance 1e-5 relative with a 1e-2 floor (absolute 1e-7 near 0:
 // about two f32 ulps of a raw cosine divided by a typical per-head cosine range). The CPU backend accumulates its row
@@ -308,8 +308,7 @@ t.test('nestedkvBlockSize and option defaults', async (t) => {
 // ---- bad input: TypeError / RangeError naming the argument ----
 const f32 = (n: number) => new Float32Array(n);
 const keys = tensor(f32(2 * 8 * 4), [2, 8, 4]);
-type Case = [string, () => unknown, 'TypeError' | 'RangeError', RegExp];
-const bad: Case[] = [
+const bad: BadCall[] = [
   ['not a tensor', () => nestedkvScores(42 as never), 'TypeError', /keys: expected a tensor/],
   ['rank 2 keys', () => nestedkvScores(tensor(f32(16), [2, 8])), 'TypeError', /keys: expected a 3-D tensor \[H, N, d\], got 2-D/],
   ['i32 keys', () => nestedkvScores(tensor(new Int32Array(8), [1, 2, 4])), 'TypeError', /keys: expected dtype f32 \| f16 \| bf16, got i32/],
@@ -342,19 +341,7 @@ const bad: Case[] = [
   ['keys view too large', () => nestedkvScores({ data: f32(8), shape: [2, 2, 4] }), 'RangeError', /keys: view .* holds 8 f32 elements/],
   ['d = 0', () => nestedkvScores(tensor(f32(0), [2, 3, 0])), 'RangeError', /keys: head dim d must be >= 1/],
 ];
-for (const [label, fn, cls, msg] of bad) {
-  t.test(`nestedkv bad input: ${label}`, async (t) => {
-    let err: unknown;
-    try {
-      fn();
-    } catch (e) {
-      err = e;
-    }
-    t.ok(err instanceof Error, 'throws');
-    t.equal((err as Error).constructor.name, cls, `${cls}: ${(err as Error)?.message}`);
-    t.match((err as Error).message, msg);
-  });
-}
+expectBadCalls(t, bad, 'nestedkv bad input: ');
 t.test('nestedkv still works after the bad calls', async (t) => {
   t.ok(Array.from(nestedkvScores(tensor(new Float32Array([1, 0, 0, 1, 1, 1, 2, 2, 3, 1]), [1, 5, 2])).host).every((x) => !Number.isNaN(x)));
 });

@@ -4,7 +4,7 @@ import type { DType, SnapkvOptions } from '../lib/index';
 import { Rng } from '../lib/rng';
 import { snapkvScoresRef } from './ref/snapkv';
 import { checkSelectionValid, selectRef } from './ref/select';
-import { BACKENDS, place, poisoned, fetch, randomTensor, maxRelErr, rows, Layout } from './helpers';
+import { BACKENDS, place, poisoned, fetch, randomTensor, maxRelErr, rows, Layout, expectBadCalls, BadCall } from './helpers';
 
 // SnapKV scores are pooled attention probabilities (~1/N); compared relative to each value (floor 1e-12). The
 // relative error of a probability is the absolute error of its logit: the CPU backend meets 1e-5; the CUDA kernels
@@ -115,8 +115,7 @@ t.test('snapkv: the window option uses the last rows of the queries', async (t) 
 const f32 = (n: number) => new Float32Array(n);
 const q = tensor(f32(4 * 2 * 8), [4, 2, 8]);
 const k = tensor(f32(2 * 16 * 8), [2, 16, 8]);
-type BadCase = [string, () => unknown, 'TypeError' | 'RangeError', RegExp];
-const bad: BadCase[] = [
+const bad: BadCall[] = [
   ['queries not a tensor', () => snapkvScores(1 as never, k), 'TypeError', /queries: expected a tensor/],
   ['keys missing', () => snapkvScores(q, undefined as never), 'TypeError', /keys: expected a tensor/],
   ['queries rank 2', () => snapkvScores(tensor(f32(8), [1, 8]), k), 'TypeError', /queries: expected a 3-D tensor \[Hq, W, d\]/],
@@ -142,16 +141,4 @@ const bad: BadCase[] = [
   ['out aliases queries', () => snapkvScores(q, tensor(f32(2 * 16 * 8), [2, 16, 8]), { out: tensor(q.data, [2, 16]) }), 'RangeError', /out: must not overlap queries/],
   ['queries view too large', () => snapkvScores({ data: f32(8), shape: [4, 2, 8] }, k), 'RangeError', /queries: view .* holds 8 f32 elements/],
 ];
-for (const [label, fn, cls, msg] of bad) {
-  t.test(`snapkv bad input: ${label}`, async (t) => {
-    let err: unknown;
-    try {
-      fn();
-    } catch (e) {
-      err = e;
-    }
-    t.ok(err instanceof Error, 'throws');
-    t.equal((err as Error).constructor.name, cls, `${cls}: ${(err as Error)?.message}`);
-    t.match((err as Error).message, msg);
-  });
-}
+expectBadCalls(t, bad, 'snapkv bad input: ');

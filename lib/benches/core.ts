@@ -6,6 +6,7 @@ import { dtypeSize } from '../tensor';
 import { randomHost } from '../checks/util';
 import type { BenchCase } from './types';
 import { keydiffNaive, selectNaive, gatherNaive } from './baselines';
+import { scoringSolBytes, compactionSetup } from './shared';
 import { native } from '../binding';
 
 const KEEP = 0.25;
@@ -14,7 +15,7 @@ export const coreBenches: BenchCase[] = [
   {
     op: 'keydiffScores',
     variant: '2 passes',
-    solBytes: ({ H, N, d, dtype }) => 2 * H * N * d * dtypeSize(dtype) + H * N * 4,
+    solBytes: scoringSolBytes,
     prepare(s, ctx) {
       const host = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
       const keys = ctx.place(host);
@@ -54,11 +55,7 @@ export const coreBenches: BenchCase[] = [
     variant: `keep ${KEEP * 100}%`,
     solBytes: ({ H, N, d, dtype }) => 2 * 2 * H * keepFromRatio(N, 1 - KEEP) * d * dtypeSize(dtype),
     prepare(s, ctx) {
-      const kh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype), vh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
-      const sel = selectTokens(randomHost(ctx.rng, [s.H, s.N], 'f32', 0), { ratio: 1 - KEEP });
-      const keys = ctx.place(kh), values = ctx.place(vh), indices = ctx.place(sel.indices), counts = ctx.place(sel.counts);
-      const cap = sel.indices.shape[1];
-      const keysOut = ctx.alloc([s.H, cap, s.d], s.dtype), valuesOut = ctx.alloc([s.H, cap, s.d], s.dtype), countsOut = ctx.alloc([s.H], 'i32');
+      const { kh, vh, sel, keys, values, indices, counts, keysOut, valuesOut, countsOut } = compactionSetup(s, ctx, KEEP);
       return {
         run: () => void gatherKV({ keys, values, indices, counts, keysOut, valuesOut, countsOut, stream: ctx.stream }),
         baseline:

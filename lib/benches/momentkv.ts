@@ -11,6 +11,7 @@ import { Tensor, tensor, dtypeSize, hostContiguous } from '../tensor';
 import { bf16ToF32, f16ToF32 } from '../half';
 import { randomHost } from '../checks/util';
 import type { BenchCase, BenchContext } from './types';
+import { compactionSetup } from './shared';
 
 const KEEP = 0.25;
 const G = 4;
@@ -67,11 +68,7 @@ export const momentkvBenches: BenchCase[] = [
     // One pass over all K and V rows (kept ones copied, evicted ones merged) plus the kept rows written.
     solBytes: ({ H, N, d, dtype }) => 2 * H * N * d * dtypeSize(dtype) + 2 * H * keepFromRatio(N, 1 - KEEP) * d * dtypeSize(dtype),
     prepare(s, ctx) {
-      const kh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype), vh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
-      const sel = selectTokens(randomHost(ctx.rng, [s.H, s.N], 'f32', 0), { ratio: 1 - KEEP });
-      const keys = ctx.place(kh), values = ctx.place(vh), indices = ctx.place(sel.indices), counts = ctx.place(sel.counts);
-      const cap = sel.indices.shape[1];
-      const keysOut = ctx.alloc([s.H, cap, s.d], s.dtype), valuesOut = ctx.alloc([s.H, cap, s.d], s.dtype), countsOut = ctx.alloc([s.H], 'i32');
+      const { keys, values, indices, counts, keysOut, valuesOut, countsOut } = compactionSetup(s, ctx, KEEP);
       const moments = stateOn(s.H, s.d, s.d, ctx);
       return {
         run: () => void gatherKV({ keys, values, indices, counts, keysOut, valuesOut, countsOut, moments, stream: ctx.stream }),

@@ -11,6 +11,7 @@ import { bf16ToF32, f16ToF32 } from '../half';
 import { randomHost } from '../checks/util';
 import { native } from '../binding';
 import type { BenchCase } from './types';
+import { scoringSolBytes } from './shared';
 
 /** Query heads per KV head and window queries of the SnapKV bench (Llama-3-8B-like GQA, GRKV's W). */
 const G = 4, W = 32;
@@ -95,7 +96,7 @@ export const nestedkvBenches: BenchCase[] = [
   {
     op: 'nestedkvScores',
     variant: '2 passes + radix statistics',
-    solBytes: ({ H, N, d, dtype }) => 2 * H * N * d * dtypeSize(dtype) + H * N * 4,
+    solBytes: scoringSolBytes,
     prepare(s, ctx) {
       const host = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
       const keys = ctx.place(host);

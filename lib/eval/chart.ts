@@ -99,7 +99,7 @@ export function lineChart(panels: Panel[], opts: { title?: string; xLabel?: stri
   for (const n of names) {
     parts.push(`<line x1="${x}" x2="${x + 22}" y1="${ly}" y2="${ly}" stroke="${color(n)}" stroke-width="3"/>`);
     parts.push(`<text x="${x + 28}" y="${ly + 4}">${esc(n)}</text>`);
-    x += 40 + n.length * 7;
+    x += 44 + n.length * 8;
   }
   parts.push('</svg>');
   return parts.join('\n');

@@ -9,7 +9,7 @@
 import { nativeInfo } from '../binding';
 import { Stream } from '../device';
 import { Tensor, tensor, toDevice, toHost, hostContiguous } from '../tensor';
-import { decodeAttention } from '../ops/decode';
+import { attentionError, fullAttention, quantile } from './metrics';
 import { compress, methodScores, Compressed } from '../compress';
 import { METHODS, MethodName, MergeName, CorrectionName } from '../methods';
 import { generateTrace, TraceOptions, TRACE_DEFAULTS } from '../trace';
@@ -91,12 +91,6 @@ interface Layer {
   needleAsked?: Uint8Array;
 }
 
-function quantile(sorted: Float64Array, p: number): number {
-  if (!sorted.length) return NaN;
-  const x = p * (sorted.length - 1), lo = Math.floor(x), hi = Math.ceil(x);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (x - lo);
-}
-
 function loadLayers(o: EvalOptions): { layers: Layer[]; shape: EvalReport['shape']; source: EvalReport['source'] } {
   if (o.dump) {
     const dump = loadDump(o.dump, o.dumpOptions);
@@ -170,10 +164,7 @@ export async function runEval(o: EvalOptions = {}): Promise<EvalReport> {
   for (const l of layers) {
     const keys = place(l.keys, [Hkv, N, d]), values = place(l.values, [Hkv, N, dv]);
     const window = place(l.window, [Hq, W, d]), heldOut = place(l.heldOut, [Hq, T, d]);
-    const all = tensor(new Int32Array(Hkv).fill(N), [Hkv]);
-    const counts = backend === 'cuda' ? toDevice(all, { device: deviceId, stream }) : all;
-    const ref = decodeAttention({ queries: heldOut, keys, values, counts, stream });
-    placed.push({ keys, values, window, heldOut, ref: hostContiguous(await toHost(ref, { stream })) as Float32Array });
+    placed.push({ keys, values, window, heldOut, ref: fullAttention(heldOut, keys, values, undefined, stream) });
   }
 
   const rows: EvalRow[] = [];
@@ -207,20 +198,12 @@ export async function runEval(o: EvalOptions = {}): Promise<EvalReport> {
         );
         await sync();
         ms += now() - s0;
-        const o1 = decodeAttention({ queries: p.heldOut, keys: out.keys, values: out.values, counts: out.counts, moments: out.moments, stream });
-        const got = hostContiguous(await toHost(o1, { stream })) as Float32Array;
-        for (let r = 0; r < Hq * T; r++) {
-          let num = 0, den = 0;
-          for (let x = 0; x < dv; x++) {
-            const a = got[r * dv + x], b = p.ref[r * dv + x];
-            num += (a - b) * (a - b);
-            den += b * b;
-          }
-          const e = Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
+        const ae = await attentionError({ queries: p.heldOut, keys: p.keys, values: p.values, compressed: out, reference: p.ref, stream });
+        ae.errors.forEach((e, r) => {
           errs.push(e);
           const kind = L.kinds?.[r % T];
           if (kind) (byKind[kind] ??= []).push(e);
-        }
+        });
         const counts = hostContiguous(await toHost(out.counts, { stream })) as Int32Array;
         for (let h = 0; h < Hkv; h++) retained += counts[h] * (d + dv) * bytesPer;
         if (out.moments) retained += Hkv * (1 + d + dv + d * dv) * 4;
@@ -246,7 +229,6 @@ export async function runEval(o: EvalOptions = {}): Promise<EvalReport> {
         }
         for (const t of [out.keys, out.values, out.counts, out.indices]) dispose(t);
         if (out.moments) for (const t of [out.moments.n, out.moments.muK, out.moments.muV, out.moments.m]) dispose(t);
-        dispose(o1);
       }
       const sorted = Float64Array.from(errs).sort();
       rows.push({
@@ -277,7 +259,7 @@ export async function runEval(o: EvalOptions = {}): Promise<EvalReport> {
     for (const s of scores) dispose(s);
   }
   o.onProgress?.(done, total, 'done');
-  for (const p of placed) for (const t of [p.keys, p.values, p.window, p.heldOut]) dispose(t);
+  for (const p of placed) for (const t of [p.keys, p.values, p.window, p.heldOut, p.ref]) dispose(t);
   stream?.dispose();
   const device = backend === 'cuda' ? nativeInfo.devices.find((x) => x.id === deviceId)?.name ?? `cuda:${deviceId}` : `CPU (${nativeInfo.threads} threads)`;
   return { source, backend, device, shape, ratios, rows, totalMs: performance.now() - t0 };
