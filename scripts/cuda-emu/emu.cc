@@ -845,6 +845,9 @@ void* shared_alloc(const void* key, size_t bytes, size_t align) {
           off + bytes, g_dyn_bytes, cfg().optin);
   g_static_used = off + bytes;
   g_static_used_max = std::max(g_static_used_max, g_static_used);
+  if (g_launch_max_dyn == 0 && g_static_used + g_dyn_bytes > 48 * 1024)
+    fatal("static (%zu bytes) + dynamic (%zu bytes) shared memory exceed 48 KB without "
+          "cudaFuncSetAttribute(MaxDynamicSharedMemorySize): the launch fails on a GPU", g_static_used, g_dyn_bytes);
   if (g_static_used + std::max(g_launch_max_dyn, g_dyn_bytes) > size_t(cfg().optin))
     fatal("static (%zu bytes) + dynamic (%zu bytes) shared memory exceed the device's %d-byte per-block limit",
           g_static_used, std::max(g_launch_max_dyn, g_dyn_bytes), cfg().optin);
