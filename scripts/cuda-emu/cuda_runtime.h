@@ -232,10 +232,13 @@ inline T __ldg(const T* p) { return *p; }
 
 // ---- atomics (blocks and threads never run concurrently: plain read-modify-write, alignment checked)
 namespace emu {
-template <typename T>
-inline T* atom_addr(T* p) {
+/** *p = f(*p) after the alignment check a GPU makes; returns the old value. */
+template <typename T, typename F>
+inline T atomic_rmw(T* p, F f) {
   if (reinterpret_cast<uintptr_t>(p) % sizeof(T)) fatal("misaligned atomic on %p (%zu-byte operand)", (void*)p, sizeof(T));
-  return p;
+  const T old = *p;
+  *p = f(old);
+  return old;
 }
 }  // namespace emu
 template <typename T>
@@ -243,81 +246,38 @@ inline T atomicAdd(T* p, T v) {
   static_assert(std::is_same<T, int>::value || std::is_same<T, unsigned>::value || std::is_same<T, unsigned long long>::value ||
                     std::is_same<T, float>::value || std::is_same<T, double>::value,
                 "atomicAdd: no such overload in CUDA");
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  *a = old + v;
-  return old;
+  return emu::atomic_rmw(p, [v](T x) { return x + v; });
 }
 template <typename T>
 inline T atomicSub(T* p, T v) {
   static_assert(std::is_same<T, int>::value || std::is_same<T, unsigned>::value, "atomicSub: no such overload in CUDA");
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  *a = old - v;
-  return old;
+  return emu::atomic_rmw(p, [v](T x) { return x - v; });
 }
 template <typename T>
-inline T atomicExch(T* p, T v) {
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  *a = v;
-  return old;
-}
+inline T atomicExch(T* p, T v) { return emu::atomic_rmw(p, [v](T) { return v; }); }
 template <typename T>
 inline T atomicMax(T* p, T v) {
   static_assert(std::is_integral<T>::value, "atomicMax: integer overloads only");
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  if (v > old) *a = v;
-  return old;
+  return emu::atomic_rmw(p, [v](T x) { return v > x ? v : x; });
 }
 template <typename T>
 inline T atomicMin(T* p, T v) {
   static_assert(std::is_integral<T>::value, "atomicMin: integer overloads only");
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  if (v < old) *a = v;
-  return old;
+  return emu::atomic_rmw(p, [v](T x) { return v < x ? v : x; });
 }
 template <typename T>
-inline T atomicCAS(T* p, T cmp, T v) {
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  if (old == cmp) *a = v;
-  return old;
-}
+inline T atomicCAS(T* p, T cmp, T v) { return emu::atomic_rmw(p, [cmp, v](T x) { return x == cmp ? v : x; }); }
 template <typename T>
-inline T atomicAnd(T* p, T v) {
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  *a = old & v;
-  return old;
-}
+inline T atomicAnd(T* p, T v) { return emu::atomic_rmw(p, [v](T x) { return T(x & v); }); }
 template <typename T>
-inline T atomicOr(T* p, T v) {
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  *a = old | v;
-  return old;
-}
+inline T atomicOr(T* p, T v) { return emu::atomic_rmw(p, [v](T x) { return T(x | v); }); }
 template <typename T>
-inline T atomicXor(T* p, T v) {
-  T* a = emu::atom_addr(p);
-  const T old = *a;
-  *a = old ^ v;
-  return old;
-}
+inline T atomicXor(T* p, T v) { return emu::atomic_rmw(p, [v](T x) { return T(x ^ v); }); }
 inline unsigned atomicInc(unsigned* p, unsigned v) {
-  unsigned* a = emu::atom_addr(p);
-  const unsigned old = *a;
-  *a = old >= v ? 0u : old + 1u;
-  return old;
+  return emu::atomic_rmw(p, [v](unsigned x) { return x >= v ? 0u : x + 1u; });
 }
 inline unsigned atomicDec(unsigned* p, unsigned v) {
-  unsigned* a = emu::atom_addr(p);
-  const unsigned old = *a;
-  *a = (old == 0u || old > v) ? v : old - 1u;
-  return old;
+  return emu::atomic_rmw(p, [v](unsigned x) { return (x == 0u || x > v) ? v : x - 1u; });
 }
 
 // ---- integer intrinsics
