@@ -114,11 +114,8 @@ uint32_t window_mask(const RowSource& src, int64_t h, int64_t p, int w, int64_t&
 void merge_segment(const View& k, const View& v, const RowSource& src, const MomentViews& m, int64_t h, int64_t p0,
                    int64_t p1, float* st) {
   const int64_t d = k.shape[2], dv = v.shape[2];
-  float* rk = st + 1;
-  float* rv = rk + d;
-  float* sk = rv + dv;
-  float* sv = sk + d;
-  float* M = sv + dv;
+  const mkv::SegState<float> ss = mkv::seg_state(st, d, dv);
+  float *rk = ss.rk, *rv = ss.rv, *sk = ss.sk, *sv = ss.sv, *M = ss.M;
   std::fill(st, st + mkv::seg_state_floats(d, dv), 0.f);
   const float n_state = m.n().ptr<float>()[h];
   bool shifted = n_state > 0.f;
@@ -220,22 +217,18 @@ void merge_segments_into(const MomentViews& m, int64_t h, int64_t d, int64_t dv,
   float na = *n;
   bool any = false;
   for (int64_t si = 0; si < S; si++) {
-    const float* st = seg + si * sf;
-    const float nb = st[0];
+    const mkv::SegState<const float> sg = mkv::seg_state(seg + si * sf, d, dv);
+    const float nb = *sg.n;
     if (nb == 0.f) continue;
-    const float* srk = st + 1;
-    const float* srv = srk + d;
-    const float* ssk = srv + dv;
-    const float* ssv = ssk + d;
-    const float* sM = ssv + dv;
+    const float *srk = sg.rk, *srv = sg.rv, *ssk = sg.sk, *ssv = sg.sv, *sM = sg.M;
     if (!any && na == 0.f) {  // common shift = the first non-empty segment's mean
       for (int64_t x = 0; x < d; x++) ck[size_t(x)] = ssk[x] + srk[x];
       for (int64_t x = 0; x < dv; x++) cv[size_t(x)] = ssv[x] + srv[x];
     }
     any = true;
     const mkv::Chan ch = mkv::chan(na, nb);
-    for (int64_t x = 0; x < d; x++) dk[size_t(x)] = ((ssk[x] - ck[size_t(x)]) + srk[x]) - rk[size_t(x)];
-    for (int64_t x = 0; x < dv; x++) dvv[size_t(x)] = ((ssv[x] - cv[size_t(x)]) + srv[x]) - rv[size_t(x)];
+    for (int64_t x = 0; x < d; x++) dk[size_t(x)] = mkv::seg_delta(ssk[x], ck[size_t(x)], srk[x], rk[size_t(x)]);
+    for (int64_t x = 0; x < dv; x++) dvv[size_t(x)] = mkv::seg_delta(ssv[x], cv[size_t(x)], srv[x], rv[size_t(x)]);
     for (int64_t a = 0; a < dv; a++) {
       const float fdv = ch.f * dvv[size_t(a)];
       float* Mr = M + a * d;

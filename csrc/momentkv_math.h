@@ -31,6 +31,31 @@ KVT_HD int64_t state_floats(int64_t d, int64_t dv) { return 1 + d + dv + d * dv;
 // (the persistent mean, or the first non-empty segment's mean) and the mean is written once at the end.
 KVT_HD int64_t seg_state_floats(int64_t d, int64_t dv) { return 1 + 2 * (d + dv) + d * dv; }
 
+// The parts of one segment state at st: n, r_k[d], r_v[dv], s_k[d], s_v[dv], M[dv][d] (F = float or const float).
+template <typename F>
+struct SegState {
+  F* n;
+  F* rk;
+  F* rv;
+  F* sk;
+  F* sv;
+  F* M;
+};
+template <typename F>
+KVT_HD SegState<F> seg_state(F* st, int64_t d, int64_t dv) {
+  SegState<F> s;
+  s.n = st;
+  s.rk = st + 1;
+  s.rv = s.rk + d;
+  s.sk = s.rv + dv;
+  s.sv = s.sk + d;
+  s.M = s.sv + dv;
+  return s;
+}
+// Merging a segment (shift s, residual rs) into a running residual r about the common shift c: the difference of
+// their means, (s − c) + rs − r, in this order (the shifts are close, their difference is nearly exact).
+KVT_HD float seg_delta(float s, float c, float rs, float r) { return ((s - c) + rs) - r; }
+
 struct Partition {
   int64_t seg_len;   // positions per segment (multiple of kWindow)
   int64_t segments;  // ceil(N / seg_len), >= 1

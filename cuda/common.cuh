@@ -27,6 +27,21 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Block-wide sum over Warps warps in a fixed order (warp tree, then the warps in order), every thread gets it. `red`
+// holds Warps floats; the leading barrier makes back-to-back calls on the same `red` safe.
+template <int Warps>
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = 0.f;
+#pragma unroll
+  for (int w = 0; w < Warps; w++) t += red[w];
+  return t;
+}
+
 template <int DT>
 __device__ __forceinline__ float cvt16(uint16_t h) {
   return DT == kF16 ? f16_to_f32(h) : bf16_to_f32(h);

@@ -179,19 +179,6 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(DecArgs A) {
   }
 }
 
-// Block-wide sum in a fixed order (warp tree, then warps in order). `red` holds kWarps floats.
-__device__ __forceinline__ float block_sum(float v, float* red) {
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  v = warp_sum(v);
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float t = 0.f;
-#pragma unroll
-  for (int w = 0; w < kWarps; w++) t += red[w];
-  return t;
-}
-
 __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
   extern __shared__ float sm[];
   const int64_t d = A.k.n2, dv = A.v.n2;
@@ -219,7 +206,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
   if (n > 0.f) {
     float part = 0.f;
     for (int64_t c = tid; c < d; c += kThreads) part += a[c] * A.m.mu_k[h * d + c];
-    amu = block_sum(part, red);
+    amu = block_sum<kWarps>(part, red);
     if (A.p.order == 1) {
       const float* M = A.m.m + h * dv * d;
       for (int64_t r = warp; r < dv; r += kWarps) {
@@ -232,7 +219,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
       if (A.p.clip_mode != 0) {
         float q2 = 0.f;
         for (int64_t r = tid; r < dv; r += kThreads) q2 += ca[r] * ca[r];
-        const float nrm = sqrtf(block_sum(q2, red));
+        const float nrm = sqrtf(block_sum<kWarps>(q2, red));
         const float R = A.p.clip_mode == 1 ? A.p.clip : static_cast<const float*>(A.p.clip_t.p)[h * A.p.clip_t.s0];
         f = mkv::clip_factor(nrm, R);
       }

@@ -10,11 +10,11 @@ namespace cuda {
 // Largest head dim the CUDA kernels accept (the generic path keeps per-warp rows in shared memory).
 constexpr int64_t kMaxHeadDim = 1024;
 
-// Calls f.template run<DT, V, STEPS>() with V*STEPS <= 8 caching the row in registers (d <= 256), or STEPS = 0 (the
-// generic looped path, V = 1) for larger d.
-template <int DT, typename F>
+// Calls f.template run<DT, V, STEPS>() with V*STEPS <= 8 caching the row in registers (d <= 256), or STEPS =
+// LargeSteps for larger d (V = 1; 0 = the generic looped path, otherwise per-thread arrays of that many steps).
+template <int DT, int LargeSteps, typename F>
 cudaError_t dispatch_vs(int vec, int64_t d, const F& f) {
-  if (d > 256) return f.template run<DT, 1, 0>();
+  if (d > 256) return f.template run<DT, 1, LargeSteps>();
   if constexpr (DT != kF32) {
     if (vec >= 8 && d > 128) return f.template run<DT, 8, 1>();
   }
@@ -30,13 +30,14 @@ cudaError_t dispatch_vs(int vec, int64_t d, const F& f) {
   return f.template run<DT, 1, 8>();
 }
 
-template <typename F>
+// dtype / vector width / register steps of a [H, N, d] row tensor.
+template <int LargeSteps = 0, typename F>
 cudaError_t dispatch_rows(const T3& t, const F& f) {
   const int vec = row_vec_width(t);
   switch (t.dtype) {
-    case kF32: return dispatch_vs<kF32>(vec > 4 ? 4 : vec, t.n2, f);
-    case kF16: return dispatch_vs<kF16>(vec, t.n2, f);
-    case kBF16: return dispatch_vs<kBF16>(vec, t.n2, f);
+    case kF32: return dispatch_vs<kF32, LargeSteps>(vec > 4 ? 4 : vec, t.n2, f);
+    case kF16: return dispatch_vs<kF16, LargeSteps>(vec, t.n2, f);
+    case kBF16: return dispatch_vs<kBF16, LargeSteps>(vec, t.n2, f);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -210,6 +210,58 @@ __device__ __forceinline__ void tile_dot(const T (*X)[kTp], const T (*Y)[kTp], i
   }
 }
 
+// acc[a][j] = 0 for a thread's 2 x M outputs.
+template <typename T, int M>
+__device__ __forceinline__ void tile_zero(T (&acc)[2][M]) {
+#pragma unroll
+  for (int a = 0; a < 2; a++)
+#pragma unroll
+    for (int j = 0; j < M; j++) acc[a][j] = T(0);
+}
+
+// X[r][col] = f(r, col) over the kTl x kTl tile, spread over the block's kT threads.
+template <typename T, typename F>
+__device__ __forceinline__ void tile_fill(T (*X)[kTp], int tid, const F& f) {
+  for (int e = tid; e < kTl * kTl; e += kT) X[e / kTl][e % kTl] = f(e / kTl, e % kTl);
+}
+
+// acc[a][2cc + b] += sum_t P(ty + 16a, t) * B[t][tx + 16b] for each column chunk cc < NC of kTl columns that starts
+// below ncols; load(cc) fills B with chunk cc (the whole block, between barriers). P(r, t) = P[r][t], or P[t][r]
+// with PT (P stored inner-index-major).
+template <bool PT, int NC, typename T, typename Load>
+__device__ __forceinline__ void tile_pb(const T (*P)[kTp], const T (*B)[kTp], int64_t ncols, int ty, int tx,
+                                        T (&acc)[2][2 * NC], const Load& load) {
+#pragma unroll
+  for (int cc = 0; cc < NC; cc++) {
+    if (cc * kTl < ncols) {
+      load(cc);
+      __syncthreads();
+#pragma unroll 8
+      for (int t = 0; t < kTl; t++) {
+        const T p0 = PT ? P[t][ty] : P[ty][t], p1 = PT ? P[t][ty + 16] : P[ty + 16][t];
+        const T b0 = B[t][tx], b1 = B[t][tx + 16];
+        acc[0][2 * cc] += p0 * b0;
+        acc[0][2 * cc + 1] += p0 * b1;
+        acc[1][2 * cc] += p1 * b0;
+        acc[1][2 * cc + 1] += p1 * b1;
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// out[col] = this thread's row a of acc, columns col = cc kTl + tx + 16b below ncols.
+template <int NC, typename T, typename U>
+__device__ __forceinline__ void tile_store_row(const T (&acc)[2][2 * NC], int a, int64_t ncols, int tx, U* out) {
+#pragma unroll
+  for (int cc = 0; cc < NC; cc++)
+#pragma unroll
+    for (int b = 0; b < 2; b++) {
+      const int64_t col = cc * kTl + tx + 16 * b;
+      if (col < ncols) out[col] = acc[a][2 * cc + b];
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // target: o* = full causal attention (split-K online softmax); partial m, l, acc per (head, chunk, row)
 
@@ -231,10 +283,7 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
   int32_t maxq = -1;
   for (int i = 0; i < kTl; i++) maxq = max(maxq, qmax[i]);
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, acc[2][2 * NC];
-#pragma unroll
-  for (int a = 0; a < 2; a++)
-#pragma unroll
-    for (int j = 0; j < 2 * NC; j++) acc[a][j] = 0.f;
+  tile_zero(acc);
   for (int64_t t0 = n0; t0 < n1 && t0 <= maxq; t0 += kTl) {
     float dot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
     for (int64_t dc = 0; dc < c.d; dc += kTl) {
@@ -270,26 +319,12 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
       Ps[ty + 16 * a][tx] = pr[0];
       Ps[ty + 16 * a][tx + 16] = pr[1];
     }
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++) {
-      if (cc * kTl < c.dv) {
-        for (int e = tid; e < kTl * kTl; e += kT) {
-          const int tt = e / kTl, col = e % kTl;
-          const int64_t key = t0 + tt, cv = cc * kTl + col;
-          Vs[tt][col] = key < n1 && cv < c.dv ? ldf<DT>(V.p, h * V.s0 + key * V.s1 + cv * V.s2) : 0.f;
-        }
-        __syncthreads();
-#pragma unroll 8
-        for (int t = 0; t < kTl; t++) {
-          const float p0 = Ps[ty][t], p1 = Ps[ty + 16][t], v0 = Vs[t][tx], v1 = Vs[t][tx + 16];
-          acc[0][2 * cc] += p0 * v0;
-          acc[0][2 * cc + 1] += p0 * v1;
-          acc[1][2 * cc] += p1 * v0;
-          acc[1][2 * cc + 1] += p1 * v1;
-        }
-        __syncthreads();
-      }
-    }
+    tile_pb<false, NC>(Ps, Vs, c.dv, ty, tx, acc, [&](int cc) {
+      tile_fill(Vs, tid, [&](int tt, int col) {
+        const int64_t key = t0 + tt, cv = cc * kTl + col;
+        return key < n1 && cv < c.dv ? ldf<DT>(V.p, h * V.s0 + key * V.s1 + cv * V.s2) : 0.f;
+      });
+    });
   }
   const int64_t stride = c.dv + 2;
 #pragma unroll
@@ -301,13 +336,7 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
       out[0] = m[a];
       out[1] = l[a];
     }
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++)
-#pragma unroll
-      for (int b = 0; b < 2; b++) {
-        const int64_t col = cc * kTl + tx + 16 * b;
-        if (col < c.dv) out[2 + col] = acc[a][2 * cc + b];
-      }
+    tile_store_row<NC>(acc, a, c.dv, tx, out + 2);
   }
 }
 
@@ -423,49 +452,26 @@ __global__ void __launch_bounds__(kT) av_kernel(Ctx c, int sel) {
   const int64_t t1 = imin(S, (chunk + 1) * kChunkSlots);
   const O3& V = c.p.values_out;
   float acc[2][2 * NC];
-#pragma unroll
-  for (int a = 0; a < 2; a++)
-#pragma unroll
-    for (int j = 0; j < 2 * NC; j++) acc[a][j] = 0.f;
+  tile_zero(acc);
   for (int64_t t0 = chunk * kChunkSlots; t0 < t1; t0 += kTl) {
     for (int e = tid; e < kTl * kTl; e += kT) {
       const int rr = e / kTl, tt = e % kTl;
       const int64_t row = r0 + rr, slot = t0 + tt;
       Ps[rr][tt] = row < c.rows && slot < t1 ? c.A[(h * c.rows + row) * c.cap + slot] : 0.f;
     }
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++) {
-      if (cc * kTl < c.dv) {
-        for (int e = tid; e < kTl * kTl; e += kT) {
-          const int tt = e / kTl, col = e % kTl;
-          const int64_t slot = t0 + tt, cv = cc * kTl + col;
-          Vs[tt][col] = slot < t1 && cv < c.dv ? ldf<DT>(V.p, h * V.s0 + slot * V.s1 + cv * V.s2) : 0.f;
-        }
-        __syncthreads();
-#pragma unroll 8
-        for (int t = 0; t < kTl; t++) {
-          const float p0 = Ps[ty][t], p1 = Ps[ty + 16][t], v0 = Vs[t][tx], v1 = Vs[t][tx + 16];
-          acc[0][2 * cc] += p0 * v0;
-          acc[0][2 * cc + 1] += p0 * v1;
-          acc[1][2 * cc] += p1 * v0;
-          acc[1][2 * cc + 1] += p1 * v1;
-        }
-        __syncthreads();
-      }
-    }
+    tile_pb<false, NC>(Ps, Vs, c.dv, ty, tx, acc, [&](int cc) {
+      tile_fill(Vs, tid, [&](int tt, int col) {
+        const int64_t slot = t0 + tt, cv = cc * kTl + col;
+        return slot < t1 && cv < c.dv ? ldf<DT>(V.p, h * V.s0 + slot * V.s1 + cv * V.s2) : 0.f;
+      });
+    });
   }
 #pragma unroll
   for (int a = 0; a < 2; a++) {
     const int64_t row = r0 + ty + 16 * a;
     if (row >= c.rows) continue;
     float* out = c.part + ((h * c.nchs + chunk) * c.rows + row) * c.dv;
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++)
-#pragma unroll
-      for (int b = 0; b < 2; b++) {
-        const int64_t col = cc * kTl + tx + 16 * b;
-        if (col < c.dv) out[col] = acc[a][2 * cc + b];
-      }
+    tile_store_row<NC>(acc, a, c.dv, tx, out);
   }
 }
 
@@ -561,10 +567,7 @@ __global__ void __launch_bounds__(kT) dv_kernel(Ctx c) {
   const int64_t S = c.st[h].count;
   if (s0 >= S) return;
   float acc[2][2 * NC];
-#pragma unroll
-  for (int a = 0; a < 2; a++)
-#pragma unroll
-    for (int j = 0; j < 2 * NC; j++) acc[a][j] = 0.f;
+  tile_zero(acc);
   for (int64_t r0 = 0; r0 < c.rows; r0 += kTl) {
     for (int e = tid; e < kTl * kTl; e += kT) {
       const int rr = e / kTl, tt = e % kTl;
@@ -572,38 +575,18 @@ __global__ void __launch_bounds__(kT) dv_kernel(Ctx c) {
       const bool ok = row < c.rows && slot < S && c.smut[h * c.cap + slot];
       Ps[rr][tt] = ok ? sw_of(c, row) * c.A[(h * c.rows + row) * c.cap + slot] : 0.f;
     }
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++) {
-      if (cc * kTl < c.dv) {
-        for (int e = tid; e < kTl * kTl; e += kT) {
-          const int rr = e / kTl, col = e % kTl;
-          const int64_t row = r0 + rr, cv = cc * kTl + col;
-          Xs[rr][col] = row < c.rows && cv < c.dv ? c.X[(h * c.rows + row) * c.dv + cv] : 0.f;
-        }
-        __syncthreads();
-#pragma unroll 8
-        for (int r = 0; r < kTl; r++) {
-          const float p0 = Ps[r][ty], p1 = Ps[r][ty + 16], x0 = Xs[r][tx], x1 = Xs[r][tx + 16];
-          acc[0][2 * cc] += p0 * x0;
-          acc[0][2 * cc + 1] += p0 * x1;
-          acc[1][2 * cc] += p1 * x0;
-          acc[1][2 * cc + 1] += p1 * x1;
-        }
-        __syncthreads();
-      }
-    }
+    tile_pb<true, NC>(Ps, Xs, c.dv, ty, tx, acc, [&](int cc) {
+      tile_fill(Xs, tid, [&](int rr, int col) {
+        const int64_t row = r0 + rr, cv = cc * kTl + col;
+        return row < c.rows && cv < c.dv ? c.X[(h * c.rows + row) * c.dv + cv] : 0.f;
+      });
+    });
   }
 #pragma unroll
   for (int a = 0; a < 2; a++) {
     const int64_t slot = s0 + ty + 16 * a;
     if (slot >= S) continue;
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++)
-#pragma unroll
-      for (int b = 0; b < 2; b++) {
-        const int64_t col = cc * kTl + tx + 16 * b;
-        if (col < c.dv) c.Dv[(h * c.cap + slot) * c.dv + col] = acc[a][2 * cc + b];
-      }
+    tile_store_row<NC>(acc, a, c.dv, tx, c.Dv + (h * c.cap + slot) * c.dv);
   }
 }
 
@@ -719,10 +702,7 @@ __global__ void __launch_bounds__(kT) vjp_kernel(Ctx c, const double* U, int sel
   const O3& V = c.p.values_out;
   const double scale = c.p.scale;
   double acc[2][2 * NC];
-#pragma unroll
-  for (int a = 0; a < 2; a++)
-#pragma unroll
-    for (int j = 0; j < 2 * NC; j++) acc[a][j] = 0.0;
+  tile_zero(acc);
   for (int64_t r0 = 0; r0 < c.rows; r0 += kTl) {
     double cd[2][2] = {{0.0, 0.0}, {0.0, 0.0}};
     for (int64_t dc = 0; dc < c.dv; dc += kTl) {
@@ -745,38 +725,18 @@ __global__ void __launch_bounds__(kT) vjp_kernel(Ctx c, const double* U, int sel
         Ps[ty + 16 * a][tx + 16 * b] =
             ok ? scale * double(c.A[(h * c.rows + row) * c.cap + slot]) * (cd[a][b] - c.uo[h * c.rows + row]) : 0.0;
       }
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++) {
-      if (cc * kTl < c.d) {
-        for (int e = tid; e < kTl * kTl; e += kT) {
-          const int rr = e / kTl, col = e % kTl;
-          const int64_t row = r0 + rr, cq = cc * kTl + col;
-          Qs[rr][col] = row < c.rows && cq < c.d ? double(c.Qf[(h * c.rows + row) * c.d + cq]) : 0.0;
-        }
-        __syncthreads();
-#pragma unroll 8
-        for (int r = 0; r < kTl; r++) {
-          const double p0 = Ps[r][ty], p1 = Ps[r][ty + 16], q0 = Qs[r][tx], q1 = Qs[r][tx + 16];
-          acc[0][2 * cc] += p0 * q0;
-          acc[0][2 * cc + 1] += p0 * q1;
-          acc[1][2 * cc] += p1 * q0;
-          acc[1][2 * cc + 1] += p1 * q1;
-        }
-        __syncthreads();
-      }
-    }
+    tile_pb<true, NC>(Ps, Qs, c.d, ty, tx, acc, [&](int cc) {
+      tile_fill(Qs, tid, [&](int rr, int col) {
+        const int64_t row = r0 + rr, cq = cc * kTl + col;
+        return row < c.rows && cq < c.d ? double(c.Qf[(h * c.rows + row) * c.d + cq]) : 0.0;
+      });
+    });
   }
 #pragma unroll
   for (int a = 0; a < 2; a++) {
     const int64_t slot = s0 + ty + 16 * a;
     if (slot >= S) continue;
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++)
-#pragma unroll
-      for (int b = 0; b < 2; b++) {
-        const int64_t col = cc * kTl + tx + 16 * b;
-        if (col < c.d) c.T[(h * c.cap + slot) * c.d + col] = acc[a][2 * cc + b];
-      }
+    tile_store_row<NC>(acc, a, c.d, tx, c.T + (h * c.cap + slot) * c.d);
   }
 }
 
@@ -793,10 +753,7 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
   const O3& V = c.p.values_out;
   const double scale = c.p.scale;
   double acc[2][2 * NC], fs[2] = {0.0, 0.0};
-#pragma unroll
-  for (int a = 0; a < 2; a++)
-#pragma unroll
-    for (int j = 0; j < 2 * NC; j++) acc[a][j] = 0.0;
+  tile_zero(acc);
   for (int64_t t0 = chunk * kChunkSlots; t0 < t1; t0 += kTl) {
     double qd[2][2] = {{0.0, 0.0}, {0.0, 0.0}};
     for (int64_t dc = 0; dc < c.d; dc += kTl) {
@@ -820,26 +777,12 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
         fs[a] += f;
         Ps[ty + 16 * a][tx + 16 * b] = f;
       }
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++) {
-      if (cc * kTl < c.dv) {
-        for (int e = tid; e < kTl * kTl; e += kT) {
-          const int tt = e / kTl, col = e % kTl;
-          const int64_t slot = t0 + tt, cv = cc * kTl + col;
-          Vs[tt][col] = slot < t1 && cv < c.dv ? double(ldf<DT>(V.p, h * V.s0 + slot * V.s1 + cv * V.s2)) : 0.0;
-        }
-        __syncthreads();
-#pragma unroll 8
-        for (int t = 0; t < kTl; t++) {
-          const double p0 = Ps[ty][t], p1 = Ps[ty + 16][t], v0 = Vs[t][tx], v1 = Vs[t][tx + 16];
-          acc[0][2 * cc] += p0 * v0;
-          acc[0][2 * cc + 1] += p0 * v1;
-          acc[1][2 * cc] += p1 * v0;
-          acc[1][2 * cc + 1] += p1 * v1;
-        }
-        __syncthreads();
-      }
-    }
+    tile_pb<false, NC>(Ps, Vs, c.dv, ty, tx, acc, [&](int cc) {
+      tile_fill(Vs, tid, [&](int tt, int col) {
+        const int64_t slot = t0 + tt, cv = cc * kTl + col;
+        return slot < t1 && cv < c.dv ? double(ldf<DT>(V.p, h * V.s0 + slot * V.s1 + cv * V.s2)) : 0.0;
+      });
+    });
   }
   const int64_t stride = c.dv + 1;
 #pragma unroll
@@ -849,13 +792,7 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
     if (row >= c.rows) continue;
     double* out = c.partd + ((h * c.nchs + chunk) * c.rows + row) * stride;
     if (tx == 0) out[0] = fsum;
-#pragma unroll
-    for (int cc = 0; cc < NC; cc++)
-#pragma unroll
-      for (int b = 0; b < 2; b++) {
-        const int64_t col = cc * kTl + tx + 16 * b;
-        if (col < c.dv) out[1 + col] = acc[a][2 * cc + b];
-      }
+    tile_store_row<NC>(acc, a, c.dv, tx, out + 1);
   }
 }
 

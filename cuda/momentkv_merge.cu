@@ -256,11 +256,8 @@ __global__ void __launch_bounds__(kThreads) segment_kernel(MergeArgs A) {
   }
 
   // Segment state: n, r_k[d], r_v[dv], s_k[d], s_v[dv], M[dv][d].
-  float* srk = st + 1;
-  float* srv = srk + d;
-  float* ssk = srv + dv;
-  float* ssv = ssk + d;
-  float* sM = ssv + dv;
+  const mkv::SegState<float> ss = mkv::seg_state(st, d, dv);
+  float *srk = ss.rk, *srv = ss.rv, *ssk = ss.sk, *ssv = ss.sv, *sM = ss.M;
   if (ta == 0 && tc == 0 && tid == 0) st[0] = n;
   if (n == 0.f) return;
   if (ta == 0 && is_k && col_ok) {
@@ -309,14 +306,10 @@ __global__ void __launch_bounds__(kThreads) final_kernel(MergeArgs A) {
   float* M = A.m.m + h * dv * d;
   bool any = false;
   for (int64_t s = 0; s < A.S; s++) {
-    const float* st = A.seg + (h * A.S + s) * sf;
-    const float nb = st[0];
+    const mkv::SegState<const float> sg = mkv::seg_state<const float>(A.seg + (h * A.S + s) * sf, d, dv);
+    const float nb = *sg.n;
     if (nb == 0.f) continue;
-    const float* srk = st + 1;
-    const float* srv = srk + d;
-    const float* ssk = srv + dv;
-    const float* ssv = ssk + d;
-    const float* sM = ssv + dv;
+    const float *srk = sg.rk, *srv = sg.rv, *ssk = sg.sk, *ssv = sg.sv, *sM = sg.M;
     if (!any && na == 0.f) {
       for (int64_t x = tid; x < d; x += kThreads) ck[x] = ssk[x] + srk[x];
       if (tid < nrow) cv[tid] = ssv[a0 + tid] + srv[a0 + tid];
@@ -324,8 +317,8 @@ __global__ void __launch_bounds__(kThreads) final_kernel(MergeArgs A) {
     }
     any = true;
     const mkv::Chan ch = mkv::chan(na, nb);
-    for (int64_t x = tid; x < d; x += kThreads) dk[x] = ((ssk[x] - ck[x]) + srk[x]) - rkA[x];
-    if (tid < nrow) dvv[tid] = ((ssv[a0 + tid] - cv[tid]) + srv[a0 + tid]) - rvA[tid];
+    for (int64_t x = tid; x < d; x += kThreads) dk[x] = mkv::seg_delta(ssk[x], ck[x], srk[x], rkA[x]);
+    if (tid < nrow) dvv[tid] = mkv::seg_delta(ssv[a0 + tid], cv[tid], srv[a0 + tid], rvA[tid]);
     __syncthreads();
     for (int64_t e = tid; e < int64_t(nrow) * d; e += kThreads) {
       const int r = int(e / d);

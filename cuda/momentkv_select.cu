@@ -23,18 +23,6 @@ constexpr int kWarps = kThreads / kWarp;
 constexpr int64_t kRowsPerBlock = 256;
 constexpr int64_t kSelectMaxDv = 256;
 
-__device__ __forceinline__ float block_sum(float v, float* red) {
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  v = warp_sum(v);
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float t = 0.f;
-#pragma unroll
-  for (int w = 0; w < kWarps; w++) t += red[w];
-  return t;
-}
-
 __global__ void fill_kernel(T2 t, int32_t value) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, h = blockIdx.y;
   if (i < t.n1) static_cast<int32_t*>(t.p)[h * t.s0 + i * t.s1] = value;
@@ -102,14 +90,14 @@ __device__ void orthonormalize(const float* Y, float* X, int64_t dv, int p, int 
     __syncthreads();
     float q = 0.f;
     for (int64_t a = threadIdx.x; a < dv; a += kThreads) q += y[a] * y[a];
-    const float n0 = sqrtf(block_sum(q, red));
+    const float n0 = sqrtf(block_sum<kWarps>(q, red));
     float n1 = 0.f;
     if (n0 > 0.f && n0 < INFINITY) {
       cgs_pass(X, dv, p, k, y, proj);
       cgs_pass(X, dv, p, k, y, proj);
       q = 0.f;
       for (int64_t a = threadIdx.x; a < dv; a += kThreads) q += y[a] * y[a];
-      n1 = sqrtf(block_sum(q, red));
+      n1 = sqrtf(block_sum<kWarps>(q, red));
     }
     if (!(n1 > mkv::kCollapseRel * n0)) {
       for (int64_t a = threadIdx.x; a < dv; a += kThreads) y[a] = mkv::det_uniform(uint32_t(a), uint32_t(k), uint32_t(it + 1));
@@ -118,7 +106,7 @@ __device__ void orthonormalize(const float* Y, float* X, int64_t dv, int p, int 
       cgs_pass(X, dv, p, k, y, proj);
       q = 0.f;
       for (int64_t a = threadIdx.x; a < dv; a += kThreads) q += y[a] * y[a];
-      n1 = sqrtf(block_sum(q, red));
+      n1 = sqrtf(block_sum<kWarps>(q, red));
     }
     const float iv = n1 > 0.f ? 1.f / n1 : 0.f;
     for (int64_t a = threadIdx.x; a < dv; a += kThreads) X[a * p + k] = y[a] * iv;
@@ -194,7 +182,7 @@ __global__ void __launch_bounds__(kThreads) basis_kernel(BasisArgs A) {
         for (int64_t a = 0; a < dv; a++) t += (M[a * d + c] * iv) * y[a];
         q += t * t;
       }
-      const float sigma = sqrtf(block_sum(q, red));
+      const float sigma = sqrtf(block_sum<kWarps>(q, red));
       if (i == 0) sigma0 = sigma;
       if (sigma > 0.f && sigma >= mkv::kSigmaRel * sigma0) {
         const int slot = ncand;
@@ -216,19 +204,19 @@ __global__ void __launch_bounds__(kThreads) basis_kernel(BasisArgs A) {
       y[a] = c[a];
       q += c[a] * c[a];
     }
-    const float cn = sqrtf(block_sum(q, red));
+    const float cn = sqrtf(block_sum<kWarps>(q, red));
     if (!(cn > 0.f)) continue;
     for (int pass = 0; pass < 2; pass++)
       for (int b = 0; b < nb; b++) {
         q = 0.f;
         for (int64_t a = tid; a < dv; a += kThreads) q += out[b * dv + a] * y[a];
-        const float pr = block_sum(q, red);
+        const float pr = block_sum<kWarps>(q, red);
         for (int64_t a = tid; a < dv; a += kThreads) y[a] -= pr * out[b * dv + a];
         __syncthreads();
       }
     q = 0.f;
     for (int64_t a = tid; a < dv; a += kThreads) q += y[a] * y[a];
-    const float wn = sqrtf(block_sum(q, red));
+    const float wn = sqrtf(block_sum<kWarps>(q, red));
     if (!(wn > mkv::kGsRel * cn)) continue;
     for (int64_t a = tid; a < dv; a += kThreads) out[nb * dv + a] = y[a] / wn;
     __syncthreads();

@@ -526,36 +526,6 @@ struct Launch {
   }
 };
 
-// dtype / vector width / register steps; d > 256 uses V = 1 and up to 32 steps (arrays may live in local memory).
-template <typename F>
-cudaError_t dispatch_nkv(const T3& t, const F& f) {
-  const int vec = row_vec_width(t);
-  const int64_t d = t.n2;
-  auto by_dt = [&](auto tag) -> cudaError_t {
-    constexpr int DT = decltype(tag)::value;
-    if (d > 256) return f.template run<DT, 1, 32>();
-    if constexpr (DT != kF32) {
-      if (vec >= 8 && d > 128) return f.template run<DT, 8, 1>();
-    }
-    if (vec >= 4 && d > 64) return d <= 128 ? f.template run<DT, 4, 1>() : f.template run<DT, 4, 2>();
-    if (vec >= 2 && d > 32) {
-      if (d <= 64) return f.template run<DT, 2, 1>();
-      return d <= 128 ? f.template run<DT, 2, 2>() : f.template run<DT, 2, 4>();
-    }
-    const int64_t steps = ceil_div(d, kWarp);
-    if (steps == 1) return f.template run<DT, 1, 1>();
-    if (steps == 2) return f.template run<DT, 1, 2>();
-    if (steps <= 4) return f.template run<DT, 1, 4>();
-    return f.template run<DT, 1, 8>();
-  };
-  switch (t.dtype) {
-    case kF32: return by_dt(std::integral_constant<int, kF32>{});
-    case kF16: return by_dt(std::integral_constant<int, kF16>{});
-    case kBF16: return by_dt(std::integral_constant<int, kBF16>{});
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 // Bump allocator over one scratch buffer (256-byte aligned pieces).
 struct Carve {
   char* base;
@@ -616,7 +586,8 @@ cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& s
   KVT_CU_TRY(ws.error());
   auto [st, hist, tickets, stats, params] = layout(ws.as<char>(), &zero_bytes, &total);
   KVT_CU_TRY(cudaMemsetAsync(ws.as<char>(), 0, zero_bytes, stream));
-  KVT_CU_TRY(dispatch_nkv(keys, Launch{c, stream, chunks}));
+  // d > 256: V = 1 and up to 32 steps (the arrays may live in local memory)
+  KVT_CU_TRY(dispatch_rows<32>(keys, Launch{c, stream, chunks}));
   // Statistics over the L2-resident raw anomalies: about two blocks per SM in all.
   const unsigned sblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(2 * sms, 3 * H))));
   if (!p.global) {

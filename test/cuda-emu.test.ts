@@ -27,7 +27,9 @@ const skip =
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    const p = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env } });
+    // a plain process: without the runner's TAP* / processinfo / coverage variables of this test process
+    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(TAP|_TAPJS_|NODE_V8_COVERAGE)/.test(k)));
+    const p = spawn(cmd, args, { cwd: root, env: { ...base, ...env } });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
@@ -42,9 +44,21 @@ function failures(out: string): string {
   return (bad.length ? bad : lines.slice(-20)).slice(0, 30).join('\n');
 }
 
-const tap = path.join(root, 'node_modules', '.bin', 'tap');
-const tapRun = (files: string[], env: NodeJS.ProcessEnv) =>
-  run(tap, ['--disable-coverage', '--reporter=tap', '--timeout=900', ...files], env);
+// Each test file runs directly under node with tap's TypeScript loader (a tap test file is a program that prints TAP
+// and exits non-zero on a failure), two at a time. Not a child `tap` run: that would start a new run in this project
+// and delete the parent run's .tap/coverage and .tap/processinfo.
+async function tapRun(files: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
+  const results: { code: number; out: string }[] = [];
+  const queue = [...files];
+  const worker = async () => {
+    for (let f = queue.shift(); f !== undefined; f = queue.shift()) {
+      const r = await run(process.execPath, ['--import=@tapjs/typescript/import', f], { TAP_TIMEOUT: '900', ...env });
+      results.push({ code: r.code, out: `# ${f}\n${r.out}` });
+    }
+  };
+  await Promise.all([worker(), worker()]);
+  return { code: Math.max(...results.map((r) => r.code)), out: results.map((r) => r.out).join('\n') };
+}
 
 t.test('CUDA kernels under the CPU emulator', { skip }, async (t) => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-emu-'));

@@ -8,33 +8,8 @@ import { Rng } from '../lib/rng';
 import { decodeAttentionRef, momentkvSelectRef, momentsInitRef, momentsMergeRef, MomentStateRef } from './ref/momentkv';
 import { validateRoundsTolerant } from './momentkv-util';
 import { BACKENDS, place, poisoned, fetch, randomTensor, values, rows, Layout } from './helpers';
+import { maxAbs, maxAbsDiff, maxRowRel } from './ref/compare';
 
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const e = Math.abs(a[i] - b[i]);
-    if (!(e <= m)) m = Number.isNaN(e) ? Infinity : e;
-  }
-  return m;
-}
-function maxRowRel(a: ArrayLike<number>, b: ArrayLike<number>, w: number): number {
-  let m = 0;
-  for (let r = 0; r * w < b.length; r++) {
-    let num = 0, den = 0;
-    for (let c = 0; c < w; c++) {
-      num += (a[r * w + c] - b[r * w + c]) ** 2;
-      den += b[r * w + c] ** 2;
-    }
-    const e = Math.sqrt(num / Math.max(den, 1e-30));
-    if (!(e <= m)) m = Number.isNaN(e) ? Infinity : e;
-  }
-  return m;
-}
 function stateErrors(got: MomentStateRef, ref: MomentStateRef): { n: number; mu: number; C: number } {
   const per = ref.d * ref.dv;
   let cErr = 0, cMax = 0;

@@ -16,36 +16,8 @@ import {
 } from './ref/momentkv';
 import { BACKENDS, Backend, place, poisoned, fetch, randomTensor, values, rows, Layout } from './helpers';
 import { validateRoundsTolerant } from './momentkv-util';
+import { maxAbs, maxAbsDiff, maxRowRel } from './ref/compare';
 
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const e = Math.abs(a[i] - b[i]);
-    if (!(e <= m)) m = Number.isNaN(e) ? Infinity : e;
-  }
-  return m;
-}
-/** max over rows of ‖a − b‖ / ‖b‖ (rows of length w). */
-function maxRowRel(a: ArrayLike<number>, b: ArrayLike<number>, w: number): number {
-  let m = 0;
-  for (let r = 0; r * w < b.length; r++) {
-    let num = 0, den = 0;
-    for (let c = 0; c < w; c++) {
-      const x = a[r * w + c] - b[r * w + c];
-      num += x * x;
-      den += b[r * w + c] * b[r * w + c];
-    }
-    const e = Math.sqrt(num / Math.max(den, 1e-30));
-    if (!(e <= m)) m = Number.isNaN(e) ? Infinity : e;
-  }
-  return m;
-}
 function gatherRows(X: ArrayLike<number>, h: number, N: number, w: number, idx: number[]): Float64Array {
   const out = new Float64Array(idx.length * w);
   idx.forEach((s, i) => {

@@ -5,6 +5,7 @@ import type { DType, NestedkvOptions } from '../lib/index';
 import { Rng } from '../lib/rng';
 import { nestedkvScoresRef, nestedkvDetailRef } from './ref/nestedkv';
 import { keydiffScoresRef } from './ref/keydiff';
+import { plantedKeys } from './ref/planted';
 import { selectRef, checkSelectionValid } from './ref/select';
 import { BACKENDS, place, poisoned, fetch, randomTensor, maxRelErr, rows, Layout, expectBadCalls, BadCall } from './helpers';
 
@@ -242,41 +243,6 @@ for (const b of BACKENDS) {
       t.ok(maxRelErr(finite(got), finite(det.score), 1e-2).err <= TOL, `${dtype}: planted scores match the reference`);
     }
   });
-}
-
-/** Planted geometry of test/ref-scoring.test.ts (spec §11): a block-scale-only and a window-scale-only anomaly per head. */
-function plantedKeys(): { K: Float64Array; plants: { A: number; Aw: number }[]; H: number; N: number; d: number } {
-  const N = 4096, d = 128, H = 2, B = 128;
-  const K = new Float64Array(H * N * d);
-  const plants = [{ A: 20 * B, Aw: 10 * B + B - 1 }, { A: 7 * B, Aw: 25 * B + B - 1 }];
-  for (let h = 0; h < H; h++) {
-    const rng = new Rng(100 + h);
-    const dirs: Float64Array[] = [];
-    while (dirs.length < 1 + 2 * (N / B)) {
-      const x = rng.normals64(d);
-      for (const u of dirs) {
-        let p = 0;
-        for (let c = 0; c < d; c++) p += x[c] * u[c];
-        for (let c = 0; c < d; c++) x[c] -= p * u[c];
-      }
-      const nrm = Math.hypot(...x);
-      dirs.push(x.map((e) => e / nrm));
-    }
-    const u0 = dirs[0], v = dirs.slice(1, 1 + N / B), w = dirs.slice(1 + N / B);
-    const { A, Aw } = plants[h];
-    for (let i = 0; i < N; i++) {
-      let blk = Math.floor(i / B);
-      const split = blk === Math.floor(Aw / B) || blk % 11 === 3;
-      let sgn = split ? (i % B < B / 2 ? 1 : -1) : i % 2 === 0 ? 1 : -1;
-      if (i === A) {
-        blk -= 1;
-        sgn = (i - 1) % 2 === 0 ? -1 : 1;
-      }
-      if (i === Aw) sgn = 1;
-      for (let c = 0; c < d; c++) K[(h * N + i) * d + c] = u0[c] + 0.5 * v[blk][c] + sgn * w[blk][c] + 0.03 * rng.normal();
-    }
-  }
-  return { K, plants, H, N, d };
 }
 
 t.test('nestedkv cpu: bitwise identical with 1 and 2 threads (the window state makes any row split exact)', async (t) => {

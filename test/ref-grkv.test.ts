@@ -18,13 +18,8 @@ import {
   vjpRef,
   windowPositions,
 } from './ref/grkv';
+import { maxAbsDiff } from './ref/compare';
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   const d = Float64Array.from(a, (x, i) => x - b[i]);
   return frobeniusNorm(d) / Math.max(frobeniusNorm(b), 1e-300);

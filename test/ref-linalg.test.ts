@@ -11,6 +11,7 @@ import {
   transposeRef,
 } from './ref/linalg';
 import { median, quantile, relativeErrors } from './ref/attention';
+import { maxAbsDiff } from './ref/compare';
 
 /** A = XᵀX/m + ridge·I for X [m, n] Gaussian: SPD, well conditioned when m ≫ n. */
 function randomSpd(rng: Rng, n: number, m: number, ridge: number): Float64Array {
@@ -19,12 +20,6 @@ function randomSpd(rng: Rng, n: number, m: number, ridge: number): Float64Array 
   for (let i = 0; i < n * n; i++) A[i] /= m;
   for (let i = 0; i < n; i++) A[i * n + i] += ridge;
   return A;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 function sub(a: ArrayLike<number>, b: ArrayLike<number>): Float64Array {

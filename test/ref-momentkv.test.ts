@@ -13,18 +13,8 @@ import {
   MomentStateRef,
   summaryBasisRef,
 } from './ref/momentkv';
+import { maxAbs, maxAbsDiff } from './ref/compare';
 
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 /** Rows `idx` of head h of X [H, N, w] → [idx.length, w]. */
 function gatherRows(X: ArrayLike<number>, h: number, N: number, w: number, idx: number[]): Float64Array {
   const out = new Float64Array(idx.length * w);
