@@ -210,6 +210,24 @@ __device__ __forceinline__ void tile_dot(const T (*X)[kTp], const T (*Y)[kTp], i
   }
 }
 
+// acc[a][b] += sum over col < ncols of X(ty + 16a, col) * Y(tx + 16b, col), the operands' rows r < kTl given by
+// x(r, col) and y(r, col) (the callers bound r), staged through the shared tiles Xs / Ys kTl columns at a time.
+template <typename T, typename FX, typename FY>
+__device__ __forceinline__ void tile_dot_cols(T (*Xs)[kTp], T (*Ys)[kTp], int64_t ncols, int tid, int ty, int tx,
+                                              T acc[2][2], const FX& x, const FY& y) {
+  for (int64_t dc = 0; dc < ncols; dc += kTl) {
+    for (int e = tid; e < kTl * kTl; e += kT) {
+      const int r = e / kTl, cc = e % kTl;
+      const int64_t col = dc + cc;
+      Xs[r][cc] = col < ncols ? x(r, col) : T(0);
+      Ys[r][cc] = col < ncols ? y(r, col) : T(0);
+    }
+    __syncthreads();
+    tile_dot<T>(Xs, Ys, ty, tx, acc);
+    __syncthreads();
+  }
+}
+
 // acc[a][j] = 0 for a thread's 2 x M outputs.
 template <typename T, int M>
 __device__ __forceinline__ void tile_zero(T (&acc)[2][M]) {
@@ -286,17 +304,15 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
   tile_zero(acc);
   for (int64_t t0 = n0; t0 < n1 && t0 <= maxq; t0 += kTl) {
     float dot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-    for (int64_t dc = 0; dc < c.d; dc += kTl) {
-      for (int e = tid; e < kTl * kTl; e += kT) {
-        const int rr = e / kTl, cc = e % kTl;
-        const int64_t row = r0 + rr, key = t0 + rr, col = dc + cc;
-        Qs[rr][cc] = row < c.rows && col < c.d ? c.Qf[(h * c.rows + row) * c.d + col] : 0.f;
-        Ks[rr][cc] = key < n1 && col < c.d ? ldf<DT>(K.p, h * K.s0 + key * K.s1 + col * K.s2) : 0.f;
-      }
-      __syncthreads();
-      tile_dot<float>(Qs, Ks, ty, tx, dot);
-      __syncthreads();
-    }
+    tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot,
+        [&](int rr, int64_t col) {
+          const int64_t row = r0 + rr;
+          return row < c.rows ? c.Qf[(h * c.rows + row) * c.d + col] : 0.f;
+        },
+        [&](int rr, int64_t col) {
+          const int64_t key = t0 + rr;
+          return key < n1 ? ldf<DT>(K.p, h * K.s0 + key * K.s1 + col * K.s2) : 0.f;
+        });
 #pragma unroll
     for (int a = 0; a < 2; a++) {
       float lg[2];
@@ -387,17 +403,15 @@ __global__ void __launch_bounds__(kT) logits_kernel(Ctx c, int sel) {
   if (s0 >= S) return;
   const O3& K = c.p.keys_out;
   float dot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-  for (int64_t dc = 0; dc < c.d; dc += kTl) {
-    for (int e = tid; e < kTl * kTl; e += kT) {
-      const int rr = e / kTl, cc = e % kTl;
-      const int64_t row = r0 + rr, slot = s0 + rr, col = dc + cc;
-      Qs[rr][cc] = row < c.rows && col < c.d ? c.Qf[(h * c.rows + row) * c.d + col] : 0.f;
-      Ks[rr][cc] = slot < S && col < c.d ? ldf<DT>(K.p, h * K.s0 + slot * K.s1 + col * K.s2) : 0.f;
-    }
-    __syncthreads();
-    tile_dot<float>(Qs, Ks, ty, tx, dot);
-    __syncthreads();
-  }
+  tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot,
+      [&](int rr, int64_t col) {
+        const int64_t row = r0 + rr;
+        return row < c.rows ? c.Qf[(h * c.rows + row) * c.d + col] : 0.f;
+      },
+      [&](int rr, int64_t col) {
+        const int64_t slot = s0 + rr;
+        return slot < S ? ldf<DT>(K.p, h * K.s0 + slot * K.s1 + col * K.s2) : 0.f;
+      });
 #pragma unroll
   for (int a = 0; a < 2; a++) {
     const int64_t row = r0 + ty + 16 * a;
@@ -705,17 +719,15 @@ __global__ void __launch_bounds__(kT) vjp_kernel(Ctx c, const double* U, int sel
   tile_zero(acc);
   for (int64_t r0 = 0; r0 < c.rows; r0 += kTl) {
     double cd[2][2] = {{0.0, 0.0}, {0.0, 0.0}};
-    for (int64_t dc = 0; dc < c.dv; dc += kTl) {
-      for (int e = tid; e < kTl * kTl; e += kT) {
-        const int rr = e / kTl, cc = e % kTl;
-        const int64_t row = r0 + rr, slot = s0 + rr, col = dc + cc;
-        Us[rr][cc] = row < c.rows && col < c.dv ? double(sw_of(c, row)) * U[(h * c.rows + row) * c.dv + col] : 0.0;
-        Vs[rr][cc] = slot < S && col < c.dv ? double(ldf<DT>(V.p, h * V.s0 + slot * V.s1 + col * V.s2)) : 0.0;
-      }
-      __syncthreads();
-      tile_dot<double>(Us, Vs, ty, tx, cd);
-      __syncthreads();
-    }
+    tile_dot_cols(Us, Vs, c.dv, tid, ty, tx, cd,
+        [&](int rr, int64_t col) {
+          const int64_t row = r0 + rr;
+          return row < c.rows ? double(sw_of(c, row)) * U[(h * c.rows + row) * c.dv + col] : 0.0;
+        },
+        [&](int rr, int64_t col) {
+          const int64_t slot = s0 + rr;
+          return slot < S ? double(ldf<DT>(V.p, h * V.s0 + slot * V.s1 + col * V.s2)) : 0.0;
+        });
 #pragma unroll
     for (int a = 0; a < 2; a++)
 #pragma unroll
@@ -756,17 +768,15 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
   tile_zero(acc);
   for (int64_t t0 = chunk * kChunkSlots; t0 < t1; t0 += kTl) {
     double qd[2][2] = {{0.0, 0.0}, {0.0, 0.0}};
-    for (int64_t dc = 0; dc < c.d; dc += kTl) {
-      for (int e = tid; e < kTl * kTl; e += kT) {
-        const int rr = e / kTl, cc = e % kTl;
-        const int64_t row = r0 + rr, slot = t0 + rr, col = dc + cc;
-        Qs[rr][cc] = row < c.rows && col < c.d ? double(c.Qf[(h * c.rows + row) * c.d + col]) : 0.0;
-        Ts[rr][cc] = slot < t1 && col < c.d ? c.T[(h * c.cap + slot) * c.d + col] : 0.0;
-      }
-      __syncthreads();
-      tile_dot<double>(Qs, Ts, ty, tx, qd);
-      __syncthreads();
-    }
+    tile_dot_cols(Qs, Ts, c.d, tid, ty, tx, qd,
+        [&](int rr, int64_t col) {
+          const int64_t row = r0 + rr;
+          return row < c.rows ? double(c.Qf[(h * c.rows + row) * c.d + col]) : 0.0;
+        },
+        [&](int rr, int64_t col) {
+          const int64_t slot = t0 + rr;
+          return slot < t1 ? c.T[(h * c.cap + slot) * c.d + col] : 0.0;
+        });
 #pragma unroll
     for (int a = 0; a < 2; a++)
 #pragma unroll
