@@ -228,6 +228,23 @@ __device__ __forceinline__ void tile_dot_cols(T (*Xs)[kTp], T (*Ys)[kTp], int64_
   }
 }
 
+// Operands of tile_dot_cols. Row r0 + r of head h of the staged f32 queries, as T (0 past the last row).
+template <typename T>
+__device__ __forceinline__ auto query_rows(const Ctx& c, int64_t h, int64_t r0) {
+  return [&c, h, r0](int rr, int64_t col) -> T {
+    const int64_t row = r0 + rr;
+    return row < c.rows ? T(c.Qf[(h * c.rows + row) * c.d + col]) : T(0);
+  };
+}
+// Position p0 + r of head h of a stored [H, N, d] tensor of dtype DT (an input or an output), as T (0 from lim on).
+template <int DT, typename T, typename X>
+__device__ __forceinline__ auto stored_rows(const X& x, int64_t h, int64_t p0, int64_t lim) {
+  return [&x, h, p0, lim](int rr, int64_t col) -> T {
+    const int64_t p = p0 + rr;
+    return p < lim ? T(ldf<DT>(x.p, h * x.s0 + p * x.s1 + col * x.s2)) : T(0);
+  };
+}
+
 // acc[a][j] = 0 for a thread's 2 x M outputs.
 template <typename T, int M>
 __device__ __forceinline__ void tile_zero(T (&acc)[2][M]) {
@@ -304,15 +321,7 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
   tile_zero(acc);
   for (int64_t t0 = n0; t0 < n1 && t0 <= maxq; t0 += kTl) {
     float dot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-    tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot,
-        [&](int rr, int64_t col) {
-          const int64_t row = r0 + rr;
-          return row < c.rows ? c.Qf[(h * c.rows + row) * c.d + col] : 0.f;
-        },
-        [&](int rr, int64_t col) {
-          const int64_t key = t0 + rr;
-          return key < n1 ? ldf<DT>(K.p, h * K.s0 + key * K.s1 + col * K.s2) : 0.f;
-        });
+    tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot, query_rows<float>(c, h, r0), stored_rows<DT, float>(K, h, t0, n1));
 #pragma unroll
     for (int a = 0; a < 2; a++) {
       float lg[2];
@@ -403,15 +412,7 @@ __global__ void __launch_bounds__(kT) logits_kernel(Ctx c, int sel) {
   if (s0 >= S) return;
   const O3& K = c.p.keys_out;
   float dot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-  tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot,
-      [&](int rr, int64_t col) {
-        const int64_t row = r0 + rr;
-        return row < c.rows ? c.Qf[(h * c.rows + row) * c.d + col] : 0.f;
-      },
-      [&](int rr, int64_t col) {
-        const int64_t slot = s0 + rr;
-        return slot < S ? ldf<DT>(K.p, h * K.s0 + slot * K.s1 + col * K.s2) : 0.f;
-      });
+  tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot, query_rows<float>(c, h, r0), stored_rows<DT, float>(K, h, s0, S));
 #pragma unroll
   for (int a = 0; a < 2; a++) {
     const int64_t row = r0 + ty + 16 * a;
@@ -724,10 +725,7 @@ __global__ void __launch_bounds__(kT) vjp_kernel(Ctx c, const double* U, int sel
           const int64_t row = r0 + rr;
           return row < c.rows ? double(sw_of(c, row)) * U[(h * c.rows + row) * c.dv + col] : 0.0;
         },
-        [&](int rr, int64_t col) {
-          const int64_t slot = s0 + rr;
-          return slot < S ? double(ldf<DT>(V.p, h * V.s0 + slot * V.s1 + col * V.s2)) : 0.0;
-        });
+        stored_rows<DT, double>(V, h, s0, S));
 #pragma unroll
     for (int a = 0; a < 2; a++)
 #pragma unroll
@@ -768,11 +766,7 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
   tile_zero(acc);
   for (int64_t t0 = chunk * kChunkSlots; t0 < t1; t0 += kTl) {
     double qd[2][2] = {{0.0, 0.0}, {0.0, 0.0}};
-    tile_dot_cols(Qs, Ts, c.d, tid, ty, tx, qd,
-        [&](int rr, int64_t col) {
-          const int64_t row = r0 + rr;
-          return row < c.rows ? double(c.Qf[(h * c.rows + row) * c.d + col]) : 0.0;
-        },
+    tile_dot_cols(Qs, Ts, c.d, tid, ty, tx, qd, query_rows<double>(c, h, r0),
         [&](int rr, int64_t col) {
           const int64_t slot = t0 + rr;
           return slot < t1 ? c.T[(h * c.cap + slot) * c.d + col] : 0.0;

@@ -13,24 +13,13 @@ import {
   momentsInitRef,
   momentsMergeRef,
   MomentStateRef,
+  complement,
+  gatherRows,
 } from './ref/momentkv';
 import { BACKENDS, Backend, place, poisoned, fetch, randomTensor, values, rows, Layout } from './helpers';
 import { validateRoundsTolerant } from './momentkv-util';
 import { maxAbs, maxAbsDiff, maxRowRel } from './ref/compare';
 
-function gatherRows(X: ArrayLike<number>, h: number, N: number, w: number, idx: number[]): Float64Array {
-  const out = new Float64Array(idx.length * w);
-  idx.forEach((s, i) => {
-    for (let c = 0; c < w; c++) out[i * w + c] = X[(h * N + s) * w + c];
-  });
-  return out;
-}
-function complement(kept: number[], N: number): number[] {
-  const k = new Set(kept);
-  const out: number[] = [];
-  for (let s = 0; s < N; s++) if (!k.has(s)) out.push(s);
-  return out;
-}
 /** [H, cap] i32 index tensor (−1 padded) and counts from per-head lists. */
 function lists(l: number[][], cap = Math.max(1, ...l.map((x) => x.length))): { indices: Tensor; counts: Tensor } {
   const H = l.length;

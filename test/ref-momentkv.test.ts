@@ -12,27 +12,15 @@ import {
   momentsMergeRef,
   MomentStateRef,
   summaryBasisRef,
+  complement,
+  gatherRows,
 } from './ref/momentkv';
 import { maxAbs, maxAbsDiff } from './ref/compare';
 
-/** Rows `idx` of head h of X [H, N, w] → [idx.length, w]. */
-function gatherRows(X: ArrayLike<number>, h: number, N: number, w: number, idx: number[]): Float64Array {
-  const out = new Float64Array(idx.length * w);
-  idx.forEach((s, i) => {
-    for (let c = 0; c < w; c++) out[i * w + c] = X[(h * N + s) * w + c];
-  });
-  return out;
-}
 /** Compact kept rows into [H, cap, w], padding with NaN (must never be read). */
 function compact(X: ArrayLike<number>, H: number, N: number, w: number, kept: number[][], cap: number): Float64Array {
   const out = new Float64Array(H * cap * w).fill(NaN);
   for (let h = 0; h < H; h++) out.set(gatherRows(X, h, N, w, kept[h]), h * cap * w);
-  return out;
-}
-function complement(kept: number[], N: number): number[] {
-  const k = new Set(kept);
-  const out: number[] = [];
-  for (let s = 0; s < N; s++) if (!k.has(s)) out.push(s);
   return out;
 }
 function momentsOf(K: ArrayLike<number>, V: ArrayLike<number>, H: number, N: number, d: number, dv: number, evicted: number[][]): MomentStateRef {

@@ -25,6 +25,23 @@ export interface MomentStateRef {
   M: Float64Array;
 }
 
+/** Rows `idx` of head h of X [H, N, w] → [idx.length, w]. */
+export function gatherRows(X: ArrayLike<number>, h: number, N: number, w: number, idx: number[]): Float64Array {
+  const out = new Float64Array(idx.length * w);
+  idx.forEach((s, i) => {
+    for (let c = 0; c < w; c++) out[i * w + c] = X[(h * N + s) * w + c];
+  });
+  return out;
+}
+
+/** Positions 0..N−1 not in `kept`, ascending. */
+export function complement(kept: number[], N: number): number[] {
+  const k = new Set(kept);
+  const out: number[] = [];
+  for (let s = 0; s < N; s++) if (!k.has(s)) out.push(s);
+  return out;
+}
+
 /** An empty moment state (n = 0 everywhere) for H KV heads (spec/momentkv.md §13 `moments_init`). */
 export function momentsInitRef(H: number, d: number, dv: number): MomentStateRef {
   return {
