@@ -9,7 +9,7 @@
 namespace kvt {
 namespace cuda {
 
-// A strided 3-D tensor [n0, n1, n2] of dtype kF32/kF16/kBF16 (see kvt_math.h), strides in elements.
+// A strided 3-D tensor [n0, n1, n2] of dtype kF32/kF16/kBF16 (see math/common.h), strides in elements.
 struct T3 {
   const void* p;
   int dtype;
@@ -53,7 +53,7 @@ struct Moments {
 cudaError_t gather_kv(const T3& keys, const T3& values, const T2& indices, const T2& counts, const O3& keys_out,
                       const O3& values_out, const T2& counts_out, const Moments* moments, cudaStream_t stream);
 
-// Straightforward (unfused) implementations timed as baselines by `kvtrim bench` (cuda/baseline.cu).
+// Straightforward (unfused) implementations timed as baselines by `kvtrim bench` (cuda/bench_baselines.cu).
 cudaError_t baseline_keydiff(const T3& keys, const T2& scores, cudaStream_t stream);
 cudaError_t baseline_select(const T2& scores, int64_t keep, const T2& indices, const T2& counts, cudaStream_t stream);
 cudaError_t baseline_gather(const T3& keys, const T3& values, const T2& indices, const T2& counts, const O3& keys_out,
@@ -84,7 +84,7 @@ cudaError_t snapkv_scores(const T3& queries, const T3& keys, const SnapkvParams&
 
 
 // ==== MomentKV ========================================================================================
-// Rows merged into the moment state, per head (see csrc/momentkv_math.h for the fixed merge partition).
+// Rows merged into the moment state, per head (see csrc/math/momentkv.h for the fixed merge partition).
 struct RowSel {
   int mode;        // 0: explicit ascending list; 1: complement of an ascending list; 2: label == value
   T2 list;         // [H, cap] i32 (modes 0, 1)

@@ -1,5 +1,5 @@
 // MomentKV moment-state merge on CUDA (spec/momentkv.md §4.3; spec/performance.md §5.4), the same function as the
-// CPU backend (csrc/momentkv.cc) over the same fixed partition (csrc/momentkv_math.h):
+// CPU backend (csrc/cpu/moments.cc) over the same fixed partition (csrc/math/momentkv.h):
 //
 //   segment kernel  grid (segments, M tiles, H), 256 threads. A block walks its segment's positions in windows of
 //                   32; warp 0 finds the window's rows to merge (explicit list / complement of the kept list / round
@@ -12,7 +12,7 @@
 //                   exactly once for d, dv <= 128).
 //   final kernel    grid (value-row blocks, H): merges the segment states of a head, in segment order, into the
 //                   persistent state in residual form about one common shift (deterministic, no atomics).
-#include "../csrc/momentkv_math.h"
+#include "math/momentkv.h"
 #include "common.cuh"
 #include "dispatch.cuh"
 

@@ -1,7 +1,8 @@
-// MomentKV internals shared by the C ABI implementations (momentkv.cc, gather.cc). Not part of the public ABI.
+// A MomentKV moment-state argument (kvt_moments) as checked views, and its validation, shared by the entry points
+// that take one (abi/moments.cc, gather.cc, decode.cc, momentkv_select.cc). Not part of the public ABI.
 #pragma once
 
-#include "kvt_internal.h"
+#include "abi/validate.h"
 
 namespace kvt {
 
@@ -25,26 +26,4 @@ kvt_status check_moments(const kvt_moments* m, const View& ref, const char* ref_
 // Requires the state not to overlap `v` (an input or output of the same call).
 kvt_status check_moments_no_overlap(const MomentViews& m, const View& v, const char* name);
 
-namespace cpu {
-// Rows to merge, per head: an explicit ascending list, the complement of an ascending list (gather), or the
-// positions whose label equals `value` (the rounds of momentkvSelect).
-struct RowSource {
-  enum Mode { kList = 0, kComplement = 1, kLabel = 2 } mode;
-  const View* idx = nullptr;  // [H, cap] i32 (list modes)
-  const View* cnt = nullptr;  // [H] i32 (list modes)
-  const View* label = nullptr;  // [H, N] i32 (label mode)
-  int32_t value = 0;
-};
-void moments_merge(const View& k, const View& v, const RowSource& src, const MomentViews& m);
-}  // namespace cpu
-
 }  // namespace kvt
-
-#if defined(KVT_WITH_CUDA)
-#include "../cuda/kvt_cuda.h"
-namespace kvt {
-inline cuda::Moments cuda_moments(const MomentViews& m) {
-  return cuda::Moments{m.n().ptr<float>(), m.mu_k().ptr<float>(), m.mu_v().ptr<float>(), m.m().ptr<float>()};
-}
-}  // namespace kvt
-#endif

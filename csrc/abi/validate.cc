@@ -1,4 +1,5 @@
-#include "kvt_internal.h"
+// The checks of validate.h and the thread-local last error behind kvt_last_error.
+#include "abi/validate.h"
 
 #include <algorithm>
 #include <sstream>
@@ -170,14 +171,4 @@ kvt_status check_range(double v, double lo, double hi, const char* name) {
 
 }  // namespace kvt
 
-extern "C" {
-const char* kvt_last_error(void) { return kvt::g_last_error.c_str(); }
-int kvt_abi_version(void) { return KVT_ABI_VERSION; }
-int kvt_built_with_cuda(void) {
-#if defined(KVT_WITH_CUDA)
-  return 1;
-#else
-  return 0;
-#endif
-}
-}
+extern "C" const char* kvt_last_error(void) { return kvt::g_last_error.c_str(); }

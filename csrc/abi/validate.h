@@ -1,5 +1,5 @@
-// Internal helpers for the C ABI implementation: tensor checking with argument-naming errors, strided views,
-// and the backend dispatch declarations. Not part of the public ABI.
+// Argument validation of the C ABI entry points (csrc/abi/<op>.cc): checked strided views of kvt_tensor arguments,
+// checks whose errors name the argument, and the thread-local last error. Not part of the public ABI.
 #pragma once
 
 #include <stdint.h>
@@ -7,7 +7,7 @@
 #include <string>
 
 #include "kvtrim.h"
-#include "kvt_math.h"
+#include "math/common.h"
 
 namespace kvt {
 

@@ -1,4 +1,5 @@
-// Dense SPD factor/solve on the CPU backend (fp32), used by kvt_spd_solve and the GRKV value step.
+// Dense SPD factor and solve on the CPU backend (fp32, cholesky.cc), used by spdSolve (cpu/spd.cc) and the GRKV value
+// step (cpu/grkv_value.cc).
 #pragma once
 
 #include <stdint.h>

@@ -1,20 +1,17 @@
-// KeyDiff scoring (spec/nestedkv.md §7): C ABI entry point, validation and the CPU backend.
+// KeyDiff scoring on the CPU backend (spec/nestedkv.md §7): the anchor of each head in f64 over fixed row chunks,
+// then the negative cosine of every key against it.
 #include <algorithm>
 #include <vector>
 
+#include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "cpu/rows.h"
-#include "kvt_internal.h"
-#if defined(KVT_WITH_CUDA)
-#include "../cuda/kvt_cuda.h"
-#include "cuda_status.h"
-#endif
 
 namespace kvt {
 namespace cpu {
 
 // Anchor per head: mean of L2-normalised keys, accumulated in f64 over row chunks.
-void normalized_key_means(const View& k, std::vector<float>& anchor) {
+static void normalized_key_means(const View& k, std::vector<float>& anchor) {
   const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
   const int64_t rows_per_chunk = 1024;
   const int64_t C = (N + rows_per_chunk - 1) / rows_per_chunk;
@@ -40,7 +37,7 @@ void normalized_key_means(const View& k, std::vector<float>& anchor) {
     }
 }
 
-static void keydiff(const View& k, const View& out) {
+void keydiff(const View& k, const View& out) {
   const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
   std::vector<float> anchor;
   normalized_key_means(k, anchor);
@@ -64,26 +61,3 @@ static void keydiff(const View& k, const View& out) {
 
 }  // namespace cpu
 }  // namespace kvt
-
-using namespace kvt;
-
-extern "C" kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tensor* scores, kvt_stream stream) {
-  View k, s;
-  KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
-  KVT_TRY(check_tensor(scores, "out", 2, kMaskF32, "[H, N]", &s));
-  KVT_TRY(check_same_device(k, "keys", s, "out"));
-  KVT_TRY(check_dim(s, "out", 0, k.shape[0], "H of keys"));
-  KVT_TRY(check_dim(s, "out", 1, k.shape[1], "N of keys"));
-  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
-  if (k.numel() == 0) return KVT_OK;
-#if defined(KVT_WITH_CUDA)
-  if (k.on_cuda()) {
-    KVT_CUDA_TRY(set_device(k.device_id));
-    return cuda_status(cuda::keydiff_scores(t3(k), t2(s), static_cast<cudaStream_t>(stream)), "keydiffScores");
-  }
-#else
-  (void)stream;
-#endif
-  cpu::keydiff(k, s);
-  return KVT_OK;
-}

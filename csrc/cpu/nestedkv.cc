@@ -1,21 +1,16 @@
-// NestedKV scoring (spec/nestedkv.md §3 S1–S7 with the §9 choices): C ABI entry point, validation and the threaded
-// CPU backend. The per-token math and the numerical scheme (fixed-point anchor sums, chunked window sums, exact
-// tail statistics) are shared with the CUDA kernels through nestedkv_math.h, so both backends compute the same
-// function; see that header for the scheme.
+// NestedKV scoring on the threaded CPU backend (spec/nestedkv.md §3 S1–S7 with the §9 choices). The per-token math
+// and the numerical scheme (fixed-point anchor sums, chunked window sums, exact tail statistics) are shared with the
+// CUDA kernels through math/nestedkv.h, so both backends compute the same function; see that header for the scheme.
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <vector>
 
+#include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "cpu/rows.h"
-#include "kvt_internal.h"
-#include "nestedkv_math.h"
-#if defined(KVT_WITH_CUDA)
-#include "../cuda/kvt_cuda.h"
-#include "cuda_status.h"
-#endif
+#include "math/nestedkv.h"
 
 namespace kvt {
 namespace cpu {
@@ -23,12 +18,7 @@ namespace {
 
 using namespace nkv;
 
-struct Nkv {
-  int64_t H, N, d, W, b, nb, sinks, m;
-  double prior[3], beta;
-  float tau, kappa;
-  bool global;
-};
+using Nkv = NestedkvParams;  // cpu/ops.h
 
 // Dot product of f32 vectors accumulated in double (products of f32 values are exact in double).
 inline double dotd(const float* a, const float* b, int64_t n) {
@@ -113,7 +103,7 @@ void raw_scores(const View& k, const Nkv& o, const Anchors& an, int64_t h, int64
   const int64_t d = o.d, W = o.W, N = o.N, HN = o.H * o.N;
   std::vector<float> buf, buf2, kh(static_cast<size_t>(d)), old(static_cast<size_t>(d)), A(static_cast<size_t>(d), 0.f),
       B(static_cast<size_t>(d), 0.f), S(static_cast<size_t>(d));
-  // Window state before row r0 (nestedkv_math.h): A = running sum of the current chunk, B = previous chunk's
+  // Window state before row r0 (math/nestedkv.h): A = running sum of the current chunk, B = previous chunk's
   // total minus the rows that left the window.
   if (!o.global) {
     const int64_t c = r0 / W;
@@ -222,6 +212,8 @@ HeadStats head_stats(const Nkv& o, const float* raw, int64_t h, const float lo[3
   return st;
 }
 
+}  // namespace
+
 void nestedkv(const View& k, const Nkv& o, const View& out) {
   const int64_t H = o.H, N = o.N;
   Anchors an;
@@ -268,89 +260,5 @@ void nestedkv(const View& k, const Nkv& o, const View& out) {
   });
 }
 
-}  // namespace
 }  // namespace cpu
 }  // namespace kvt
-
-using namespace kvt;
-
-extern "C" void kvt_nestedkv_default_opts(kvt_nestedkv_opts* o) {
-  if (!o) return;
-  o->window = 64;
-  o->block = 0;
-  o->prior[0] = 0.4;
-  o->prior[1] = 0.4;
-  o->prior[2] = 0.2;
-  o->beta = 3.0;
-  o->tau = 0.6;
-  o->kappa = 10.0;
-  o->tail = 0.1;
-  o->sinks = 4;
-  o->scales = KVT_SCALES_ALL;
-}
-
-extern "C" int64_t kvt_nestedkv_block_size(int64_t N) { return nkv::default_block(N); }
-
-static kvt_status check_finite(double v, const char* name) {
-  if (!std::isfinite(v)) return fail(KVT_ERR_RANGE, std::string(name) + ": must be finite, got " + std::to_string(v));
-  return KVT_OK;
-}
-
-extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nestedkv_opts* opts, const kvt_tensor* scores,
-                                          kvt_stream stream) {
-  View k, s;
-  KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
-  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
-  const kvt_nestedkv_opts o = *opts;
-  KVT_TRY(check_tensor(scores, "out", 2, kMaskF32, "[H, N]", &s));
-  KVT_TRY(check_same_device(k, "keys", s, "out"));
-  KVT_TRY(check_dim(s, "out", 0, k.shape[0], "H of keys"));
-  KVT_TRY(check_dim(s, "out", 1, k.shape[1], "N of keys"));
-  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
-  const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
-  if (N > 2147483647) return fail(KVT_ERR_RANGE, "keys: N must be < 2^31, got " + std::to_string(N));
-  KVT_TRY(check_range(o.window, 1, 2147483647.0, "window"));
-  KVT_TRY(check_range(o.block, 0, 2147483647.0, "block"));
-  for (int x = 0; x < 3; x++) {
-    if (!(std::isfinite(o.prior[x]) && o.prior[x] >= 0))
-      return fail(KVT_ERR_RANGE, "prior: expected 3 finite non-negative weights, got prior[" + std::to_string(x) +
-                                     "] = " + std::to_string(o.prior[x]));
-  }
-  if (!(o.prior[0] > 0 || o.prior[1] > 0 || o.prior[2] > 0))
-    return fail(KVT_ERR_RANGE, "prior: at least one weight must be positive");
-  KVT_TRY(check_finite(o.beta, "beta"));
-  KVT_TRY(check_finite(o.tau, "tau"));
-  KVT_TRY(check_finite(o.kappa, "kappa"));
-  KVT_TRY(check_range(o.tail, 0, 1, "tail"));
-  KVT_TRY(check_range(o.sinks, 0, 2147483647.0, "sinks"));
-  if (o.scales != KVT_SCALES_ALL && o.scales != KVT_SCALES_GLOBAL)
-    return fail(KVT_ERR_RANGE, "scales: must be 'all' or 'global'");
-  if (H == 0 || N == 0) return KVT_OK;
-  if (d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, 3));
-  cpu::Nkv p;
-  p.H = H;
-  p.N = N;
-  p.d = d;
-  p.W = o.window;
-  p.b = o.block > 0 ? o.block : nkv::default_block(N);
-  p.nb = (N + p.b - 1) / p.b;
-  p.sinks = o.sinks;
-  p.m = nkv::tail_count(o.tail, N);
-  for (int x = 0; x < 3; x++) p.prior[x] = o.prior[x];
-  p.beta = o.beta;
-  p.tau = float(o.tau);
-  p.kappa = float(o.kappa);
-  p.global = o.scales == KVT_SCALES_GLOBAL;
-#if defined(KVT_WITH_CUDA)
-  if (k.on_cuda()) {
-    KVT_CUDA_TRY(set_device(k.device_id));
-    cuda::NestedkvParams cp{p.W, p.b, p.sinks, p.m, {p.prior[0], p.prior[1], p.prior[2]}, p.beta, p.tau, p.kappa,
-                            p.global ? 1 : 0};
-    return cuda_status(cuda::nestedkv_scores(t3(k), cp, t2(s), static_cast<cudaStream_t>(stream)), "nestedkvScores");
-  }
-#else
-  (void)stream;
-#endif
-  cpu::nestedkv(k, p, s);
-  return KVT_OK;
-}

@@ -1,30 +1,21 @@
-// SnapKV scoring (spec/grkv.md §3.1, kvpress SnapKVPress.score): C ABI entry point, validation and the threaded CPU
-// backend. Same structure as the CUDA kernels: pass 1 takes each window query's log-sum-exp over its visible keys
-// (per key chunk, merged in double), pass 2 sums exp(logit - LSE) over the window queries for every prefix key,
-// then pooling along the prefix and the GQA group mean. No [Hq, W, N] tensor is materialised.
+// SnapKV scoring on the threaded CPU backend (spec/grkv.md §3.1, kvpress SnapKVPress.score). Same structure as the
+// CUDA kernels: pass 1 takes each window query's log-sum-exp over its visible keys (per key chunk, merged in double),
+// pass 2 sums exp(logit - LSE) over the window queries for every prefix key, then pooling along the prefix and the
+// GQA group mean. No [Hq, W, N] tensor is materialised.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "cpu/rows.h"
-#include "kvt_internal.h"
-#include "nestedkv_math.h"
-#if defined(KVT_WITH_CUDA)
-#include "../cuda/kvt_cuda.h"
-#include "cuda_status.h"
-#endif
+#include "math/snapkv.h"
 
 namespace kvt {
 namespace cpu {
 namespace {
 
-struct Snap {
-  int64_t Hq, Hkv, G, W, N, L, d;
-  int kernel;
-  bool max_pool;
-  float scale;
-};
+using Snap = SnapkvParams;  // cpu/ops.h
 
 constexpr int64_t kChunk = 2048;  // keys per work unit
 constexpr int64_t kTile = 64;     // keys per logit tile
@@ -46,9 +37,11 @@ void logits_tile(const View& k, const Snap& o, int64_t h, const std::vector<floa
   const int64_t d = o.d, n = p1 - p0;
   for (int64_t p = p0; p < p1; p++) {
     const float* row = load_row(k, h, p, buf);
-    for (int64_t t = 0; t < o.W; t++) l[t * n + (p - p0)] = nkv::fmul(o.scale, dot8(&qf[size_t(t * d)], row, d));
+    for (int64_t t = 0; t < o.W; t++) l[t * n + (p - p0)] = fmul(o.scale, dot8(&qf[size_t(t * d)], row, d));
   }
 }
+
+}  // namespace
 
 void snapkv(const View& q, const View& k, const Snap& o, const View& out) {
   const int64_t W = o.W, N = o.N, L = o.L;
@@ -120,7 +113,7 @@ void snapkv(const View& q, const View& k, const Snap& o, const View& out) {
         logits_tile(k, o, h, qf, p0, p1, buf, l.data());
         for (int64_t x = 0; x < n; x++) {
           float acc = 0.f;
-          for (int64_t t = 0; t < W; t++) acc = nkv::fadd(acc, expf(l[size_t(t * n + x)] - lj[t]));
+          for (int64_t t = 0; t < W; t++) acc = fadd(acc, expf(l[size_t(t * n + x)] - lj[t]));
           mean[size_t(j * L + p0 + x)] = acc / float(W);
         }
       }
@@ -134,7 +127,7 @@ void snapkv(const View& q, const View& k, const Snap& o, const View& out) {
       if (i < L) {
         float acc = 0.f;
         for (int64_t g = 0; g < o.G; g++)
-          acc = nkv::fadd(acc, snap::pool_at(&mean[size_t((h * o.G + g) * L)], 1, L, i, o.kernel, o.max_pool));
+          acc = fadd(acc, snap::pool_at(&mean[size_t((h * o.G + g) * L)], 1, L, i, o.kernel, o.max_pool));
         v = acc / float(o.G);
       }
       out.ptr<float>()[h * out.stride[0] + i * out.stride[1]] = v;
@@ -142,58 +135,5 @@ void snapkv(const View& q, const View& k, const Snap& o, const View& out) {
   });
 }
 
-}  // namespace
 }  // namespace cpu
 }  // namespace kvt
-
-using namespace kvt;
-
-extern "C" kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_snapkv_opts* opts,
-                                        const kvt_tensor* scores, kvt_stream stream) {
-  View q, k, s;
-  KVT_TRY(check_tensor(queries, "queries", 3, kMaskFloat, "[Hq, W, d]", &q));
-  KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[Hkv, N, d]", &k));
-  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
-  const kvt_snapkv_opts o = *opts;
-  KVT_TRY(check_tensor(scores, "out", 2, kMaskF32, "[Hkv, N]", &s));
-  KVT_TRY(check_same_device(k, "keys", q, "queries"));
-  KVT_TRY(check_same_device(k, "keys", s, "out"));
-  const int64_t Hq = q.shape[0], Wq = q.shape[1], Hkv = k.shape[0], N = k.shape[1], d = k.shape[2];
-  KVT_TRY(check_dim(q, "queries", 2, d, "d of keys"));
-  KVT_TRY(check_dim(s, "out", 0, Hkv, "Hkv of keys"));
-  KVT_TRY(check_dim(s, "out", 1, N, "N of keys"));
-  if (Hkv < 1 || Hq < 1 || Hq % Hkv != 0)
-    return fail(KVT_ERR_RANGE, "queries: the number of query heads (" + std::to_string(Hq) +
-                                   ") must be a positive multiple of the number of KV heads (" + std::to_string(Hkv) + ")");
-  if (Wq < 1) return fail(KVT_ERR_RANGE, "queries: need at least one window query, got shape " + shape_str(q.shape, 3));
-  if (d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, 3));
-  if (N > 2147483647) return fail(KVT_ERR_RANGE, "keys: N must be < 2^31");
-  const int64_t W = o.window == 0 ? Wq : o.window;
-  KVT_TRY(check_range(double(W), 1, double(Wq), "window"));
-  if (W >= N)
-    return fail(KVT_ERR_RANGE, "window: must be smaller than N = " + std::to_string(N) + " (a prefix must remain), got " +
-                                   std::to_string(W));
-  if (o.kernel < 1 || o.kernel % 2 == 0)
-    return fail(KVT_ERR_RANGE, "kernel: must be a positive odd integer, got " + std::to_string(o.kernel));
-  if (o.pool != KVT_POOL_AVG && o.pool != KVT_POOL_MAX) return fail(KVT_ERR_RANGE, "pool: must be 'avg' or 'max'");
-  if (!std::isfinite(o.scale)) return fail(KVT_ERR_RANGE, "scale: must be finite and nonzero");
-  const float scale = o.scale == 0 ? float(1.0 / sqrt(double(d))) : float(o.scale);
-  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
-  KVT_TRY(check_no_overlap(s, "out", q, "queries"));
-  // The window rows of the queries, as a view [Hq, W, d].
-  View qw = q;
-  qw.base += (Wq - W) * q.stride[1] * dtype_size(q.dtype);
-  qw.shape[1] = W;
-  cpu::Snap p{Hq, Hkv, Hq / Hkv, W, N, N - W, d, o.kernel, o.pool == KVT_POOL_MAX, scale};
-#if defined(KVT_WITH_CUDA)
-  if (k.on_cuda()) {
-    KVT_CUDA_TRY(set_device(k.device_id));
-    cuda::SnapkvParams cp{o.kernel, o.pool == KVT_POOL_MAX ? 1 : 0, scale, 0};
-    return cuda_status(cuda::snapkv_scores(t3(qw), t3(k), cp, t2(s), static_cast<cudaStream_t>(stream)), "snapkvScores");
-  }
-#else
-  (void)stream;
-#endif
-  cpu::snapkv(qw, k, p, s);
-  return KVT_OK;
-}

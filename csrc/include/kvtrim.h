@@ -71,6 +71,11 @@ KVT_API const char* kvt_last_error(void);
 KVT_API int kvt_abi_version(void);
 /* 1 when the library was compiled with CUDA kernels. */
 KVT_API int kvt_built_with_cuda(void);
+/* Threads of the CPU backend: KVTRIM_THREADS if set (>= 1), else the hardware concurrency. */
+KVT_API int kvt_num_threads(void);
+
+/* Every options struct has a kvt_<op>_default_opts(opts*) that fills the defaults documented in its fields (the one
+ * source of the defaults: the Node layer reads them too). Fields without a default (e.g. keep) are set to 0. */
 
 /* ---- KeyDiff (spec/nestedkv.md §7): scores[h,i] = -cos(k_i, mean_j k_j/|k_j|). keys [H,N,d] f32|f16|bf16,
  *      scores [H,N] f32. Higher = keep. */
@@ -87,6 +92,8 @@ typedef struct {
   int32_t sinks;   /* leading positions always kept */
   int32_t recent;  /* trailing positions always kept */
 } kvt_select_opts;
+/* Defaults: keep 0 (no default: set it), budget uniform, safeguard 0.2, sinks 0, recent 0. */
+KVT_API void kvt_select_default_opts(kvt_select_opts* opts);
 /* scores [H,N] f32; indices [H,cap] i32 (cap >= keep for uniform; cap >= min(N, H*keep - (H-1)*floor(keep*safeguard))
  * for adaptive); counts [H] i32. */
 KVT_API kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_select_opts* opts,
@@ -148,6 +155,8 @@ typedef struct {
   int32_t pool;    /* kvt_pool (KVT_POOL_AVG) */
   double scale;    /* logit scale, finite and nonzero; 0 = 1/sqrt(d) (default 0) */
 } kvt_snapkv_opts;
+/* Fills the defaults above. */
+KVT_API void kvt_snapkv_default_opts(kvt_snapkv_opts* opts);
 KVT_API kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_snapkv_opts* opts,
                                      const kvt_tensor* scores, kvt_stream stream);
 
@@ -177,11 +186,13 @@ KVT_API kvt_status kvt_moments_merge(const kvt_tensor* keys, const kvt_tensor* v
  * summary alone; counts[h] = 0 with n_h = 0 gives 0. CUDA: split-K flash decoding (d, dv ≤ 256), partial LSE
  * states merged with the summary as one extra LSE state. */
 typedef struct {
-  int32_t order;    /* 0 or 1 */
-  int32_t use_clip; /* nonzero: clip C a to the scalar radius `clip` (ignored when a clip tensor is given) */
-  double scale;     /* logit scale > 0; 0 means 1/sqrt(d) */
-  double clip;      /* scalar clip radius >= 0 (+inf allowed) */
+  int32_t order;    /* 0 or 1 (1) */
+  int32_t use_clip; /* nonzero: clip C a to the scalar radius `clip` (ignored when a clip tensor is given) (0) */
+  double scale;     /* logit scale > 0; 0 means 1/sqrt(d) (0) */
+  double clip;      /* scalar clip radius >= 0 (+inf allowed) (0) */
 } kvt_decode_opts;
+/* Fills the defaults above. */
+KVT_API void kvt_decode_default_opts(kvt_decode_opts* opts);
 KVT_API kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_tensor* values,
                                         const kvt_tensor* counts, const kvt_moments* moments /* NULL: plain */,
                                         const kvt_tensor* clip /* NULL or f32 [Hkv] */, const kvt_decode_opts* opts,
@@ -199,12 +210,14 @@ KVT_API kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_ten
  * The CPU backend rejects a head with more than `keep` protected tokens (RangeError); CUDA then keeps the
  * lowest-position protected tokens. keys/values: [H, N, d|dv] f32 | f16 | bf16, any strides. */
 typedef struct {
-  int32_t keep;   /* tokens kept per head, protected ones included: 1..N */
-  int32_t rounds; /* >= 1 */
-  int32_t r;      /* singular vectors of C in the summary subspace: 0..8 */
-  int32_t mi;     /* 0: plain score eviction (one round; moments still merged) */
-  double eps;     /* floor weight of mean ρ, >= 0 */
+  int32_t keep;   /* tokens kept per head, protected ones included: 1..N (no default) */
+  int32_t rounds; /* >= 1 (4) */
+  int32_t r;      /* singular vectors of C in the summary subspace: 0..8 (1) */
+  int32_t mi;     /* 0: plain score eviction (one round; moments still merged) (1) */
+  double eps;     /* floor weight of mean ρ, >= 0 (0.05) */
 } kvt_momentkv_select_opts;
+/* Fills the defaults above (keep = 0: set it). */
+KVT_API void kvt_momentkv_select_default_opts(kvt_momentkv_select_opts* opts);
 KVT_API kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_tensor* keys, const kvt_tensor* values,
                                        const kvt_momentkv_select_opts* opts, const kvt_tensor* indices,
                                        const kvt_tensor* counts, const kvt_moments* moments,
@@ -224,9 +237,11 @@ KVT_API kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_tenso
  *      info is written, and then, when opts->check is non-zero, the call returns KVT_ERR_RANGE naming the first
  *      failing system and its pivot. */
 typedef struct {
-  double lambda;  /* added to the diagonal, >= 0 and finite */
-  int32_t check;  /* CPU backend: 1 = return KVT_ERR_RANGE when a system is not SPD (0 = LAPACK style, info only) */
+  double lambda;  /* added to the diagonal, >= 0 and finite (0) */
+  int32_t check;  /* CPU backend: 1 = return KVT_ERR_RANGE when a system is not SPD (0 = LAPACK style, info only) (1) */
 } kvt_spd_opts;
+/* Fills the defaults above. */
+KVT_API void kvt_spd_default_opts(kvt_spd_opts* opts);
 KVT_API kvt_status kvt_spd_solve(const kvt_tensor* a, const kvt_tensor* b, const kvt_spd_opts* opts, const kvt_tensor* x,
                                  const kvt_tensor* info, kvt_stream stream);
 

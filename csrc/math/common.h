@@ -22,6 +22,29 @@ constexpr float kEps = 1e-12f;
 
 enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kI32 = 3 };
 
+// Non-contracting float ops: the same rounding on the host and the device (nvcc would fuse a*b+c into an FMA).
+KVT_HD float fmul(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+KVT_HD float fadd(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+KVT_HD float fsub(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+
 KVT_HD int dtype_size(int dt) { return dt == kF16 || dt == kBF16 ? 2 : 4; }
 
 KVT_HD float bits_to_f32(uint32_t u) {

@@ -1,10 +1,10 @@
 // GRKV scalar logic shared by the CPU backend and the CUDA kernels (spec/grkv.md §4-§7): the anchor ranking, the
 // capped step with storage rounding and cap recheck, the conjugate-gradient scalar recurrences, the candidate
 // choice, and the per-head state both backends carry through the phases. Vector work (attention, Gram, operators)
-// lives in csrc/grkv.cc and cuda/grkv.cu; everything decided per head is decided here, once.
+// lives in csrc/cpu/grkv*.cc and cuda/grkv*.cu; everything decided per head is decided here, once.
 #pragma once
 
-#include "kvt_math.h"
+#include "math/common.h"
 
 namespace kvt {
 

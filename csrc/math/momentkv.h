@@ -4,7 +4,7 @@
 // so the two backends also accumulate in the same order wherever that is cheap to do.
 #pragma once
 
-#include "kvt_math.h"
+#include "math/common.h"
 
 namespace kvt {
 namespace mkv {

@@ -1,6 +1,6 @@
-// Per-token math of NestedKV (spec/nestedkv.md §3) and SnapKV (spec/grkv.md §3.1), shared by the CPU backend
-// (csrc/nestedkv.cc, csrc/snapkv.cc) and the CUDA kernels (cuda/nestedkv.cu, cuda/snapkv.cu). Every elementwise
-// formula lives here once; the backends differ only in the summation order of dot products / norms.
+// Per-token math of NestedKV (spec/nestedkv.md §3), shared by the CPU backend (csrc/cpu/nestedkv.cc) and the CUDA
+// kernels (cuda/nestedkv.cu). Every elementwise formula lives here once; the backends differ only in the summation
+// order of dot products / norms.
 //
 // Numerical scheme (the same on both backends except where noted):
 //  - S1: inv = 1/max(‖k‖, ε) per row; k̂ = k·inv in f32 feeds the anchor and window sums. The cosines use the raw
@@ -24,7 +24,7 @@
 //    select), so ties at the threshold cannot change the sums.
 #pragma once
 
-#include "kvt_math.h"
+#include "math/common.h"
 
 namespace kvt {
 namespace nkv {
@@ -47,29 +47,6 @@ KVT_HD int64_t default_block(int64_t N) {
 inline int64_t tail_count(double tail, int64_t N) {
   double m = floor(tail * double(N));
   return m < 1 ? 1 : (m > double(N) ? N : int64_t(m));
-}
-
-// Non-contracting float ops: the same rounding on the host and the device (nvcc would fuse a*b+c into an FMA).
-KVT_HD float fmul(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-KVT_HD float fadd(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-KVT_HD float fsub(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
 }
 
 // f32 value (|x| <= ~1) -> 32.32 fixed point.
@@ -221,24 +198,4 @@ KVT_HD HeadParams head_params(const float raw_lo[3], const float raw_hi[3], cons
 
 }  // namespace nkv
 
-// ---------------------------------------------------------------------------------------------------------
-// SnapKV (spec/grkv.md §3.1, kvpress SnapKVPress): pooling of the window-mean attention along the prefix.
-namespace snap {
-
-// Pooled value at prefix position i of row `x` (length L), kernel k (odd), stride 1, padding k/2.
-// avg: zero padding counted (count_include_pad); max: padding ignored. Fixed summation order (ascending).
-KVT_HD float pool_at(const float* x, int64_t xs, int64_t L, int64_t i, int k, bool max_pool) {
-  const int64_t p = k / 2;
-  const int64_t lo = i - p < 0 ? 0 : i - p, hi = i + p >= L ? L - 1 : i + p;
-  if (max_pool) {
-    float m = -INFINITY;
-    for (int64_t q = lo; q <= hi; q++) m = fmaxf(m, x[q * xs]);
-    return m;
-  }
-  float s = 0.0f;
-  for (int64_t q = lo; q <= hi; q++) s = nkv::fadd(s, x[q * xs]);
-  return s / float(k);
-}
-
-}  // namespace snap
 }  // namespace kvt

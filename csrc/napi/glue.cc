@@ -1,37 +1,22 @@
-// Node-API module: backend initialisation and info, device buffers, streams, events, copies, and the shared
-// tensor-argument parsing used by every op wrapper (ops register themselves through KVT_EXPORT).
-#include <napi.h>
+// The shared argument handling of the bindings (glue.h): JS exceptions from kvt_status, option objects, streams,
+// tensor descriptors checked against their JS buffers, moment states.
+#include "glue.h"
 
-#include <cstring>
 #include <sstream>
 #include <string>
-#include <thread>
 
-#include "../cpu/parallel.h"
-#include "../kvt_internal.h"
-#include "glue.h"
 #include "native_buffer.h"
-
-#if defined(KVT_WITH_CUDA)
-#include <cuda_runtime_api.h>
-#endif
-
-#ifndef KVTRIM_VERSION
-#define KVTRIM_VERSION "0.0.0"
-#endif
-#ifndef KVTRIM_CUDA_ARCHS
-#define KVTRIM_CUDA_ARCHS ""
-#endif
 
 namespace kvt {
 namespace napi {
 
-std::vector<Export>& registry() {
-  static std::vector<Export> r;
-  return r;
-}
-Registrar::Registrar(const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
-  registry().push_back({name, fn});
+// "[a, b, c]", the way the C ABI prints shapes in its messages.
+static std::string dims_str(const int64_t* v, int n) {
+  std::ostringstream os;
+  os << "[";
+  for (int i = 0; i < n; i++) os << (i ? ", " : "") << v[i];
+  os << "]";
+  return os.str();
 }
 
 void throw_coded(Napi::Env env, const std::string& msg, const char* code) {
@@ -137,8 +122,8 @@ TensorArg parse_tensor(const Napi::Value& v, const char* name, bool optional) {
   }
   if (!empty && (lo < 0 || (hi + 1) * es > capacity)) {
     std::ostringstream os;
-    os << name << ": view (offset " << offset << ", shape " << shape_str(a.shape, int(nd)) << ", strides "
-       << shape_str(a.strides, int(nd)) << ") reaches elements [" << lo << ", " << hi << "] but its buffer holds "
+    os << name << ": view (offset " << offset << ", shape " << dims_str(a.shape, int(nd)) << ", strides "
+       << dims_str(a.strides, int(nd)) << ") reaches elements [" << lo << ", " << hi << "] but its buffer holds "
        << capacity / es << " elements";
     throw Napi::RangeError::New(env, os.str());
   }
@@ -151,93 +136,26 @@ TensorArg parse_tensor(const Napi::Value& v, const char* name, bool optional) {
   return a;
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Backend info.
-static bool g_cuda_enabled = false;
-
-bool cuda_enabled() { return g_cuda_enabled; }
-
-static Napi::Value Init(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  bool want = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("cuda").ToBoolean();
-  Napi::Object out = Napi::Object::New(env);
-  Napi::Array devices = Napi::Array::New(env);
-  Napi::Object versions = Napi::Object::New(env);
-  versions.Set("kvtrim", KVTRIM_VERSION);
-  versions.Set("napi", 8);
-  versions.Set("abi", kvt_abi_version());
-  versions.Set("compiledWithCuda", Napi::Boolean::New(env, kvt_built_with_cuda() != 0));
-  std::string reason;
-  bool ok = false;
-#if defined(KVT_WITH_CUDA)
-  versions.Set("cudaArchs", KVTRIM_CUDA_ARCHS);
-  int rt = 0;
-  cudaRuntimeGetVersion(&rt);
-  versions.Set("cudaRuntime", std::to_string(rt / 1000) + "." + std::to_string((rt % 1000) / 10));
-  if (!want) {
-    reason = "CUDA disabled by KVTRIM_BACKEND=cpu";
-  } else {
-    int drv = 0;
-    if (cudaDriverGetVersion(&drv) == cudaSuccess && drv > 0)
-      versions.Set("cudaDriver", std::to_string(drv / 1000) + "." + std::to_string((drv % 1000) / 10));
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess) {
-      reason = std::string("CUDA is unavailable: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
-      cudaGetLastError();
-    } else if (count == 0) {
-      reason = "no CUDA device found";
-    } else {
-      std::string unsupported;
-      for (int d = 0; d < count; d++) {
-        cudaDeviceProp p;
-        if (cudaGetDeviceProperties(&p, d) != cudaSuccess) continue;
-        bool sup = p.major >= 8;
-        Napi::Object dev = Napi::Object::New(env);
-        dev.Set("id", d);
-        dev.Set("name", p.name);
-        dev.Set("sm", std::to_string(p.major) + "." + std::to_string(p.minor));
-        dev.Set("memory", double(p.totalGlobalMem));
-        dev.Set("multiprocessors", p.multiProcessorCount);
-        dev.Set("supported", sup);
-        devices.Set(devices.Length(), dev);
-        if (sup) {
-          ok = true;
-          // Stream-ordered allocations (op outputs, scratch) come from the default pool; keep freed memory in
-          // the pool instead of returning it to the driver at every synchronisation.
-          cudaMemPool_t pool;
-          if (cudaDeviceGetDefaultMemPool(&pool, d) == cudaSuccess) {
-            uint64_t keep = UINT64_MAX;
-            cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
-          }
-          cudaGetLastError();
-        }
-        else unsupported += std::string(unsupported.empty() ? "" : ", ") + p.name + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ")";
-      }
-      if (!ok) reason = "no supported GPU: kvtrim's CUDA kernels need compute capability 8.0 or newer; found " + unsupported;
-    }
-  }
-#else
-  (void)want;
-  reason = "this kvtrim binary was built without CUDA (no CUDA compiler was found when it was built)";
-#endif
-  g_cuda_enabled = ok;
-  out.Set("cuda", Napi::Boolean::New(env, ok));
-  if (!ok) out.Set("reason", reason);
-  out.Set("devices", devices);
-  out.Set("threads", cpu::num_threads());
-  out.Set("versions", versions);
-  return out;
+Napi::Object opts_object(const Napi::Value& v, const char* name) {
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected an object");
+  return v.As<Napi::Object>();
 }
-KVT_EXPORT("init", Init);
+
+// Moment state argument {n, muK, muV, m} of tensors, or undefined.
+bool parse_moments(const Napi::Value& v, TensorArg* parts, kvt_moments* m) {
+  if (v.IsUndefined() || v.IsNull()) return false;
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), "moments: expected a MomentState");
+  Napi::Object o = v.As<Napi::Object>();
+  parts[0] = parse_tensor(o.Get("n"), "moments.n");
+  parts[1] = parse_tensor(o.Get("muK"), "moments.muK");
+  parts[2] = parse_tensor(o.Get("muV"), "moments.muV");
+  parts[3] = parse_tensor(o.Get("m"), "moments.m");
+  m->n = parts[0].t;
+  m->mu_k = parts[1].t;
+  m->mu_v = parts[2].t;
+  m->m = parts[3].t;
+  return true;
+}
 
 }  // namespace napi
 }  // namespace kvt
-
-static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
-  kvt::napi::NativeBuffer::Init(env, exports);
-  for (const auto& e : kvt::napi::registry()) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
-  return exports;
-}
-
-NODE_API_MODULE(kvtrim, InitModule)

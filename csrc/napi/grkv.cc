@@ -1,31 +1,36 @@
-// Node wrappers of the GRKV family: batched SPD solves and the ridge-regression merge. Each parses its tensors
-// (bounds checked against their buffers), reads options, and calls the C ABI, whose status becomes the JS exception.
+// Binding of grkvMerge (C ABI kvt_grkv_merge) and the defaults of the GRKV options.
+#include "bindings.h"
 #include "glue.h"
 
 namespace kvt {
 namespace napi {
 
-// spdSolve(a, b, x, info, { lambda, check }, stream)
-static Napi::Value SpdSolve(const Napi::CallbackInfo& info) {
-  TensorArg a = parse_tensor(info[0], "a"), b = parse_tensor(info[1], "b"), x = parse_tensor(info[2], "out");
-  TensorArg in = parse_tensor(info[3], "info", true);
-  if (!info[4].IsObject()) throw Napi::TypeError::New(info.Env(), "opts: expected an object");
-  Napi::Object o = info[4].As<Napi::Object>();
-  kvt_spd_opts opts{get_num(o, "lambda", 0.0), get_int(o, "check", 1)};
-  check(info.Env(), kvt_spd_solve(a.ptr(), b.ptr(), &opts, x.ptr(), in.ptr(), parse_stream(info[5])));
-  return info.Env().Undefined();
+Napi::Object GrkvDefaults(Napi::Env env) {
+  kvt_grkv_opts o;
+  kvt_grkv_default_opts(&o);
+  Napi::Object d = Napi::Object::New(env);
+  d.Set("window", o.window);
+  d.Set("gamma", o.gamma);
+  d.Set("lambda", o.lambda);
+  Napi::Object caps = Napi::Object::New(env);
+  caps.Set("key", o.cap_key);
+  caps.Set("value", o.cap_value);
+  d.Set("caps", caps);
+  d.Set("cgIters", o.cg_iters);
+  d.Set("tol", o.tol);
+  d.Set("scale", o.scale);  // 0: 1/sqrt(d)
+  d.Set("acceptance", o.accept == KVT_GRKV_ACCEPT_JOINT ? "joint" : "best");
+  return d;
 }
-KVT_EXPORT("spdSolve", SpdSolve);
 
 // grkvMerge(keys, values, indices, counts, queries, queryPositions, weights, scores, opts, keysOut, valuesOut,
 //           countsOut, diagnostics, stream)
-static Napi::Value GrkvMerge(const Napi::CallbackInfo& info) {
+Napi::Value GrkvMerge(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   TensorArg q = parse_tensor(info[4], "queries"), qp = parse_tensor(info[5], "queryPositions");
   TensorArg w = parse_tensor(info[6], "weights", true), sc = parse_tensor(info[7], "scores");
-  if (!info[8].IsObject()) throw Napi::TypeError::New(info.Env(), "opts: expected an object");
-  Napi::Object o = info[8].As<Napi::Object>();
+  Napi::Object o = opts_object(info[8]);
   kvt_grkv_opts opts;
   kvt_grkv_default_opts(&opts);
   opts.window = get_int(o, "window", opts.window);
@@ -43,7 +48,6 @@ static Napi::Value GrkvMerge(const Napi::CallbackInfo& info) {
                                    ko.ptr(), vo.ptr(), co.ptr(), dg.ptr(), parse_stream(info[13])));
   return info.Env().Undefined();
 }
-KVT_EXPORT("grkvMerge", GrkvMerge);
 
 }  // namespace napi
 }  // namespace kvt

@@ -1,4 +1,4 @@
-// Run by test/cuda-emu.test.ts in a child process, with KVTRIM_ADDON set to the emulated-CUDA addon (scripts/cuda-emu):
+// Run by test/cuda-emu.test.ts in a child process, with KVTRIM_ADDON set to the emulated-CUDA addon (tools/cuda-emu):
 // every `kvtrim check` entry on the emulated device (small shapes), the unfused benchmark baselines against the ops,
 // and `kvtrim bench` on CUDA. With KVTRIM_EMU_HASHES=FILE it writes a digest of every output the checks fetch, so that
 // runs under different thread / block schedules can be compared bit for bit (the kernels are deterministic: a
@@ -45,7 +45,7 @@ t.test('every kvtrim check entry passes on the emulated GPU', { skip: !emulated 
   if (process.env.KVTRIM_EMU_HASHES) fs.writeFileSync(process.env.KVTRIM_EMU_HASHES, digests.join('\n') + '\n');
 });
 
-// The unfused baselines timed by `kvtrim bench` (cuda/baseline.cu) compute the same functions as the ops.
+// The unfused baselines timed by `kvtrim bench` (cuda/bench_baselines.cu) compute the same functions as the ops.
 t.test('bench baselines agree with the ops', { skip: !emulated }, async (t) => {
   const rng = new Rng(3);
   const H = 3, N = 777, d = 64, keep = 200;

@@ -1,5 +1,5 @@
 // A CPU emulator of the CUDA execution model, for running kvtrim's kernel sources on machines without a GPU
-// (scripts/cuda-emu/README.md). It is NOT a CUDA implementation:
+// (tools/cuda-emu/README.md). It is NOT a CUDA implementation:
 //  - one block runs at a time, in grid order (or reversed / shuffled: KVTRIM_EMU_BLOCK_ORDER); every thread of the
 //    block is a fiber on one OS thread; __syncthreads and every warp-collective intrinsic (shuffles, votes,
 //    reductions, __syncwarp, mma.sync) are scheduling points, checked for divergence (same barrier site and count,

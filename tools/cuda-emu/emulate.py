@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rewrites kvtrim's CUDA sources into C++ for the CPU emulator (scripts/cuda-emu/README.md).
+"""Rewrites kvtrim's CUDA sources into C++ for the CPU emulator (tools/cuda-emu/README.md).
 
 Usage: emulate.py SRC_DIR OUT_DIR [--stamp FILE]
 
@@ -12,8 +12,9 @@ same line numbers (a #line directive names the original file, so compiler messag
   - `extern __shared__ T name[];`        -> `T* name = ::emu::dyn_smem<T>();`;
   - `__shared__ T a[n][m], b;`           -> references into the per-block shared-memory arena;
   - `asm volatile("instr ops;" : outs : ins)` -> calls `::emu::ptx::instr_with_underscores(ops...)` (outputs passed
-    as lvalues; `{%0, %1}` vector operands expanded, `[%0]` addresses passed as values);
-  - `#include "../csrc/X"`               -> the absolute path of SRC_DIR/../csrc/X.
+    as lvalues; `{%0, %1}` vector operands expanded, `[%0]` addresses passed as values).
+Includes are left as they are: the build puts csrc/ on the include path (`#include "math/common.h"`), and the
+rewritten headers sit next to the rewritten sources (`#include "common.cuh"`).
 """
 import os
 import re
@@ -288,7 +289,6 @@ def main():
         stamp = args[k + 1]
         del args[k:k + 2]
     src, out = os.path.abspath(args[0]), os.path.abspath(args[1])
-    csrc = os.path.join(os.path.dirname(src), 'csrc')
     os.makedirs(out, exist_ok=True)
     counter = [0]
     for name in sorted(os.listdir(src)):
@@ -300,7 +300,6 @@ def main():
         text = rewrite_kernels(text)
         text = rewrite_launches(text)
         text = rewrite_shared(text, counter)
-        text = re.sub(r'#include\s+"\.\./csrc/([^"]+)"', lambda m: '#include "%s"' % os.path.join(csrc, m.group(1)), text)
         dst = name[:-3] + '.cu.cc' if name.endswith('.cu') else name
         prologue = ''
         if name.endswith('.cu'):  # device compilation pass of nvcc: the shared math takes its __CUDA_ARCH__ paths

@@ -1,6 +1,6 @@
 // cub::DeviceSegmentedRadixSort for the CUDA emulator: a host implementation with CUB's semantics (stable; keys ordered
 // by their radix-sortable bit pattern: -0.0 before +0.0, NaNs by sign and payload beyond the infinities; only bits
-// [begin_bit, end_bit) of that pattern compared). Used by the unfused benchmark baselines (cuda/baseline.cu).
+// [begin_bit, end_bit) of that pattern compared). Used by the unfused benchmark baselines (cuda/bench_baselines.cu).
 #pragma once
 
 #include <stdint.h>
