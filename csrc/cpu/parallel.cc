@@ -1,3 +1,5 @@
+// The CPU backend's thread pool behind parallel_for (parallel.h): workers started once, chunks handed out by an
+// atomic counter, the caller working too; calls made while it is busy run inline.
 #include "cpu/parallel.h"
 
 #include <algorithm>
