@@ -14,6 +14,8 @@
 
 using namespace kvt;
 
+// Checks every argument of kvt_grkv_merge into `a`, the CPU backend's argument bundle (also what the CUDA parameters
+// are packed from).
 static kvt_status validate(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* indices,
                            const kvt_tensor* counts, const kvt_tensor* queries, const kvt_tensor* query_positions,
                            const kvt_tensor* weights, const kvt_tensor* scores, const kvt_grkv_opts* opts,
