@@ -4,8 +4,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "../csrc/kvt_math.h"
-#include "kvt_cuda.h"
+#include "math/common.h"
+#include "launch.h"
 
 namespace kvt {
 namespace cuda {

@@ -9,7 +9,7 @@
 //                   lse_R, and folds in the summary: λ = sigmoid(lse_R − log n − a·mu_k), o = λ o_R + (1−λ)(mu_v +
 //                   c·C a) with C a = M a / n (a warp per row of M; block reductions in a fixed order).
 // Every reduction has a fixed order, so results are deterministic. The chunk partition depends only on the shapes.
-#include "../csrc/momentkv_math.h"
+#include "math/momentkv.h"
 #include "common.cuh"
 
 namespace kvt {

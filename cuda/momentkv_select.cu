@@ -1,5 +1,5 @@
 // Multi-round moment-informed eviction on CUDA (spec/momentkv.md §5.2-§5.3), the same function as the CPU backend
-// (csrc/momentkv.cc momentkv_select; algorithm constants in csrc/momentkv_math.h). Per round (all host-side
+// (csrc/cpu/momentkv_select.cc; algorithm constants in csrc/math/momentkv.h). Per round (all host-side
 // quantities: the number of rounds and of tokens evicted per round depend only on N, keep and rounds):
 //   1. maxabs + gram:  Ĉ = M / max|M|, S = Ĉ Ĉᵀ [dv, dv] per head (scratch).
 //   2. basis:          one block per head: subspace iteration on S (kSubspaceIters, block of p vectors, CGS2 with
@@ -10,7 +10,7 @@
 //   5. select:         the radix top-k of select.cu keeps N − evicted-so-far − m (ties keep the lower position).
 //   6. labels:         alive tokens not kept get the round number; 7. merge the round's rows (label == round).
 // The last round's selection is written straight into the caller's indices/counts.
-#include "../csrc/momentkv_math.h"
+#include "math/momentkv.h"
 #include "common.cuh"
 #include "dispatch.cuh"
 

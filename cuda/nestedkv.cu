@@ -5,7 +5,7 @@
 //                           per block and per head with int64 atomics (exact, so the order does not matter).
 //   pass 2  (reads K again) warp per contiguous row range: anchors from the exact sums (block anchor reloaded at
 //                           block changes), the causal window sum carried along the rows in two f32 accumulators
-//                           (nestedkv_math.h; the subtracted row i-W was read W rows earlier and is re-read from
+//                           (math/nestedkv.h; the subtracted row i-W was read W rows earlier and is re-read from
 //                           L1/L2), three cosines per row -> raw [3, H, N], per-(scale, head) min/max (atomics on
 //                           order-preserving keys).
 //   radix   (4 launches)    exact m-th largest and m-th smallest raw value per (scale, head): 8-bit digits over the
@@ -20,7 +20,7 @@
 
 #include "common.cuh"
 #include "dispatch.cuh"
-#include "../csrc/nestedkv_math.h"
+#include "math/nestedkv.h"
 
 namespace kvt {
 namespace cuda {
@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
 #pragma unroll
     for (int j = 0; j < VS; j++) A[j] = B[j] = 0.f;
     if (!c.global) {
-      // Window state before row r0 (same operation sequence as the CPU backend, nestedkv_math.h).
+      // Window state before row r0 (same operation sequence as the CPU backend, math/nestedkv.h).
       const int64_t ch = r0 / W;
       if (ch >= 1)
         for (int64_t q = (ch - 1) * W; q < ch * W; q++) {

@@ -13,7 +13,7 @@
 #include <type_traits>
 
 #include "common.cuh"
-#include "../csrc/nestedkv_math.h"
+#include "math/snapkv.h"
 
 namespace kvt {
 namespace cuda {
@@ -209,7 +209,7 @@ __device__ __forceinline__ void lse_update(const Geo& g, int64_t h, int64_t chun
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         const int64_t p = p0 + n * 8 + 2 * ti + e;
-        l[n][e] = p <= limit ? nkv::fmul(g.scale, acc[n][2 * r + e]) : -INFINITY;
+        l[n][e] = p <= limit ? fmul(g.scale, acc[n][2 * r + e]) : -INFINITY;
         mx = fmaxf(mx, l[n][e]);
       }
     mx = quad_max(mx);
@@ -247,7 +247,7 @@ __device__ __forceinline__ void prob_tile(const Geo& g, int64_t h, int64_t p0, i
       for (int e = 0; e < 2; e++) {
         const int col = n * 8 + 2 * ti + e;
         const int64_t p = p0 + col;
-        prow[col] = (ok && p < g.L) ? expf(nkv::fmul(g.scale, acc[n][2 * r + e]) - ls) : 0.f;
+        prow[col] = (ok && p < g.L) ? expf(fmul(g.scale, acc[n][2 * r + e]) - ls) : 0.f;
       }
   }
 }
@@ -260,7 +260,7 @@ __device__ __forceinline__ void accumulate_heads(const Geo& g, int64_t zr0, int6
     const int64_t hl = v / TK, col = v % TK;
     const int64_t b0 = imax(sub0, zr0 + hl * g.W), b1 = imin(sub1, zr0 + (hl + 1) * g.W);
     float a = Acc[v];
-    for (int64_t m = b0; m < b1; m++) a = nkv::fadd(a, P[(m - sub0) * PP + col]);
+    for (int64_t m = b0; m < b1; m++) a = fadd(a, P[(m - sub0) * PP + col]);
     Acc[v] = a;
   }
 }
@@ -378,7 +378,7 @@ __global__ void pool_kernel(Geo g, const float* mean, int kernel, int max_pool, 
   if (i < g.L) {
     float acc = 0.f;
     for (int64_t j = 0; j < g.G; j++)
-      acc = nkv::fadd(acc, snap::pool_at(mean + (h * g.G + j) * g.L, 1, g.L, i, kernel, max_pool != 0));
+      acc = fadd(acc, snap::pool_at(mean + (h * g.G + j) * g.L, 1, g.L, i, kernel, max_pool != 0));
     v = acc / float(g.G);
   }
   static_cast<float*>(out.p)[h * out.s0 + i * out.s1] = v;

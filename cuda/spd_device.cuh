@@ -1,9 +1,9 @@
 // One-CTA SPD solve (spec/performance.md §3): Cholesky of (A + lambda I) on the packed lower triangle (shared memory,
 // or global scratch when the device's shared memory is too small), then forward and back substitution on tiles of
-// TW right-hand-side columns held in shared memory. fp32 throughout, like the CPU backend (csrc/spd.cc), which
+// TW right-hand-side columns held in shared memory. fp32 throughout, like the CPU backend (csrc/cpu/cholesky.cc), which
 // factors by rows instead of right-looking: the two agree up to summation order.
 //
-// Used by the spdSolve op (cuda/spd.cu) and the GRKV value step (cuda/grkv.cu); header-only so both translation
+// Used by the spdSolve op (cuda/spd.cu) and the GRKV value step (cuda/grkv_value.cu); header-only so both translation
 // units inline it (no relocatable device code).
 #pragma once
 

@@ -1,7 +1,7 @@
 /**
  * Exact conversions between 16-bit float bit patterns (IEEE binary16 "f16", bfloat16 "bf16") and JS numbers.
  * No dependencies: used by tensors, the dump loaders and the trace/eval code. The native kernels use the same
- * rounding (round to nearest even) in csrc/kvt_math.h.
+ * rounding (round to nearest even) in csrc/math/common.h.
  */
 
 const f32buf = new Float32Array(1);

@@ -1,7 +1,7 @@
-// Every CUDA code path of kvtrim, run on the CPU by the emulator of scripts/cuda-emu (no GPU, no nvcc needed): builds
+// Every CUDA code path of kvtrim, run on the CPU by the emulator of tools/cuda-emu (no GPU, no nvcc needed): builds
 // the addon with -DKVTRIM_CUDA_EMU=ON (or uses KVTRIM_EMU_ADDON=/path/to/kvtrim.node), then, in child processes with
 // KVTRIM_ADDON pointing at it:
-//  - test/cuda-emu/run-checks.ts: every `kvtrim check` entry (small shapes: the family checks and the code-path
+//  - test/emu/run-checks.ts: every `kvtrim check` entry (small shapes: the family checks and the code-path
 //    sweep), the bench baselines against the ops, `kvtrim bench` on CUDA — twice, under the default schedule and
 //    under shuffled thread and block orders, and the fetched outputs must be identical bit for bit (no
 //    order-dependent reads);
@@ -22,7 +22,7 @@ const compiler = process.env.CXX || ['c++', 'g++', 'clang++'].find(have);
 const skip =
   process.platform !== 'linux' ? 'the emulator needs Linux' :
   !process.env.KVTRIM_EMU_ADDON && !compiler ? 'no host C++ compiler (c++ / g++ / clang++) to build the emulated addon' :
-  !process.env.KVTRIM_EMU_ADDON && !have('python3') ? 'no python3 (scripts/cuda-emu/emulate.py rewrites the kernels)' :
+  !process.env.KVTRIM_EMU_ADDON && !have('python3') ? 'no python3 (tools/cuda-emu/emulate.py rewrites the kernels)' :
   false;
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
@@ -72,7 +72,7 @@ t.test('CUDA kernels under the CPU emulator', { skip }, async (t) => {
   }
   const coverage = path.join(tmp, 'kernels.txt');
   const base = { KVTRIM_ADDON: addon, KVTRIM_CHECK_SIZE: 'small', KVTRIM_EMU_COVERAGE: coverage, KVTRIM_BACKEND: 'cuda' };
-  const fixture = path.join('test', 'cuda-emu', 'run-checks.ts');
+  const fixture = path.join('test', 'emu', 'run-checks.ts');
   const hashes = [path.join(tmp, 'a.txt'), path.join(tmp, 'b.txt')];
 
   // Two schedules in parallel (same device parameters), then the sm_90-like device with the op tests.

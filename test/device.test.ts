@@ -1,4 +1,4 @@
-// Device memory, streams, events and copies on CUDA (a GPU, or the emulator of scripts/cuda-emu): stream order of
+// Device memory, streams, events and copies on CUDA (a GPU, or the emulator of tools/cuda-emu): stream order of
 // toHost against later work, buffers that outlive their stream, borrowed memory, strided copies, events.
 import t from 'tap';
 import { backendInfo, DeviceBuffer, Stream, Event, deviceSynchronize, tensor, toDevice, toHost, empty, fillBytes, keydiffScores } from '../lib/index';

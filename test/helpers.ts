@@ -9,7 +9,7 @@ export type Backend = 'cpu' | 'cuda';
 export const BACKENDS: Backend[] = backendInfo().cuda ? ['cpu', 'cuda'] : ['cpu'];
 
 /**
- * True when 'cuda' is the CPU emulator of scripts/cuda-emu (an addon built with KVTRIM_CUDA_EMU=ON): the kernels run
+ * True when 'cuda' is the CPU emulator of tools/cuda-emu (an addon built with KVTRIM_CUDA_EMU=ON): the kernels run
  * about 10^4 times slower than on a GPU, so the few tests that would take many minutes run a reduced CUDA part.
  */
 export const EMULATED_CUDA = backendInfo().cuda && backendInfo().versions.cudaArchs === 'emulated';

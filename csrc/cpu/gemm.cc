@@ -1,6 +1,6 @@
 // Multi-versioned GEMM entry points of the CPU backend (see gemm.h): the same source compiled for AVX2+FMA and for the
 // x86-64 baseline, selected once at load time (GCC/Clang target_clones, an ifunc on glibc).
-#include "gemm.h"
+#include "cpu/gemm.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #define KVT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))

@@ -1,4 +1,6 @@
-#include "parallel.h"
+// The CPU backend's thread pool behind parallel_for (parallel.h): workers started once, chunks handed out by an
+// atomic counter, the caller working too; calls made while it is busy run inline.
+#include "cpu/parallel.h"
 
 #include <algorithm>
 #include <atomic>

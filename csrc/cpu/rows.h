@@ -6,7 +6,7 @@
 
 #include <vector>
 
-#include "../kvt_internal.h"
+#include "abi/validate.h"
 
 namespace kvt {
 namespace cpu {

@@ -1,30 +1,15 @@
-// Shared pieces of the Node-API glue: tensor descriptor parsing (with bounds checks against the JS buffer),
-// status -> JS exception mapping, stream arguments, and a static registry of exported functions so each op
-// family lives in its own file.
+// Shared pieces of the Node-API bindings: tensor descriptor parsing (with bounds checks against the JS buffer),
+// option objects, stream arguments, moment-state arguments, and the kvt_status -> JS exception mapping.
 #pragma once
 
 #include <napi.h>
 
-#include <functional>
 #include <string>
-#include <vector>
 
-#include "../kvtrim.h"
+#include "kvtrim.h"
 
 namespace kvt {
 namespace napi {
-
-// Registers `fn` as exports[name] at module load (use one static Registrar per function).
-struct Registrar {
-  Registrar(const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&));
-};
-struct Export {
-  const char* name;
-  Napi::Value (*fn)(const Napi::CallbackInfo&);
-};
-std::vector<Export>& registry();
-
-#define KVT_EXPORT(name, fn) static ::kvt::napi::Registrar kvt_reg_##fn(name, fn)
 
 // A parsed tensor argument: a kvt_tensor plus storage for its shape and strides. Copies re-point `t.shape` and
 // `t.strides` at their own storage (a copied kvt_tensor must never point into the source's arrays).
@@ -69,6 +54,10 @@ kvt_stream parse_stream(const Napi::Value& v);
 // Moment state {n, muK, muV, m} of tensors; false when undefined/null.
 bool parse_moments(const Napi::Value& v, TensorArg* parts, kvt_moments* m);
 
+// An options argument: the object, or a TypeError "<name>: expected an object".
+Napi::Object opts_object(const Napi::Value& v, const char* name = "opts");
+
+// Option fields: the number under `key`, or `dflt` (the C default of the field) when it is not a number.
 int32_t get_int(const Napi::Object& o, const char* key, int32_t dflt);
 double get_num(const Napi::Object& o, const char* key, double dflt);
 

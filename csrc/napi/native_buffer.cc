@@ -1,9 +1,12 @@
+// The device memory of the JS DeviceBuffer (NativeBuffer) and the bindings of CUDA streams, events and copies, on the
+// CUDA runtime directly (no kvtrim op involved); without a usable GPU they throw ERR_KVTRIM_NO_CUDA.
 #include "native_buffer.h"
 
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
+#include "bindings.h"
 #include "glue.h"
 
 #if defined(KVT_WITH_CUDA)
@@ -173,7 +176,7 @@ Napi::Value NativeBuffer::Free(const Napi::CallbackInfo& info) {
 #define REQUIRE_CUDA(env, what) no_cuda(env, what)
 #endif
 
-static Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
+Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "Stream.create");
 #if defined(KVT_WITH_CUDA)
@@ -187,9 +190,7 @@ static Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, uint64_t(reinterpret_cast<uintptr_t>(s)));
 #endif
 }
-KVT_EXPORT("streamCreate", StreamCreate);
-
-static Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
+Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "Stream.dispose");
 #if defined(KVT_WITH_CUDA)
@@ -202,10 +203,8 @@ static Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
   return env.Undefined();
 #endif
 }
-KVT_EXPORT("streamDestroy", StreamDestroy);
-
 // streamSynchronize(stream: bigint, device) -> Promise<void>; waits on a libuv worker thread.
-static Napi::Value StreamSynchronize(const Napi::CallbackInfo& info) {
+Napi::Value StreamSynchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "Stream.synchronize");
 #if defined(KVT_WITH_CUDA)
@@ -222,9 +221,7 @@ static Napi::Value StreamSynchronize(const Napi::CallbackInfo& info) {
   return p;
 #endif
 }
-KVT_EXPORT("streamSynchronize", StreamSynchronize);
-
-static Napi::Value EventCreate(const Napi::CallbackInfo& info) {
+Napi::Value EventCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "Event.create");
 #if defined(KVT_WITH_CUDA)
@@ -234,9 +231,7 @@ static Napi::Value EventCreate(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, uint64_t(reinterpret_cast<uintptr_t>(e)));
 #endif
 }
-KVT_EXPORT("eventCreate", EventCreate);
-
-static Napi::Value EventRecord(const Napi::CallbackInfo& info) {
+Napi::Value EventRecord(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "Event.record");
 #if defined(KVT_WITH_CUDA)
@@ -245,10 +240,8 @@ static Napi::Value EventRecord(const Napi::CallbackInfo& info) {
   return env.Undefined();
 #endif
 }
-KVT_EXPORT("eventRecord", EventRecord);
-
 // eventElapsed(start, end) -> ms; synchronises on `end` (benchmarks only).
-static Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
+Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "Event.elapsed");
 #if defined(KVT_WITH_CUDA)
@@ -260,9 +253,7 @@ static Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, ms);
 #endif
 }
-KVT_EXPORT("eventElapsed", EventElapsed);
-
-static Napi::Value EventDestroy(const Napi::CallbackInfo& info) {
+Napi::Value EventDestroy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "Event.dispose");
 #if defined(KVT_WITH_CUDA)
@@ -271,8 +262,6 @@ static Napi::Value EventDestroy(const Napi::CallbackInfo& info) {
   return env.Undefined();
 #endif
 }
-KVT_EXPORT("eventDestroy", EventDestroy);
-
 #if defined(KVT_WITH_CUDA)
 static char* buffer_at(Napi::Env env, const Napi::Value& b, int64_t off, int64_t bytes, const char* name) {
   NativeBuffer* nb = NativeBuffer::From(b);
@@ -295,7 +284,7 @@ static char* host_at(Napi::Env env, const Napi::Value& v, int64_t off, int64_t b
 #endif
 
 // copyToDevice(dst: NativeBuffer, dstOffset, src: TypedArray, srcOffset, bytes, stream)
-static Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
+Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "toDevice");
 #if defined(KVT_WITH_CUDA)
@@ -307,14 +296,12 @@ static Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
   return env.Undefined();
 #endif
 }
-KVT_EXPORT("copyToDevice", CopyToDevice);
-
 // copyToHost(dst: TypedArray, dstOffset, src: NativeBuffer, srcOffset, bytes, stream) -> Promise (off the event loop)
 // The copy must see `src` as it is at this point of `stream`'s order: work the caller enqueues after toHost (without
 // awaiting it) must not leak into it. A device-to-host copy into pageable memory blocks the calling thread, so it runs
 // on a worker — which enqueues it later than the caller's next launches. Hence a stream-ordered snapshot of `src` is
 // taken here, on the calling thread (device-to-device, asynchronous), and the worker copies the private snapshot.
-static Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
+Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "toHost");
 #if defined(KVT_WITH_CUDA)
@@ -347,10 +334,8 @@ static Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
   return p;
 #endif
 }
-KVT_EXPORT("copyToHost", CopyToHost);
-
 // copyDevice(dst, dstOffset, src, srcOffset, bytes, stream)
-static Napi::Value CopyDevice(const Napi::CallbackInfo& info) {
+Napi::Value CopyDevice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "copy");
 #if defined(KVT_WITH_CUDA)
@@ -361,10 +346,8 @@ static Napi::Value CopyDevice(const Napi::CallbackInfo& info) {
   return env.Undefined();
 #endif
 }
-KVT_EXPORT("copyDevice", CopyDevice);
-
 // fillBytes(dst, offset, byte, bytes, stream)
-static Napi::Value FillBytes(const Napi::CallbackInfo& info) {
+Napi::Value FillBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "fill");
 #if defined(KVT_WITH_CUDA)
@@ -374,9 +357,7 @@ static Napi::Value FillBytes(const Napi::CallbackInfo& info) {
   return env.Undefined();
 #endif
 }
-KVT_EXPORT("fillBytes", FillBytes);
-
-static Napi::Value DeviceSynchronize(const Napi::CallbackInfo& info) {
+Napi::Value DeviceSynchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   REQUIRE_CUDA(env, "deviceSynchronize");
 #if defined(KVT_WITH_CUDA)
@@ -385,7 +366,5 @@ static Napi::Value DeviceSynchronize(const Napi::CallbackInfo& info) {
   return env.Undefined();
 #endif
 }
-KVT_EXPORT("deviceSynchronize", DeviceSynchronize);
-
 }  // namespace napi
 }  // namespace kvt

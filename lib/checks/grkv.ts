@@ -80,7 +80,7 @@ function rowIsPlain(x: Tensor, plain: Tensor, h: number, j: number): boolean {
   return true;
 }
 
-/** grkv_choose (csrc/grkv_math.h) for acceptance 'best': the lowest finite objective, the earlier on ties. */
+/** grkv_choose (csrc/math/grkv.h) for acceptance 'best': the lowest finite objective, the earlier on ties. */
 function bestChoice(L: readonly number[]): GrkvHeadDiagnostics['chosen'] {
   let c = 0;
   for (let i = 1; i < 3; i++) if (Number.isFinite(L[i]) && (!Number.isFinite(L[c]) || L[i] < L[c])) c = i;

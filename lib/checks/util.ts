@@ -8,7 +8,7 @@ import { nativeInfo } from '../binding';
 /**
  * Shapes of the check entries: 'full' (H = 8, Hkv = 4 for SnapKV, N = 4099) or 'small' (H = 2, N = 2051: every
  * entry with the same dtypes, layouts and code paths at about 1/8 of the work). `KVTRIM_CHECK_SIZE=small|full`;
- * default 'full', or 'small' on the CPU emulator of the CUDA kernels (scripts/cuda-emu), where 'full' takes minutes.
+ * default 'full', or 'small' on the CPU emulator of the CUDA kernels (tools/cuda-emu), where 'full' takes minutes.
  */
 function checkSize(): 'small' | 'full' {
   const v = (process.env.KVTRIM_CHECK_SIZE ?? '').trim().toLowerCase();

@@ -1,0 +1,143 @@
+// C ABI entry point of the normalisation-corrected decode attention (spec/momentkv.md §4.4): the defaults,
+// validation, then the CUDA launcher or the CPU backend.
+#include <cmath>
+#include <string>
+
+#include "abi/moment_state.h"
+#include "abi/validate.h"
+#include "cpu/ops.h"
+#if defined(KVT_WITH_CUDA)
+#include "abi/cuda_glue.h"
+#endif
+
+using namespace kvt;
+
+extern "C" void kvt_decode_default_opts(kvt_decode_opts* o) {
+  if (!o) return;
+  o->order = 1;
+  o->use_clip = 0;
+  o->scale = 0;
+  o->clip = 0;
+}
+
+extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_tensor* values,
+                                           const kvt_tensor* counts, const kvt_moments* moments, const kvt_tensor* clip,
+                                           const kvt_decode_opts* opts, const kvt_tensor* out, kvt_stream stream) {
+  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
+  if (!queries) return fail(KVT_ERR_TYPE, "queries: missing tensor");
+  const int qnd = queries->ndim;
+  if (qnd != 2 && qnd != 3)
+    return fail(KVT_ERR_TYPE, "queries: expected a 2-D [Hq, d] or 3-D [Hq, T, d] tensor, got " + std::to_string(qnd) + "-D");
+  View q, k, v, cnt, o;
+  KVT_TRY(check_tensor(queries, "queries", qnd, kMaskFloat, qnd == 2 ? "[Hq, d]" : "[Hq, T, d]", &q));
+  KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[Hkv, cap, d]", &k));
+  KVT_TRY(check_tensor(values, "values", 3, kMaskFloat, "[Hkv, cap, dv]", &v));
+  KVT_TRY(check_tensor(counts, "counts", 1, kMaskI32, "[Hkv]", &cnt));
+  KVT_TRY(check_tensor(out, "out", qnd, kMaskF32, qnd == 2 ? "[Hq, dv]" : "[Hq, T, dv]", &o));
+  if (v.dtype != k.dtype)
+    return fail(KVT_ERR_TYPE, std::string("values: expected the dtype of keys (") + dtype_name(k.dtype) + "), got " +
+                                  dtype_name(v.dtype));
+  const View* all[] = {&v, &cnt, &o};
+  const char* names[] = {"values", "counts", "out"};
+  for (int i = 0; i < 3; i++) KVT_TRY(check_same_device(k, "keys", *all[i], names[i]));
+  KVT_TRY(check_same_device(k, "keys", q, "queries"));
+  // Views as [Hq, T, d] / [Hq, T, dv].
+  if (qnd == 2) {
+    q.shape[2] = q.shape[1];
+    q.stride[2] = q.stride[1];
+    q.shape[1] = 1;
+    q.stride[1] = 0;
+    q.ndim = 3;
+    o.shape[2] = o.shape[1];
+    o.stride[2] = o.stride[1];
+    o.shape[1] = 1;
+    o.stride[1] = 0;
+    o.ndim = 3;
+  }
+  const int64_t Hq = q.shape[0], T = q.shape[1], d = q.shape[2];
+  const int64_t Hkv = k.shape[0], cap = k.shape[1], dv = v.shape[2];
+  if (Hkv < 1) return fail(KVT_ERR_RANGE, "keys: Hkv (dimension 0) must be >= 1");
+  if (Hq % Hkv != 0)
+    return fail(KVT_ERR_RANGE, "queries: Hq (" + std::to_string(Hq) + ") must be a multiple of Hkv (" +
+                                   std::to_string(Hkv) + ", dimension 0 of keys) for grouped-query attention");
+  KVT_TRY(check_dim(k, "keys", 2, d, "d of queries"));
+  KVT_TRY(check_dim(v, "values", 0, Hkv, "Hkv of keys"));
+  KVT_TRY(check_dim(v, "values", 1, cap, "cap of keys"));
+  KVT_TRY(check_dim(cnt, "counts", 0, Hkv, "Hkv of keys"));
+  if (o.shape[0] != Hq || o.shape[1] != T || o.shape[2] != dv) {
+    const int64_t want[3] = {Hq, T, dv};
+    const int64_t want2[2] = {Hq, dv};
+    return fail(KVT_ERR_RANGE, "out: expected shape " + (qnd == 2 ? shape_str(want2, 2) : shape_str(want, 3)) +
+                                   ", got " + shape_str(out->shape, qnd));
+  }
+  if (opts->order != 0 && opts->order != 1) return fail(KVT_ERR_RANGE, "order: must be 0 or 1, got " + std::to_string(opts->order));
+  double scale = opts->scale;
+  if (scale == 0.0) scale = d > 0 ? 1.0 / std::sqrt(double(d)) : 1.0;
+  if (!(scale > 0.0 && scale < 1e30)) return fail(KVT_ERR_RANGE, "scale: must be a finite number > 0, got " + std::to_string(opts->scale));
+  const View* ins[] = {&q, &k, &v, &cnt};
+  const char* in_names[] = {"queries", "keys", "values", "counts"};
+  for (int i = 0; i < 4; i++) KVT_TRY(check_no_overlap(o, "out", *ins[i], in_names[i]));
+  MomentViews m;
+  if (moments) {
+    KVT_TRY(check_moments(moments, k, "keys", Hkv, d, dv, &m));
+    KVT_TRY(check_moments_no_overlap(m, o, "out"));
+  }
+  int clip_mode = 0;
+  View cl;
+  if (clip) {
+    KVT_TRY(check_tensor(clip, "clip", 1, kMaskF32, "[Hkv]", &cl));
+    KVT_TRY(check_same_device(k, "keys", cl, "clip"));
+    KVT_TRY(check_dim(cl, "clip", 0, Hkv, "Hkv of keys"));
+    KVT_TRY(check_no_overlap(o, "out", cl, "clip"));
+    clip_mode = 2;
+    if (!cl.on_cuda())
+      for (int64_t h = 0; h < Hkv; h++) {
+        const float x = cl.ptr<float>()[h * cl.stride[0]];
+        if (!(x >= 0.f))
+          return fail(KVT_ERR_RANGE, "clip: clip[" + std::to_string(h) + "] = " + std::to_string(x) + " must be >= 0");
+      }
+  } else if (opts->use_clip) {
+    if (!(opts->clip >= 0.0)) return fail(KVT_ERR_RANGE, "clip: must be >= 0, got " + std::to_string(opts->clip));
+    clip_mode = 1;
+  }
+  if (!k.on_cuda()) {
+    for (int64_t h = 0; h < Hkv; h++) {
+      const int64_t c = cnt.ptr<int32_t>()[h * cnt.stride[0]];
+      if (c < 0 || c > cap)
+        return fail(KVT_ERR_RANGE, "counts: counts[" + std::to_string(h) + "] = " + std::to_string(c) + " must be in [0, " +
+                                       std::to_string(cap) + "] (the capacity of keys)");
+    }
+  }
+  if (Hq == 0 || T == 0 || dv == 0) return KVT_OK;
+#if defined(KVT_WITH_CUDA)
+  if (k.on_cuda()) {
+    if (d > cuda::kDecodeMaxDim || dv > cuda::kDecodeMaxDim)
+      return fail(KVT_ERR_RANGE, "keys: the CUDA decodeAttention supports d and dv up to 256, got d = " +
+                                     std::to_string(d) + ", dv = " + std::to_string(dv));
+    KVT_CUDA_TRY(set_device(k.device_id));
+    cuda::DecodeParams p{opts->order, float(scale), clip_mode, float(opts->clip),
+                         clip_mode == 2 ? t2(cl) : cuda::T2{nullptr, kF32, 0, 0, 0, 0}};
+    cuda::Moments cm{};
+    if (moments) cm = cuda_moments(m);
+    return cuda_status(cuda::decode_attention(t3(q), t3(k), t3(v), t2(cnt), moments ? &cm : nullptr, p, o3(o),
+                                              static_cast<cudaStream_t>(stream)),
+                       "decodeAttention");
+  }
+#else
+  (void)stream;
+#endif
+  cpu::DecodeArgs A;
+  A.q = q;
+  A.k = k;
+  A.v = v;
+  A.cnt = cnt;
+  A.out = o;
+  A.m = moments ? &m : nullptr;
+  A.order = opts->order;
+  A.scale = float(scale);
+  A.clip_mode = clip_mode;
+  A.clip = float(opts->clip);
+  A.clip_t = cl;
+  cpu::decode(A);
+  return KVT_OK;
+}

@@ -1,0 +1,29 @@
+// C ABI entry point of KeyDiff scoring (spec/nestedkv.md §7): validation, then the CUDA launcher or the CPU backend.
+#include "abi/validate.h"
+#include "cpu/ops.h"
+#if defined(KVT_WITH_CUDA)
+#include "abi/cuda_glue.h"
+#endif
+
+using namespace kvt;
+
+extern "C" kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tensor* scores, kvt_stream stream) {
+  View k, s;
+  KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
+  KVT_TRY(check_tensor(scores, "out", 2, kMaskF32, "[H, N]", &s));
+  KVT_TRY(check_same_device(k, "keys", s, "out"));
+  KVT_TRY(check_dim(s, "out", 0, k.shape[0], "H of keys"));
+  KVT_TRY(check_dim(s, "out", 1, k.shape[1], "N of keys"));
+  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
+  if (k.numel() == 0) return KVT_OK;
+#if defined(KVT_WITH_CUDA)
+  if (k.on_cuda()) {
+    KVT_CUDA_TRY(set_device(k.device_id));
+    return cuda_status(cuda::keydiff_scores(t3(k), t2(s), static_cast<cudaStream_t>(stream)), "keydiffScores");
+  }
+#else
+  (void)stream;
+#endif
+  cpu::keydiff(k, s);
+  return KVT_OK;
+}

@@ -1,0 +1,15 @@
+// Library-level queries of the C ABI: ABI version, whether CUDA kernels were compiled in, CPU backend threads.
+#include "cpu/parallel.h"
+#include "kvtrim.h"
+
+extern "C" int kvt_abi_version(void) { return KVT_ABI_VERSION; }
+
+extern "C" int kvt_built_with_cuda(void) {
+#if defined(KVT_WITH_CUDA)
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+extern "C" int kvt_num_threads(void) { return kvt::cpu::num_threads(); }

@@ -1,0 +1,78 @@
+// C ABI entry points of token selection (spec/nestedkv.md §4): the capacity bound, validation, then the CUDA
+// launcher or the CPU backend. Both backends rank by the unique 64-bit key of math/common.h.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "abi/validate.h"
+#include "cpu/ops.h"
+#if defined(KVT_WITH_CUDA)
+#include "abi/cuda_glue.h"
+#endif
+
+using namespace kvt;
+
+// Head-wise safeguard of the adaptive budget: floor(keep * safeguard) forced tokens per head (0 for uniform).
+static int32_t select_n_safe(const kvt_select_opts& o) {
+  if (o.budget != KVT_BUDGET_ADAPTIVE) return 0;
+  return int32_t(floor(double(o.keep) * o.safeguard + 1e-9));
+}
+
+extern "C" void kvt_select_default_opts(kvt_select_opts* o) {
+  if (!o) return;
+  o->keep = 0;
+  o->budget = KVT_BUDGET_UNIFORM;
+  o->safeguard = 0.2;
+  o->sinks = 0;
+  o->recent = 0;
+}
+
+extern "C" int64_t kvt_select_capacity(int64_t H, int64_t N, const kvt_select_opts* o) {
+  if (!o || H <= 0) return 0;
+  int64_t keep = std::min<int64_t>(o->keep, N);
+  if (o->budget != KVT_BUDGET_ADAPTIVE) return keep;
+  int64_t bound = H * keep - (H - 1) * int64_t(select_n_safe(*o));
+  return std::min<int64_t>(N, bound);
+}
+
+extern "C" kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_select_opts* opts, const kvt_tensor* indices,
+                                        const kvt_tensor* counts, kvt_stream stream) {
+  View s, idx, cnt;
+  KVT_TRY(check_tensor(scores, "scores", 2, kMaskF32, "[H, N]", &s));
+  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
+  const kvt_select_opts o = *opts;
+  const int64_t H = s.shape[0], N = s.shape[1];
+  if (H < 1 || N < 1) return fail(KVT_ERR_RANGE, "scores: H and N must be >= 1, got shape " + shape_str(s.shape, 2));
+  if (H * N >= (int64_t(1) << 32)) return fail(KVT_ERR_RANGE, "scores: H*N must be < 2^32");
+  if (o.budget != KVT_BUDGET_UNIFORM && o.budget != KVT_BUDGET_ADAPTIVE)
+    return fail(KVT_ERR_RANGE, "budget: must be 'uniform' or 'adaptive'");
+  KVT_TRY(check_range(o.keep, 1, double(N), "keep"));
+  KVT_TRY(check_range(o.safeguard, 0, 1, "safeguard"));
+  KVT_TRY(check_range(o.sinks, 0, 2147483647.0, "sinks"));
+  KVT_TRY(check_range(o.recent, 0, 2147483647.0, "recent"));
+  KVT_TRY(check_tensor(indices, "indices", 2, kMaskI32, "[H, cap]", &idx));
+  KVT_TRY(check_tensor(counts, "counts", 1, kMaskI32, "[H]", &cnt));
+  KVT_TRY(check_same_device(s, "scores", idx, "indices"));
+  KVT_TRY(check_same_device(s, "scores", cnt, "counts"));
+  KVT_TRY(check_dim(idx, "indices", 0, H, "H of scores"));
+  KVT_TRY(check_dim(cnt, "counts", 0, H, "H of scores"));
+  const int64_t need = kvt_select_capacity(H, N, &o);
+  if (idx.shape[1] < need)
+    return fail(KVT_ERR_RANGE, "indices: capacity (dimension 1) must be at least " + std::to_string(need) +
+                                   " for these options, got " + std::to_string(idx.shape[1]));
+  KVT_TRY(check_no_overlap(idx, "indices", s, "scores"));
+  KVT_TRY(check_no_overlap(cnt, "counts", s, "scores"));
+  KVT_TRY(check_no_overlap(cnt, "counts", idx, "indices"));
+  const int32_t n_safe = select_n_safe(o);
+#if defined(KVT_WITH_CUDA)
+  if (s.on_cuda()) {
+    KVT_CUDA_TRY(set_device(s.device_id));
+    cuda::SelectParams p{o.keep, o.budget, o.sinks, o.recent, n_safe};
+    return cuda_status(cuda::select_tokens(t2(s), p, t2(idx), t2(cnt), static_cast<cudaStream_t>(stream)), "selectTokens");
+  }
+#else
+  (void)stream;
+#endif
+  cpu::select(s, o, n_safe, idx, cnt);
+  return KVT_OK;
+}

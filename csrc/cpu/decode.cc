@@ -1,0 +1,124 @@
+// Normalisation-corrected decode attention on the CPU backend (spec/momentkv.md §4.4). The per-element formulas
+// (rescale, λ, clip factor) are math/momentkv.h's, shared with the CUDA kernels (cuda/decode.cu).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cpu/ops.h"
+#include "cpu/parallel.h"
+#include "cpu/rows.h"
+#include "math/momentkv.h"
+
+namespace kvt {
+namespace cpu {
+
+// Corrected decode attention (spec/momentkv.md §4.4): per (KV head, chunk of rows) partial softmax states for all
+// G·T queries of the head (two-pass inside the chunk), then per query an in-order merge of the chunk states and
+// the summary. Chunks of a fixed size: the result does not depend on the thread count.
+constexpr int64_t kDecodeRows = 512;
+
+void decode(const DecodeArgs& A) {
+  const int64_t Hq = A.q.shape[0], T = A.q.shape[1], d = A.q.shape[2];
+  const int64_t Hkv = A.k.shape[0], cap = A.k.shape[1], dv = A.v.shape[2];
+  const int64_t G = Hq / Hkv, Q = G * T;
+  if (Hq == 0 || T == 0) return;
+  std::vector<float> a(static_cast<size_t>(Hq * T * d));
+  parallel_for(Hq * T, 16, [&](int64_t b, int64_t e) {
+    std::vector<float> buf;
+    for (int64_t r = b; r < e; r++) {
+      const float* row = load_row(A.q, r / T, r % T, buf);
+      for (int64_t c = 0; c < d; c++) a[size_t(r * d + c)] = row[c] * A.scale;
+    }
+  });
+  const int64_t nch = std::max<int64_t>(1, (cap + kDecodeRows - 1) / kDecodeRows);
+  const int64_t ps = dv + 2;  // partial state: m, l, acc[dv]
+  std::vector<float> part(static_cast<size_t>(Hkv * nch * Q * ps));
+  auto count_of = [&](int64_t h) { return int64_t(A.cnt.ptr<int32_t>()[h * A.cnt.stride[0]]); };
+  parallel_for(Hkv * nch, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> buf, logits;
+    for (int64_t t = b; t < e; t++) {
+      const int64_t h = t / nch, ch = t % nch;
+      const int64_t r0 = ch * kDecodeRows, r1 = std::min(count_of(h), r0 + kDecodeRows);
+      float* P = &part[size_t(t * Q * ps)];
+      for (int64_t q = 0; q < Q; q++) {
+        P[q * ps] = -INFINITY;
+        std::fill(P + q * ps + 1, P + (q + 1) * ps, 0.f);
+      }
+      if (r0 >= r1) continue;
+      const int64_t L = r1 - r0;
+      const float* ah = &a[size_t(h * Q * d)];  // queries of KV head h: index q = g*T + t
+      logits.resize(size_t(Q * L));
+      for (int64_t r = 0; r < L; r++) {
+        const float* kr = load_row(A.k, h, r0 + r, buf);
+        for (int64_t q = 0; q < Q; q++) logits[size_t(q * L + r)] = dot8(ah + q * d, kr, d);
+      }
+      for (int64_t q = 0; q < Q; q++) {
+        float mx = -INFINITY;
+        for (int64_t r = 0; r < L; r++) mx = std::max(mx, logits[size_t(q * L + r)]);
+        P[q * ps] = mx;
+        for (int64_t r = 0; r < L; r++) logits[size_t(q * L + r)] = expf(logits[size_t(q * L + r)] - mx);
+      }
+      for (int64_t r = 0; r < L; r++) {
+        const float* vr = load_row(A.v, h, r0 + r, buf);
+        for (int64_t q = 0; q < Q; q++) {
+          const float p = logits[size_t(q * L + r)];
+          float* acc = P + q * ps + 2;
+          P[q * ps + 1] += p;
+          for (int64_t c = 0; c < dv; c++) acc[c] += p * vr[c];
+        }
+      }
+    }
+  });
+  parallel_for(Hq * T, 4, [&](int64_t b, int64_t e) {
+    std::vector<float> acc(static_cast<size_t>(dv)), oe(static_cast<size_t>(dv));
+    for (int64_t r = b; r < e; r++) {
+      const int64_t j = r / T, t = r % T, h = j / G, q = (j % G) * T + t;
+      const float* ar = &a[size_t(r * d)];
+      float mx = -INFINITY;
+      for (int64_t ch = 0; ch < nch; ch++) mx = std::max(mx, part[size_t(((h * nch + ch) * Q + q) * ps)]);
+      float l = 0.f;
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t ch = 0; ch < nch; ch++) {
+        const float* P = &part[size_t(((h * nch + ch) * Q + q) * ps)];
+        const float f = mkv::rescale(P[0], mx);
+        l += P[1] * f;
+        for (int64_t c = 0; c < dv; c++) acc[size_t(c)] += P[2 + c] * f;
+      }
+      const bool any = count_of(h) > 0 && l > 0.f;
+      const float lse = any ? mx + logf(l) : -INFINITY;
+      const float inv = any ? 1.f / l : 0.f;
+      float* o = A.out.ptr<float>() + j * A.out.stride[0] + t * A.out.stride[1];
+      const int64_t os = A.out.stride[2];
+      const float n = A.m ? A.m->n().ptr<float>()[h] : 0.f;
+      if (!(n > 0.f)) {
+        for (int64_t c = 0; c < dv; c++) o[c * os] = any ? acc[size_t(c)] * inv : 0.f;
+        continue;
+      }
+      const float* muk = A.m->mu_k().ptr<float>() + h * d;
+      const float* muv = A.m->mu_v().ptr<float>() + h * dv;
+      const float amu = dot8(ar, muk, d);
+      if (A.order == 1) {
+        const float* M = A.m->m().ptr<float>() + h * dv * d;
+        float nrm2 = 0.f;
+        for (int64_t c = 0; c < dv; c++) {
+          oe[size_t(c)] = dot8(M + c * d, ar, d) / n;
+          nrm2 += oe[size_t(c)] * oe[size_t(c)];
+        }
+        float f = 1.f;
+        if (A.clip_mode == 1) f = mkv::clip_factor(sqrtf(nrm2), A.clip);
+        if (A.clip_mode == 2) f = mkv::clip_factor(sqrtf(nrm2), A.clip_t.ptr<float>()[h * A.clip_t.stride[0]]);
+        for (int64_t c = 0; c < dv; c++) oe[size_t(c)] = muv[c] + oe[size_t(c)] * f;
+      } else {
+        for (int64_t c = 0; c < dv; c++) oe[size_t(c)] = muv[c];
+      }
+      const float lam = mkv::nc_lambda(lse, n, amu);
+      for (int64_t c = 0; c < dv; c++) {
+        const float orr = any ? acc[size_t(c)] * inv : 0.f;
+        o[c * os] = lam * orr + (1.f - lam) * oe[size_t(c)];
+      }
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace kvt

@@ -1,0 +1,63 @@
+// KeyDiff scoring on the CPU backend (spec/nestedkv.md §7): the anchor of each head in f64 over fixed row chunks,
+// then the negative cosine of every key against it.
+#include <algorithm>
+#include <vector>
+
+#include "cpu/ops.h"
+#include "cpu/parallel.h"
+#include "cpu/rows.h"
+
+namespace kvt {
+namespace cpu {
+
+// Anchor per head: mean of L2-normalised keys, accumulated in f64 over row chunks.
+static void normalized_key_means(const View& k, std::vector<float>& anchor) {
+  const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
+  const int64_t rows_per_chunk = 1024;
+  const int64_t C = (N + rows_per_chunk - 1) / rows_per_chunk;
+  std::vector<double> partial(size_t(H * C * d), 0.0);
+  parallel_for(H * C, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> buf;
+    for (int64_t t = b; t < e; t++) {
+      int64_t h = t / C, c = t % C;
+      double* acc = &partial[size_t(t * d)];
+      for (int64_t i = c * rows_per_chunk; i < std::min(N, (c + 1) * rows_per_chunk); i++) {
+        const float* row = load_row(k, h, i, buf);
+        float inv = inv_norm_clamped(sumsq8(row, d));
+        for (int64_t j = 0; j < d; j++) acc[j] += double(row[j] * inv);
+      }
+    }
+  });
+  anchor.assign(size_t(H * d), 0.0f);
+  for (int64_t h = 0; h < H; h++)
+    for (int64_t j = 0; j < d; j++) {
+      double s = 0;
+      for (int64_t c = 0; c < C; c++) s += partial[size_t((h * C + c) * d + j)];
+      anchor[size_t(h * d + j)] = float(s / double(N));
+    }
+}
+
+void keydiff(const View& k, const View& out) {
+  const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
+  std::vector<float> anchor;
+  normalized_key_means(k, anchor);
+  std::vector<float> anorm(static_cast<size_t>(H));
+  for (int64_t h = 0; h < H; h++) anorm[size_t(h)] = sqrtf(sumsq8(&anchor[size_t(h * d)], d));
+  const int64_t grain = 256;
+  const int64_t C = (N + grain - 1) / grain;
+  parallel_for(H * C, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> buf;
+    for (int64_t t = b; t < e; t++) {
+      int64_t h = t / C, c = t % C;
+      const float* a = &anchor[size_t(h * d)];
+      float* o = out.ptr<float>() + h * out.stride[0];
+      for (int64_t i = c * grain; i < std::min(N, (c + 1) * grain); i++) {
+        const float* row = load_row(k, h, i, buf);
+        o[i * out.stride[1]] = neg_cosine(dot8(row, a, d), sumsq8(row, d), anorm[size_t(h)]);
+      }
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace kvt

@@ -1,0 +1,39 @@
+// Binding of decodeAttention (C ABI kvt_decode_attention) and the defaults of its options.
+#include "bindings.h"
+#include "glue.h"
+
+namespace kvt {
+namespace napi {
+
+Napi::Object DecodeDefaults(Napi::Env env) {
+  kvt_decode_opts o;
+  kvt_decode_default_opts(&o);
+  Napi::Object d = Napi::Object::New(env);  // clip: off unless given (use_clip = 0)
+  d.Set("order", o.order);
+  d.Set("scale", o.scale);  // 0: 1/sqrt(d)
+  return d;
+}
+
+// decodeAttention(queries, keys, values, counts, moments?, clip?, {order, scale, useClip, clip}, out, stream)
+Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
+  TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys");
+  TensorArg v = parse_tensor(info[2], "values"), cnt = parse_tensor(info[3], "counts");
+  TensorArg parts[4];
+  kvt_moments m{};
+  const bool has_m = parse_moments(info[4], parts, &m);
+  TensorArg clip = parse_tensor(info[5], "clip", true);
+  Napi::Object o = opts_object(info[6]);
+  kvt_decode_opts opts;
+  kvt_decode_default_opts(&opts);
+  opts.order = get_int(o, "order", opts.order);
+  opts.use_clip = get_int(o, "useClip", opts.use_clip);
+  opts.scale = get_num(o, "scale", opts.scale);
+  opts.clip = get_num(o, "clip", opts.clip);
+  TensorArg out = parse_tensor(info[7], "out");
+  check(info.Env(), kvt_decode_attention(q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), has_m ? &m : nullptr, clip.ptr(), &opts,
+                                         out.ptr(), parse_stream(info[8])));
+  return info.Env().Undefined();
+}
+
+}  // namespace napi
+}  // namespace kvt

@@ -1,0 +1,53 @@
+// Binding of grkvMerge (C ABI kvt_grkv_merge) and the defaults of the GRKV options.
+#include "bindings.h"
+#include "glue.h"
+
+namespace kvt {
+namespace napi {
+
+Napi::Object GrkvDefaults(Napi::Env env) {
+  kvt_grkv_opts o;
+  kvt_grkv_default_opts(&o);
+  Napi::Object d = Napi::Object::New(env);
+  d.Set("window", o.window);
+  d.Set("gamma", o.gamma);
+  d.Set("lambda", o.lambda);
+  Napi::Object caps = Napi::Object::New(env);
+  caps.Set("key", o.cap_key);
+  caps.Set("value", o.cap_value);
+  d.Set("caps", caps);
+  d.Set("cgIters", o.cg_iters);
+  d.Set("tol", o.tol);
+  d.Set("scale", o.scale);  // 0: 1/sqrt(d)
+  d.Set("acceptance", o.accept == KVT_GRKV_ACCEPT_JOINT ? "joint" : "best");
+  return d;
+}
+
+// grkvMerge(keys, values, indices, counts, queries, queryPositions, weights, scores, opts, keysOut, valuesOut,
+//           countsOut, diagnostics, stream)
+Napi::Value GrkvMerge(const Napi::CallbackInfo& info) {
+  TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
+  TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
+  TensorArg q = parse_tensor(info[4], "queries"), qp = parse_tensor(info[5], "queryPositions");
+  TensorArg w = parse_tensor(info[6], "weights", true), sc = parse_tensor(info[7], "scores");
+  Napi::Object o = opts_object(info[8]);
+  kvt_grkv_opts opts;
+  kvt_grkv_default_opts(&opts);
+  opts.window = get_int(o, "window", opts.window);
+  opts.cg_iters = get_int(o, "cgIters", opts.cg_iters);
+  opts.gamma = get_num(o, "gamma", opts.gamma);
+  opts.lambda = get_num(o, "lambda", opts.lambda);
+  opts.cap_key = get_num(o, "capKey", opts.cap_key);
+  opts.cap_value = get_num(o, "capValue", opts.cap_value);
+  opts.tol = get_num(o, "tol", opts.tol);
+  opts.scale = get_num(o, "scale", opts.scale);
+  opts.accept = get_int(o, "accept", opts.accept);
+  TensorArg ko = parse_tensor(info[9], "keysOut"), vo = parse_tensor(info[10], "valuesOut");
+  TensorArg co = parse_tensor(info[11], "countsOut"), dg = parse_tensor(info[12], "diagnostics", true);
+  check(info.Env(), kvt_grkv_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), q.ptr(), qp.ptr(), w.ptr(), sc.ptr(), &opts,
+                                   ko.ptr(), vo.ptr(), co.ptr(), dg.ptr(), parse_stream(info[13])));
+  return info.Env().Undefined();
+}
+
+}  // namespace napi
+}  // namespace kvt

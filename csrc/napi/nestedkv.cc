@@ -1,0 +1,63 @@
+// Bindings of nestedkvScores and nestedkvBlockSize (C ABI kvt_nestedkv_scores, kvt_nestedkv_block_size) and the
+// defaults of the NestedKV options. Option values are validated by the TypeScript layer and again by the C ABI
+// (whose status becomes the JS exception).
+#include "bindings.h"
+#include "glue.h"
+
+namespace kvt {
+namespace napi {
+
+Napi::Object NestedkvDefaults(Napi::Env env) {
+  kvt_nestedkv_opts o;
+  kvt_nestedkv_default_opts(&o);
+  Napi::Object d = Napi::Object::New(env);
+  d.Set("window", o.window);
+  d.Set("block", o.block);  // 0: clip(floor(N/32), 128, 256)
+  Napi::Array prior = Napi::Array::New(env, 3);
+  for (uint32_t x = 0; x < 3; x++) prior.Set(x, o.prior[x]);
+  d.Set("prior", prior);
+  d.Set("beta", o.beta);
+  d.Set("tau", o.tau);
+  d.Set("kappa", o.kappa);
+  d.Set("tail", o.tail);
+  d.Set("sinks", o.sinks);
+  d.Set("scales", o.scales == KVT_SCALES_GLOBAL ? "global" : "all");
+  return d;
+}
+
+// nestedkvScores(keys, opts, out, stream); opts = {window, block, prior: [3], beta, tau, kappa, tail, sinks, scales}
+Napi::Value NestedkvScores(const Napi::CallbackInfo& info) {
+  TensorArg k = parse_tensor(info[0], "keys");
+  Napi::Object ob = opts_object(info[1]);
+  kvt_nestedkv_opts o;
+  kvt_nestedkv_default_opts(&o);
+  o.window = get_int(ob, "window", o.window);
+  o.block = get_int(ob, "block", o.block);
+  Napi::Value pr = ob.Get("prior");
+  if (pr.IsArray()) {
+    Napi::Array a = pr.As<Napi::Array>();
+    if (a.Length() != 3) throw Napi::RangeError::New(info.Env(), "prior: expected 3 numbers");
+    for (uint32_t x = 0; x < 3; x++) {
+      Napi::Value e = a.Get(x);
+      if (!e.IsNumber()) throw Napi::TypeError::New(info.Env(), "prior: expected 3 numbers");
+      o.prior[x] = e.As<Napi::Number>().DoubleValue();
+    }
+  }
+  o.beta = get_num(ob, "beta", o.beta);
+  o.tau = get_num(ob, "tau", o.tau);
+  o.kappa = get_num(ob, "kappa", o.kappa);
+  o.tail = get_num(ob, "tail", o.tail);
+  o.sinks = get_int(ob, "sinks", o.sinks);
+  o.scales = get_int(ob, "scales", o.scales);
+  TensorArg out = parse_tensor(info[2], "out");
+  check(info.Env(), kvt_nestedkv_scores(k.ptr(), &o, out.ptr(), parse_stream(info[3])));
+  return info.Env().Undefined();
+}
+
+// nestedkvBlockSize(N) -> number
+Napi::Value NestedkvBlockSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(kvt_nestedkv_block_size(info[0].As<Napi::Number>().Int64Value())));
+}
+
+}  // namespace napi
+}  // namespace kvt

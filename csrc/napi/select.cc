@@ -1,0 +1,50 @@
+// Bindings of selectTokens and selectCapacity (C ABI kvt_select_tokens, kvt_select_capacity) and the defaults of
+// their options.
+#include "bindings.h"
+#include "glue.h"
+
+namespace kvt {
+namespace napi {
+
+// {keep, budget (0 uniform | 1 adaptive), safeguard, sinks, recent} over kvt_select_default_opts.
+static kvt_select_opts select_opts(const Napi::Value& v) {
+  Napi::Object ob = opts_object(v);
+  kvt_select_opts o;
+  kvt_select_default_opts(&o);
+  o.keep = get_int(ob, "keep", o.keep);
+  o.budget = get_int(ob, "budget", o.budget);
+  o.safeguard = get_num(ob, "safeguard", o.safeguard);
+  o.sinks = get_int(ob, "sinks", o.sinks);
+  o.recent = get_int(ob, "recent", o.recent);
+  return o;
+}
+
+Napi::Object SelectDefaults(Napi::Env env) {
+  kvt_select_opts o;
+  kvt_select_default_opts(&o);
+  Napi::Object d = Napi::Object::New(env);  // keep has no default: every call names it
+  d.Set("budget", o.budget == KVT_BUDGET_ADAPTIVE ? "adaptive" : "uniform");
+  d.Set("safeguard", o.safeguard);
+  d.Set("sinks", o.sinks);
+  d.Set("recent", o.recent);
+  return d;
+}
+
+// selectTokens(scores, opts, indices, counts, stream)
+Napi::Value SelectTokens(const Napi::CallbackInfo& info) {
+  TensorArg s = parse_tensor(info[0], "scores");
+  kvt_select_opts o = select_opts(info[1]);
+  TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
+  check(info.Env(), kvt_select_tokens(s.ptr(), &o, idx.ptr(), cnt.ptr(), parse_stream(info[4])));
+  return info.Env().Undefined();
+}
+
+// selectCapacity(H, N, opts) -> number
+Napi::Value SelectCapacity(const Napi::CallbackInfo& info) {
+  kvt_select_opts o = select_opts(info[2]);
+  int64_t H = info[0].As<Napi::Number>().Int64Value(), N = info[1].As<Napi::Number>().Int64Value();
+  return Napi::Number::New(info.Env(), double(kvt_select_capacity(H, N, &o)));
+}
+
+}  // namespace napi
+}  // namespace kvt

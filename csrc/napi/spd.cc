@@ -1,0 +1,31 @@
+// Binding of spdSolve (C ABI kvt_spd_solve) and the defaults of its options.
+#include "bindings.h"
+#include "glue.h"
+
+namespace kvt {
+namespace napi {
+
+Napi::Object SpdDefaults(Napi::Env env) {
+  kvt_spd_opts o;
+  kvt_spd_default_opts(&o);
+  Napi::Object d = Napi::Object::New(env);
+  d.Set("lambda", o.lambda);
+  d.Set("throwOnError", o.check != 0);
+  return d;
+}
+
+// spdSolve(a, b, x, info, { lambda, check }, stream)
+Napi::Value SpdSolve(const Napi::CallbackInfo& info) {
+  TensorArg a = parse_tensor(info[0], "a"), b = parse_tensor(info[1], "b"), x = parse_tensor(info[2], "out");
+  TensorArg in = parse_tensor(info[3], "info", true);
+  Napi::Object o = opts_object(info[4]);
+  kvt_spd_opts opts;
+  kvt_spd_default_opts(&opts);
+  opts.lambda = get_num(o, "lambda", opts.lambda);
+  opts.check = get_int(o, "check", opts.check);
+  check(info.Env(), kvt_spd_solve(a.ptr(), b.ptr(), &opts, x.ptr(), in.ptr(), parse_stream(info[5])));
+  return info.Env().Undefined();
+}
+
+}  // namespace napi
+}  // namespace kvt
