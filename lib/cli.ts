@@ -8,6 +8,7 @@ import { backendInfo } from './index';
 import { runChecks } from './check';
 import { runBench } from './bench';
 import { runEval, EVAL_CONFIGS, EVAL_RATIOS, EvalReport } from './eval/run';
+import { DISTANCE_BUCKETS } from './eval/protocol';
 import { lineChart } from './eval/chart';
 import { featureTable, METHODS, MERGES, CORRECTIONS } from './methods';
 import path from 'node:path';
@@ -195,6 +196,8 @@ async function evaluate(argv: string[]): Promise<number> {
     options: {
       dump: { type: 'string' },
       layout: { type: 'string' },
+      queries: { type: 'string' },
+      split: { type: 'string' },
       ratios: { type: 'string' },
       configs: { type: 'string' },
       tokens: { type: 'string' },
@@ -208,14 +211,19 @@ async function evaluate(argv: string[]): Promise<number> {
   });
   if (values.help) {
     console.log(
-      'Usage: kvtrim eval [--dump DIR|FILE.safetensors [--layout hnd|nhd]] [--ratios 0.5,0.75,0.9,0.95]\n' +
-        `                   [--configs ${EVAL_CONFIGS.map((c) => c.name).join(',')}]\n` +
+      'Usage: kvtrim eval [--dump DIR|FILE.safetensors [--layout hnd|nhd] [--queries last|all-positions] [--split S]]\n' +
+        `                   [--ratios 0.5,0.75,0.9,0.95] [--configs ${EVAL_CONFIGS.map((c) => c.name).join(',')}]\n` +
         '                   [--tokens N] [--layers L] [--seed S] [--backend cpu|cuda] [--out DIR] [--quiet]\n' +
-        '  Compresses every layer with each configuration at each ratio (fraction evicted), then compares held-out\n' +
-        '  decode attention on the compressed cache with the full cache: relative error ||o - o_full|| / ||o_full||\n' +
-        '  (median, p90), needle recall, retained bytes, time. Writes DIR/eval.json and DIR/eval.svg.\n' +
-        '  Dumps: k_{l}.npy, v_{l}.npy, q_{l}.npy per layer (or layers.{l}.k/v/q in one .safetensors); the last\n' +
-        '  min(32, T/2) queries are the observation window, the earlier ones are held out.',
+        '  Causal split, as in decoding: compresses the prefix [0, S) of every layer with each configuration at each\n' +
+        '  ratio (fraction evicted; observation window: the queries at S-32..S-1), then runs each held-out query at\n' +
+        '  position p >= S on the compressed prefix plus the uncompressed keys S..p, against the full cache 0..p:\n' +
+        '  relative error ||o - o_full|| / ||o_full|| (median, p90, by distance p - S, by layer), needle recall,\n' +
+        '  retained bytes, time, and each layer\'s attention sink mass and mass on its 64 most recent keys.\n' +
+        '  Writes DIR/eval.json and DIR/eval.svg. Dumps: k_{l}.npy, v_{l}.npy, q_{l}.npy and qpos_{l}.npy (the query\n' +
+        '  positions) per layer, or layers.{l}.k/v/q/qpos in one .safetensors. Without qpos, --queries says where the\n' +
+        '  queries are: last (default; the last T prompt positions) or all-positions (every position 0..T-1).\n' +
+        '  --split S: default N - min(512, N/8). Queries at p >= N (a continuation) see all N dumped keys.\n' +
+        '  The built-in trace: window N-32..N-1, decode queries at position N (S = N).',
     );
     return 0;
   }
@@ -229,10 +237,13 @@ async function evaluate(argv: string[]): Promise<number> {
   if (backend !== undefined && backend !== 'cpu' && backend !== 'cuda') throw new RangeError(`--backend: expected cpu or cuda, got '${backend}'`);
   const layout = values.layout as 'hnd' | 'nhd' | undefined;
   if (layout !== undefined && layout !== 'hnd' && layout !== 'nhd') throw new RangeError(`--layout: expected hnd or nhd, got '${layout}'`);
+  const queries = values.queries as 'last' | 'all-positions' | undefined;
+  if (queries !== undefined && queries !== 'last' && queries !== 'all-positions') throw new RangeError(`--queries: expected last or all-positions, got '${queries}'`);
   const progress = new Progress(1, 'eval');
   const report = await runEval({
     dump: values.dump,
-    dumpOptions: layout ? { layout } : undefined,
+    dumpOptions: layout || queries ? { layout, queries } : undefined,
+    split: num('split', values.split, true),
     trace: { tokens: num('tokens', values.tokens, true), layers: num('layers', values.layers, true), seed: num('seed', values.seed, true) },
     ratios: values.ratios ? values.ratios.split(',').map((x) => num('ratios', x.trim(), false) as number) : undefined,
     configs: values.configs ? values.configs.split(',').map((x) => x.trim()) : undefined,
@@ -240,18 +251,26 @@ async function evaluate(argv: string[]): Promise<number> {
     onProgress: values.quiet ? undefined : (d, t, l) => progress.set(d, t, l),
   });
   progress.end();
-  const s = report.shape;
+  const s = report.shape, pr = report.protocol;
   const src = report.source.kind === 'trace' ? `built-in trace (seed ${report.source.options.seed})` : `${report.source.path} (${report.source.format})`;
-  console.log(`kvtrim eval on ${report.device}: ${src}; ${s.layers} layer${s.layers === 1 ? '' : 's'}, H_kv=${s.Hkv}, H_q=${s.Hq}, N=${s.N}, d=${s.d}, ${s.T} held-out queries per head`);
+  console.log(`kvtrim eval on ${report.device}: ${src}; ${s.layers} layer${s.layers === 1 ? '' : 's'}, H_kv=${s.Hkv}, H_q=${s.Hq}, N=${s.N}, d=${s.d}`);
+  const held = pr.heldOut.first === pr.heldOut.last ? `${s.T} queries at position ${pr.heldOut.first}` : `${s.T} queries at positions ${pr.heldOut.first}..${pr.heldOut.last}`;
+  console.log(
+    `split S=${pr.split}: prefix [0, ${pr.split}) compressed, window ${pr.window.from}..${pr.window.to - 1}; held out per head: ${held}` +
+      `${pr.heldOut.continuation ? ` (${pr.heldOut.continuation} past N=${s.N}: they see all N keys)` : ''}; positions from ${pr.queries}`,
+  );
   const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(0)}%`);
+  const buckets = DISTANCE_BUCKETS.map((b) => b.label).filter((b) => report.rows.some((r) => r.errorByDistance[b] !== undefined));
+  const e4 = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(4));
   console.log(
     table(
-      ['config', 'ratio', 'median err', 'p90 err', 'needles kept', 'asked/follow-up', 'bytes kept', 'ms'],
+      ['config', 'ratio', 'median err', 'p90 err', ...buckets.map((b) => `err @${b}`), 'needles kept', 'asked/follow-up', 'bytes kept', 'ms'],
       report.rows.map((r) => [
         r.config,
         r.ratio.toFixed(2),
-        r.medianError.toFixed(4),
-        r.p90Error.toFixed(4),
+        e4(r.medianError),
+        e4(r.p90Error),
+        ...buckets.map((b) => e4(r.errorByDistance[b])),
         pct(r.needleRecall),
         r.needleRecall === undefined ? '-' : `${pct(r.needleRecallAsked)}/${pct(r.needleRecallFollowUp)}`,
         pct(r.retainedFraction),
@@ -259,11 +278,21 @@ async function evaluate(argv: string[]): Promise<number> {
       ]),
     ),
   );
+  // per layer: what its attention looks like, and each config's median error at the ratio nearest 0.75
+  const rl = report.ratios.reduce((a, b) => (Math.abs(b - 0.75) < Math.abs(a - 0.75) ? b : a));
+  const at = report.rows.filter((r) => r.ratio === rl);
+  console.log(`\nper layer (median err at ratio ${rl.toFixed(2)}; sink = attention on position 0, recent = on the 64 most recent keys):`);
+  console.log(
+    table(
+      ['layer', 'sink', 'recent', ...at.map((r) => r.config)],
+      report.layers.map((l, i) => [i, l.sinkMass.toFixed(3), l.localMass.toFixed(3), ...at.map((r) => e4(r.errorByLayer[i]))]),
+    ),
+  );
   fs.mkdirSync(values.out as string, { recursive: true });
   const jsonFile = path.join(values.out as string, 'eval.json'), svgFile = path.join(values.out as string, 'eval.svg');
   fs.writeFileSync(jsonFile, JSON.stringify(report, null, 2));
   fs.writeFileSync(svgFile, evalChart(report));
-  console.log(`\nerror = ||o - o_full|| / ||o_full|| of held-out decode queries; ratio = fraction of tokens evicted`);
+  console.log(`\nerror = ||o - o_full|| / ||o_full|| of held-out queries (causal); @a-b = at distance a..b from the split; ratio = fraction of the prefix evicted`);
   console.log(`wrote ${jsonFile} and ${svgFile} (${(report.totalMs / 1000).toFixed(1)} s)`);
   return 0;
 }

@@ -39,8 +39,11 @@ t.test('eval on a user dump (npy), configs and ratio validation', async (t) => {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const tr = generateTrace({ ...small, layers: 2 });
   saveTraceAsDump(tr, dir);
-  const r = await runEval({ dump: dir, ratios: [0.75], configs: ['keydiff', 'snapkv+grkv'] });
+  // the trace dump holds the window queries N−32..N−1 only: the default split N − N/8 has no window before it
+  await t.rejects(runEval({ dump: dir, ratios: [0.75], configs: ['keydiff'] }), /needs the query at position S−1 = 895 \(split S = 896\).*cover positions 992\.\.1023/);
+  const r = await runEval({ dump: dir, split: tr.N - 16, ratios: [0.75], configs: ['keydiff', 'snapkv+grkv'] });
   t.equal(r.source.kind, 'dump');
+  t.same(r.protocol, { split: 1008, window: { from: 992, to: 1008 }, heldOut: { first: 1008, last: 1023, count: 16, continuation: 0 }, queries: 'qpos' });
   t.same(r.rows.map((x) => x.config), ['keydiff', 'snapkv+grkv']);
   t.equal(r.shape.layers, 2);
   t.equal(r.shape.W + r.shape.T, tr.W, 'the dump queries split into window and held-out');
@@ -85,11 +88,11 @@ t.test('kvtrim eval writes the table, eval.json and eval.svg', async (t) => {
   t.match(errs.join('\n'), /--tokens: expected a positive integer/);
   t.match(text, /\| NestedKV \| `method: 'nestedkv'` \|/, 'methods --markdown prints the feature table');
   const j = JSON.parse(fs.readFileSync(path.join(out, 'eval.json'), 'utf8'));
-  t.same(Object.keys(j).sort(), ['backend', 'device', 'ratios', 'rows', 'shape', 'source', 'totalMs']);
+  t.same(Object.keys(j).sort(), ['backend', 'device', 'layers', 'protocol', 'ratios', 'rows', 'shape', 'source', 'totalMs']);
   t.equal(j.rows.length, 6);
   t.same(
     Object.keys(j.rows[0]).sort(),
-    ['config', 'errorByKind', 'meanError', 'medianError', 'method', 'ms', 'needleRecall', 'needleRecallAsked', 'needleRecallFollowUp', 'p90Error', 'ratio', 'retainedBytes', 'retainedFraction'].sort(),
+    ['config', 'errorByDistance', 'errorByKind', 'errorByLayer', 'meanError', 'medianError', 'method', 'ms', 'needleRecall', 'needleRecallAsked', 'needleRecallFollowUp', 'p90Error', 'ratio', 'retainedBytes', 'retainedFraction'].sort(),
   );
   const svg = fs.readFileSync(path.join(out, 'eval.svg'), 'utf8');
   t.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
