@@ -8,7 +8,7 @@ import { backendInfo } from './index';
 import { runChecks } from './check';
 import { runBench } from './bench';
 import { runEval, EVAL_CONFIGS, EVAL_RATIOS, EvalReport } from './eval/run';
-import { DISTANCE_BUCKETS } from './eval/protocol';
+import { formatEvalReport } from './eval/report';
 import { lineChart } from './eval/chart';
 import { featureTable, METHODS, MERGES, CORRECTIONS } from './methods';
 import path from 'node:path';
@@ -251,48 +251,11 @@ async function evaluate(argv: string[]): Promise<number> {
     onProgress: values.quiet ? undefined : (d, t, l) => progress.set(d, t, l),
   });
   progress.end();
-  const s = report.shape, pr = report.protocol;
-  const src = report.source.kind === 'trace' ? `built-in trace (seed ${report.source.options.seed})` : `${report.source.path} (${report.source.format})`;
-  console.log(`kvtrim eval on ${report.device}: ${src}; ${s.layers} layer${s.layers === 1 ? '' : 's'}, H_kv=${s.Hkv}, H_q=${s.Hq}, N=${s.N}, d=${s.d}`);
-  const held = pr.heldOut.first === pr.heldOut.last ? `${s.T} queries at position ${pr.heldOut.first}` : `${s.T} queries at positions ${pr.heldOut.first}..${pr.heldOut.last}`;
-  console.log(
-    `split S=${pr.split}: prefix [0, ${pr.split}) compressed, window ${pr.window.from}..${pr.window.to - 1}; held out per head: ${held}` +
-      `${pr.heldOut.continuation ? ` (${pr.heldOut.continuation} past N=${s.N}: they see all N keys)` : ''}; positions from ${pr.queries}`,
-  );
-  const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(0)}%`);
-  const buckets = DISTANCE_BUCKETS.map((b) => b.label).filter((b) => report.rows.some((r) => r.errorByDistance[b] !== undefined));
-  const e4 = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(4));
-  console.log(
-    table(
-      ['config', 'ratio', 'median err', 'p90 err', ...buckets.map((b) => `err @${b}`), 'needles kept', 'asked/follow-up', 'bytes kept', 'ms'],
-      report.rows.map((r) => [
-        r.config,
-        r.ratio.toFixed(2),
-        e4(r.medianError),
-        e4(r.p90Error),
-        ...buckets.map((b) => e4(r.errorByDistance[b])),
-        pct(r.needleRecall),
-        r.needleRecall === undefined ? '-' : `${pct(r.needleRecallAsked)}/${pct(r.needleRecallFollowUp)}`,
-        pct(r.retainedFraction),
-        r.ms.toFixed(0),
-      ]),
-    ),
-  );
-  // per layer: what its attention looks like, and each config's median error at the ratio nearest 0.75
-  const rl = report.ratios.reduce((a, b) => (Math.abs(b - 0.75) < Math.abs(a - 0.75) ? b : a));
-  const at = report.rows.filter((r) => r.ratio === rl);
-  console.log(`\nper layer (median err at ratio ${rl.toFixed(2)}; sink = attention on position 0, recent = on the 64 most recent keys):`);
-  console.log(
-    table(
-      ['layer', 'sink', 'recent', ...at.map((r) => r.config)],
-      report.layers.map((l, i) => [i, l.sinkMass.toFixed(3), l.localMass.toFixed(3), ...at.map((r) => e4(r.errorByLayer[i]))]),
-    ),
-  );
+  console.log(formatEvalReport(report));
   fs.mkdirSync(values.out as string, { recursive: true });
   const jsonFile = path.join(values.out as string, 'eval.json'), svgFile = path.join(values.out as string, 'eval.svg');
   fs.writeFileSync(jsonFile, JSON.stringify(report, null, 2));
   fs.writeFileSync(svgFile, evalChart(report));
-  console.log(`\nerror = ||o - o_full|| / ||o_full|| of held-out queries (causal); @a-b = at distance a..b from the split; ratio = fraction of the prefix evicted`);
   console.log(`wrote ${jsonFile} and ${svgFile} (${(report.totalMs / 1000).toFixed(1)} s)`);
   return 0;
 }

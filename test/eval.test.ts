@@ -79,7 +79,8 @@ t.test('kvtrim eval writes the table, eval.json and eval.svg', async (t) => {
     console.error = error;
   }
   const text = lines.join('\n');
-  t.match(text, /config\s+ratio\s+median err\s+p90 err\s+needles kept/);
+  t.match(text, /config\s+ratio\s+median err\s+p90 err\s+err @0-63\s+needles kept/);
+  t.match(text, /held out per head: 48 queries at position 1024 \(48 past N=1024: they see all N keys\); positions from trace/);
   t.match(text, /momentkv\s+0\.90/);
   t.match(text, /Usage: kvtrim eval/);
   t.match(errs.join('\n'), /--ratios: expected a number/);

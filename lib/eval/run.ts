@@ -83,6 +83,8 @@ export interface EvalRow {
   retainedFraction: number;
   /** scoring + selection + compaction/merge, all layers, milliseconds */
   ms: number;
+  /** why this configuration could not compress at this ratio (e.g. a budget below the tokens it protects); errors are NaN then */
+  skipped?: string;
 }
 
 /** The split of one evaluation (held-out positions of layer 0; every layer is split at the same S). */
@@ -259,13 +261,21 @@ export async function runEval(o: EvalOptions = {}): Promise<EvalReport> {
       const byLayer: number[] = [];
       let kept = 0, keptAsked = 0, keptFollow = 0, nNeedles = 0, nAsked = 0, nFollow = 0;
       let retained = 0, ms = scoreMs;
-      for (let li = 0; li < placed.length; li++) {
+      let skipped: string | undefined;
+      for (let li = 0; li < placed.length && !skipped; li++) {
         const p = placed[li], L = layers[li];
         const s0 = now();
-        const out: Compressed = compress(
-          { keys: p.keys, values: p.values, queries: p.window },
-          { method: c.method, ratio, merge: c.merge, correction: c.correction, scores: scores[li], stream },
-        );
+        let out: Compressed;
+        try {
+          out = compress(
+            { keys: p.keys, values: p.values, queries: p.window },
+            { method: c.method, ratio, merge: c.merge, correction: c.correction, scores: scores[li], stream },
+          );
+        } catch (e) {
+          if (!(e instanceof RangeError)) throw e;
+          skipped = `layer ${li}: ${e.message}`;
+          break;
+        }
         await sync();
         ms += now() - s0;
         const counts = hostContiguous(await toHost(out.counts, { stream })) as Int32Array;
@@ -309,6 +319,14 @@ export async function runEval(o: EvalOptions = {}): Promise<EvalReport> {
         }
         for (const t of [got, cnt, ...(F ? [K, V] : []), out.keys, out.values, out.counts, out.indices]) dispose(t);
         if (out.moments) for (const t of [out.moments.n, out.moments.muK, out.moments.muV, out.moments.m]) dispose(t);
+      }
+      if (skipped) {
+        rows.push({
+          config: c.name, method: c.method, ...(c.merge ? { merge: c.merge } : {}), ...(c.correction ? { correction: c.correction } : {}), ratio,
+          medianError: NaN, p90Error: NaN, meanError: NaN, errorByDistance: {}, errorByLayer: [], retainedBytes: NaN, retainedFraction: NaN, ms, skipped,
+        });
+        done++;
+        continue;
       }
       const sorted = Float64Array.from(errs).sort();
       const median = (v: number[]) => quantile(Float64Array.from(v).sort(), 0.5);
