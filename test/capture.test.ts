@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { loadDump } from '../lib/io/dump';
 import { runEval } from '../lib/eval/run';
 import { main } from '../lib/cli';
+import { captureConsole } from './helpers';
 
 const root = path.join(__dirname, '..');
 const script = path.join(root, 'examples', 'python', 'dump_kv.py');
@@ -73,15 +74,10 @@ t.test('dump_kv.py: prompt + continuation, keys of every position, loaded and ev
   }
   t.equal(r.layers.length, 2);
 
-  const lines: string[] = [];
-  const log = console.log;
-  console.log = (...a: unknown[]) => void lines.push(a.join(' '));
-  try {
+  const { out } = await captureConsole(async () => {
     t.equal(await main(['eval', '--dump', file, '--ratios', '0.5', '--configs', 'keydiff', '--out', path.join(tmp, 'eval'), '--quiet']), 0);
-  } finally {
-    console.log = log;
-  }
-  t.match(lines.join('\n'), /split S=448: prefix \[0, 448\) compressed, window 416\.\.447; held out per head: 64 queries at positions 448\.\.511/);
+  });
+  t.match(out, /split S=448: prefix \[0, 448\) compressed, window 416\.\.447; held out per head: 64 queries at positions 448\.\.511/);
 });
 
 t.test('dump_kv.py --prompt-cache-only: continuation queries past N see all N keys; bf16 output', { skip }, async (t) => {

@@ -16,7 +16,7 @@ import { formatEvalReport } from '../lib/eval/report';
 import { compress, tensor, Compressed } from '../lib/index';
 import { hostContiguous } from '../lib/tensor';
 import { Rng } from '../lib/rng';
-import { BACKENDS } from './helpers';
+import { BACKENDS, captureConsole } from './helpers';
 import { causalSplitErrorsRef } from './ref/causal';
 import { attentionRef, quantile } from './ref/attention';
 import type { MomentStateRef } from './ref/momentkv';
@@ -252,28 +252,20 @@ t.test('kvtrim eval --dump --split --queries: protocol line, distance columns, p
   const dir = writeDump(t, s, true);
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-causal-cli-'));
   t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
-  const lines: string[] = [], errs: string[] = [];
-  const log = console.log, error = console.error;
-  console.log = (...a: unknown[]) => void lines.push(a.join(' '));
-  console.error = (...a: unknown[]) => void errs.push(a.join(' '));
-  try {
+  const { out: text, err } = await captureConsole(async () => {
     t.equal(await main(['eval', '--dump', dir, '--queries', 'all-positions', '--split', String(S), '--ratios', '0.5,0.9', '--configs', 'keydiff,snapkv', '--out', out, '--quiet']), 0);
     t.equal(await main(['eval', '--dump', dir, '--queries', 'first']), 1);
     t.equal(await main(['eval', '--dump', dir, '--queries', 'all-positions', '--split', '0']), 1);
     t.equal(await main(['eval', '--split', '10']), 1);
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-  const text = lines.join('\n');
+  });
   t.match(text, /split S=400: prefix \[0, 400\) compressed, window 368\.\.399; held out per head: 320 queries at positions 400\.\.719 \(20 past N=700: they see all N keys\); positions from all-positions/);
   t.match(text, /config\s+ratio\s+median err\s+p90 err\s+err @0-63\s+err @64-255\s+err @256\+/);
   t.match(text, /per layer \(median err at ratio 0\.90; sink = attention on position 0/);
   t.match(text, /layer\s+sink\s+recent\s+keydiff\s+snapkv/);
   t.match(text, /\n\s*1\s+0\.\d{3}\s+0\.\d{3}\s+\d\.\d{4}\s+\d\.\d{4}/, 'a row for layer 1');
-  t.match(errs.join('\n'), /--queries: expected last or all-positions, got 'first'/);
-  t.match(errs.join('\n'), /--split: expected a positive integer, got '0'/);
-  t.match(errs.join('\n'), /split, window: apply to dumps/);
+  t.match(err, /--queries: expected last or all-positions, got 'first'/);
+  t.match(err, /--split: expected a positive integer, got '0'/);
+  t.match(err, /split, window: apply to dumps/);
   const j = JSON.parse(fs.readFileSync(path.join(out, 'eval.json'), 'utf8'));
   t.equal(j.layers.length, 2);
   t.same(Object.keys(j.rows[0].errorByDistance), ['0-63', '64-255', '256+']);

@@ -8,6 +8,7 @@ import { saveTraceAsDump } from '../lib/io/dump';
 import { main } from '../lib/cli';
 import { lineChart } from '../lib/eval/chart';
 import { attentionError, compress, tensor } from '../lib/index';
+import { captureConsole } from './helpers';
 
 const small = { tokens: 1024, layers: 1, kvHeads: 2, groupSize: 2, headDim: 64, heldOut: 12, needles: 4, segments: 8, seed: 3 };
 
@@ -59,11 +60,7 @@ t.test('eval on a user dump (npy), configs and ratio validation', async (t) => {
 t.test('kvtrim eval writes the table, eval.json and eval.svg', async (t) => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-evalc-'));
   t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
-  const lines: string[] = [], errs: string[] = [];
-  const log = console.log, error = console.error;
-  console.log = (...a: unknown[]) => void lines.push(a.join(' '));
-  console.error = (...a: unknown[]) => void errs.push(a.join(' '));
-  try {
+  const { out: text, err } = await captureConsole(async () => {
     t.equal(await main(['eval', '--tokens', '1024', '--layers', '1', '--ratios', '0.5,0.9', '--configs', 'keydiff,nestedkv,momentkv', '--out', out, '--quiet']), 0);
     t.equal(await main(['eval', '--help']), 0);
     t.equal(await main(['eval', '--ratios', 'x']), 1);
@@ -74,19 +71,15 @@ t.test('kvtrim eval writes the table, eval.json and eval.svg', async (t) => {
     t.equal(await main(['methods', '--json']), 0);
     t.equal(await main(['methods', '--markdown']), 0);
     t.equal(await main(['methods', '--help']), 0);
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-  const text = lines.join('\n');
+  });
   t.match(text, /config\s+ratio\s+median err\s+p90 err\s+err @0-63\s+needles kept/);
   t.match(text, /held out per head: 48 queries at position 1024 \(48 past N=1024: they see all N keys\); positions from trace/);
   t.match(text, /momentkv\s+0\.90/);
   t.match(text, /Usage: kvtrim eval/);
-  t.match(errs.join('\n'), /--ratios: expected a number/);
-  t.match(errs.join('\n'), /--backend: expected cpu or cuda/);
-  t.match(errs.join('\n'), /--layout: expected hnd or nhd/);
-  t.match(errs.join('\n'), /--tokens: expected a positive integer/);
+  t.match(err, /--ratios: expected a number/);
+  t.match(err, /--backend: expected cpu or cuda/);
+  t.match(err, /--layout: expected hnd or nhd/);
+  t.match(err, /--tokens: expected a positive integer/);
   t.match(text, /\| NestedKV \| `method: 'nestedkv'` \|/, 'methods --markdown prints the feature table');
   const j = JSON.parse(fs.readFileSync(path.join(out, 'eval.json'), 'utf8'));
   t.same(Object.keys(j).sort(), ['backend', 'device', 'layers', 'protocol', 'ratios', 'rows', 'shape', 'source', 'totalMs']);
