@@ -32,7 +32,8 @@ interface Synth {
 
 /**
  * Keys and values of a small built-in trace (sink, local drift, segments), and a query at every position p: the
- * key at min(p, N−1) and the sink key mixed with noise, so attention is local with a sink and differs per position.
+ * key at min(p, N−1), the sink key (a logit of about 28) and noise, so attention is local with a sink and differs
+ * per position.
  */
 function synth(layers: number, seed: number): Synth {
   const tr = generateTrace({ tokens: N, layers, kvHeads: Hkv, groupSize: G, headDim: d, heldOut: 0, needles: 4, segments: 8, seed });
@@ -42,9 +43,12 @@ function synth(layers: number, seed: number): Synth {
     const q = new Float32Array(Hq * T * d);
     for (let j = 0; j < Hq; j++) {
       const h = Math.floor(j / G);
+      let k0 = 0;
+      for (let c = 0; c < d; c++) k0 += l.keys[h * N * d + c] ** 2;
+      const sink = (28 * Math.sqrt(d)) / k0; // a logit of about 28 on the sink key (the self logit is ~26)
       for (let p = 0; p < T; p++) {
         const s = Math.min(p, N - 1);
-        for (let c = 0; c < d; c++) q[(j * T + p) * d + c] = 0.5 * l.keys[(h * N + s) * d + c] + 0.2 * l.keys[h * N * d + c] + 0.8 * rng.normal();
+        for (let c = 0; c < d; c++) q[(j * T + p) * d + c] = 0.5 * l.keys[(h * N + s) * d + c] + sink * l.keys[h * N * d + c] + 0.8 * rng.normal();
       }
     }
     return q;
@@ -194,6 +198,30 @@ t.test('default split S = N − min(512, N/8), and the window shrinks to the que
   t.ok(Number.isNaN(sk.rows[1].medianError));
   t.match(formatEvalReport(sk), /momentkv\s+0\.95\s+skipped\s+-[\s\S]*skipped momentkv at ratio 0\.95: layer 0: keep/);
   await t.rejects(runEval({ split: 100 }), /split, window: apply to dumps/);
+});
+
+t.test('the per-layer description (sink mass, recent mass) equals a float64 computation', async (t) => {
+  const s = synth(1, 11);
+  const split = N - 40, Tall = N + EXTRA;
+  const r = await runEval({ dump: writeDump(t, s), split, ratios: [0.5], configs: ['keydiff'] });
+  let sink = 0, recent = 0;
+  for (let p = split; p < Tall; p++) {
+    const top = Math.min(p, N - 1);
+    const ind = new Float64Array(Hkv * N * 2);
+    for (let h = 0; h < Hkv; h++) {
+      ind[h * N * 2] = 1;
+      for (let x = Math.max(0, top - 63); x <= top; x++) ind[(h * N + x) * 2 + 1] = 1;
+    }
+    const o = attentionRef({ q: qrows(s.Q[0], Tall, p, p + 1), Hq, T: 1, d, K: s.K[0], V: ind, Hkv, N, dv: 2, qpos: [p], scale: 1 / Math.sqrt(d) }).out;
+    for (let j = 0; j < Hq; j++) {
+      sink += o[2 * j];
+      recent += o[2 * j + 1];
+    }
+  }
+  const n = Hq * (Tall - split);
+  close(t, r.layers[0].sinkMass, sink / n, 'sink mass');
+  close(t, r.layers[0].localMass, recent / n, 'mass on the 64 most recent keys');
+  t.same([r.layers[0].T, r.layers[0].W], [Tall - split, 32]);
 });
 
 t.test('no held-out query sees a later key: a planted key that would dominate is ignored before its position', async (t) => {

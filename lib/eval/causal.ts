@@ -76,12 +76,15 @@ export function causalDecode(a: CausalDecodeArgs): Tensor {
 
 /**
  * What kind of attention a layer has, from its full causal attention over the held-out queries (host, f32):
- * the mean probability on position 0 (the attention sink) and on the `recent` most recent visible keys.
+ * the mean probability on position 0 (the attention sink) and on the `recent` most recent visible keys. A
+ * description, not a metric: it uses at most `maxGroups` positions, evenly spaced, to stay cheap on long dumps.
  */
 export function attentionProfile(
   keys: Float32Array, Hkv: number, N: number, d: number, queries: Float32Array, Hq: number, T: number,
-  groups: readonly PositionGroup[], recent = 64,
+  allGroups: readonly PositionGroup[], recent = 64, maxGroups = 64,
 ): { sinkMass: number; localMass: number } {
+  const G = allGroups.length;
+  const groups = G <= maxGroups ? allGroups : Array.from({ length: maxGroups }, (_, i) => allGroups[Math.floor((i * G) / maxGroups)]);
   // values with two indicator channels: [1 at position 0, 1 on the recent window of the group's position]
   const ind = new Float32Array(Hkv * N * 2);
   for (let h = 0; h < Hkv; h++) ind[h * N * 2] = 1;
@@ -103,9 +106,15 @@ export function attentionProfile(
     });
     setRecent(top, 0);
   }
-  for (let i = 0; i < Hq * T; i++) {
-    sink += out[2 * i];
-    local += out[2 * i + 1];
+  let n = 0;
+  for (const g of groups) {
+    for (let j = 0; j < Hq; j++) {
+      for (let t = g.t0; t < g.t1; t++) {
+        sink += out[2 * (j * T + t)];
+        local += out[2 * (j * T + t) + 1];
+        n++;
+      }
+    }
   }
-  return { sinkMass: sink / (Hq * T), localMass: local / (Hq * T) };
+  return { sinkMass: sink / n, localMass: local / n };
 }
