@@ -68,9 +68,10 @@ def rope_site(attn, spec):
     if spec:
         mod_name, _, attr = spec.partition(':')
         return importlib.import_module(mod_name), attr or 'apply_rotary_pos_emb'
-    mod = sys.modules[type(attn).__module__]
-    if not hasattr(mod, 'apply_rotary_pos_emb'):
-        raise SystemExit(f'dump_kv: {mod.__name__} has no apply_rotary_pos_emb; name the function that applies RoPE with --rope-fn module:name')
+    name = type(attn).__module__
+    mod = sys.modules.get(name)
+    if mod is None or not hasattr(mod, 'apply_rotary_pos_emb'):
+        raise SystemExit(f'dump_kv: module {name} of {type(attn).__name__} has no apply_rotary_pos_emb; name the function that applies RoPE with --rope-fn module:name')
     return mod, 'apply_rotary_pos_emb'
 
 
