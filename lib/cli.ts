@@ -8,6 +8,7 @@ import { backendInfo } from './index';
 import { runChecks } from './check';
 import { runBench } from './bench';
 import { runEval, EVAL_CONFIGS, EVAL_RATIOS, EvalReport } from './eval/run';
+import { formatEvalReport } from './eval/report';
 import { lineChart } from './eval/chart';
 import { featureTable, METHODS, MERGES, CORRECTIONS } from './methods';
 import path from 'node:path';
@@ -195,6 +196,8 @@ async function evaluate(argv: string[]): Promise<number> {
     options: {
       dump: { type: 'string' },
       layout: { type: 'string' },
+      queries: { type: 'string' },
+      split: { type: 'string' },
       ratios: { type: 'string' },
       configs: { type: 'string' },
       tokens: { type: 'string' },
@@ -208,14 +211,19 @@ async function evaluate(argv: string[]): Promise<number> {
   });
   if (values.help) {
     console.log(
-      'Usage: kvtrim eval [--dump DIR|FILE.safetensors [--layout hnd|nhd]] [--ratios 0.5,0.75,0.9,0.95]\n' +
-        `                   [--configs ${EVAL_CONFIGS.map((c) => c.name).join(',')}]\n` +
+      'Usage: kvtrim eval [--dump DIR|FILE.safetensors [--layout hnd|nhd] [--queries last|all-positions] [--split S]]\n' +
+        `                   [--ratios 0.5,0.75,0.9,0.95] [--configs ${EVAL_CONFIGS.map((c) => c.name).join(',')}]\n` +
         '                   [--tokens N] [--layers L] [--seed S] [--backend cpu|cuda] [--out DIR] [--quiet]\n' +
-        '  Compresses every layer with each configuration at each ratio (fraction evicted), then compares held-out\n' +
-        '  decode attention on the compressed cache with the full cache: relative error ||o - o_full|| / ||o_full||\n' +
-        '  (median, p90), needle recall, retained bytes, time. Writes DIR/eval.json and DIR/eval.svg.\n' +
-        '  Dumps: k_{l}.npy, v_{l}.npy, q_{l}.npy per layer (or layers.{l}.k/v/q in one .safetensors); the last\n' +
-        '  min(32, T/2) queries are the observation window, the earlier ones are held out.',
+        '  Causal split, as in decoding: compresses the prefix [0, S) of every layer with each configuration at each\n' +
+        '  ratio (fraction evicted; observation window: the queries at S-32..S-1), then runs each held-out query at\n' +
+        '  position p >= S on the compressed prefix plus the uncompressed keys S..p, against the full cache 0..p:\n' +
+        '  relative error ||o - o_full|| / ||o_full|| (median, p90, by distance p - S, by layer), needle recall,\n' +
+        '  retained bytes, time, and each layer\'s attention sink mass and mass on its 64 most recent keys.\n' +
+        '  Writes DIR/eval.json and DIR/eval.svg. Dumps: k_{l}.npy, v_{l}.npy, q_{l}.npy and qpos_{l}.npy (the query\n' +
+        '  positions) per layer, or layers.{l}.k/v/q/qpos in one .safetensors. Without qpos, --queries says where the\n' +
+        '  queries are: last (default; the last T prompt positions) or all-positions (every position 0..T-1).\n' +
+        '  --split S: default N - min(512, N/8). Queries at p >= N (a continuation) see all N dumped keys.\n' +
+        '  The built-in trace: window N-32..N-1, decode queries at position N (S = N).',
     );
     return 0;
   }
@@ -229,10 +237,13 @@ async function evaluate(argv: string[]): Promise<number> {
   if (backend !== undefined && backend !== 'cpu' && backend !== 'cuda') throw new RangeError(`--backend: expected cpu or cuda, got '${backend}'`);
   const layout = values.layout as 'hnd' | 'nhd' | undefined;
   if (layout !== undefined && layout !== 'hnd' && layout !== 'nhd') throw new RangeError(`--layout: expected hnd or nhd, got '${layout}'`);
+  const queries = values.queries as 'last' | 'all-positions' | undefined;
+  if (queries !== undefined && queries !== 'last' && queries !== 'all-positions') throw new RangeError(`--queries: expected last or all-positions, got '${queries}'`);
   const progress = new Progress(1, 'eval');
   const report = await runEval({
     dump: values.dump,
-    dumpOptions: layout ? { layout } : undefined,
+    dumpOptions: layout || queries ? { layout, queries } : undefined,
+    split: num('split', values.split, true),
     trace: { tokens: num('tokens', values.tokens, true), layers: num('layers', values.layers, true), seed: num('seed', values.seed, true) },
     ratios: values.ratios ? values.ratios.split(',').map((x) => num('ratios', x.trim(), false) as number) : undefined,
     configs: values.configs ? values.configs.split(',').map((x) => x.trim()) : undefined,
@@ -240,30 +251,11 @@ async function evaluate(argv: string[]): Promise<number> {
     onProgress: values.quiet ? undefined : (d, t, l) => progress.set(d, t, l),
   });
   progress.end();
-  const s = report.shape;
-  const src = report.source.kind === 'trace' ? `built-in trace (seed ${report.source.options.seed})` : `${report.source.path} (${report.source.format})`;
-  console.log(`kvtrim eval on ${report.device}: ${src}; ${s.layers} layer${s.layers === 1 ? '' : 's'}, H_kv=${s.Hkv}, H_q=${s.Hq}, N=${s.N}, d=${s.d}, ${s.T} held-out queries per head`);
-  const pct = (x: number | undefined) => (x === undefined ? '-' : `${(100 * x).toFixed(0)}%`);
-  console.log(
-    table(
-      ['config', 'ratio', 'median err', 'p90 err', 'needles kept', 'asked/follow-up', 'bytes kept', 'ms'],
-      report.rows.map((r) => [
-        r.config,
-        r.ratio.toFixed(2),
-        r.medianError.toFixed(4),
-        r.p90Error.toFixed(4),
-        pct(r.needleRecall),
-        r.needleRecall === undefined ? '-' : `${pct(r.needleRecallAsked)}/${pct(r.needleRecallFollowUp)}`,
-        pct(r.retainedFraction),
-        r.ms.toFixed(0),
-      ]),
-    ),
-  );
+  console.log(formatEvalReport(report));
   fs.mkdirSync(values.out as string, { recursive: true });
   const jsonFile = path.join(values.out as string, 'eval.json'), svgFile = path.join(values.out as string, 'eval.svg');
   fs.writeFileSync(jsonFile, JSON.stringify(report, null, 2));
   fs.writeFileSync(svgFile, evalChart(report));
-  console.log(`\nerror = ||o - o_full|| / ||o_full|| of held-out decode queries; ratio = fraction of tokens evicted`);
   console.log(`wrote ${jsonFile} and ${svgFile} (${(report.totalMs / 1000).toFixed(1)} s)`);
   return 0;
 }

@@ -82,14 +82,14 @@ export type { MethodName, MergeName, CorrectionName } from './methods';
 export { attentionError } from './eval/metrics';
 export type { AttentionErrorArgs, AttentionErrors } from './eval/metrics';
 export { runEval, EVAL_CONFIGS, EVAL_RATIOS } from './eval/run';
-export type { EvalOptions, EvalReport, EvalRow, EvalConfig } from './eval/run';
+export type { EvalOptions, EvalReport, EvalRow, EvalConfig, EvalProtocol, EvalLayerInfo } from './eval/run';
 export { runBench } from './bench';
 export type { BenchOptions, BenchReport, BenchRow } from './bench';
 export { runChecks } from './check';
 export { generateTrace, applyRope, TRACE_DEFAULTS } from './trace';
 export type { Trace, TraceLayer, TraceOptions } from './trace';
 export { loadDump, saveTraceAsDump } from './io/dump';
-export type { Dump, DumpLayer, LoadDumpOptions } from './io/dump';
+export type { Dump, DumpLayer, LoadDumpOptions, QueryConvention } from './io/dump';
 export { readNpy, writeNpy } from './io/npy';
 export { readSafetensors, writeSafetensors } from './io/safetensors';
 

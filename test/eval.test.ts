@@ -8,6 +8,7 @@ import { saveTraceAsDump } from '../lib/io/dump';
 import { main } from '../lib/cli';
 import { lineChart } from '../lib/eval/chart';
 import { attentionError, compress, tensor } from '../lib/index';
+import { captureConsole } from './helpers';
 
 const small = { tokens: 1024, layers: 1, kvHeads: 2, groupSize: 2, headDim: 64, heldOut: 12, needles: 4, segments: 8, seed: 3 };
 
@@ -39,8 +40,11 @@ t.test('eval on a user dump (npy), configs and ratio validation', async (t) => {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const tr = generateTrace({ ...small, layers: 2 });
   saveTraceAsDump(tr, dir);
-  const r = await runEval({ dump: dir, ratios: [0.75], configs: ['keydiff', 'snapkv+grkv'] });
+  // the trace dump holds the window queries N−32..N−1 only: the default split N − N/8 has no window before it
+  await t.rejects(runEval({ dump: dir, ratios: [0.75], configs: ['keydiff'] }), /needs the query at position S−1 = 895 \(split S = 896\).*cover positions 992\.\.1023/);
+  const r = await runEval({ dump: dir, split: tr.N - 16, ratios: [0.75], configs: ['keydiff', 'snapkv+grkv'] });
   t.equal(r.source.kind, 'dump');
+  t.same(r.protocol, { split: 1008, window: { from: 992, to: 1008 }, heldOut: { first: 1008, last: 1023, count: 16, continuation: 0 }, queries: 'qpos' });
   t.same(r.rows.map((x) => x.config), ['keydiff', 'snapkv+grkv']);
   t.equal(r.shape.layers, 2);
   t.equal(r.shape.W + r.shape.T, tr.W, 'the dump queries split into window and held-out');
@@ -56,11 +60,7 @@ t.test('eval on a user dump (npy), configs and ratio validation', async (t) => {
 t.test('kvtrim eval writes the table, eval.json and eval.svg', async (t) => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-evalc-'));
   t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
-  const lines: string[] = [], errs: string[] = [];
-  const log = console.log, error = console.error;
-  console.log = (...a: unknown[]) => void lines.push(a.join(' '));
-  console.error = (...a: unknown[]) => void errs.push(a.join(' '));
-  try {
+  const { out: text, err } = await captureConsole(async () => {
     t.equal(await main(['eval', '--tokens', '1024', '--layers', '1', '--ratios', '0.5,0.9', '--configs', 'keydiff,nestedkv,momentkv', '--out', out, '--quiet']), 0);
     t.equal(await main(['eval', '--help']), 0);
     t.equal(await main(['eval', '--ratios', 'x']), 1);
@@ -71,25 +71,22 @@ t.test('kvtrim eval writes the table, eval.json and eval.svg', async (t) => {
     t.equal(await main(['methods', '--json']), 0);
     t.equal(await main(['methods', '--markdown']), 0);
     t.equal(await main(['methods', '--help']), 0);
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-  const text = lines.join('\n');
-  t.match(text, /config\s+ratio\s+median err\s+p90 err\s+needles kept/);
+  });
+  t.match(text, /config\s+ratio\s+median err\s+p90 err\s+err @0-63\s+needles kept/);
+  t.match(text, /held out per head: 48 queries at position 1024 \(48 past N=1024: they see all N keys\); positions from trace/);
   t.match(text, /momentkv\s+0\.90/);
   t.match(text, /Usage: kvtrim eval/);
-  t.match(errs.join('\n'), /--ratios: expected a number/);
-  t.match(errs.join('\n'), /--backend: expected cpu or cuda/);
-  t.match(errs.join('\n'), /--layout: expected hnd or nhd/);
-  t.match(errs.join('\n'), /--tokens: expected a positive integer/);
+  t.match(err, /--ratios: expected a number/);
+  t.match(err, /--backend: expected cpu or cuda/);
+  t.match(err, /--layout: expected hnd or nhd/);
+  t.match(err, /--tokens: expected a positive integer/);
   t.match(text, /\| NestedKV \| `method: 'nestedkv'` \|/, 'methods --markdown prints the feature table');
   const j = JSON.parse(fs.readFileSync(path.join(out, 'eval.json'), 'utf8'));
-  t.same(Object.keys(j).sort(), ['backend', 'device', 'ratios', 'rows', 'shape', 'source', 'totalMs']);
+  t.same(Object.keys(j).sort(), ['backend', 'device', 'layers', 'protocol', 'ratios', 'rows', 'shape', 'source', 'totalMs']);
   t.equal(j.rows.length, 6);
   t.same(
     Object.keys(j.rows[0]).sort(),
-    ['config', 'errorByKind', 'meanError', 'medianError', 'method', 'ms', 'needleRecall', 'needleRecallAsked', 'needleRecallFollowUp', 'p90Error', 'ratio', 'retainedBytes', 'retainedFraction'].sort(),
+    ['config', 'errorByDistance', 'errorByKind', 'errorByLayer', 'meanError', 'medianError', 'method', 'ms', 'needleRecall', 'needleRecallAsked', 'needleRecallFollowUp', 'p90Error', 'ratio', 'retainedBytes', 'retainedFraction'].sort(),
   );
   const svg = fs.readFileSync(path.join(out, 'eval.svg'), 'utf8');
   t.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);

@@ -122,3 +122,18 @@ export function expectBadCalls(t: Test, cases: BadCall[], prefix = ''): void {
     });
   }
 }
+
+/** Runs `fn` with console.log and console.error captured; returns what each printed (lines joined by '\n'). */
+export async function captureConsole(fn: () => Promise<void>): Promise<{ out: string; err: string }> {
+  const lines: string[] = [], errs: string[] = [];
+  const log = console.log, error = console.error;
+  console.log = (...a: unknown[]) => void lines.push(a.join(' '));
+  console.error = (...a: unknown[]) => void errs.push(a.join(' '));
+  try {
+    await fn();
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+  return { out: lines.join('\n'), err: errs.join('\n') };
+}

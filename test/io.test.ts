@@ -200,7 +200,7 @@ t.test('safetensors: every malformed file is rejected with a clear message', asy
     ['not an object', makeSt(null, d8, '{"x": 1}'), /tensor 'x': entry must be an object/],
     ['not starting with {', makeSt(null, d8, '  ["x"]'), /does not start with '\{'/],
     ['metadata not strings', makeSt({ __metadata__: { n: 3 }, x: ten('F32', [2], [0, 8]) }, d8), /'__metadata__\.n' must be a string/],
-    ['unsupported dtype', makeSt({ x: ten('I32', [2], [0, 8]) }, d8), /tensor 'x': unsupported dtype I32 \(supported: F32, F16, BF16, F64\)/],
+    ['unsupported dtype', makeSt({ x: ten('U32', [2], [0, 8]) }, d8), /tensor 'x': unsupported dtype U32 \(supported: F32, F16, BF16, F64, I32, I64\)/],
     ['unknown dtype', makeSt({ x: ten('Q4', [2], [0, 8]) }, d8), /tensor 'x': unknown dtype "Q4"/],
     ['bad shape', makeSt({ x: ten('F32', [2.5], [0, 8]) }, d8), /'shape' must be an array of non-negative integers/],
     ['bad offsets', makeSt({ x: ten('F32', [2], [0]) }, d8), /'data_offsets' must be \[begin, end\]/],
@@ -394,7 +394,7 @@ t.test('dump: errors for missing files, gaps, shape mismatches and bad values', 
   const longQ = newDir();
   kv(longQ, 0);
   put(longQ, 'q_0.npy', new Float32Array(Hq * (N + 1) * d), [Hq, N + 1, d]);
-  t.throws(() => loadDump(longQ), /257 window queries .* but only 256 cached tokens/);
+  t.throws(() => loadDump(longQ), /257 queries .* but only 256 cached tokens/);
   const nan = newDir();
   const kn = Float32Array.from(L.keys);
   kn[(1 * N + 7) * d + 3] = NaN;
@@ -426,6 +426,6 @@ t.test('dump: errors for missing files, gaps, shape mismatches and bad values', 
   t.equal(ok.layers.length, 1, 'unrelated tensors are ignored');
   t.equal(ok.layers[0].queries, undefined);
   const badSt = path.join(tmp, 'i32.safetensors');
-  fs.writeFileSync(badSt, makeSt({ 'layers.0.k': { dtype: 'I32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(8)));
-  t.throws(() => loadDump(badSt), /i32\.safetensors: tensor 'layers\.0\.k': unsupported dtype I32/);
+  fs.writeFileSync(badSt, makeSt({ 'layers.0.k': { dtype: 'U8', shape: [8], data_offsets: [0, 8] } }, new Uint8Array(8)));
+  t.throws(() => loadDump(badSt), /i32\.safetensors: tensor 'layers\.0\.k': unsupported dtype U8/);
 });

@@ -4,12 +4,21 @@
  * Two containers are accepted:
  *
  *  1. a directory of `.npy` files, one set per layer, layers l = 0..L−1 contiguous:
- *       k_{l}.npy  keys     [Hkv, N, d]   (post-RoPE, as cached)
- *       v_{l}.npy  values   [Hkv, N, dv]
- *       q_{l}.npy  queries  [Hq, T, d]    optional, for all layers or none: the post-RoPE queries
- *                                         of the last T prompt positions (the observation window)
+ *       k_{l}.npy     keys       [Hkv, N, d]   (post-RoPE, as cached)
+ *       v_{l}.npy     values     [Hkv, N, dv]
+ *       q_{l}.npy     queries    [Hq, T, d]    optional, for all layers or none: post-RoPE queries
+ *       qpos_{l}.npy  positions  [T] i32/i64   optional (with q, for all layers or none): the
+ *                                              position of each query
  *  2. one `.safetensors` file with tensors `layers.{l}.k`, `layers.{l}.v` and optionally
- *     `layers.{l}.q`, same shapes. Other tensors in the file are ignored.
+ *     `layers.{l}.q` and `layers.{l}.qpos` (I32/I64), same shapes. Other tensors are ignored.
+ *
+ * Query positions. With qpos, query t of every head sits at position qpos[t]: integers, strictly
+ * increasing, ≥ 0; positions ≥ N are a continuation (queries of tokens after the cached prompt,
+ * whose keys are not in the dump) and must be N, N+1, … without gaps, so every position is
+ * < N + (the number of continuation queries). Without qpos the positions follow a convention:
+ * `{ queries: 'last' }` (the default) — q holds the last T prompt positions N−T..N−1; or
+ * `{ queries: 'all-positions' }` — q holds every position 0..T−1 (T ≥ N; T > N adds a
+ * continuation). A declared convention must agree with qpos when both are given.
  *
  * With `{ layout: 'nhd' }` the files hold `[N, Hkv, d]` / `[T, Hq, d]` instead (the layout of
  * caches that store heads innermost, e.g. vLLM/FlashAttention `[tokens, heads, dim]`); they are
@@ -23,7 +32,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FormatError, NpyArray, readNpy, writeNpy } from './npy';
+import { FormatError, NpyArray, NpyData, readNpy, writeNpy } from './npy';
 import { openSafetensors, SafetensorsTensor, writeSafetensors, WriteTensor } from './safetensors';
 import type { Trace } from '../trace';
 import { f16ArrayToF32, bf16ArrayToF32, f32ToF16, f32ToBf16 } from '../half';
@@ -33,8 +42,10 @@ export interface DumpLayer {
   keys: Float32Array;
   /** [Hkv, N, dv] */
   values: Float32Array;
-  /** [Hq, T, d], the last T prompt positions' queries, when the dump has them */
+  /** [Hq, T, d] post-RoPE queries, when the dump has them */
   queries?: Float32Array;
+  /** [T] the position of each query (from qpos, or the convention of `LoadDumpOptions.queries`) */
+  positions?: Int32Array;
   Hkv: number;
   N: number;
   d: number;
@@ -48,7 +59,12 @@ export interface Dump {
   /** the path given to loadDump */
   source: string;
   format: 'npy' | 'safetensors';
+  /** where the query positions came from: the dump's qpos, or a convention (absent without queries) */
+  queries?: 'qpos' | QueryConvention;
 }
+
+/** How to place queries without qpos: the last T prompt positions, or every position 0..T−1. */
+export type QueryConvention = 'last' | 'all-positions';
 
 export interface LoadDumpOptions {
   /** 'hnd' (default): [H, N, d]; 'nhd': [N, H, d], transposed on load */
@@ -57,6 +73,8 @@ export interface LoadDumpOptions {
   u16?: 'bf16' | 'f16';
   /** accept NaN/Inf values instead of rejecting the dump (default false) */
   allowNonFinite?: boolean;
+  /** the positions of queries without qpos (default 'last'); checked against qpos when both are given */
+  queries?: QueryConvention;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -67,8 +85,11 @@ interface RawTensor {
   name: string; // file or tensor name, for messages
   dtype: string;
   shape: number[];
-  data: Float32Array | Uint16Array | Float64Array;
+  data: NpyData;
 }
+
+type Kind = 'k' | 'v' | 'q' | 'qpos';
+type LayerSet = { k: RawTensor; v: RawTensor; q?: RawTensor; qpos?: RawTensor };
 
 function toF32(t: RawTensor): Float32Array {
   switch (t.dtype) {
@@ -85,7 +106,7 @@ function toF32(t: RawTensor): Float32Array {
     case 'BF16':
       return bf16ArrayToF32(t.data as Uint16Array);
     default:
-      throw new FormatError(`${t.name}: unsupported dtype ${t.dtype}`);
+      throw new FormatError(`${t.name}: unsupported dtype ${t.dtype} (keys, values and queries are floating point)`);
   }
 }
 
@@ -105,6 +126,9 @@ function swap01(src: Float32Array, A: number, B: number, C: number): Float32Arra
 export function loadDump(p: string, opts: LoadDumpOptions = {}): Dump {
   const layout = opts.layout ?? 'hnd';
   if (layout !== 'hnd' && layout !== 'nhd') throw new TypeError(`loadDump: layout must be 'hnd' or 'nhd', got ${JSON.stringify(layout)}`);
+  if (opts.queries !== undefined && opts.queries !== 'last' && opts.queries !== 'all-positions') {
+    throw new TypeError(`loadDump: queries must be 'last' or 'all-positions', got ${JSON.stringify(opts.queries)}`);
+  }
   let st: fs.Stats;
   try {
     st = fs.statSync(p);
@@ -112,7 +136,7 @@ export function loadDump(p: string, opts: LoadDumpOptions = {}): Dump {
     const code = (e as NodeJS.ErrnoException).code;
     throw new Error(code === 'ENOENT' ? `loadDump: ${p}: no such file or directory` : `loadDump: ${p}: ${(e as Error).message}`);
   }
-  let sets: { k: RawTensor; v: RawTensor; q?: RawTensor }[];
+  let sets: LayerSet[];
   let format: Dump['format'];
   if (st.isDirectory()) {
     sets = readNpyDir(p, opts);
@@ -124,16 +148,17 @@ export function loadDump(p: string, opts: LoadDumpOptions = {}): Dump {
     sets = readSafetensorsDump(p);
     format = 'safetensors';
   }
-  const layers = sets.map((s, l) => buildLayer(s, l, layout, opts.allowNonFinite ?? false));
-  return { layers, source: p, format };
+  const layers = sets.map((s, l) => buildLayer(s, l, layout, opts.allowNonFinite ?? false, opts.queries));
+  const queries = !sets[0].q ? undefined : sets[0].qpos ? 'qpos' : opts.queries ?? 'last';
+  return { layers, source: p, format, ...(queries ? { queries } : {}) };
 }
 
-function readNpyDir(dir: string, opts: LoadDumpOptions): { k: RawTensor; v: RawTensor; q?: RawTensor }[] {
+function readNpyDir(dir: string, opts: LoadDumpOptions): LayerSet[] {
   const names = fs.readdirSync(dir);
-  const found: Record<'k' | 'v' | 'q', Map<number, string>> = { k: new Map(), v: new Map(), q: new Map() };
+  const found: Record<Kind, Map<number, string>> = { k: new Map(), v: new Map(), q: new Map(), qpos: new Map() };
   for (const n of names) {
-    const m = /^([kvq])_(\d+)\.npy$/.exec(n);
-    if (m) found[m[1] as 'k' | 'v' | 'q'].set(Number(m[2]), n);
+    const m = /^(k|v|q|qpos)_(\d+)\.npy$/.exec(n);
+    if (m) found[m[1] as Kind].set(Number(m[2]), n);
   }
   if (found.k.size === 0) {
     const npys = names.filter((n) => n.endsWith('.npy')).slice(0, 8);
@@ -142,20 +167,25 @@ function readNpyDir(dir: string, opts: LoadDumpOptions): { k: RawTensor; v: RawT
         `for layers l = 0..L-1` + (npys.length ? ` (found: ${npys.join(', ')})` : ' (no .npy files found)'),
     );
   }
-  const L = checkLayers(found.k, found.v, found.q, (kind, l) => `${kind}_${l}.npy`, dir);
-  const read = (file: string): RawTensor => {
+  const L = checkLayers(found, (kind, l) => `${kind}_${l}.npy`, dir);
+  const read = (file: string, integers = false): RawTensor => {
     const full = path.join(dir, file);
-    const a: NpyArray = readNpy(fs.readFileSync(full), { source: full, u16: opts.u16 });
+    const a: NpyArray = readNpy(fs.readFileSync(full), { source: full, u16: opts.u16, integers });
     return { name: full, dtype: a.dtype, shape: a.shape, data: a.data };
   };
-  const out: { k: RawTensor; v: RawTensor; q?: RawTensor }[] = [];
+  const out: LayerSet[] = [];
   for (let l = 0; l < L; l++) {
-    out.push({ k: read(`k_${l}.npy`), v: read(`v_${l}.npy`), q: found.q.size ? read(`q_${l}.npy`) : undefined });
+    out.push({
+      k: read(`k_${l}.npy`),
+      v: read(`v_${l}.npy`),
+      q: found.q.size ? read(`q_${l}.npy`) : undefined,
+      qpos: found.qpos.size ? read(`qpos_${l}.npy`, true) : undefined,
+    });
   }
   return out;
 }
 
-function readSafetensorsDump(file: string): { k: RawTensor; v: RawTensor; q?: RawTensor }[] {
+function readSafetensorsDump(file: string): LayerSet[] {
   // read the header, then only the tensors the dump uses, one at a time (files may exceed 2 GiB)
   const st = openSafetensors(file);
   try {
@@ -165,12 +195,12 @@ function readSafetensorsDump(file: string): { k: RawTensor; v: RawTensor; q?: Ra
   }
 }
 
-function readSafetensorsLayers(file: string, st: ReturnType<typeof openSafetensors>): { k: RawTensor; v: RawTensor; q?: RawTensor }[] {
+function readSafetensorsLayers(file: string, st: ReturnType<typeof openSafetensors>): LayerSet[] {
   const names = st.header.entries.map((e) => e.name);
-  const found: Record<'k' | 'v' | 'q', Map<number, string>> = { k: new Map(), v: new Map(), q: new Map() };
+  const found: Record<Kind, Map<number, string>> = { k: new Map(), v: new Map(), q: new Map(), qpos: new Map() };
   for (const n of names) {
-    const m = /^layers\.(\d+)\.([kvq])$/.exec(n);
-    if (m) found[m[2] as 'k' | 'v' | 'q'].set(Number(m[1]), n);
+    const m = /^layers\.(\d+)\.(k|v|q|qpos)$/.exec(n);
+    if (m) found[m[2] as Kind].set(Number(m[1]), n);
   }
   if (found.k.size === 0) {
     const some = names.slice(0, 8);
@@ -179,23 +209,26 @@ function readSafetensorsLayers(file: string, st: ReturnType<typeof openSafetenso
         `(and optionally 'layers.{l}.q') for layers l = 0..L-1` + (some.length ? ` (found: ${some.join(', ')})` : ' (the file has no tensors)'),
     );
   }
-  const L = checkLayers(found.k, found.v, found.q, (kind, l) => `layers.${l}.${kind}`, file);
+  const L = checkLayers(found, (kind, l) => `layers.${l}.${kind}`, file);
   const get = (name: string): RawTensor => {
     const t: SafetensorsTensor = st.read(name);
     return { name: `${file}: tensor '${name}'`, dtype: t.dtype, shape: t.shape, data: t.data };
   };
-  const out: { k: RawTensor; v: RawTensor; q?: RawTensor }[] = [];
+  const out: LayerSet[] = [];
   for (let l = 0; l < L; l++) {
-    out.push({ k: get(`layers.${l}.k`), v: get(`layers.${l}.v`), q: found.q.size ? get(`layers.${l}.q`) : undefined });
+    out.push({
+      k: get(`layers.${l}.k`),
+      v: get(`layers.${l}.v`),
+      q: found.q.size ? get(`layers.${l}.q`) : undefined,
+      qpos: found.qpos.size ? get(`layers.${l}.qpos`) : undefined,
+    });
   }
   return out;
 }
 
-/** Check that layers 0..L−1 each have k and v (and q for all or none); returns L. */
-function checkLayers(
-  k: Map<number, string>, v: Map<number, string>, q: Map<number, string>,
-  name: (kind: string, l: number) => string, where: string,
-): number {
+/** Check that layers 0..L−1 each have k and v (and q, and qpos, for all or none; qpos only with q); returns L. */
+function checkLayers(found: Record<Kind, Map<number, string>>, name: (kind: string, l: number) => string, where: string): number {
+  const { k, v, q, qpos } = found;
   const L = Math.max(...k.keys()) + 1;
   const missing = (m: Map<number, string>): number[] => Array.from({ length: L }, (_, l) => l).filter((l) => !m.has(l));
   const mk = missing(k);
@@ -219,10 +252,18 @@ function checkLayers(
       throw new Error(`loadDump: ${where}: queries are given for some layers but ${mq.map((l) => name('q', l)).join(', ')} is missing (give q for every layer or none)`);
     }
   }
+  if (qpos.size) {
+    if (!q.size) throw new Error(`loadDump: ${where}: ${name('qpos', [...qpos.keys()][0])} gives query positions but the dump has no queries (${name('q', 0)})`);
+    extra(qpos, 'qpos');
+    const mp = missing(qpos);
+    if (mp.length) {
+      throw new Error(`loadDump: ${where}: query positions are given for some layers but ${mp.map((l) => name('qpos', l)).join(', ')} is missing (give qpos for every layer or none)`);
+    }
+  }
   return L;
 }
 
-function buildLayer(s: { k: RawTensor; v: RawTensor; q?: RawTensor }, l: number, layout: 'hnd' | 'nhd', allowNonFinite: boolean): DumpLayer {
+function buildLayer(s: LayerSet, l: number, layout: 'hnd' | 'nhd', allowNonFinite: boolean, convention: QueryConvention | undefined): DumpLayer {
   const dims = layout === 'hnd' ? '[Hkv, N, d]' : '[N, Hkv, d]';
   const rank3 = (t: RawTensor, what: string): number[] => {
     if (t.shape.length !== 3) {
@@ -259,12 +300,68 @@ function buildLayer(s: { k: RawTensor; v: RawTensor; q?: RawTensor }, l: number,
     if (Hq % Hkv !== 0) {
       throw new FormatError(`layer ${l}: ${Hq} query heads in ${s.q.name} is not a multiple of the ${Hkv} KV heads (GQA needs Hq % Hkv == 0)`);
     }
-    if (T > N) throw new FormatError(`layer ${l}: ${T} window queries in ${s.q.name} but only ${N} cached tokens (the window is the last T prompt positions)`);
+    layer.positions = queryPositions(s, l, T, N, convention);
     layer.queries = fix(s.q, Hq, T, d);
     layer.Hq = Hq;
     layer.T = T;
   }
   return layer;
+}
+
+/** The positions of the T queries of layer l: qpos validated, or the convention's. */
+function queryPositions(s: LayerSet, l: number, T: number, N: number, convention: QueryConvention | undefined): Int32Array {
+  const q = s.q as RawTensor;
+  const byConvention = (c: QueryConvention): Int32Array => Int32Array.from({ length: T }, (_, t) => (c === 'last' ? N - T + t : t));
+  if (!s.qpos) {
+    const c = convention ?? 'last';
+    if (c === 'last' && T > N) {
+      throw new FormatError(
+        `layer ${l}: ${T} queries in ${q.name} but only ${N} cached tokens: without positions, q holds the last T prompt positions ` +
+          `N−T..N−1; give qpos (${qposName(q.name)}), or declare queries 'all-positions' (q holds every position 0..T−1, T ≥ N)`,
+      );
+    }
+    if (c === 'all-positions' && T < N) {
+      throw new FormatError(`layer ${l}: queries 'all-positions' needs q to hold every position 0..N−1 = 0..${N - 1}, but ${q.name} holds ${T} queries`);
+    }
+    return byConvention(c);
+  }
+  const p = s.qpos;
+  if (p.dtype !== 'i32' && p.dtype !== 'i64' && p.dtype !== 'I32' && p.dtype !== 'I64') {
+    throw new FormatError(`${p.name}: query positions must be integers (i32 or i64), got dtype ${p.dtype}`);
+  }
+  if (p.shape.length !== 1 || p.shape[0] !== T) {
+    throw new FormatError(`${p.name}: query positions must have shape [T] = [${T}] (one per query of ${q.name}), got [${p.shape.join(', ')}]`);
+  }
+  let cont = 0;
+  for (let t = 0; t < T; t++) if (p.data[t] >= N) cont++;
+  const limit = N + cont;
+  const out = new Int32Array(T);
+  for (let t = 0; t < T; t++) {
+    const x = Number(p.data[t]);
+    if (!(x >= 0 && x < limit)) {
+      throw new FormatError(
+        `${p.name}: position ${x} of query ${t} is outside [0, ${limit}): positions are < N = ${N} (the cached prompt) or continue it ` +
+          `without gaps (${cont} continuation ${cont === 1 ? 'query' : 'queries'} at positions ≥ N)`,
+      );
+    }
+    if (t > 0 && !(x > out[t - 1])) {
+      throw new FormatError(`${p.name}: query positions must be strictly increasing, but query ${t} is at ${x} after ${out[t - 1]}`);
+    }
+    out[t] = x;
+  }
+  if (convention !== undefined) {
+    const want = byConvention(convention);
+    const t = want.findIndex((x, i) => x !== out[i]);
+    if (t >= 0) {
+      throw new FormatError(`${p.name}: query ${t} is at position ${out[t]}, but queries '${convention}' puts it at ${want[t]} (drop the declaration or fix qpos)`);
+    }
+  }
+  return out;
+}
+
+/** The qpos file or tensor that would go with a q file or tensor name (for messages). */
+function qposName(qName: string): string {
+  return qName.replace(/q_(\d+)\.npy$/, 'qpos_$1.npy').replace(/'layers\.(\d+)\.q'$/, "'layers.$1.qpos'");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,9 +377,10 @@ export interface SaveDumpOptions {
 
 /**
  * Write a trace as a dump that `loadDump` (and NumPy / safetensors users) can read: a directory of
- * `k_{l}.npy`, `v_{l}.npy` and `q_{l}.npy` (the observation-window queries), or, when `target` ends
- * in `.safetensors`, one file with `layers.{l}.k|v|q` (and the trace options in `__metadata__`).
- * Held-out queries are not part of the dump format. Returns the written paths.
+ * `k_{l}.npy`, `v_{l}.npy`, `q_{l}.npy` (the observation-window queries) and `qpos_{l}.npy` (their
+ * positions N−W..N−1), or, when `target` ends in `.safetensors`, one file with
+ * `layers.{l}.k|v|q|qpos` (and the trace options in `__metadata__`). The trace's held-out decode
+ * queries (W alternatives all at position N) are not part of the dump. Returns the written paths.
  */
 export function saveTraceAsDump(trace: Trace, target: string, opts: SaveDumpOptions = {}): string[] {
   const dtype = opts.dtype ?? 'f32';
@@ -302,11 +400,13 @@ export function saveTraceAsDump(trace: Trace, target: string, opts: SaveDumpOpti
     v: { data: conv(L.values, Hkv, N, dv), shape: shape(Hkv, N, dv) },
     q: { data: conv(L.windowQueries, Hq, W, d), shape: shape(Hq, W, d) },
   }));
+  const qpos = Int32Array.from({ length: W }, (_, t) => N - W + t);
   if (target.endsWith('.safetensors')) {
     const st = dtype === 'f16' ? 'F16' : dtype === 'bf16' ? 'BF16' : 'F32';
     const m = new Map<string, WriteTensor>();
     layerTensors.forEach((t, l) => {
       for (const kind of ['k', 'v', 'q'] as const) m.set(`layers.${l}.${kind}`, { dtype: st, shape: t[kind].shape, data: t[kind].data });
+      m.set(`layers.${l}.qpos`, { shape: [W], data: qpos });
     });
     fs.mkdirSync(path.dirname(path.resolve(target)), { recursive: true });
     fs.writeFileSync(target, writeSafetensors(m, { generator: 'kvtrim trace', layout, options: JSON.stringify(trace.options) }));
@@ -321,6 +421,9 @@ export function saveTraceAsDump(trace: Trace, target: string, opts: SaveDumpOpti
       fs.writeFileSync(file, writeNpy(data, t[kind].shape, data instanceof Uint16Array ? { dtype: dtype as 'f16' | 'bf16' } : {}));
       written.push(file);
     }
+    const file = path.join(target, `qpos_${l}.npy`);
+    fs.writeFileSync(file, writeNpy(qpos, [W]));
+    written.push(file);
   });
   return written;
 }

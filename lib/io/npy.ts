@@ -10,6 +10,8 @@
  * | `<f2`            | `f16`  | Uint16Array   | IEEE binary16 bit patterns                             |
  * | `<V2`, `\|V2`    | `bf16` | Uint16Array   | bfloat16 bit patterns (see below)                      |
  * | `<u2`, `<i2`     | —      | Uint16Array   | only with `{ u16: 'bf16' \| 'f16' }` (see below)       |
+ * | `<i4`            | `i32`  | Int32Array    | only with `{ integers: true }` (query positions)       |
+ * | `<i8`            | `i64`  | Float64Array  | only with `{ integers: true }`; values beyond ±2^53 are rejected |
  *
  * bfloat16: NumPy has no bfloat16 type. Arrays of `ml_dtypes.bfloat16` (the type JAX and
  * `torch.Tensor.float().numpy()`-free pipelines use) are written by `np.save` with the 2-byte void
@@ -25,12 +27,14 @@
  * names the file and says what is wrong; such errors carry `code = 'ERR_KVTRIM_FORMAT'`.
  */
 
-export type NpyDtype = 'f32' | 'f16' | 'f64' | 'bf16';
+export type NpyDtype = 'f32' | 'f16' | 'f64' | 'bf16' | 'i32' | 'i64';
+
+export type NpyData = Float32Array | Uint16Array | Float64Array | Int32Array;
 
 export interface NpyArray {
   dtype: NpyDtype;
   shape: number[];
-  data: Float32Array | Uint16Array | Float64Array;
+  data: NpyData;
 }
 
 export interface ReadNpyOptions {
@@ -38,6 +42,8 @@ export interface ReadNpyOptions {
   source?: string;
   /** how to read raw 16-bit integer arrays ('<u2', '<i2'): as bfloat16 or float16 bit patterns */
   u16?: 'bf16' | 'f16';
+  /** accept 32- and 64-bit signed integer arrays ('<i4', '<i8'), e.g. query positions (default: rejected) */
+  integers?: boolean;
 }
 
 /** An error about the content of a file; `code` is `'ERR_KVTRIM_FORMAT'`. */
@@ -52,7 +58,7 @@ export class FormatError extends Error {
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-const ITEMSIZE: Record<NpyDtype, number> = { f32: 4, f16: 2, f64: 8, bf16: 2 };
+const ITEMSIZE: Record<NpyDtype, number> = { f32: 4, f16: 2, f64: 8, bf16: 2, i32: 4, i64: 8 };
 
 /** Parse a `.npy` buffer. Accepts a string as the second argument for `{ source }`. */
 export function readNpy(buf: Uint8Array, opts: ReadNpyOptions | string = {}): NpyArray {
@@ -111,7 +117,7 @@ export function readNpy(buf: Uint8Array, opts: ReadNpyOptions | string = {}): Np
     return fail(`malformed header: 'shape' must be a tuple of non-negative integers, got ${JSON.stringify(shapeV)}`);
   }
   const shape = shapeV as number[];
-  const dtype = dtypeOf(descr, o.u16, fail);
+  const dtype = dtypeOf(descr, o.u16, o.integers ?? false, fail);
   const count = shape.reduce((a, b) => a * b, 1);
   const nbytes = count * ITEMSIZE[dtype];
   const avail = buf.length - dataStart;
@@ -121,10 +127,15 @@ export function readNpy(buf: Uint8Array, opts: ReadNpyOptions | string = {}): Np
   if (avail > nbytes) {
     fail(`${avail - nbytes} unexpected bytes after the data (shape [${shape.join(', ')}] of ${descr} is ${nbytes} bytes); is the header's shape or dtype wrong?`);
   }
-  return { dtype, shape, data: typedView(buf, dataStart, count, dtype) };
+  const data = typedView(buf, dataStart, count, dtype);
+  if (dtype === 'i64') {
+    const t = (data as Float64Array).findIndex((x) => !Number.isSafeInteger(x));
+    if (t >= 0) fail(`element ${t} of the '<i8' array is beyond ±2^53`);
+  }
+  return { dtype, shape, data };
 }
 
-function dtypeOf(descr: string, u16: 'bf16' | 'f16' | undefined, fail: (m: string) => never): NpyDtype {
+function dtypeOf(descr: string, u16: 'bf16' | 'f16' | undefined, integers: boolean, fail: (m: string) => never): NpyDtype {
   const order = descr[0];
   const code = descr.slice(1);
   if (order === '>' || order === '!') {
@@ -133,6 +144,9 @@ function dtypeOf(descr: string, u16: 'bf16' | 'f16' | undefined, fail: (m: strin
   if (code === 'O' || descr === 'O') return fail(`object arrays ('${descr}') are not supported: they hold pickled Python objects, not numbers`);
   if (!['<', '|', '='].includes(order)) return fail(`unsupported dtype descr '${descr}'`);
   if (order === '=' && !LITTLE_ENDIAN_HOST) return fail(`native-order data ('${descr}') from a big-endian host is not supported`);
+  const unsupported =
+    `unsupported dtype '${descr}' (supported: <f4, <f8, <f2, <V2/|V2 as bfloat16, and <u2/<i2 with the u16 option` +
+    `${integers ? ', <i4, <i8' : ''})`;
   switch (code) {
     case 'f4':
       if (order === '|') break;
@@ -153,17 +167,23 @@ function dtypeOf(descr: string, u16: 'bf16' | 'f16' | undefined, fail: (m: strin
         `'${descr}' holds raw 16-bit integers; if they are bfloat16 or float16 bit patterns (e.g. from ` +
           `tensor.view(torch.int16).numpy()), pass { u16: 'bf16' } or { u16: 'f16' }`,
       );
+    case 'i4':
+    case 'i8':
+      if (order === '|') break;
+      if (integers) return code === 'i4' ? 'i32' : 'i64';
+      return fail(unsupported);
     default:
-      return fail(`unsupported dtype '${descr}' (supported: <f4, <f8, <f2, <V2/|V2 as bfloat16, and <u2/<i2 with the u16 option)`);
+      return fail(unsupported);
   }
   return fail(`unsupported dtype descr '${descr}'`);
 }
 
-function typedView(buf: Uint8Array, start: number, count: number, dtype: NpyDtype): Float32Array | Uint16Array | Float64Array {
+function typedView(buf: Uint8Array, start: number, count: number, dtype: NpyDtype): NpyData {
   const size = ITEMSIZE[dtype];
-  const make = (ab: ArrayBufferLike, o: number, n: number): Float32Array | Uint16Array | Float64Array =>
-    dtype === 'f32' ? new Float32Array(ab, o, n) : dtype === 'f64' ? new Float64Array(ab, o, n) : new Uint16Array(ab, o, n);
   const off = buf.byteOffset + start;
+  if (dtype === 'i64') return int64ToNumbers(new DataView(buf.buffer, off, count * 8), count);
+  const make = (ab: ArrayBufferLike, o: number, n: number): NpyData =>
+    dtype === 'f32' ? new Float32Array(ab, o, n) : dtype === 'f64' ? new Float64Array(ab, o, n) : dtype === 'i32' ? new Int32Array(ab, o, n) : new Uint16Array(ab, o, n);
   if (LITTLE_ENDIAN_HOST) {
     if (off % size === 0) return make(buf.buffer, off, count);
     const copy = new Uint8Array(count * size);
@@ -174,8 +194,16 @@ function typedView(buf: Uint8Array, start: number, count: number, dtype: NpyDtyp
   const dv = new DataView(buf.buffer, off, count * size);
   const out = make(new ArrayBuffer(count * size), 0, count);
   for (let i = 0; i < count; i++) {
-    out[i] = size === 4 ? dv.getFloat32(i * 4, true) : size === 8 ? dv.getFloat64(i * 8, true) : dv.getUint16(i * 2, true);
+    if (out instanceof Int32Array) out[i] = dv.getInt32(i * 4, true);
+    else out[i] = size === 4 ? dv.getFloat32(i * 4, true) : size === 8 ? dv.getFloat64(i * 8, true) : dv.getUint16(i * 2, true);
   }
+  return out;
+}
+
+/** Little-endian int64 elements as numbers (exact within ±2^53; callers reject the rest with `Number.isSafeInteger`). */
+export function int64ToNumbers(dv: DataView, count: number): Float64Array {
+  const out = new Float64Array(count);
+  for (let i = 0; i < count; i++) out[i] = Number(dv.getBigInt64(i * 8, true));
   return out;
 }
 
@@ -278,21 +306,23 @@ export interface WriteNpyOptions {
 /**
  * Serialise an array as `.npy` (version 1.0, or 2.0 when the header needs more than 65535 bytes),
  * little-endian, C order, header padded so the data starts on a 64-byte boundary (as NumPy does).
- * Float32Array → '<f4', Float64Array → '<f8', Uint16Array → '<f2' or '<V2' (bfloat16) per `dtype`.
+ * Float32Array → '<f4', Float64Array → '<f8', Int32Array → '<i4', Uint16Array → '<f2' or '<V2' (bfloat16) per
+ * `dtype`.
  */
 export function writeNpy(
-  data: Float32Array | Float64Array | Uint16Array,
+  data: Float32Array | Float64Array | Uint16Array | Int32Array,
   shape: readonly number[],
   opts: WriteNpyOptions = {},
 ): Uint8Array {
   let descr: string;
   if (data instanceof Float32Array) descr = '<f4';
   else if (data instanceof Float64Array) descr = '<f8';
+  else if (data instanceof Int32Array) descr = '<i4';
   else if (data instanceof Uint16Array) {
     if (opts.dtype === 'f16') descr = '<f2';
     else if (opts.dtype === 'bf16') descr = '<V2';
     else throw new TypeError(`writeNpy: Uint16Array data needs opts.dtype 'f16' or 'bf16'`);
-  } else throw new TypeError('writeNpy: data must be a Float32Array, Float64Array or Uint16Array');
+  } else throw new TypeError('writeNpy: data must be a Float32Array, Float64Array, Int32Array or Uint16Array');
   if (!shape.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new RangeError(`writeNpy: bad shape [${shape.join(', ')}]`);
   const count = shape.reduce((a, b) => a * b, 1);
   if (count !== data.length) throw new RangeError(`writeNpy: shape [${shape.join(', ')}] holds ${count} elements, data has ${data.length}`);
@@ -327,7 +357,8 @@ export function writeNpy(
     const dv = new DataView(out.buffer, total);
     const size = data.BYTES_PER_ELEMENT;
     for (let i = 0; i < data.length; i++) {
-      if (size === 4) dv.setFloat32(i * 4, data[i], true);
+      if (data instanceof Int32Array) dv.setInt32(i * 4, data[i], true);
+      else if (size === 4) dv.setFloat32(i * 4, data[i], true);
       else if (size === 8) dv.setFloat64(i * 8, data[i], true);
       else dv.setUint16(i * 2, data[i], true);
     }

@@ -7,18 +7,21 @@
  * reference implementation: the header must fit in the file (and in 100 MB), every tensor's byte
  * range must lie inside the buffer, match `prod(shape) × itemsize`, and the ranges must tile the
  * buffer exactly: no overlaps, no holes, no trailing bytes. Supported dtypes: F32, F16, BF16, F64
- * (F16/BF16 are returned as raw bit patterns in a Uint16Array). Errors are `FormatError`s
+ * (F16/BF16 are returned as raw bit patterns in a Uint16Array), and I32, I64 (as Int32Array and
+ * Float64Array; I64 values beyond ±2^53 are rejected): integer tensors such as query positions. Errors are `FormatError`s
  * (`code = 'ERR_KVTRIM_FORMAT'`) naming the file and the tensor.
  */
 import * as fs from 'node:fs';
-import { FormatError } from './npy';
+import { FormatError, int64ToNumbers } from './npy';
 
-export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'F64';
+export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I32' | 'I64';
+
+export type SafetensorsData = Float32Array | Uint16Array | Float64Array | Int32Array;
 
 export interface SafetensorsTensor {
   dtype: SafetensorsDtype;
   shape: number[];
-  data: Float32Array | Uint16Array | Float64Array;
+  data: SafetensorsData;
 }
 
 export interface SafetensorsFile {
@@ -26,9 +29,9 @@ export interface SafetensorsFile {
   metadata: Record<string, string>;
 }
 
-const ITEMSIZE: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
-/** dtypes of the format that exist but that kvtrim cannot use for K/V/Q */
-const KNOWN_OTHER = ['BOOL', 'U8', 'I8', 'I16', 'U16', 'I32', 'U32', 'I64', 'U64', 'F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F4', 'F6_E2M3', 'F6_E3M2', 'C64'];
+const ITEMSIZE: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I32: 4, I64: 8 };
+/** dtypes of the format that exist but that kvtrim does not read */
+const KNOWN_OTHER = ['BOOL', 'U8', 'I8', 'I16', 'U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F4', 'F6_E2M3', 'F6_E3M2', 'C64'];
 const MAX_HEADER = 100_000_000;
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -43,7 +46,7 @@ export function readSafetensorsFile(buf: Uint8Array, source = '<buffer>'): Safet
   const h = parseSafetensorsHeader(buf, buf.length, source);
   const tensors = new Map<string, SafetensorsTensor>();
   for (const e of h.entries) {
-    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: view(buf, h.dataStart + e.begin, e.end - e.begin, e.dtype) });
+    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: view(buf, h.dataStart + e.begin, e.end - e.begin, e.dtype, `${source}: tensor '${e.name}': `) });
   }
   return { tensors, metadata: h.metadata };
 }
@@ -111,7 +114,7 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number, sou
     if (!(dtype in ITEMSIZE)) {
       fail(
         KNOWN_OTHER.includes(dtype)
-          ? `${where}: unsupported dtype ${dtype} (supported: F32, F16, BF16, F64)`
+          ? `${where}: unsupported dtype ${dtype} (supported: F32, F16, BF16, F64, I32, I64)`
           : `${where}: unknown dtype ${JSON.stringify(dtype)}`,
       );
     }
@@ -184,7 +187,7 @@ export function openSafetensors(file: string): {
         if (!open) throw new Error(`${file}: file is closed`);
         const buf = new Uint8Array(e.end - e.begin);
         readFully(fd, buf, header.dataStart + e.begin);
-        return { dtype: e.dtype, shape: e.shape, data: view(buf, 0, buf.length, e.dtype) };
+        return { dtype: e.dtype, shape: e.shape, data: view(buf, 0, buf.length, e.dtype, `${file}: tensor '${name}': `) };
       },
       close,
       [Symbol.dispose]: close,
@@ -204,12 +207,18 @@ function readFully(fd: number, buf: Uint8Array, position: number): void {
   }
 }
 
-function view(buf: Uint8Array, start: number, nbytes: number, dtype: SafetensorsDtype): Float32Array | Uint16Array | Float64Array {
+function view(buf: Uint8Array, start: number, nbytes: number, dtype: SafetensorsDtype, where = ''): SafetensorsData {
   const size = ITEMSIZE[dtype];
   const count = nbytes / size;
-  const make = (ab: ArrayBufferLike, o: number): Float32Array | Uint16Array | Float64Array =>
-    dtype === 'F32' ? new Float32Array(ab, o, count) : dtype === 'F64' ? new Float64Array(ab, o, count) : new Uint16Array(ab, o, count);
   const off = buf.byteOffset + start;
+  if (dtype === 'I64') {
+    const out = int64ToNumbers(new DataView(buf.buffer, off, nbytes), count);
+    const t = out.findIndex((x) => !Number.isSafeInteger(x));
+    if (t >= 0) throw new FormatError(`${where}element ${t} of the I64 tensor is beyond ±2^53`);
+    return out;
+  }
+  const make = (ab: ArrayBufferLike, o: number): SafetensorsData =>
+    dtype === 'F32' ? new Float32Array(ab, o, count) : dtype === 'F64' ? new Float64Array(ab, o, count) : dtype === 'I32' ? new Int32Array(ab, o, count) : new Uint16Array(ab, o, count);
   if (LITTLE_ENDIAN_HOST) {
     if (off % size === 0) return make(buf.buffer, off);
     const copy = new Uint8Array(nbytes);
@@ -219,7 +228,8 @@ function view(buf: Uint8Array, start: number, nbytes: number, dtype: Safetensors
   const dv = new DataView(buf.buffer, off, nbytes);
   const out = make(new ArrayBuffer(nbytes), 0);
   for (let i = 0; i < count; i++) {
-    out[i] = size === 4 ? dv.getFloat32(i * 4, true) : size === 8 ? dv.getFloat64(i * 8, true) : dv.getUint16(i * 2, true);
+    if (out instanceof Int32Array) out[i] = dv.getInt32(i * 4, true);
+    else out[i] = size === 4 ? dv.getFloat32(i * 4, true) : size === 8 ? dv.getFloat64(i * 8, true) : dv.getUint16(i * 2, true);
   }
   return out;
 }
@@ -228,7 +238,7 @@ export interface WriteTensor {
   /** required for Uint16Array data ('F16' or 'BF16'); inferred otherwise */
   dtype?: SafetensorsDtype;
   shape: readonly number[];
-  data: Float32Array | Uint16Array | Float64Array;
+  data: Float32Array | Uint16Array | Float64Array | Int32Array;
 }
 
 /**
@@ -246,10 +256,11 @@ export function writeSafetensors(tensors: Map<string, WriteTensor>, metadata?: R
     let dtype: SafetensorsDtype;
     if (t.data instanceof Float32Array) dtype = 'F32';
     else if (t.data instanceof Float64Array) dtype = 'F64';
+    else if (t.data instanceof Int32Array) dtype = 'I32';
     else if (t.data instanceof Uint16Array) {
       if (t.dtype !== 'F16' && t.dtype !== 'BF16') throw new TypeError(`writeSafetensors: tensor '${name}': Uint16Array data needs dtype 'F16' or 'BF16'`);
       dtype = t.dtype;
-    } else throw new TypeError(`writeSafetensors: tensor '${name}': data must be a Float32Array, Float64Array or Uint16Array`);
+    } else throw new TypeError(`writeSafetensors: tensor '${name}': data must be a Float32Array, Float64Array, Int32Array or Uint16Array`);
     if (t.dtype !== undefined && t.dtype !== dtype) throw new TypeError(`writeSafetensors: tensor '${name}': dtype ${t.dtype} does not match its ${t.data.constructor.name}`);
     const count = t.shape.reduce((a, b) => a * b, 1);
     if (!t.shape.every((v) => Number.isSafeInteger(v) && v >= 0) || count !== t.data.length) {
@@ -283,7 +294,8 @@ export function writeSafetensors(tensors: Map<string, WriteTensor>, metadata?: R
     else {
       const dv = new DataView(out.buffer, p, d.byteLength);
       for (let i = 0; i < d.length; i++) {
-        if (d instanceof Float32Array) dv.setFloat32(i * 4, d[i], true);
+        if (d instanceof Int32Array) dv.setInt32(i * 4, d[i], true);
+        else if (d instanceof Float32Array) dv.setFloat32(i * 4, d[i], true);
         else if (d instanceof Float64Array) dv.setFloat64(i * 8, d[i], true);
         else dv.setUint16(i * 2, d[i], true);
       }
