@@ -19,7 +19,7 @@ import { snapkvScores, SnapkvOptions } from './ops/snapkv';
 import { selectTokens, resolveKeep, Budget, Selection, SelectOptions } from './ops/select';
 import { gatherKV } from './ops/gather';
 import { MomentState } from './ops/moments';
-import { momentkvSelect } from './ops/momentkv';
+import { momentkvSelect } from './ops/momentkv_select';
 import { grkvMerge, grkvSurrogates, GrkvMergeArgs } from './ops/grkv';
 import { METHODS, MERGES, CORRECTIONS, MethodName, MergeName, CorrectionName } from './methods';
 

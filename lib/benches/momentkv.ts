@@ -5,7 +5,7 @@
 import { MomentState } from '../ops/moments';
 import { gatherKV } from '../ops/gather';
 import { decodeAttention } from '../ops/decode';
-import { momentkvSelect } from '../ops/momentkv';
+import { momentkvSelect } from '../ops/momentkv_select';
 import { keepFromRatio, selectTokens } from '../ops/select';
 import { Tensor, tensor, dtypeSize, hostContiguous } from '../tensor';
 import { bf16ToF32, f16ToF32 } from '../half';

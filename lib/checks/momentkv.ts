@@ -2,7 +2,7 @@
 import { MomentState } from '../ops/moments';
 import { gatherKV } from '../ops/gather';
 import { decodeAttention } from '../ops/decode';
-import { momentkvSelect } from '../ops/momentkv';
+import { momentkvSelect } from '../ops/momentkv_select';
 import { Tensor, tensor, hostContiguous } from '../tensor';
 import type { Check, Target } from './types';
 import { randomHost, numbers, mismatches, checkShapes } from './util';

@@ -10,7 +10,7 @@ import { nestedkvScores } from '../ops/nestedkv';
 import { snapkvScores } from '../ops/snapkv';
 import { decodeAttention } from '../ops/decode';
 import { MomentState } from '../ops/moments';
-import { momentkvSelect } from '../ops/momentkv';
+import { momentkvSelect } from '../ops/momentkv_select';
 import { tensor, Tensor, hostContiguous, f32ToBf16, f32ToF16 } from '../tensor';
 import type { DType, FloatDType } from '../tensor';
 import type { Rng } from '../rng';
