@@ -1,27 +1,12 @@
 /**
- * Bench cases of the NestedKV and SnapKV scorers (spec/performance.md §5.1). Speed-of-light bytes: two passes over
- * K plus the f32 scores (the raw-anomaly statistics in between stay in L2 and are not counted); SnapKV adds its window
- * queries.
+ * Bench case of the NestedKV scorer (spec/performance.md §5.1) and its plain-JS baseline. Speed-of-light bytes: two
+ * passes over K plus the f32 scores (the raw-anomaly statistics in between stay in L2 and are not counted).
  */
 import { nestedkvScores } from '../ops/nestedkv';
-import { snapkvScores } from '../ops/snapkv';
-import { dtypeSize, hostContiguous } from '../tensor';
 import type { Tensor } from '../tensor';
-import { bf16ToF32, f16ToF32 } from '../half';
 import { randomHost } from '../checks/util';
-import { native } from '../binding';
 import type { BenchCase } from './types';
-import { scoringSolBytes } from './shared';
-
-/** Query heads per KV head and window queries of the SnapKV bench (Llama-3-8B-like GQA, GRKV's W). */
-const G = 4, W = 32;
-
-function decoded(t: Tensor): Float32Array {
-  const h = hostContiguous(t);
-  if (t.dtype === 'f32') return h as Float32Array;
-  const cv = t.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
-  return Float32Array.from(h, (x) => cv(x));
-}
+import { decoded, scoringSolBytes } from './shared';
 
 /**
  * NestedKV written plainly (single thread, materialised normalised keys, prefix sums for the windows, a full sort
@@ -104,23 +89,6 @@ export const nestedkvBenches: BenchCase[] = [
       return {
         run: () => void nestedkvScores(keys, { out, stream: ctx.stream }),
         baseline: ctx.backend === 'cpu' ? { name: 'plain JS', run: () => void nestedkvNaive(host) } : undefined,
-      };
-    },
-  },
-  {
-    op: 'snapkvScores',
-    variant: `G=${G} W=${W} avg`,
-    solBytes: ({ H, N, d, dtype }) => 2 * H * N * d * dtypeSize(dtype) + H * G * W * d * dtypeSize(dtype) + H * N * 4,
-    prepare(s, ctx) {
-      const qh = randomHost(ctx.rng, [s.H * G, W, s.d], s.dtype, 0.5), kh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype, 0.5);
-      const q = ctx.place(qh), k = ctx.place(kh);
-      const out = ctx.alloc([s.H, s.N], 'f32');
-      return {
-        run: () => void snapkvScores(q, k, { out, stream: ctx.stream }),
-        baseline:
-          ctx.backend === 'cuda'
-            ? { name: 'SIMT f32 logit tiles', run: () => native.baselineSnapkv(q.toNative(), k.toNative(), out.toNative(), ctx.stream?.handle) }
-            : undefined,
       };
     },
   },
