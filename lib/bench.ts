@@ -120,7 +120,7 @@ function timeIt(fn: () => void, repeats: number, warmup: number, stream?: Stream
 export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: Stream, bytes = 256 * 2 ** 20): number {
   if (backend === 'cuda') {
     const a = empty([bytes / 4], 'f32', { kind: 'cuda', id: device }, stream), b = empty([bytes / 4], 'f32', { kind: 'cuda', id: device }, stream);
-    const pa = (a.data as unknown as { native: unknown }).native, pb = (b.data as unknown as { native: unknown }).native;
+    const pa = (a.data as DeviceBuffer).native, pb = (b.data as DeviceBuffer).native;
     const t = median(timeIt(() => native.copyDevice(pa, 0, pb, 0, bytes, stream?.handle), 10, 2, stream, device));
     (a.data as DeviceBuffer).dispose(); // stream-ordered frees, before the caller disposes the stream
     (b.data as DeviceBuffer).dispose();
