@@ -22,7 +22,7 @@ import { gatherKV } from '../ops/gather';
 import { generateTrace } from '../trace';
 import { tensor, hostContiguous, Tensor, f32ToBf16, f32ToF16 } from '../tensor';
 import type { Check, CheckResult } from './types';
-import { numbers, checkShapes } from './util';
+import { checkShapes } from './util';
 
 function rowIsPlain(x: Tensor, plain: Tensor, h: number, j: number): boolean {
   const w = x.shape[2];
