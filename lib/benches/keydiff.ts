@@ -1,10 +1,9 @@
 /** Bench case of KeyDiff scoring (spec/performance.md §5.1) and its plain-JS baseline. */
 import { keydiffScores } from '../ops/keydiff';
 import type { Tensor } from '../tensor';
-import { randomHost } from '../checks/util';
 import { native } from '../binding';
 import type { BenchCase } from './types';
-import { decoded, scoringSolBytes } from './shared';
+import { decoded, keyScorerCase } from './shared';
 
 /** KeyDiff written plainly: normalise every key into a new array, average, then cosine per key. */
 export function keydiffNaive(keys: Tensor): Float32Array {
@@ -37,21 +36,13 @@ export function keydiffNaive(keys: Tensor): Float32Array {
 }
 
 export const keydiffBenches: BenchCase[] = [
-  {
-    op: 'keydiffScores',
-    variant: '2 passes',
-    solBytes: scoringSolBytes,
-    prepare(s, ctx) {
-      const host = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
-      const keys = ctx.place(host);
-      const out = ctx.alloc([s.H, s.N], 'f32');
-      return {
-        run: () => void keydiffScores(keys, { out, stream: ctx.stream }),
-        baseline:
-          ctx.backend === 'cpu'
-            ? { name: 'plain JS', run: () => void keydiffNaive(host) }
-            : { name: 'unfused (3 kernels)', run: () => native.baselineKeydiff(keys.toNative(), out.toNative(), ctx.stream?.handle) },
-      };
-    },
-  },
+  keyScorerCase(
+    'keydiffScores',
+    '2 passes',
+    (keys, out, ctx) => void keydiffScores(keys, { out, stream: ctx.stream }),
+    (host, keys, out, ctx) =>
+      ctx.backend === 'cpu'
+        ? { name: 'plain JS', run: () => void keydiffNaive(host) }
+        : { name: 'unfused (3 kernels)', run: () => native.baselineKeydiff(keys.toNative(), out.toNative(), ctx.stream?.handle) },
+  ),
 ];

@@ -5,9 +5,8 @@
 import { nestedkvScores, nestedkvBlockSize } from '../ops/nestedkv';
 import { DEFAULTS } from '../defaults';
 import type { Tensor } from '../tensor';
-import { randomHost } from '../checks/util';
 import type { BenchCase } from './types';
-import { decoded, scoringSolBytes } from './shared';
+import { decoded, keyScorerCase } from './shared';
 
 /**
  * NestedKV written plainly (single thread, materialised normalised keys, prefix sums for the windows, a full sort
@@ -80,18 +79,10 @@ export function nestedkvNaive(keys: Tensor): Float32Array {
 }
 
 export const nestedkvBenches: BenchCase[] = [
-  {
-    op: 'nestedkvScores',
-    variant: '2 passes + radix statistics',
-    solBytes: scoringSolBytes,
-    prepare(s, ctx) {
-      const host = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
-      const keys = ctx.place(host);
-      const out = ctx.alloc([s.H, s.N], 'f32');
-      return {
-        run: () => void nestedkvScores(keys, { out, stream: ctx.stream }),
-        baseline: ctx.backend === 'cpu' ? { name: 'plain JS', run: () => void nestedkvNaive(host) } : undefined,
-      };
-    },
-  },
+  keyScorerCase(
+    'nestedkvScores',
+    '2 passes + radix statistics',
+    (keys, out, ctx) => void nestedkvScores(keys, { out, stream: ctx.stream }),
+    (host, _keys, _out, ctx) => (ctx.backend === 'cpu' ? { name: 'plain JS', run: () => void nestedkvNaive(host) } : undefined),
+  ),
 ];

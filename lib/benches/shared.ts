@@ -4,7 +4,7 @@ import { selectTokens } from '../ops/select';
 import { dtypeSize, hostContiguous, Tensor } from '../tensor';
 import { bf16ToF32, f16ToF32 } from '../half';
 import { randomHost } from '../checks/util';
-import type { BenchContext, BenchShape } from './types';
+import type { BenchCase, BenchContext, BenchShape, Prepared } from './types';
 
 /** Fraction of the tokens kept by the selection, compaction and moment-merge cases. */
 export const KEEP = 0.25;
@@ -18,6 +18,29 @@ export const QS = 32;
 /** Two streaming passes over K plus the f32 scores written (spec/performance.md §5.1). */
 export function scoringSolBytes({ H, N, d, dtype }: BenchShape): number {
   return 2 * H * N * d * dtypeSize(dtype) + H * N * 4;
+}
+
+/**
+ * The case of a key scorer: random keys [H, N, d] placed on the backend, f32 scores [H, N] into a preallocated output
+ * (two streaming passes over K, scoringSolBytes). `baseline` gets the host keys and the placed tensors.
+ */
+export function keyScorerCase(
+  op: string,
+  variant: string,
+  score: (keys: Tensor, out: Tensor, ctx: BenchContext) => void,
+  baseline: (host: Tensor, keys: Tensor, out: Tensor, ctx: BenchContext) => Prepared['baseline'],
+): BenchCase {
+  return {
+    op,
+    variant,
+    solBytes: scoringSolBytes,
+    prepare(s, ctx) {
+      const host = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
+      const keys = ctx.place(host);
+      const out = ctx.alloc([s.H, s.N], 'f32');
+      return { run: () => score(keys, out, ctx), baseline: baseline(host, keys, out, ctx) };
+    },
+  };
 }
 
 /** A host tensor's elements as f32 (f16 / bf16 decoded), contiguous: the input of the plain-JS baselines. */
