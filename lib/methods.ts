@@ -4,6 +4,7 @@
  * reads them from here, `kvtrim methods` prints it, and the README's feature table is generated from it (a test
  * keeps the two identical).
  */
+
 import { DEFAULTS, Defaults, deepFreeze } from './defaults';
 import type { Budget } from './ops/select';
 import type { SnapkvPool } from './ops/snapkv';
