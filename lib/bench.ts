@@ -10,24 +10,33 @@ import { Rng } from './rng';
 import { Tensor, empty, toDevice, dtypeSize } from './tensor';
 import type { FloatDType } from './tensor';
 import type { BenchCase, BenchContext, BenchShape, Prepared } from './benches/types';
-import { coreBenches } from './benches/core';
-// ==== per-family bench lists (one import each) ====
+// ==== one bench list per op (one import each) ====
+import { keydiffBenches } from './benches/keydiff';
+import { selectBenches } from './benches/select';
+import { gatherBenches } from './benches/gather';
 import { nestedkvBenches } from './benches/nestedkv';
-import { momentkvBenches } from './benches/momentkv';
+import { snapkvBenches } from './benches/snapkv';
+import { momentsBenches } from './benches/moments';
+import { decodeBenches } from './benches/decode';
+import { momentkvSelectBenches } from './benches/momentkv_select';
+import { spdBenches } from './benches/spd';
 import { grkvBenches } from './benches/grkv';
-
-
 // ==== end of bench lists ====
 
+/** Every bench case, one list per op (the order is the table's and fixes each case's seeded inputs). */
 export function allBenches(): BenchCase[] {
   return [
-    ...coreBenches,
-    // ==== add family lists here ====
+    ...keydiffBenches,
+    ...selectBenches,
+    ...gatherBenches,
     ...nestedkvBenches,
-    ...momentkvBenches,
+    ...snapkvBenches,
+    ...momentsBenches,
+    ...decodeBenches,
+    ...momentkvSelectBenches,
+    ...spdBenches,
     ...grkvBenches,
-
-
+    // ==== add op lists here ====
   ];
 }
 
@@ -111,7 +120,7 @@ function timeIt(fn: () => void, repeats: number, warmup: number, stream?: Stream
 export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: Stream, bytes = 256 * 2 ** 20): number {
   if (backend === 'cuda') {
     const a = empty([bytes / 4], 'f32', { kind: 'cuda', id: device }, stream), b = empty([bytes / 4], 'f32', { kind: 'cuda', id: device }, stream);
-    const pa = (a.data as unknown as { native: unknown }).native, pb = (b.data as unknown as { native: unknown }).native;
+    const pa = (a.data as DeviceBuffer).native, pb = (b.data as DeviceBuffer).native;
     const t = median(timeIt(() => native.copyDevice(pa, 0, pb, 0, bytes, stream?.handle), 10, 2, stream, device));
     (a.data as DeviceBuffer).dispose(); // stream-ordered frees, before the caller disposes the stream
     (b.data as DeviceBuffer).dispose();

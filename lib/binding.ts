@@ -10,8 +10,39 @@
  */
 import path from 'node:path';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-export type NativeTensor = { data: unknown; dtype: string; shape: readonly number[]; strides: readonly number[]; offset: number };
+/** A tensor argument as the addon parses it (`Tensor.toNative()`): host typed array or device buffer, in elements. */
+export interface NativeTensor {
+  data: ArrayBufferView | NativeBufferHandle;
+  dtype: string;
+  shape: readonly number[];
+  strides: readonly number[];
+  offset: number;
+}
+
+/** A moment-state argument (`kvt_moments`): n [H], muK [H, d], muV [H, dv], m [H, dv, d], all f32. */
+export interface NativeMoments {
+  n: NativeTensor;
+  muK: NativeTensor;
+  muV: NativeTensor;
+  m: NativeTensor;
+}
+
+/** A CUDA stream handle (`cudaStream_t` as a bigint); undefined = the default stream (and the CPU backend). */
+export type NativeStream = bigint | undefined;
+
+/** The addon's device-memory object (csrc/napi/native_buffer.cc). */
+export interface NativeBufferHandle {
+  /** The device address, set by the constructor. */
+  readonly ptr: bigint;
+  free(): void;
+}
+
+export interface NativeBufferClass {
+  /** `bytes` of device memory, stream-ordered on `stream` when given. */
+  new (mode: 'alloc', bytes: number, device: number, stream?: NativeStream): NativeBufferHandle;
+  /** Borrowed memory owned by another runtime (never freed by kvtrim). */
+  new (mode: 'wrap', ptr: bigint, bytes: number, device: number): NativeBufferHandle;
+}
 
 export interface NativeDevice {
   id: number;
@@ -30,23 +61,182 @@ export interface NativeInfo {
   versions: Record<string, string | number | boolean>;
 }
 
-/** The raw addon surface (internal; the typed API in index.ts wraps it). */
+// Op options as the addon reads them (csrc/napi/*.cc → the C structs of csrc/kvtrim.h): enums as their C values.
+
+/** `kvt_select_opts`; budget: KVT_BUDGET_UNIFORM 0 | KVT_BUDGET_ADAPTIVE 1. */
+export interface NativeSelectOpts {
+  keep: number;
+  budget: number;
+  safeguard: number;
+  sinks: number;
+  recent: number;
+}
+
+/** `kvt_nestedkv_opts`; block 0 = auto; scales: KVT_SCALES_ALL 0 | KVT_SCALES_GLOBAL 1. */
+export interface NativeNestedkvOpts {
+  window: number;
+  block: number;
+  prior: readonly number[];
+  beta: number;
+  tau: number;
+  kappa: number;
+  tail: number;
+  sinks: number;
+  scales: number;
+}
+
+/** `kvt_snapkv_opts`; pool: KVT_POOL_AVG 0 | KVT_POOL_MAX 1. */
+export interface NativeSnapkvOpts {
+  window: number;
+  kernel: number;
+  pool: number;
+  scale: number;
+}
+
+/** `kvt_decode_opts`. */
+export interface NativeDecodeOpts {
+  order: number;
+  scale: number;
+  useClip: number;
+  clip: number;
+}
+
+/** `kvt_momentkv_select_opts`; mi 0 | 1. */
+export interface NativeMomentkvSelectOpts {
+  keep: number;
+  rounds: number;
+  r: number;
+  mi: number;
+  eps: number;
+}
+
+/** `kvt_spd_opts`; check 0 | 1. */
+export interface NativeSpdOpts {
+  lambda: number;
+  check: number;
+}
+
+/** `kvt_grkv_opts`; accept: KVT_GRKV_ACCEPT_BEST 0 | KVT_GRKV_ACCEPT_JOINT 1. */
+export interface NativeGrkvOpts {
+  window: number;
+  gamma: number;
+  lambda: number;
+  capKey: number;
+  capValue: number;
+  cgIters: number;
+  tol: number;
+  scale: number;
+  accept: number;
+}
+
+/**
+ * The raw addon surface (internal; the typed API in index.ts wraps it): every export of csrc/napi/*.cc, with its
+ * argument order. Outputs are written in place; ops enqueue on `stream` (CUDA) and return nothing.
+ */
 export interface Native {
+  // backend (addon.cc)
   init(opts: { cuda: boolean }): NativeInfo;
-  NativeBuffer: new (...args: any[]) => { ptr?: bigint; free(): void };
+  // device memory, streams, events, copies (native_buffer.cc)
+  NativeBuffer: NativeBufferClass;
   streamCreate(device: number): bigint;
-  streamDestroy(handle: bigint): void;
-  streamSynchronize(handle: bigint, device: number): Promise<void>;
+  streamDestroy(stream: bigint): void;
+  streamSynchronize(stream: bigint, device: number): Promise<void>;
   eventCreate(device: number): bigint;
-  eventRecord(event: bigint, stream?: bigint): void;
+  eventRecord(event: bigint, stream?: NativeStream): void;
   eventElapsed(start: bigint, end: bigint): number;
   eventDestroy(event: bigint): void;
-  copyToDevice(dst: unknown, dstOffset: number, src: ArrayBufferView, srcOffset: number, bytes: number, stream?: bigint): void;
-  copyToHost(dst: ArrayBufferView, dstOffset: number, src: unknown, srcOffset: number, bytes: number, stream?: bigint): Promise<void>;
-  copyDevice(dst: unknown, dstOffset: number, src: unknown, srcOffset: number, bytes: number, stream?: bigint): void;
-  fillBytes(dst: unknown, offset: number, byte: number, bytes: number, stream?: bigint): void;
+  copyToDevice(dst: NativeBufferHandle, dstOffset: number, src: ArrayBufferView, srcOffset: number, bytes: number, stream?: NativeStream): void;
+  copyToHost(dst: ArrayBufferView, dstOffset: number, src: NativeBufferHandle, srcOffset: number, bytes: number, stream?: NativeStream): Promise<void>;
+  copyDevice(dst: NativeBufferHandle, dstOffset: number, src: NativeBufferHandle, srcOffset: number, bytes: number, stream?: NativeStream): void;
+  fillBytes(dst: NativeBufferHandle, offset: number, byte: number, bytes: number, stream?: NativeStream): void;
   deviceSynchronize(device: number): void;
-  [op: string]: any;
+  // keydiff, select, gather
+  keydiffScores(keys: NativeTensor, out: NativeTensor, stream?: NativeStream): void;
+  selectTokens(scores: NativeTensor, opts: NativeSelectOpts, indices: NativeTensor, counts: NativeTensor, stream?: NativeStream): void;
+  selectCapacity(H: number, N: number, opts: NativeSelectOpts): number;
+  gatherKV(
+    keys: NativeTensor, values: NativeTensor, indices: NativeTensor, counts: NativeTensor,
+    keysOut: NativeTensor, valuesOut: NativeTensor, countsOut: NativeTensor, moments: NativeMoments | undefined, stream?: NativeStream,
+  ): void;
+  // nestedkv, snapkv
+  nestedkvScores(keys: NativeTensor, opts: NativeNestedkvOpts, out: NativeTensor, stream?: NativeStream): void;
+  nestedkvBlockSize(N: number): number;
+  snapkvScores(queries: NativeTensor, keys: NativeTensor, opts: NativeSnapkvOpts, out: NativeTensor, stream?: NativeStream): void;
+  // moments, decode, momentkv_select
+  momentsMerge(keys: NativeTensor, values: NativeTensor, indices: NativeTensor, counts: NativeTensor, moments: NativeMoments, stream?: NativeStream): void;
+  decodeAttention(
+    queries: NativeTensor, keys: NativeTensor, values: NativeTensor, counts: NativeTensor, moments: NativeMoments | undefined,
+    clip: NativeTensor | undefined, opts: NativeDecodeOpts, out: NativeTensor, stream?: NativeStream,
+  ): void;
+  momentkvSelect(
+    scores: NativeTensor, keys: NativeTensor, values: NativeTensor, opts: NativeMomentkvSelectOpts, indices: NativeTensor,
+    counts: NativeTensor, moments: NativeMoments, evictedRound: NativeTensor | undefined, stream?: NativeStream,
+  ): void;
+  // spd, grkv
+  spdSolve(a: NativeTensor, b: NativeTensor, x: NativeTensor, info: NativeTensor | undefined, opts: NativeSpdOpts, stream?: NativeStream): void;
+  grkvMerge(
+    keys: NativeTensor, values: NativeTensor, indices: NativeTensor, counts: NativeTensor, queries: NativeTensor,
+    queryPositions: NativeTensor, weights: NativeTensor | undefined, scores: NativeTensor, opts: NativeGrkvOpts,
+    keysOut: NativeTensor, valuesOut: NativeTensor, countsOut: NativeTensor, diagnostics: NativeTensor | undefined, stream?: NativeStream,
+  ): void;
+  // bench support (bench.cc): the CPU backend's threaded memcpy, the yardstick of `kvtrim bench` on the CPU
+  hostCopy(dst: ArrayBufferView, src: ArrayBufferView): void;
+  // bench baselines, CUDA builds only (bench.cc, ops_nestedkv.cc → cuda/baseline.cu, the SIMT SnapKV tiles)
+  baselineKeydiff(keys: NativeTensor, out: NativeTensor, stream?: NativeStream): void;
+  baselineSelect(scores: NativeTensor, keep: number, indices: NativeTensor, counts: NativeTensor, stream?: NativeStream): void;
+  baselineGather(
+    keys: NativeTensor, values: NativeTensor, indices: NativeTensor, counts: NativeTensor, keysOut: NativeTensor,
+    valuesOut: NativeTensor, stream?: NativeStream,
+  ): void;
+  baselineSnapkv(queries: NativeTensor, keys: NativeTensor, out: NativeTensor, stream?: NativeStream): void;
+}
+
+/**
+ * The one list of the addon's exports: each name with the builds that export it ('all', or 'cuda' = only when
+ * compiled with CUDA, `versions.compiledWithCuda`). `satisfies` (no key missing, none extra) keeps it equal to the
+ * keys of {@link Native} at compile time; test/backend.test.ts checks it against the loaded addon. Bench-only
+ * exports: hostCopy and the baseline* functions.
+ */
+export const NATIVE_EXPORTS = {
+  init: 'all',
+  NativeBuffer: 'all',
+  streamCreate: 'all',
+  streamDestroy: 'all',
+  streamSynchronize: 'all',
+  eventCreate: 'all',
+  eventRecord: 'all',
+  eventElapsed: 'all',
+  eventDestroy: 'all',
+  copyToDevice: 'all',
+  copyToHost: 'all',
+  copyDevice: 'all',
+  fillBytes: 'all',
+  deviceSynchronize: 'all',
+  keydiffScores: 'all',
+  selectTokens: 'all',
+  selectCapacity: 'all',
+  gatherKV: 'all',
+  nestedkvScores: 'all',
+  nestedkvBlockSize: 'all',
+  snapkvScores: 'all',
+  momentsMerge: 'all',
+  decodeAttention: 'all',
+  momentkvSelect: 'all',
+  spdSolve: 'all',
+  grkvMerge: 'all',
+  hostCopy: 'all',
+  baselineKeydiff: 'cuda',
+  baselineSelect: 'cuda',
+  baselineGather: 'cuda',
+  baselineSnapkv: 'cuda',
+} as const satisfies Record<keyof Native, 'all' | 'cuda'>;
+
+/** The export names of a build with or without CUDA, sorted. */
+export function nativeExportNames(compiledWithCuda: boolean): string[] {
+  return Object.entries(NATIVE_EXPORTS)
+    .filter(([, builds]) => builds === 'all' || compiledWithCuda)
+    .map(([name]) => name)
+    .sort();
 }
 
 export type BackendChoice = 'auto' | 'cpu' | 'cuda';

@@ -3,28 +3,40 @@ import { nativeInfo } from './binding';
 import { Rng } from './rng';
 import type { Check, CheckResult, Target } from './checks/types';
 import { cudaTarget } from './checks/util';
-import { coreChecks } from './checks/core';
-// ==== per-family check lists (one import each) ====
-import { nestedkvChecks } from './checks/nestedkv';
-import { momentkvChecks } from './checks/momentkv';
+// ==== one check list per op (one import each) ====
+import { keydiffChecks } from './checks/keydiff';
+import { selectChecks } from './checks/select';
+import { gatherChecks } from './checks/gather';
+import { nestedkvChecks, nestedkvDeterminismChecks } from './checks/nestedkv';
+import { snapkvChecks } from './checks/snapkv';
+import { momentsChecks } from './checks/moments';
+import { decodeChecks } from './checks/decode';
+import { momentkvSelectChecks } from './checks/momentkv_select';
+import { spdChecks } from './checks/spd';
 import { grkvChecks } from './checks/grkv';
 import { sweepChecks } from './checks/sweep';
-
-
 // ==== end of check lists ====
 
-/** All registered checks (each op family contributes its own list). */
+/**
+ * All registered checks, one list per op. The order is the table's, and it fixes the inputs each check draws from
+ * the seeded Rng.
+ */
 export function allChecks(): Check[] {
   return [
-    ...coreChecks,
-    // ==== add family lists here ====
+    ...keydiffChecks,
+    ...selectChecks,
+    ...gatherChecks,
     ...nestedkvChecks,
-    ...momentkvChecks,
+    ...snapkvChecks,
+    ...nestedkvDeterminismChecks,
+    ...momentsChecks,
+    ...decodeChecks,
+    ...momentkvSelectChecks,
+    ...spdChecks,
     ...grkvChecks,
+    // ==== add op lists here ====
     // every compiled kernel variant, on small shapes
     ...sweepChecks,
-
-
   ];
 }
 

@@ -19,9 +19,10 @@ import { snapkvScores, SnapkvOptions } from './ops/snapkv';
 import { selectTokens, resolveKeep, Budget, Selection, SelectOptions } from './ops/select';
 import { gatherKV } from './ops/gather';
 import { MomentState } from './ops/moments';
-import { momentkvSelect } from './ops/momentkv';
+import { momentkvSelect } from './ops/momentkv_select';
 import { grkvMerge, grkvSurrogates, GrkvMergeArgs } from './ops/grkv';
-import { METHODS, MERGES, CORRECTIONS, MethodName, MergeName, CorrectionName } from './methods';
+import { METHODS, MERGES, CORRECTIONS, ENTRY_OPTIONS, MethodName, MergeName, CorrectionName } from './methods';
+import { DEFAULTS } from './defaults';
 
 export interface CompressInput {
   keys: Tensor | TensorLike;
@@ -73,16 +74,18 @@ export function methodScores(input: CompressInput, options: Pick<CompressOptions
     if (input.queries === undefined) throw new TypeError(`queries: method '${method}' needs the observation-window queries [Hq, W, d]`);
     return asTensor('queries', input.queries);
   };
+  const M = ENTRY_OPTIONS.methods;
   switch (method) {
     case 'keydiff':
       return keydiffScores(keys, { stream });
     case 'nestedkv':
-      return nestedkvScores(keys, { ...options.nestedkv, stream } as NestedkvOptions);
+      return nestedkvScores(keys, { ...M.nestedkv.nestedkv, ...options.nestedkv, stream } as NestedkvOptions);
     case 'snapkv':
-      return snapkvScores(q(), keys, { kernel: 5, pool: 'avg', ...options.snapkv, stream });
+      return snapkvScores(q(), keys, { ...M.snapkv.snapkv, ...options.snapkv, stream });
     default: {
       const m = options.momentkv ?? {};
-      return snapkvScores(q(), keys, { kernel: m.kernel ?? 7, pool: m.pool ?? 'max', stream });
+      const d = M.momentkv.snapkv;
+      return snapkvScores(q(), keys, { kernel: m.kernel ?? d.kernel, pool: m.pool ?? d.pool, stream });
     }
   }
 }
@@ -106,18 +109,20 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
   if (method === 'momentkv') {
     if (o.budget === 'adaptive') throw new RangeError("budget: method 'momentkv' evicts a uniform budget per head");
     const m = o.momentkv ?? {};
-    const r = momentkvSelect({ scores, keys, values, keep, rounds: m.rounds, r: m.r, eps: m.eps, mi: m.mi, stream });
+    const d = ENTRY_OPTIONS.methods.momentkv.momentkvSelect;
+    const r = momentkvSelect({ scores, keys, values, keep, rounds: m.rounds ?? d.rounds, r: m.r ?? d.r, eps: m.eps ?? d.eps, mi: m.mi, stream });
     sel = { indices: r.indices, counts: r.counts };
     moments = r.moments;
   } else {
-    const d = METHODS[method].defaults as { budget: Budget; safeguard?: number; sinks?: number };
+    const d: { budget: Budget; safeguard?: number; sinks?: number; recent?: number } = ENTRY_OPTIONS.methods[method].select;
+    const D = DEFAULTS.select;
     sel = selectTokens(scores, {
       keep,
       budget: o.budget ?? d.budget,
-      safeguard: o.safeguard ?? d.safeguard ?? 0.2,
+      safeguard: o.safeguard ?? d.safeguard ?? D.safeguard,
       // NestedKV pins its sinks inside the scores (+Infinity); other methods take sinks/recent here.
-      sinks: o.sinks ?? 0,
-      recent: o.recent ?? 0,
+      sinks: o.sinks ?? d.sinks ?? D.sinks,
+      recent: o.recent ?? d.recent ?? D.recent,
       stream,
     });
   }
@@ -132,9 +137,10 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
 
   if (o.merge === 'grkv') {
     if (input.queries === undefined) throw new TypeError("queries: merge 'grkv' needs the observation-window queries [Hq, W, d]");
-    const g = { ...(MERGES.grkv.defaults as Record<string, unknown>), ...o.grkv } as NonNullable<CompressOptions['grkv']> & { source: 'window' | 'stratified' };
+    const g = { ...ENTRY_OPTIONS.merges.grkv.grkv, ...o.grkv };
     const queries = asTensor('queries', input.queries);
-    const raw = method === 'snapkv' && o.scores === undefined ? scores : snapkvScores(queries, keys, { kernel: 5, pool: 'avg', stream });
+    // the anchor ranking: raw SnapKV scores with the SnapKV method's options
+    const raw = method === 'snapkv' && o.scores === undefined ? scores : snapkvScores(queries, keys, { ...ENTRY_OPTIONS.methods.snapkv.snapkv, stream });
     const device = keys.onCuda ? (keys.device as { id: number }).id : undefined;
     let surrogate: Tensor;
     let plan;
@@ -143,7 +149,7 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
       surrogate = asTensor('surrogateQueries', input.surrogateQueries);
       plan = grkvSurrogates(N, { source: 'stratified', count: surrogate.shape[1], device });
     } else {
-      const W = Math.min(queries.shape[1], (g.window as number | undefined) ?? 32);
+      const W = Math.min(queries.shape[1], g.window ?? DEFAULTS.grkv.window);
       surrogate = queries.view([queries.shape[0], W, queries.shape[2]], [queries.strides[0], queries.strides[1], queries.strides[2]], queries.offset + (queries.shape[1] - W) * queries.strides[1]);
       plan = grkvSurrogates(N, { source: 'window', count: W, device });
     }

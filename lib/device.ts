@@ -3,12 +3,10 @@
  * another runtime (`wrap`, the zero-copy path). `Stream` wraps a created or external `cudaStream_t`; ops only
  * enqueue work on it, and `await stream.synchronize()` waits without blocking the event loop.
  */
-import { native, nativeInfo } from './binding';
+import { native, nativeInfo, NativeBufferHandle } from './binding';
 import { checkInt } from './validate';
 
-type NativeBufferObj = { ptr?: bigint; free(): void };
-
-const finalizers = new FinalizationRegistry<NativeBufferObj>((nb) => nb.free());
+const finalizers = new FinalizationRegistry<NativeBufferHandle>((nb) => nb.free());
 
 function requireCuda(what: string): void {
   if (!nativeInfo.cuda) {
@@ -34,10 +32,10 @@ export class DeviceBuffer {
   /** false for `wrap`ped (borrowed) memory, which dispose() never frees. */
   readonly owned: boolean;
   /** @internal the native handle passed to ops */
-  readonly native: NativeBufferObj;
+  readonly native: NativeBufferHandle;
   private disposedFlag = false;
 
-  private constructor(nb: NativeBufferObj, ptr: bigint, bytes: number, device: number, owned: boolean) {
+  private constructor(nb: NativeBufferHandle, ptr: bigint, bytes: number, device: number, owned: boolean) {
     this.native = nb;
     this.ptr = ptr;
     this.byteLength = bytes;
@@ -52,7 +50,7 @@ export class DeviceBuffer {
     const n = checkInt('bytes', bytes, 0, Number.MAX_SAFE_INTEGER);
     const device = checkDevice('device', opts.device);
     const nb = new native.NativeBuffer('alloc', n, device, opts.stream?.handle);
-    return new DeviceBuffer(nb, nb.ptr as bigint, n, device, true);
+    return new DeviceBuffer(nb, nb.ptr, n, device, true);
   }
 
   /** Borrows memory owned by another runtime (zero copy). kvtrim never frees it; keep it alive while in use. */

@@ -63,8 +63,8 @@ export { MomentState } from './ops/moments';
 export type { MomentTensors, MomentStateCreateOptions } from './ops/moments';
 export { decodeAttention } from './ops/decode';
 export type { DecodeAttentionArgs } from './ops/decode';
-export { momentkvSelect, momentkvCompress } from './ops/momentkv';
-export type { MomentkvSelectArgs, MomentkvSelection, MomentkvCompressArgs, MomentkvCache } from './ops/momentkv';
+export { momentkvSelect, momentkvCompress } from './ops/momentkv_select';
+export type { MomentkvSelectArgs, MomentkvSelection, MomentkvCompressArgs, MomentkvCache } from './ops/momentkv_select';
 
 
 // ==== GRKV ====

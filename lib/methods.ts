@@ -1,8 +1,14 @@
 /**
  * The registry of compression methods, merges and corrections with their papers and defaults (kvpress-style).
- * `compress()` reads its defaults from here, `kvtrim methods` prints it, and the README's feature table is
- * generated from it (a test keeps the two identical).
+ * An entry's defaults are the defaults of the ops it runs (lib/defaults.ts) with its own overrides. `compress()`
+ * reads them from here, `kvtrim methods` prints it, and the README's feature table is generated from it (a test
+ * keeps the two identical).
  */
+
+import { DEFAULTS, Defaults, deepFreeze } from './defaults';
+import type { Budget } from './ops/select';
+import type { SnapkvPool } from './ops/snapkv';
+import type { GrkvSource } from './ops/grkv';
 
 export type MethodName = 'keydiff' | 'nestedkv' | 'snapkv' | 'momentkv';
 export type MergeName = 'grkv';
@@ -18,8 +24,45 @@ export interface Entry {
   needsQueries: boolean;
   /** the ops it runs, in order */
   ops: string[];
-  /** defaults applied by compress() */
+  /** defaults applied by compress(): the fields of {@link ENTRY_OPTIONS} in one record (what the table lists) */
   defaults: Readonly<Record<string, unknown>>;
+}
+
+/** `fields` of an op's DEFAULTS. */
+function uses<Op extends keyof Defaults, F extends keyof Defaults[Op]>(op: Op, ...fields: F[]): Pick<Defaults[Op], F> {
+  const d = DEFAULTS[op] as Defaults[Op];
+  return Object.fromEntries(fields.map((f) => [f, d[f]])) as Pick<Defaults[Op], F>;
+}
+
+/**
+ * The options compress() runs each entry with, per op: the op's DEFAULTS, then the entry's own overrides (the
+ * literals below). The registry's `defaults` are these records merged into one (their field names do not collide).
+ */
+export const ENTRY_OPTIONS = deepFreeze({
+  methods: {
+    keydiff: { select: uses('select', 'budget', 'sinks', 'recent') },
+    nestedkv: {
+      select: { ...uses('select', 'budget', 'safeguard'), budget: 'adaptive' as Budget },
+      nestedkv: uses('nestedkv', 'window', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks'),
+    },
+    snapkv: { select: uses('select', 'budget'), snapkv: uses('snapkv', 'kernel', 'pool') },
+    momentkv: {
+      snapkv: { kernel: 7, pool: 'max' as SnapkvPool },
+      momentkvSelect: uses('momentkvSelect', 'rounds', 'r', 'eps'),
+      decode: uses('decode', 'order'),
+    },
+  },
+  merges: {
+    grkv: { grkv: { source: 'window' as GrkvSource, ...uses('grkv', 'window', 'gamma', 'lambda', 'caps', 'cgIters') } },
+  },
+  corrections: {
+    moment: { decode: uses('decode', 'order') },
+  },
+});
+
+/** One record of an entry's per-op options, in op order. */
+function flat(options: object): Readonly<Record<string, unknown>> {
+  return Object.freeze(Object.assign({}, ...Object.values(options)));
 }
 
 export const METHODS: Readonly<Record<MethodName, Entry>> = Object.freeze({
@@ -29,7 +72,7 @@ export const METHODS: Readonly<Record<MethodName, Entry>> = Object.freeze({
     summary: 'key-only: −cos(k, mean normalised key); keeps geometrically distinctive keys',
     needsQueries: false,
     ops: ['keydiffScores', 'selectTokens', 'gatherKV'],
-    defaults: { budget: 'uniform', sinks: 0, recent: 0 },
+    defaults: flat(ENTRY_OPTIONS.methods.keydiff),
   },
   nestedkv: {
     title: 'NestedKV',
@@ -37,7 +80,7 @@ export const METHODS: Readonly<Record<MethodName, Entry>> = Object.freeze({
     summary: 'key-only: global/block/window anchor anomalies, head-adaptive blend, surprise gate, head-adaptive budgets',
     needsQueries: false,
     ops: ['nestedkvScores', 'selectTokens', 'gatherKV'],
-    defaults: { budget: 'adaptive', safeguard: 0.2, window: 64, prior: [0.4, 0.4, 0.2], beta: 3, tau: 0.6, kappa: 10, tail: 0.1, sinks: 4 },
+    defaults: flat(ENTRY_OPTIONS.methods.nestedkv),
   },
   snapkv: {
     title: 'SnapKV',
@@ -45,7 +88,7 @@ export const METHODS: Readonly<Record<MethodName, Entry>> = Object.freeze({
     summary: 'query-aware: mean window attention, avg-pooled (kernel 5), GQA mean; window always kept',
     needsQueries: true,
     ops: ['snapkvScores', 'selectTokens', 'gatherKV'],
-    defaults: { budget: 'uniform', kernel: 5, pool: 'avg' },
+    defaults: flat(ENTRY_OPTIONS.methods.snapkv),
   },
   momentkv: {
     title: 'MomentKV',
@@ -53,7 +96,7 @@ export const METHODS: Readonly<Record<MethodName, Entry>> = Object.freeze({
     summary: 'SnapKV × value residual vs the evicted-set summary, 4 eviction rounds; moment state for corrected decode',
     needsQueries: true,
     ops: ['snapkvScores', 'momentkvSelect', 'gatherKV', 'decodeAttention'],
-    defaults: { kernel: 7, pool: 'max', rounds: 4, r: 1, eps: 0.05, order: 1 },
+    defaults: flat(ENTRY_OPTIONS.methods.momentkv),
   },
 });
 
@@ -64,7 +107,7 @@ export const MERGES: Readonly<Record<MergeName, Entry>> = Object.freeze({
     summary: 'merge: ridge regression of retained K/V onto full-cache attention outputs (dual value step, GN key step)',
     needsQueries: true,
     ops: ['snapkvScores', 'grkvMerge'],
-    defaults: { source: 'window', window: 32, gamma: 0.1, lambda: 0.01, caps: { key: 0.025, value: 0.1 }, cgIters: 16 },
+    defaults: flat(ENTRY_OPTIONS.merges.grkv),
   },
 });
 
@@ -75,7 +118,7 @@ export const CORRECTIONS: Readonly<Record<CorrectionName, Entry>> = Object.freez
     summary: 'keep n, μ_k, μ_v, C of evicted tokens; decode merges them in log space (first order)',
     needsQueries: false,
     ops: ['gatherKV (moments)', 'decodeAttention'],
-    defaults: { order: 1 },
+    defaults: flat(ENTRY_OPTIONS.corrections.moment),
   },
 });
 

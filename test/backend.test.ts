@@ -3,7 +3,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { backendInfo } from '../lib/index';
-import { loadError, backendChoice, loadAddon, initBackend, native } from '../lib/binding';
+import { loadError, backendChoice, loadAddon, initBackend, native, nativeExportNames, NATIVE_EXPORTS } from '../lib/binding';
 
 const indexTs = path.join(__dirname, '..', 'lib', 'index.ts');
 
@@ -29,6 +29,15 @@ t.test('backendInfo reports backend, devices, threads and versions', async (t) =
   } else {
     t.match(info.reason, /CUDA|without CUDA|disabled/, `reason: ${info.reason}`);
   }
+});
+
+t.test('the addon exports exactly the names of NATIVE_EXPORTS (the CUDA-only ones when compiled with CUDA)', async (t) => {
+  const cuda = backendInfo().versions.compiledWithCuda === true;
+  t.same(Object.keys(native).sort(), nativeExportNames(cuda), `exports of a ${cuda ? 'CUDA' : 'CPU-only'} build`);
+  for (const [name, fn] of Object.entries(native)) t.equal(typeof fn, 'function', `${name} is a function`);
+  const cpuOnly = nativeExportNames(false), all = nativeExportNames(true);
+  t.same(all, Object.keys(NATIVE_EXPORTS).sort(), 'a CUDA build exports every listed name');
+  t.ok(cpuOnly.length < all.length && cpuOnly.every((n) => all.includes(n)), 'a CPU-only build exports a proper subset');
 });
 
 t.test('KVTRIM_BACKEND=cpu turns CUDA off and says why', async (t) => {

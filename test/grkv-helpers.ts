@@ -21,7 +21,7 @@ export interface Layer {
   raw: Float32Array;
 }
 
-/** One layer of the built-in LLM-like trace (lib/trace.ts) and its raw SnapKV scores (spec/grkv.md §3.1). */
+/** One layer of the built-in LLM-like trace (lib/trace/) and its raw SnapKV scores (spec/grkv.md §3.1). */
 export function traceLayer(opts: { N: number; Hkv: number; d?: number; groupSize?: number; seed?: number; layer?: number }): Layer {
   const layers = (opts.layer ?? 0) + 1;
   const tr = generateTrace({ tokens: opts.N, kvHeads: opts.Hkv, headDim: opts.d ?? 128, groupSize: opts.groupSize ?? 4, layers, seed: opts.seed ?? 1 });

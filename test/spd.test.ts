@@ -4,7 +4,8 @@
 import t from 'tap';
 import { spdSolve, SpdError, tensor, fillBytes } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { spdSolveRef, matmulRef, frobeniusNorm } from './ref/linalg';
+import { spdSolveRef } from './ref/spd';
+import { matmulRef, frobeniusNorm } from './ref/linalg';
 import { BACKENDS, place, poisoned, fetch } from './helpers';
 
 /** B systems: A = M Mᵀ / n + shift I (well conditioned) or a rank-`rank` Gram of attention-like rows (singular). */

@@ -1,13 +1,5 @@
 import t from 'tap';
-import {
-  applyRope,
-  generateTrace,
-  normalQuantile,
-  ropeInvFreq,
-  stratifiedPositions,
-  Trace,
-  TRACE_DEFAULTS,
-} from '../lib/trace';
+import { applyRope, generateTrace, stratifiedPositions, Trace, TRACE_DEFAULTS } from '../lib/trace';
 
 // ------------------------------------------------------------------------------------------
 // helpers: exact float64 attention against the trace's own keys
@@ -216,48 +208,6 @@ t.test('deterministic: same options give identical bytes, another seed differs',
   for (const v of a.layers[0].keys.subarray(0, 4096)) h = (h * 31 + Math.round(v * 1000)) | 0;
   t.comment(`fingerprint(seed 123) = ${h}`);
   t.equal(typeof h, 'number');
-});
-
-t.test('applyRope: rotate-half convention, inverse, norms, position broadcasting', async (t) => {
-  const d = 8, base = 10000;
-  const inv = ropeInvFreq(d, base);
-  t.same(Array.from(inv).map((v) => +v.toPrecision(12)), [1, 0.1, 0.01, 0.001]);
-  // explicit single-row check: pair (c, c + d/2), angle = pos * θ_c
-  const x = Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8]);
-  const y = Float32Array.from(x);
-  applyRope(y, 1, d, [3], base);
-  for (let c = 0; c < 4; c++) {
-    const a = 3 * inv[c];
-    t.ok(Math.abs(y[c] - (x[c] * Math.cos(a) - x[c + 4] * Math.sin(a))) < 1e-5, `channel ${c}`);
-    t.ok(Math.abs(y[c + 4] - (x[c + 4] * Math.cos(a) + x[c] * Math.sin(a))) < 1e-5, `channel ${c + 4}`);
-  }
-  // position 0 is the identity; −p undoes p; norms are preserved
-  const z = Float32Array.from(x);
-  applyRope(z, 1, d, [0], base);
-  t.same(Array.from(z), Array.from(x));
-  const rows = 6;
-  const r = new Float32Array(rows * d).map((_, i) => Math.sin(i * 1.7) * 3);
-  const r0 = Float32Array.from(r);
-  applyRope(r, rows, d, [5, 900, 12345], base); // positions repeat: rows 0..2, 3..5
-  for (let i = 0; i < rows; i++) t.ok(Math.abs(rowNorm(r, i * d, d) - rowNorm(r0, i * d, d)) < 1e-4, `row ${i} norm kept`);
-  t.ok(Math.abs(r[3 * d + 1] - r0[3 * d + 1]) > 1e-3, 'rotated');
-  applyRope(r, rows, d, [-5, -900, -12345], base);
-  let err = 0;
-  for (let i = 0; i < r.length; i++) err = Math.max(err, Math.abs(r[i] - r0[i]));
-  t.ok(err < 1e-4, `inverse rotation recovers the input (max err ${err.toExponential(2)})`);
-  // relative-position property: <R_m q, R_n k> depends on m − n only
-  const qv = Float64Array.from([0.3, -1, 2, 0.5, 1, 1, -0.2, 0.7]);
-  const kv = Float64Array.from([1, 0.2, -0.4, 2, 0.1, -1, 0.5, 0.3]);
-  const dotAt = (m: number, n: number): number => {
-    const a = Float64Array.from(qv), b = Float64Array.from(kv);
-    applyRope(a, 1, d, [m], base);
-    applyRope(b, 1, d, [n], base);
-    return a.reduce((s, v, i) => s + v * b[i], 0);
-  };
-  t.ok(Math.abs(dotAt(10, 3) - dotAt(107, 100)) < 1e-9, 'scores depend on the relative position only');
-  t.throws(() => applyRope(new Float32Array(7), 1, 7, [0]), RangeError);
-  t.throws(() => applyRope(new Float32Array(16), 2, 8, [0, 1, 2]), /multiple of positions.length/);
-  t.throws(() => applyRope(new Float32Array(8), 2, 8, [0, 1]), /expected at least rows\*d/);
 });
 
 t.test('property 1: per-head key bias and massive channels, RoPE-rotated', async (t) => {
@@ -581,13 +531,4 @@ t.test('edge options and validation', async (t) => {
   t.throws(() => generateTrace({ layers: 1.5 }), /'layers'/);
   t.throws(() => generateTrace({ tokens: NaN }), TypeError);
   t.throws(() => generateTrace({ bogus: 1 } as never), /unknown option 'bogus'/);
-});
-
-t.test('normal quantile table source', async (t) => {
-  t.equal(normalQuantile(0.5), 0);
-  t.ok(Math.abs(normalQuantile(0.975) - 1.959963984540054) < 1e-12);
-  t.ok(Math.abs(normalQuantile(1e-10) + 6.361340902404056) < 1e-9);
-  t.ok(Math.abs(normalQuantile(1e-12) + 7.034483825301132) < 1e-9);
-  t.equal(normalQuantile(0), -Infinity);
-  t.ok(Number.isNaN(normalQuantile(2)));
 });

@@ -1,40 +1,15 @@
 /**
- * Bench cases of the GRKV family (spec/performance.md §3, §5.3): the batched SPD solve of the value step (one
- * (G·Qs)×(G·Qs) system per KV head, d right-hand sides) and the whole merge of one layer (keep 10 %, G = 4, Qs = 32,
- * stratified surrogates). Both are compute- or latency-bound; solBytes is the traffic they cannot avoid.
+ * Bench case of the GRKV merge of one layer (spec/performance.md §5.3): keep 10 %, G = 4, Qs = 32, stratified
+ * surrogates. Compute- or latency-bound; solBytes is the traffic it cannot avoid.
  */
-import { spdSolve } from '../ops/spd';
 import { grkvMerge } from '../ops/grkv';
 import { selectTokens, keepFromRatio } from '../ops/select';
 import { dtypeSize, tensor } from '../tensor';
 import { randomHost } from '../checks/util';
 import type { BenchCase } from './types';
-
-const G = 4, QS = 32, ROWS = G * QS;
+import { G, QS } from './shared';
 
 export const grkvBenches: BenchCase[] = [
-  {
-    op: 'spdSolve',
-    variant: `H systems of order ${ROWS}, d right-hand sides`,
-    solBytes: ({ H, d }) => H * (ROWS * ROWS + 2 * ROWS * d) * 4,
-    prepare(s, ctx) {
-      const n = ROWS;
-      const A = new Float32Array(s.H * n * n);
-      for (let b = 0; b < s.H; b++) {
-        const M = Float64Array.from({ length: n * 16 }, () => ctx.rng.normal());
-        for (let i = 0; i < n; i++)
-          for (let j = 0; j <= i; j++) {
-            let acc = 0;
-            for (let c = 0; c < 16; c++) acc += M[i * 16 + c] * M[j * 16 + c];
-            A[(b * n + i) * n + j] = A[(b * n + j) * n + i] = acc / 16;
-          }
-      }
-      const a = ctx.place(tensor(A, [s.H, n, n]));
-      const b = ctx.place(randomHost(ctx.rng, [s.H, n, s.d], 'f32', 0));
-      const out = ctx.alloc([s.H, n, s.d], 'f32'), info = ctx.alloc([s.H], 'i32');
-      return { run: () => void spdSolve({ a, b, lambda: 1e-2, out, info, stream: ctx.stream }) };
-    },
-  },
   {
     op: 'grkvMerge',
     variant: `keep 10% G=${G} Qs=${QS} stratified`,

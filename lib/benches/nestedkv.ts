@@ -1,31 +1,16 @@
 /**
- * Bench cases of the NestedKV and SnapKV scorers (spec/performance.md §5.1). Speed-of-light bytes: two passes over
- * K plus the f32 scores (the raw-anomaly statistics in between stay in L2 and are not counted); SnapKV adds its window
- * queries.
+ * Bench case of the NestedKV scorer (spec/performance.md §5.1) and its plain-JS baseline. Speed-of-light bytes: two
+ * passes over K plus the f32 scores (the raw-anomaly statistics in between stay in L2 and are not counted).
  */
-import { nestedkvScores } from '../ops/nestedkv';
-import { snapkvScores } from '../ops/snapkv';
-import { dtypeSize, hostContiguous } from '../tensor';
+import { nestedkvScores, nestedkvBlockSize } from '../ops/nestedkv';
+import { DEFAULTS } from '../defaults';
 import type { Tensor } from '../tensor';
-import { bf16ToF32, f16ToF32 } from '../half';
-import { randomHost } from '../checks/util';
-import { native } from '../binding';
 import type { BenchCase } from './types';
-import { scoringSolBytes } from './shared';
-
-/** Query heads per KV head and window queries of the SnapKV bench (Llama-3-8B-like GQA, GRKV's W). */
-const G = 4, W = 32;
-
-function decoded(t: Tensor): Float32Array {
-  const h = hostContiguous(t);
-  if (t.dtype === 'f32') return h as Float32Array;
-  const cv = t.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
-  return Float32Array.from(h, (x) => cv(x));
-}
+import { decoded, keyScorerCase } from './shared';
 
 /**
  * NestedKV written plainly (single thread, materialised normalised keys, prefix sums for the windows, a full sort
- * per tail): the straightforward baseline of the CPU backend. Default options.
+ * per tail): the straightforward baseline of the CPU backend. Default options (DEFAULTS.nestedkv, scales 'all').
  */
 export function nestedkvNaive(keys: Tensor): Float32Array {
   const [H, N, d] = keys.shape;
@@ -37,7 +22,8 @@ export function nestedkvNaive(keys: Tensor): Float32Array {
     const inv = 1 / Math.max(Math.sqrt(s), 1e-12);
     for (let c = 0; c < d; c++) kh[r * d + c] = k[r * d + c] * inv;
   }
-  const b = Math.min(256, Math.max(128, Math.floor(N / 32))), Wn = 64, m = Math.max(1, Math.floor(0.1 * N));
+  const D = DEFAULTS.nestedkv;
+  const b = D.block || nestedkvBlockSize(N), Wn = D.window, m = Math.max(1, Math.floor(D.tail * N));
   const out = new Float32Array(H * N);
   const cos = (row: number, mu: Float64Array, off: number): number => {
     let dot = 0, nn = 0;
@@ -73,7 +59,7 @@ export function nestedkvNaive(keys: Tensor): Float32Array {
       const s = Array.from(a).sort((p, q) => p - q);
       let top = 0, bot = 0;
       for (let j = 0; j < m; j++) { bot += s[j]; top += s[N - 1 - j]; }
-      return Math.log([0.4, 0.4, 0.2][x]) + 3 * (top - bot) / m;
+      return Math.log(D.prior[x]) + D.beta * (top - bot) / m;
     });
     const mx = Math.max(...lg), e = lg.map((l) => Math.exp(l - mx)), z = e[0] + e[1] + e[2];
     const sp = new Float64Array(N);
@@ -84,44 +70,19 @@ export function nestedkvNaive(keys: Tensor): Float32Array {
     minmax(sp);
     const spm = sp.reduce((p, q) => p + q, 0) / N;
     for (let i = 0; i < N; i++) {
-      const alpha = 1 / (1 + Math.exp(-10 * (sp[i] - spm - 0.6)));
+      const alpha = 1 / (1 + Math.exp(-D.kappa * (sp[i] - spm - D.tau)));
       const blend = (e[0] * A[0][i] + e[1] * A[1][i] + e[2] * A[2][i]) / z;
-      out[h * N + i] = i < 4 ? Infinity : (1 - alpha) * blend + alpha * Math.max(A[0][i], A[1][i], A[2][i]);
+      out[h * N + i] = i < D.sinks ? Infinity : (1 - alpha) * blend + alpha * Math.max(A[0][i], A[1][i], A[2][i]);
     }
   }
   return out;
 }
 
 export const nestedkvBenches: BenchCase[] = [
-  {
-    op: 'nestedkvScores',
-    variant: '2 passes + radix statistics',
-    solBytes: scoringSolBytes,
-    prepare(s, ctx) {
-      const host = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
-      const keys = ctx.place(host);
-      const out = ctx.alloc([s.H, s.N], 'f32');
-      return {
-        run: () => void nestedkvScores(keys, { out, stream: ctx.stream }),
-        baseline: ctx.backend === 'cpu' ? { name: 'plain JS', run: () => void nestedkvNaive(host) } : undefined,
-      };
-    },
-  },
-  {
-    op: 'snapkvScores',
-    variant: `G=${G} W=${W} avg`,
-    solBytes: ({ H, N, d, dtype }) => 2 * H * N * d * dtypeSize(dtype) + H * G * W * d * dtypeSize(dtype) + H * N * 4,
-    prepare(s, ctx) {
-      const qh = randomHost(ctx.rng, [s.H * G, W, s.d], s.dtype, 0.5), kh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype, 0.5);
-      const q = ctx.place(qh), k = ctx.place(kh);
-      const out = ctx.alloc([s.H, s.N], 'f32');
-      return {
-        run: () => void snapkvScores(q, k, { out, stream: ctx.stream }),
-        baseline:
-          ctx.backend === 'cuda'
-            ? { name: 'SIMT f32 logit tiles', run: () => native.baselineSnapkv(q.toNative(), k.toNative(), out.toNative(), ctx.stream?.handle) }
-            : undefined,
-      };
-    },
-  },
+  keyScorerCase(
+    'nestedkvScores',
+    '2 passes + radix statistics',
+    (keys, out, ctx) => void nestedkvScores(keys, { out, stream: ctx.stream }),
+    (host, _keys, _out, ctx) => (ctx.backend === 'cpu' ? { name: 'plain JS', run: () => void nestedkvNaive(host) } : undefined),
+  ),
 ];

@@ -1,12 +1,59 @@
-/** Pieces shared by the bench cases of several op families. */
+/** Pieces shared by the bench cases of several ops. */
+import { MomentState } from '../ops/moments';
 import { selectTokens } from '../ops/select';
-import { dtypeSize, Tensor } from '../tensor';
+import { dtypeSize, hostContiguous, Tensor } from '../tensor';
+import { bf16ToF32, f16ToF32 } from '../half';
 import { randomHost } from '../checks/util';
-import type { BenchContext, BenchShape } from './types';
+import type { BenchCase, BenchContext, BenchShape, Prepared } from './types';
+
+/** Fraction of the tokens kept by the selection, compaction and moment-merge cases. */
+export const KEEP = 0.25;
+
+/** Query heads per KV head of the cases with queries (Llama-3-8B-like GQA). */
+export const G = 4;
+
+/** Surrogate queries per query head of the GRKV-sized cases (the merge and its value-step solve). */
+export const QS = 32;
 
 /** Two streaming passes over K plus the f32 scores written (spec/performance.md §5.1). */
 export function scoringSolBytes({ H, N, d, dtype }: BenchShape): number {
   return 2 * H * N * d * dtypeSize(dtype) + H * N * 4;
+}
+
+/**
+ * The case of a key scorer: random keys [H, N, d] placed on the backend, f32 scores [H, N] into a preallocated output
+ * (two streaming passes over K, scoringSolBytes). `baseline` gets the host keys and the placed tensors.
+ */
+export function keyScorerCase(
+  op: string,
+  variant: string,
+  score: (keys: Tensor, out: Tensor, ctx: BenchContext) => void,
+  baseline: (host: Tensor, keys: Tensor, out: Tensor, ctx: BenchContext) => Prepared['baseline'],
+): BenchCase {
+  return {
+    op,
+    variant,
+    solBytes: scoringSolBytes,
+    prepare(s, ctx) {
+      const host = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
+      const keys = ctx.place(host);
+      const out = ctx.alloc([s.H, s.N], 'f32');
+      return { run: () => score(keys, out, ctx), baseline: baseline(host, keys, out, ctx) };
+    },
+  };
+}
+
+/** A host tensor's elements as f32 (f16 / bf16 decoded), contiguous: the input of the plain-JS baselines. */
+export function decoded(t: Tensor): Float32Array {
+  const h = hostContiguous(t);
+  if (t.dtype === 'f32') return h as Float32Array;
+  const cv = t.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
+  return Float32Array.from(h, (x) => cv(x));
+}
+
+/** An empty moment state on the backend of `ctx`. */
+export function stateOn(H: number, d: number, dv: number, ctx: BenchContext): MomentState {
+  return MomentState.create(H, d, dv, ctx.backend === 'cuda' ? { device: ctx.device, ...(ctx.stream ? { stream: ctx.stream } : {}) } : {});
 }
 
 export interface CompactionSetup {

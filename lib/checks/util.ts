@@ -88,3 +88,30 @@ export function mismatches(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) n++;
   return n;
 }
+
+/** Max relative error with +Infinity entries required to match exactly (sinks / window positions). */
+export function relErrWithInf(a: Float64Array, b: Float64Array, floor: number): number {
+  let bad = 0;
+  const fa = new Float64Array(a.length), fb = new Float64Array(b.length);
+  for (let i = 0; i < a.length; i++) {
+    if ((a[i] === Infinity) !== (b[i] === Infinity)) bad++;
+    fa[i] = a[i] === Infinity ? 0 : a[i];
+    fb[i] = b[i] === Infinity ? 0 : b[i];
+  }
+  return bad ? Infinity : maxRel(fa, fb, floor);
+}
+
+/** max over rows of ‖a − b‖ / ‖b‖. */
+export function rowRel(a: Float64Array, b: Float64Array, w: number): number {
+  let m = 0;
+  for (let r = 0; r * w < b.length; r++) {
+    let num = 0, den = 0;
+    for (let c = 0; c < w; c++) {
+      num += (a[r * w + c] - b[r * w + c]) ** 2;
+      den += b[r * w + c] ** 2;
+    }
+    const e = Math.sqrt(num / Math.max(den, 1e-30));
+    m = Number.isNaN(e) ? Infinity : Math.max(m, e);
+  }
+  return m;
+}

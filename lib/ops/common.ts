@@ -23,6 +23,11 @@ export function streamOf(o: Record<string, unknown>, device: Device): Stream | u
   return s;
 }
 
+/** A logit-scale default: the sentinel 0 means 1/√d. */
+export function scaleOr(scale: number, d: number): number {
+  return scale === 0 ? 1 / Math.sqrt(d) : scale;
+}
+
 /** A caller-provided output (checked for shape, dtype and device) or a fresh allocation. */
 export function output(
   name: string,

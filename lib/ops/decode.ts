@@ -14,9 +14,10 @@
  * as an extra LSE state and adds C a); d, dv ≤ 256 there.
  */
 import { native } from '../binding';
+import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, sameDevice } from '../tensor';
 import { checkInt, checkNum, show } from '../validate';
-import { StreamOpt, opts, output, streamOf } from './common';
+import { StreamOpt, opts, output, scaleOr, streamOf } from './common';
 import { MomentTensors, momentsNative } from './moments';
 
 export interface DecodeAttentionArgs extends StreamOpt {
@@ -64,18 +65,20 @@ export function decodeAttention(args: DecodeAttentionArgs): Tensor {
   for (const [name, t] of [['queries', q], ['values', v], ['counts', cnt]] as const) {
     if (!sameDevice(t.device, k.device)) throw new TypeError(`${name}: must be on the same device as keys`);
   }
-  const order = o.order === undefined ? 1 : o.order;
+  const D = DEFAULTS.decode;
+  const order = o.order === undefined ? D.order : o.order;
   if (order !== 0 && order !== 1) throw new RangeError(`order: expected 0 or 1, got ${show(order)}`);
-  const scale = o.scale === undefined ? 1 / Math.sqrt(d) : checkNum('scale', o.scale, 0, Number.MAX_VALUE, { minOpen: true });
+  const scale = o.scale === undefined ? scaleOr(D.scale, d) : checkNum('scale', o.scale, 0, Number.MAX_VALUE, { minOpen: true });
+  const clip = o.clip === undefined ? D.clip ?? undefined : o.clip;
   let clipT: Tensor | undefined;
   let useClip = 0, clipR = 0;
-  if (typeof o.clip === 'number') {
-    if (Number.isNaN(o.clip)) throw new TypeError('clip: expected a number, got NaN');
-    if (!(o.clip >= 0)) throw new RangeError(`clip: must be >= 0, got ${o.clip}`);
+  if (typeof clip === 'number') {
+    if (Number.isNaN(clip)) throw new TypeError('clip: expected a number, got NaN');
+    if (!(clip >= 0)) throw new RangeError(`clip: must be >= 0, got ${clip}`);
     useClip = 1;
-    clipR = o.clip;
-  } else if (o.clip !== undefined) {
-    clipT = checkDtype('clip', checkRank('clip', asTensor('clip', o.clip), 1, '[Hkv]'), ['f32']);
+    clipR = clip;
+  } else if (clip !== undefined) {
+    clipT = checkDtype('clip', checkRank('clip', asTensor('clip', clip), 1, '[Hkv]'), ['f32']);
     if (clipT.shape[0] !== Hkv) throw new RangeError(`clip: expected shape [${Hkv}] (Hkv of keys), got [${clipT.shape.join(', ')}]`);
     if (!sameDevice(clipT.device, k.device)) throw new TypeError('clip: must be on the same device as keys');
   }

@@ -6,6 +6,7 @@
  * (window + anchor) rows, evicted rows and padding are bit-identical to plain eviction (`gatherKV`).
  */
 import { native } from '../binding';
+import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, tensor, toDevice, toHost, hostContiguous } from '../tensor';
 import { checkInt, checkNum, checkOneOf, checkOptions, checkKeys, show } from '../validate';
 import { StreamOpt, opts, output, streamOf } from './common';
@@ -171,18 +172,19 @@ export function grkvMerge(args: GrkvMergeArgs): GrkvResult {
   }
   const caps = checkOptions('caps', o.caps);
   checkKeys('caps', caps, ['key', 'value']);
-  const capKey = checkNum('caps.key', caps.key ?? 0.025, 0, Infinity);
-  const capValue = checkNum('caps.value', caps.value ?? 0.1, 0, Infinity);
+  const D = DEFAULTS.grkv;
+  const capKey = checkNum('caps.key', caps.key ?? D.caps.key, 0, Infinity);
+  const capValue = checkNum('caps.value', caps.value ?? D.caps.value, 0, Infinity);
   const nopts = {
-    window: checkInt('window', o.window ?? 32, 0, 2 ** 31 - 1),
-    gamma: checkNum('gamma', o.gamma ?? 0.1, 0, 1),
-    lambda: checkNum('lambda', o.lambda ?? 0.01, 0, Number.MAX_VALUE, { minOpen: true }),
+    window: checkInt('window', o.window ?? D.window, 0, 2 ** 31 - 1),
+    gamma: checkNum('gamma', o.gamma ?? D.gamma, 0, 1),
+    lambda: checkNum('lambda', o.lambda ?? D.lambda, 0, Number.MAX_VALUE, { minOpen: true }),
     capKey,
     capValue,
-    cgIters: checkInt('cgIters', o.cgIters ?? 16, 0, 100000),
-    tol: checkNum('tol', o.tol ?? 1e-6, 0, Number.MAX_VALUE),
-    scale: o.scale === undefined ? 0 : checkNum('scale', o.scale, 0, Number.MAX_VALUE, { minOpen: true }),
-    accept: checkOneOf('acceptance', o.acceptance ?? 'best', ['best', 'joint'] as const) === 'joint' ? 1 : 0,
+    cgIters: checkInt('cgIters', o.cgIters ?? D.cgIters, 0, 100000),
+    tol: checkNum('tol', o.tol ?? D.tol, 0, Number.MAX_VALUE),
+    scale: o.scale === undefined ? D.scale : checkNum('scale', o.scale, 0, Number.MAX_VALUE, { minOpen: true }),
+    accept: checkOneOf('acceptance', o.acceptance ?? D.acceptance, ['best', 'joint'] as const) === 'joint' ? 1 : 0,
   };
   const cap = o.cap === undefined ? Math.max(1, idx.shape[1]) : checkInt('cap', o.cap, 1, 2 ** 31 - 1);
   const ko = output('keysOut', o.keysOut, [H, cap, d], k.dtype, k.device, stream);

@@ -6,7 +6,7 @@
  * (independent of thread count and GPU model) and any chunking of the evicted set gives the same state up to f32
  * rounding. Evicted tokens must enter the state exactly once.
  */
-import { native } from '../binding';
+import { native, NativeMoments } from '../binding';
 import { DeviceBuffer, Stream } from '../device';
 import { Device, Tensor, TensorLike, asTensor, checkDtype, checkRank, empty, fillBytes, sameDevice } from '../tensor';
 import { checkInt, show } from '../validate';
@@ -41,7 +41,7 @@ function resolveDevice(v: unknown): Device {
 }
 
 /** Native descriptor of a moment state argument (checked: tensors, f32). */
-export function momentsNative(name: string, v: unknown): { n: unknown; muK: unknown; muV: unknown; m: unknown } {
+export function momentsNative(name: string, v: unknown): NativeMoments {
   if (v === null || typeof v !== 'object') throw new TypeError(`${name}: expected a MomentState ({ n, muK, muV, m }), got ${show(v)}`);
   const o = v as Record<string, unknown>;
   const part = (k: string, rank: number, dims: string) =>

@@ -10,6 +10,7 @@
  * budget (§4). `scales: 'global'` is the single-anchor ablation (a* = min-max of KeyDiff's score, spec §7/§8).
  */
 import { native } from '../binding';
+import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt, checkNum, checkOneOf, show } from '../validate';
 import { StreamOpt, opts, output, streamOf } from './common';
@@ -71,16 +72,17 @@ export function nestedkvScores(keys: Tensor | TensorLike, options?: NestedkvOpti
   const o = opts('options', options, ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'stream']);
   const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
   const [H, N] = k.shape;
+  const D = DEFAULTS.nestedkv;
   const n = {
-    window: checkInt('window', o.window ?? 64, 1, I32_MAX),
-    block: o.block === undefined ? 0 : checkInt('block', o.block, 1, I32_MAX),
-    prior: o.prior === undefined ? [0.4, 0.4, 0.2] : checkPrior(o.prior),
-    beta: finite('beta', o.beta ?? 3),
-    tau: finite('tau', o.tau ?? 0.6),
-    kappa: finite('kappa', o.kappa ?? 10),
-    tail: checkNum('tail', o.tail ?? 0.1, 0, 1),
-    sinks: checkInt('sinks', o.sinks ?? 4, 0, I32_MAX),
-    scales: checkOneOf('scales', o.scales ?? 'all', ['all', 'global'] as const) === 'global' ? 1 : 0,
+    window: checkInt('window', o.window ?? D.window, 1, I32_MAX),
+    block: o.block === undefined ? D.block : checkInt('block', o.block, 1, I32_MAX),
+    prior: o.prior === undefined ? [...D.prior] : checkPrior(o.prior),
+    beta: finite('beta', o.beta ?? D.beta),
+    tau: finite('tau', o.tau ?? D.tau),
+    kappa: finite('kappa', o.kappa ?? D.kappa),
+    tail: checkNum('tail', o.tail ?? D.tail, 0, 1),
+    sinks: checkInt('sinks', o.sinks ?? D.sinks, 0, I32_MAX),
+    scales: checkOneOf('scales', o.scales ?? D.scales, ['all', 'global'] as const) === 'global' ? 1 : 0,
   };
   const stream = streamOf(o, k.device);
   const out = output('out', o.out, [H, N], 'f32', k.device, stream);

@@ -8,6 +8,7 @@
  * Output: `indices` i32 [H, cap] ascending per head with −1 padding after `counts[h]`, `counts` i32 [H].
  */
 import { native } from '../binding';
+import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt, checkNum, checkOneOf } from '../validate';
 import { StreamOpt, opts, output, streamOf } from './common';
@@ -57,7 +58,8 @@ interface NativeSelectOpts {
 
 /** Smallest indices capacity that always suffices for these options. */
 export function selectCapacity(H: number, N: number, o: { keep: number; budget?: Budget; safeguard?: number }): number {
-  const n = { keep: o.keep, budget: o.budget === 'adaptive' ? 1 : 0, safeguard: o.safeguard ?? 0.2, sinks: 0, recent: 0 };
+  const D = DEFAULTS.select;
+  const n = { keep: o.keep, budget: (o.budget ?? D.budget) === 'adaptive' ? 1 : 0, safeguard: o.safeguard ?? D.safeguard, sinks: 0, recent: 0 };
   return native.selectCapacity(H, N, n);
 }
 
@@ -66,13 +68,14 @@ export function selectTokens(scores: Tensor | TensorLike, options: SelectOptions
   const s = checkRank('scores', asTensor('scores', scores), 2, '[H, N]');
   const [H, N] = s.shape;
   const keep = resolveKeep(N, o);
-  const budget = checkOneOf('budget', o.budget ?? 'uniform', ['uniform', 'adaptive'] as const);
+  const D = DEFAULTS.select;
+  const budget = checkOneOf('budget', o.budget ?? D.budget, ['uniform', 'adaptive'] as const);
   const n: NativeSelectOpts = {
     keep,
     budget: budget === 'adaptive' ? 1 : 0,
-    safeguard: checkNum('safeguard', o.safeguard ?? 0.2, 0, 1),
-    sinks: checkInt('sinks', o.sinks ?? 0, 0, 2 ** 31 - 1),
-    recent: checkInt('recent', o.recent ?? 0, 0, 2 ** 31 - 1),
+    safeguard: checkNum('safeguard', o.safeguard ?? D.safeguard, 0, 1),
+    sinks: checkInt('sinks', o.sinks ?? D.sinks, 0, 2 ** 31 - 1),
+    recent: checkInt('recent', o.recent ?? D.recent, 0, 2 ** 31 - 1),
   };
   const need = native.selectCapacity(H, N, n) as number;
   const cap = o.cap === undefined ? (o.indices === undefined ? need : asTensor('indices', o.indices).shape[1] ?? need) : checkInt('cap', o.cap, need, 2 ** 31 - 1);

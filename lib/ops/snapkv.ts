@@ -9,9 +9,10 @@
  * attention tensor is materialised.
  */
 import { native } from '../binding';
+import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank, sameDevice } from '../tensor';
 import { checkInt, checkOneOf, show } from '../validate';
-import { StreamOpt, opts, output, streamOf } from './common';
+import { StreamOpt, opts, output, scaleOr, streamOf } from './common';
 
 export type SnapkvPool = 'avg' | 'max';
 
@@ -45,12 +46,13 @@ export function snapkvScores(queries: Tensor | TensorLike, keys: Tensor | Tensor
     throw new RangeError(`queries: the number of query heads (${Hq}) must be a positive multiple of the number of KV heads (${Hkv})`);
   }
   if (Wq < 1) throw new RangeError('queries: need at least one window query (dimension 1 is 0)');
-  const window = o.window === undefined ? Wq : checkInt('window', o.window, 1, Wq);
+  const D = DEFAULTS.snapkv;
+  const window = o.window === undefined && D.window === 0 ? Wq : checkInt('window', o.window ?? D.window, 1, Wq);
   if (window >= N) throw new RangeError(`window: must be smaller than N = ${N} (a prefix must remain), got ${window}`);
-  const kernel = checkInt('kernel', o.kernel ?? 5, -I32, I32);
+  const kernel = checkInt('kernel', o.kernel ?? D.kernel, -I32, I32);
   if (kernel < 1 || kernel % 2 === 0) throw new RangeError(`kernel: must be a positive odd integer, got ${kernel}`);
-  const pool = checkOneOf('pool', o.pool ?? 'avg', ['avg', 'max'] as const);
-  let scale = 1 / Math.sqrt(d);
+  const pool = checkOneOf('pool', o.pool ?? D.pool, ['avg', 'max'] as const);
+  let scale = scaleOr(D.scale, d);
   if (o.scale !== undefined) {
     if (typeof o.scale !== 'number' || Number.isNaN(o.scale)) throw new TypeError(`scale: expected a number, got ${show(o.scale)}`);
     if (!Number.isFinite(o.scale) || o.scale === 0) throw new RangeError(`scale: must be finite and nonzero, got ${o.scale}`);

@@ -11,6 +11,7 @@
  *   the stream and `await result.check()` (which waits for the stream off the event loop) throws the same SpdError.
  */
 import { native } from '../binding';
+import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, toHost, hostContiguous } from '../tensor';
 import { checkBool, checkNum } from '../validate';
 import { StreamOpt, opts, output, streamOf } from './common';
@@ -94,8 +95,8 @@ export function spdSolve(args: SpdSolveArgs): SpdSolution {
   if (b.shape[0] !== B || b.shape[1] !== n) {
     throw new RangeError(`b: expected shape [${B}, ${n}, r] to match a [${a.shape.join(', ')}], got [${b.shape.join(', ')}]`);
   }
-  const lambda = checkNum('lambda', o.lambda ?? 0, 0, Number.MAX_VALUE);
-  const throwOnError = checkBool('throwOnError', o.throwOnError ?? true);
+  const lambda = checkNum('lambda', o.lambda ?? DEFAULTS.spd.lambda, 0, Number.MAX_VALUE);
+  const throwOnError = checkBool('throwOnError', o.throwOnError ?? DEFAULTS.spd.throwOnError);
   const stream = streamOf(o, a.device);
   const xShape = single ? [n, b.shape[2]] : [B, n, b.shape[2]];
   let x = output('out', o.out, xShape, 'f32', a.device, stream);

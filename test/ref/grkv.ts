@@ -13,7 +13,8 @@
  * g the query head within the group. Retained slots are in ascending position order.
  */
 import { checkKept } from './attention';
-import { frobeniusNorm, spdSolveRef } from './linalg';
+import { frobeniusNorm } from './linalg';
+import { spdSolveRef } from './spd';
 
 /** Positions max(0, N−W) … N−1: the observation window (spec/grkv.md §3.1, §5.1). */
 export function windowPositions(N: number, W: number): number[] {

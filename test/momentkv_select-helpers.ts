@@ -9,7 +9,8 @@
  * than every surviving candidate, up to `relTol` of the key magnitude. It also checks the round sizes and the kept
  * count.
  */
-import { miFactorRef, momentsInitRef, momentsMergeRef } from './ref/momentkv';
+import { miFactorRef } from './ref/momentkv_select';
+import { momentsInitRef, momentsMergeRef } from './ref/moments';
 
 export interface RoundCheckArgs {
   scores: ArrayLike<number>;

@@ -13,6 +13,7 @@
  * is evicted first. mi = false gives plain score eviction in one round (the moments are still built).
  */
 import { native } from '../binding';
+import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, sameDevice } from '../tensor';
 import { checkBool, checkInt, checkNum } from '../validate';
 import { StreamOpt, opts, output, streamOf } from './common';
@@ -79,10 +80,11 @@ function selectImpl(o: Record<string, unknown>): MomentkvSelection {
     if (!sameDevice(t.device, s.device)) throw new TypeError(`${name}: must be on the same device as scores`);
   }
   const keep = resolveKeep(N, o);
-  const mi = o.mi === undefined ? true : checkBool('mi', o.mi);
-  const rounds = checkInt('rounds', o.rounds ?? 4, 1, 1 << 20);
-  const r = checkInt('r', o.r ?? 1, 0, 8);
-  const eps = checkNum('eps', o.eps ?? 0.05, 0, 1e30);
+  const D = DEFAULTS.momentkvSelect;
+  const mi = o.mi === undefined ? D.mi : checkBool('mi', o.mi);
+  const rounds = checkInt('rounds', o.rounds ?? D.rounds, 1, 1 << 20);
+  const r = checkInt('r', o.r ?? D.r, 0, 8);
+  const eps = checkNum('eps', o.eps ?? D.eps, 0, 1e30);
   const stream = streamOf(o, s.device);
   const moments = ensureMoments(o.moments, H, k.shape[2], v.shape[2], s.device, stream);
   const cap = o.cap === undefined ? (o.indices === undefined ? keep : asTensor('indices', o.indices).shape[1] ?? keep) : checkInt('cap', o.cap, keep, 2 ** 31 - 1);

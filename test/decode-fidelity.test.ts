@@ -1,4 +1,4 @@
-// MomentKV fidelity on the built-in LLM-like trace (lib/trace.ts: topic segments with mutually orthogonal value
+// MomentKV fidelity on the built-in LLM-like trace (lib/trace/: topic segments with mutually orthogonal value
 // directions, i.e. evicted and retained values point in nearly orthogonal directions; sinks, needles, RoPE).
 // Held-out decode queries (never seen by the compressor) attend the compressed cache; the error is the relative
 // error of the attention output against the full cache, median over all query heads and held-out queries.

@@ -1,31 +1,13 @@
 /**
- * Bench cases of the MomentKV kernels (spec/performance.md §0 row 4, §5.4): the compaction with the moment update
- * fused in, the corrected split-K decode, and the multi-round moment-informed selection. Queries use GQA G = 4.
+ * Bench case of the corrected split-K decode attention (spec/performance.md §0 row 4, §5.4), GQA G = 4, and its
+ * baselines (plain JS on the CPU backend, the same kernels without a summary on CUDA).
  */
 import { MomentState } from '../ops/moments';
-import { gatherKV } from '../ops/gather';
 import { decodeAttention } from '../ops/decode';
-import { momentkvSelect } from '../ops/momentkv';
-import { keepFromRatio, selectTokens } from '../ops/select';
-import { Tensor, tensor, dtypeSize, hostContiguous } from '../tensor';
-import { bf16ToF32, f16ToF32 } from '../half';
+import { tensor, dtypeSize, hostContiguous } from '../tensor';
 import { randomHost } from '../checks/util';
-import type { BenchCase, BenchContext } from './types';
-import { compactionSetup } from './shared';
-
-const KEEP = 0.25;
-const G = 4;
-
-function stateOn(H: number, d: number, dv: number, ctx: BenchContext): MomentState {
-  return MomentState.create(H, d, dv, ctx.backend === 'cuda' ? { device: ctx.device, ...(ctx.stream ? { stream: ctx.stream } : {}) } : {});
-}
-
-function decoded(t: Tensor): Float32Array {
-  const h = hostContiguous(t);
-  if (t.dtype === 'f32') return h as Float32Array;
-  const cv = t.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
-  return Float32Array.from(h, (x) => cv(x));
-}
+import type { BenchCase } from './types';
+import { G, decoded } from './shared';
 
 /** Straightforward corrected decode in plain JavaScript (one token per query head). */
 function decodeNaive(q: Float32Array, K: Float32Array, V: Float32Array, H: number, N: number, d: number, st: { n: Float32Array; muK: Float32Array; muV: Float32Array; M: Float32Array }): Float32Array {
@@ -61,21 +43,7 @@ function decodeNaive(q: Float32Array, K: Float32Array, V: Float32Array, H: numbe
   return out;
 }
 
-export const momentkvBenches: BenchCase[] = [
-  {
-    op: 'MomentState.merge',
-    variant: `fused into gatherKV, keep ${KEEP * 100}%`,
-    // One pass over all K and V rows (kept ones copied, evicted ones merged) plus the kept rows written.
-    solBytes: ({ H, N, d, dtype }) => 2 * H * N * d * dtypeSize(dtype) + 2 * H * keepFromRatio(N, 1 - KEEP) * d * dtypeSize(dtype),
-    prepare(s, ctx) {
-      const { keys, values, indices, counts, keysOut, valuesOut, countsOut } = compactionSetup(s, ctx, KEEP);
-      const moments = stateOn(s.H, s.d, s.d, ctx);
-      return {
-        run: () => void gatherKV({ keys, values, indices, counts, keysOut, valuesOut, countsOut, moments, stream: ctx.stream }),
-        baseline: { name: 'compaction alone', run: () => void gatherKV({ keys, values, indices, counts, keysOut, valuesOut, countsOut, stream: ctx.stream }) },
-      };
-    },
-  },
+export const decodeBenches: BenchCase[] = [
   {
     op: 'decodeAttention',
     variant: `G=${G} T=1 order 1, retained L=N`,
@@ -104,33 +72,6 @@ export const momentkvBenches: BenchCase[] = [
           ctx.backend === 'cuda'
             ? { name: 'plain split-K decode (no summary)', run: () => void decodeAttention({ queries, keys, values, counts, out, stream: ctx.stream }) }
             : { name: 'plain JS', run: () => void decodeNaive(qf, kf, vf, s.H, s.N, s.d, st) },
-      };
-    },
-  },
-  {
-    op: 'momentkvSelect',
-    variant: 'keep 10% rounds 4 r 1',
-    // Per round one pass over V for the residuals; the evicted K and V rows are read once by the merges.
-    solBytes: ({ H, N, d, dtype }) => 4 * H * N * d * dtypeSize(dtype) + 2 * H * (N - keepFromRatio(N, 0.9)) * d * dtypeSize(dtype),
-    prepare(s, ctx) {
-      const kh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype), vh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
-      const sc = new Float32Array(s.H * s.N).map((_, i) => (i % s.N >= s.N - 32 ? Infinity : Math.exp(2 * ctx.rng.normal())));
-      const scores = ctx.place(tensor(sc, [s.H, s.N])), keys = ctx.place(kh), values = ctx.place(vh);
-      const keep = keepFromRatio(s.N, 0.9);
-      const indices = ctx.alloc([s.H, keep], 'i32'), counts = ctx.alloc([s.H], 'i32');
-      const moments = stateOn(s.H, s.d, s.d, ctx);
-      return {
-        run: () => {
-          moments.reset({ stream: ctx.stream });
-          momentkvSelect({ scores, keys, values, keep, moments, indices, counts, stream: ctx.stream });
-        },
-        baseline: {
-          name: 'plain score eviction (mi=false)',
-          run: () => {
-            moments.reset({ stream: ctx.stream });
-            momentkvSelect({ scores, keys, values, keep, moments, indices, counts, mi: false, stream: ctx.stream });
-          },
-        },
       };
     },
   },

@@ -1,12 +1,14 @@
-// MomentKV at realistic sizes (Hkv = 8, G = 4, N ≈ 4096, d = dv = 128): the CPU backend (and CUDA when present)
-// against the float64 references of test/ref/momentkv.ts, for f32 / bf16 / f16 inputs in contiguous, [N, H, d]
-// strided and padded layouts, odd N.
+// MomentKV (momentkvCompress, then decodeAttention) at realistic sizes (Hkv = 8, G = 4, N ≈ 4096, d = dv = 128):
+// the CPU backend (and CUDA when present) against the float64 references of test/ref/momentkv_select.ts, moments.ts
+// and decode.ts, for f32 / bf16 / f16 inputs in contiguous, [N, H, d] strided and padded layouts, odd N.
 import t from 'tap';
 import { decodeAttention, momentkvCompress, tensor } from '../lib/index';
 import type { DType } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { decodeAttentionRef, momentkvSelectRef, momentsInitRef, momentsMergeRef, MomentStateRef } from './ref/momentkv';
-import { validateRoundsTolerant } from './momentkv-util';
+import { decodeAttentionRef } from './ref/decode';
+import { momentkvSelectRef } from './ref/momentkv_select';
+import { momentsInitRef, momentsMergeRef, MomentStateRef } from './ref/moments';
+import { validateRoundsTolerant } from './momentkv_select-helpers';
 import { BACKENDS, place, poisoned, fetch, randomTensor, values, rows, Layout } from './helpers';
 import { maxAbs, maxAbsDiff, maxRowRel } from './ref/compare';
 

@@ -1,0 +1,106 @@
+// The MomentKV moment state (spec/momentkv.md §4.1, §4.3): streaming merges and gatherKV with moments, on every
+// backend, against the float64 references of test/ref/moments.ts.
+import t from 'tap';
+import { gatherKV, tensor } from '../lib/index';
+import type { DType } from '../lib/index';
+import { Rng } from '../lib/rng';
+import { batchMomentsRef, MomentStateRef, complement, gatherRows, evictedMomentsRef } from './ref/moments';
+import { BACKENDS, place, poisoned, fetch, randomTensor, values, rows, Layout } from './helpers';
+import { lists, stateHost, newState, stateErrors, shuffled } from './moments-helpers';
+import { maxAbs, maxAbsDiff } from './ref/compare';
+
+for (const b of BACKENDS) {
+  t.test(`moments ${b}: streaming merges over any chunking equal batch mean/covariance to 1e-6`, async (t) => {
+    const rng = new Rng(101);
+    const H = 3, N = 2003, d = 24, dv = 20;
+    // Large common offsets (cancellation-prone for raw sums) and a real value-key covariance (v depends on k).
+    const B = rng.normals64(dv * d, 0.3);
+    const K = new Float32Array(H * N * d), V = new Float32Array(H * N * dv);
+    for (let r = 0; r < H * N; r++) {
+      const z = rng.normals64(d);
+      for (let c = 0; c < d; c++) K[r * d + c] = 50 + (c % 5) + z[c];
+      for (let a = 0; a < dv; a++) {
+        let s = -30 + 0.1 * a;
+        for (let c = 0; c < d; c++) s += B[a * d + c] * z[c];
+        V[r * dv + a] = s + 0.2 * rng.normal();
+      }
+    }
+    const kt = place(tensor(K, [H, N, d]), b), vt = place(tensor(V, [H, N, dv]), b);
+    const ev = Array.from({ length: H }, () => Array.from({ length: N }, (_, s) => s).filter(() => rng.uniform() < 0.7));
+    const ref: MomentStateRef = { H, d, dv, n: new Float64Array(H), muK: new Float64Array(H * d), muV: new Float64Array(H * dv), M: new Float64Array(H * dv * d) };
+    for (let h = 0; h < H; h++) {
+      const bm = batchMomentsRef(gatherRows(K, h, N, d, ev[h]), gatherRows(V, h, N, dv, ev[h]), d, dv);
+      ref.n[h] = bm.n;
+      ref.muK.set(bm.muK, h * d);
+      ref.muV.set(bm.muV, h * dv);
+      ref.M.set(bm.M, h * dv * d);
+    }
+    const chunkings: [string, (h: number) => number[][]][] = [
+      ['one merge', (h) => [ev[h]]],
+      ['two halves (interleaved positions)', (h) => [ev[h].filter((_, i) => i % 2 === 0), ev[h].filter((_, i) => i % 2 === 1)]],
+      ['random sizes, random order', (h) => {
+        const p = shuffled(rng, ev[h]);
+        const out: number[][] = [];
+        for (let i = 0; i < p.length;) {
+          const sz = 1 + rng.int(300);
+          out.push(p.slice(i, i + sz).sort((x, y) => x - y));
+          i += sz;
+        }
+        return out;
+      }],
+      ['200 single rows, then the rest', (h) => [...ev[h].slice(0, 200).map((s) => [s]), ev[h].slice(200)]],
+    ];
+    for (const [name, chunk] of chunkings) {
+      const st = newState(H, d, dv, b);
+      const perHead = Array.from({ length: H }, (_, h) => chunk(h));
+      const calls = Math.max(...perHead.map((c) => c.length));
+      for (let i = 0; i < calls; i++) {
+        const l = lists(perHead.map((c) => c[i] ?? []));
+        st.merge(kt, vt, place(l.indices, b), place(l.counts, b));
+      }
+      const e = stateErrors(await stateHost(st), ref);
+      t.equal(e.n, 0, `${name}: n exact`);
+      t.ok(e.mu <= 1e-6, `${name}: means (${e.mu.toExponential(2)})`);
+      t.ok(e.C <= 1e-6, `${name}: covariance C = M/n (${e.C.toExponential(2)})`);
+    }
+    // Merging nothing is a no-op; heads merge independently.
+    const st = newState(H, d, dv, b);
+    const l0 = lists([[], [5, 9], []]);
+    st.merge(kt, vt, place(l0.indices, b), place(l0.counts, b));
+    const s0 = await stateHost(st);
+    t.same(Array.from(s0.n), [0, 2, 0], 'only head 1 merged');
+    t.equal(maxAbs(s0.M.subarray(0, dv * d)) + maxAbs(s0.muK.subarray(0, d)), 0, 'head 0 untouched');
+  });
+
+  t.test(`moments ${b}: gatherKV with moments = merge of the complement (bit for bit); compaction unchanged`, async (t) => {
+    const rng = new Rng(102);
+    const H = 4, N = 1501, d = 64, dv = 48;
+    for (const [dtype, layout] of [['bf16', 'nhd'], ['f32', 'padded']] as [DType, Layout][]) {
+      const K = randomTensor(rng, H, N, d, dtype, layout), V = randomTensor(rng, H, N, dv, dtype, layout);
+      const keep = [100, 731, 0, N].map((c) => Math.min(c, N));
+      const kept = keep.map((c) => shuffled(rng, Array.from({ length: N }, (_, i) => i)).slice(0, c).sort((x, y) => x - y));
+      const kt = place(K.t, b), vt = place(V.t, b);
+      const viaGather = newState(H, d, dv, b);
+      const cap = 800;
+      const capped = kept.map((r) => r.slice(0, cap));
+      const lc = lists(capped, cap);
+      const g = gatherKV({
+        keys: kt, values: vt, indices: place(lc.indices, b), counts: place(lc.counts, b), moments: viaGather,
+        keysOut: poisoned([H, cap, d], dtype, b), valuesOut: poisoned([H, cap, dv], dtype, b), countsOut: poisoned([H], 'i32', b),
+      });
+      const plain = gatherKV({ keys: kt, values: vt, indices: place(lc.indices, b), counts: place(lc.counts, b) });
+      t.ok(maxAbsDiff(values(await fetch(g.keys)), values(await fetch(plain.keys))) === 0, `${dtype}: compacted keys identical to plain gatherKV`);
+      t.ok(maxAbsDiff(values(await fetch(g.values)), values(await fetch(plain.values))) === 0, `${dtype}: compacted values identical`);
+      t.same(Array.from((await fetch(g.counts)).host), capped.map((r) => r.length), `${dtype}: counts`);
+      const viaMerge = newState(H, d, dv, b);
+      const ev = capped.map((r) => complement(r, N));
+      const le = lists(ev, N);
+      viaMerge.merge(kt, vt, place(le.indices, b), place(le.counts, b));
+      const a = await stateHost(viaGather), m = await stateHost(viaMerge);
+      t.ok(maxAbsDiff(a.M, m.M) === 0 && maxAbsDiff(a.muK, m.muK) === 0 && maxAbsDiff(a.muV, m.muV) === 0 && maxAbsDiff(a.n, m.n) === 0,
+        `${dtype} ${layout}: identical states`);
+      const e = stateErrors(a, evictedMomentsRef(K.v, V.v, H, N, d, dv, ev));
+      t.ok(e.n === 0 && e.mu <= 1e-6 && e.C <= 1e-6, `${dtype}: equals the float64 batch statistics (mu ${e.mu.toExponential(2)}, C ${e.C.toExponential(2)})`);
+    }
+  });
+}
