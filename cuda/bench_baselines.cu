@@ -1,6 +1,6 @@
 // Straightforward GPU baselines for `kvtrim bench` (not used by the library ops). They compute the same
 // functions as the fused kernels the way an unfused framework implementation does (kvpress-style, see
-// spec/performance.md §4): materialised intermediates, a full segmented sort for top-k, element-wise copies.
+// docs/performance.md §4): materialised intermediates, a full segmented sort for top-k, element-wise copies.
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "common.cuh"

@@ -1,4 +1,4 @@
-// Normalisation-corrected decode attention on CUDA (spec/momentkv.md §4.4; spec/performance.md §5.4): split-K
+// Normalisation-corrected decode attention on CUDA (docs/methods/momentkv.md §4.4; docs/performance.md §5.4): split-K
 // flash decoding over the retained (ragged) cache plus the moment summary as one extra LSE state.
 //
 //   partial kernel  grid (KV chunks, query groups, Hkv), 256 threads = 8 warps. The G·T queries of a KV head are

@@ -1,4 +1,4 @@
-// Compaction of retained K/V rows on CUDA (spec/performance.md §5.5): one warp per output row, 16-byte vector
+// Compaction of retained K/V rows on CUDA (docs/performance.md §5.5): one warp per output row, 16-byte vector
 // copies when rows are contiguous and aligned, element copies otherwise. Rows past counts[h] are zero-filled.
 // Out-of-range indices or counts never cause out-of-bounds accesses (the row is zero-filled / the count
 // clamped); the host-memory backend rejects them up front instead.

@@ -1,4 +1,4 @@
-// GRKV merge on CUDA (spec/grkv.md §4-§7; spec/performance.md §3): the entry point, which lays out the scratch and
+// GRKV merge on CUDA (docs/methods/grkv.md §4-§7; docs/performance.md §3): the entry point, which lays out the scratch and
 // runs the phases in order. The same phases as the CPU backend (csrc/cpu/grkv*.cc), batched over KV heads, with the
 // per-head decisions taken by the shared code of math/grkv.h; one file per phase:
 //

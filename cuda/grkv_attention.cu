@@ -1,4 +1,4 @@
-// GRKV merge on CUDA (spec/grkv.md §6): attention of the surrogate query rows over the retained slots (the rows of
+// GRKV merge on CUDA (docs/methods/grkv.md §6): attention of the surrogate query rows over the retained slots (the rows of
 // keys_out / values_out, which hold the current candidate): logits, softmax, the split-K output A V, and the
 // candidate's objective.
 #include "grkv_tiles.cuh"
@@ -109,7 +109,7 @@ __global__ void av_reduce_kernel(Ctx c, float* out, int sel) {
   }
 }
 
-// Loss of candidate k (spec §6): sum_i w_i ||o_i - o*_i||^2, plus lambda times the ridge of the steps taken.
+// Loss of candidate k (docs/methods/grkv.md §6): sum_i w_i ||o_i - o*_i||^2, plus lambda times the ridge of the steps taken.
 __global__ void __launch_bounds__(kRedThreads) loss_kernel(Ctx c, const float* o, int k, int sel) {
   __shared__ double sh[32];
   const int64_t h = blockIdx.x;

@@ -1,4 +1,4 @@
-// GRKV merge on CUDA (spec/grkv.md §7.3, §11): the candidates and the choice between them: the capped step with
+// GRKV merge on CUDA (docs/methods/grkv.md §7.3, §11): the candidates and the choice between them: the capped step with
 // storage rounding and cap recheck that writes a candidate's rows (V1 from dV, K1 from dK), the per-head choice among
 // {unchanged, value-only, key+value} with the diagnostics row, and the restore of the rows of rejected candidates.
 #include <type_traits>
@@ -10,7 +10,7 @@ namespace cuda {
 namespace grkv {
 namespace {
 
-// Capped step of one head (§7.3): norms, first-cut scale, storage-rounding recheck, then the candidate rows
+// Capped step of one head (docs/methods/grkv.md §7.3): norms, first-cut scale, storage-rounding recheck, then the candidate rows
 // round(X0 + s D) written into the output rows of the mutable slots. X0 is read from the original input rows.
 // which = 0: values (D = dV, f32 [H, cap, dv]); which = 1: keys (D = dK, f64 [H, cap, d]).
 template <int DT, typename DTy>

@@ -1,4 +1,4 @@
-// GRKV merge on CUDA, key step (spec/grkv.md §7.2): one Gauss-Newton ridge step on the keys at (K0, V1), solved in
+// GRKV merge on CUDA, key step (docs/methods/grkv.md §7.2): one Gauss-Newton ridge step on the keys at (K0, V1), solved in
 // output space by conjugate gradients on (J_w J_w^T + lambda I) x = b, in fp64 (fp32 recurrences drift from the
 // Krylov iterate within a few iterations; see cpu/grkv_key.cc). Per iteration: the VJP T = J^T p, the JVP J T
 // (split-K + reduce) and the update; at the end dK = J^T x, which grkv_candidates.cu caps and rounds into K1.

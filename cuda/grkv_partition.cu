@@ -1,4 +1,4 @@
-// GRKV merge on CUDA, first phase (spec/grkv.md §4): the queries staged as f32 rows, and per KV head the partition
+// GRKV merge on CUDA, first phase (docs/methods/grkv.md §4): the queries staged as f32 rows, and per KV head the partition
 // of the retained slots into fixed (window, anchors) and mutable rows with the head's initial state.
 #include "grkv_tiles.cuh"
 

@@ -1,4 +1,4 @@
-// GRKV merge on CUDA (spec/grkv.md §5, §6): the target o* = full causal attention of the surrogate query rows over
+// GRKV merge on CUDA (docs/methods/grkv.md §5, §6): the target o* = full causal attention of the surrogate query rows over
 // all N keys, by split-K online softmax (partial m, l, acc per (head, chunk, row)) and an LSE merge.
 #include "grkv_tiles.cuh"
 

@@ -1,4 +1,4 @@
-// GRKV merge on CUDA, value step (spec/grkv.md §7.1): the exact dual ridge at K0, (Aw Aw^T + lambda I) X =
+// GRKV merge on CUDA, value step (docs/methods/grkv.md §7.1): the exact dual ridge at K0, (Aw Aw^T + lambda I) X =
 // sqrt(w) (o* - o) with Aw = sqrt(w) A on the mutable slots: the Gram matrix (SIMT fp32: TF32 tensor cores would break
 // parity with the CPU backend), one SPD solve per head (spd_device.cuh), and dV = Aw^T X. The capped step that turns
 // dV into V1 is grkv_candidates.cu's.

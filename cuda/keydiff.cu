@@ -1,4 +1,4 @@
-// KeyDiff scoring on CUDA (spec/nestedkv.md §7; spec/performance.md §5.1): two streaming passes over K.
+// KeyDiff scoring on CUDA (docs/methods/keydiff.md §3; docs/performance.md §5.1): two streaming passes over K.
 //   pass 1: per (head, row chunk) partial sums of the L2-normalised keys (warp per row, block reduction);
 //   pass 2: every block reduces its head's partials to the anchor in a fixed order (deterministic), then a warp
 //           per row computes -cos(k, anchor) with the shared per-token math of math/common.h.

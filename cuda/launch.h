@@ -60,7 +60,7 @@ cudaError_t baseline_gather(const T3& keys, const T3& values, const T2& indices,
                             const O3& values_out, cudaStream_t stream);
 
 // ==== NestedKV and SnapKV scoring ====================================================================
-// NestedKV scores (spec/nestedkv.md §3): two streaming passes over K plus small statistics kernels on the
+// NestedKV scores (docs/methods/nestedkv.md §3): two streaming passes over K plus small statistics kernels on the
 // L2-resident [3, H, N] raw anomalies. scores: [H, N] f32.
 struct NestedkvParams {
   int64_t window, block, sinks, tail_m;
@@ -71,7 +71,7 @@ struct NestedkvParams {
 };
 cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& scores, cudaStream_t stream);
 
-// SnapKV scores (spec/grkv.md §3.1): pass 1 per-query LSE, pass 2 window-summed probabilities, pooling + GQA mean.
+// SnapKV scores (docs/methods/snapkv.md §3.1): pass 1 per-query LSE, pass 2 window-summed probabilities, pooling + GQA mean.
 // queries [Hq, W, d] (the window rows only), keys [Hkv, N, d], scores [Hkv, N] f32.
 struct SnapkvParams {
   int kernel;

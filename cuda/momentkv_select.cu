@@ -1,4 +1,4 @@
-// Multi-round moment-informed eviction on CUDA (spec/momentkv.md §5.2-§5.3), the same function as the CPU backend
+// Multi-round moment-informed eviction on CUDA (docs/methods/momentkv.md §5.2-§5.3), the same function as the CPU backend
 // (csrc/cpu/momentkv_select.cc; algorithm constants in csrc/math/momentkv.h). Per round (all host-side
 // quantities: the number of rounds and of tokens evicted per round depend only on N, keep and rounds):
 //   1. maxabs + gram:  Ĉ = M / max|M|, S = Ĉ Ĉᵀ [dv, dv] per head (scratch).

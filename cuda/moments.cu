@@ -1,4 +1,4 @@
-// MomentKV moment-state merge on CUDA (spec/momentkv.md §4.3; spec/performance.md §5.4), the same function as the
+// MomentKV moment-state merge on CUDA (docs/methods/momentkv.md §4.3; docs/performance.md §5.4), the same function as the
 // CPU backend (csrc/cpu/moments.cc) over the same fixed partition (csrc/math/momentkv.h):
 //
 //   segment kernel  grid (segments, M tiles, H), 256 threads. A block walks its segment's positions in windows of

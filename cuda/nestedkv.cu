@@ -1,4 +1,4 @@
-// NestedKV scoring on CUDA (spec/nestedkv.md §3; spec/performance.md §5.1): two streaming passes over K, then
+// NestedKV scoring on CUDA (docs/methods/nestedkv.md §3; docs/performance.md §5.1): two streaming passes over K, then
 // small statistics kernels over the [3, H, N] f32 raw anomalies (L2-resident), no host synchronisation.
 //
 //   pass 1  (reads K once)  warp per contiguous row range: ‖k‖ -> inv_norm [H, N]; k̂ in 32.32 fixed point summed

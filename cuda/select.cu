@@ -1,4 +1,4 @@
-// Radix top-k selection on CUDA (spec/performance.md §2.6): exact k-th largest of the unique 64-bit rank keys of
+// Radix top-k selection on CUDA (docs/performance.md §2.6): exact k-th largest of the unique 64-bit rank keys of
 // math/common.h, found 8 bits at a time from the top, then a position-ordered collect that writes each head's
 // indices already ascending. Several blocks cooperate on a row; the last block of a round to finish (atomic
 // ticket) picks the digit, so no round needs a separate scan kernel and nothing synchronises with the host.

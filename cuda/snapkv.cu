@@ -1,4 +1,4 @@
-// SnapKV scoring on CUDA (spec/grkv.md §3.1; spec/performance.md §4-§5): the [Hq, W, N] attention tensor is never
+// SnapKV scoring on CUDA (docs/methods/snapkv.md §3.1; docs/performance.md §4-§5): the [Hq, W, N] attention tensor is never
 // materialised.
 //   pass 1  (reads K once)  CTA = (key chunk, KV head, query range): logits of the group's window queries against
 //                           32-key tiles; an online max / sum of exp per query and chunk -> partials [Hkv, M, C].

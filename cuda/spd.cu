@@ -1,4 +1,4 @@
-// Batched SPD solves on CUDA (spec/performance.md §3): one CTA per system (n <= 256), packed factor in shared memory.
+// Batched SPD solves on CUDA (docs/performance.md §3): one CTA per system (n <= 256), packed factor in shared memory.
 // Non-SPD systems are reported through `info` only (no host synchronisation); their solution rows are NaN.
 #include "spd_device.cuh"
 

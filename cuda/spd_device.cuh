@@ -1,4 +1,4 @@
-// One-CTA SPD solve (spec/performance.md §3): Cholesky of (A + lambda I) on the packed lower triangle (shared memory,
+// One-CTA SPD solve (docs/performance.md §3): Cholesky of (A + lambda I) on the packed lower triangle (shared memory,
 // or global scratch when the device's shared memory is too small), then forward and back substitution on tiles of
 // TW right-hand-side columns held in shared memory. fp32 throughout, like the CPU backend (csrc/cpu/cholesky.cc), which
 // factors by rows instead of right-looking: the two agree up to summation order.

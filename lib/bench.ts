@@ -1,7 +1,7 @@
 /**
  * `kvtrim bench`: times each kernel at given shapes on the active backend (CUDA events on a GPU, wall clock on
  * the CPU backend), reports the median, the achieved bandwidth, the ratio to the speed-of-light bound of
- * spec/performance.md §5 (bytes the op must move ÷ copy bandwidth measured in the same run) and the speedup
+ * docs/performance.md §5 (bytes the op must move ÷ copy bandwidth measured in the same run) and the speedup
  * over a straightforward baseline measured in the same run.
  */
 import { native, nativeInfo } from './binding';

@@ -9,6 +9,7 @@
  * - `KVTRIM_THREADS=n`: CPU backend threads (read by the addon).
  */
 import path from 'node:path';
+import type { Defaults } from './defaults';
 
 /** A tensor argument as the addon parses it (`Tensor.toNative()`): host typed array or device buffer, in elements. */
 export interface NativeTensor {
@@ -61,7 +62,7 @@ export interface NativeInfo {
   versions: Record<string, string | number | boolean>;
 }
 
-// Op options as the addon reads them (csrc/napi/*.cc → the C structs of csrc/kvtrim.h): enums as their C values.
+// Op options as the addon reads them (csrc/napi/*.cc → the C structs of csrc/include/kvtrim.h): enums as their C values.
 
 /** `kvt_select_opts`; budget: KVT_BUDGET_UNIFORM 0 | KVT_BUDGET_ADAPTIVE 1. */
 export interface NativeSelectOpts {
@@ -179,9 +180,11 @@ export interface Native {
     queryPositions: NativeTensor, weights: NativeTensor | undefined, scores: NativeTensor, opts: NativeGrkvOpts,
     keysOut: NativeTensor, valuesOut: NativeTensor, countsOut: NativeTensor, diagnostics: NativeTensor | undefined, stream?: NativeStream,
   ): void;
+  /** The defaults of every op's options (csrc/napi/defaults.cc, from the C `kvt_<op>_default_opts`). */
+  defaultOptions(): Defaults;
   // bench support (bench.cc): the CPU backend's threaded memcpy, the yardstick of `kvtrim bench` on the CPU
   hostCopy(dst: ArrayBufferView, src: ArrayBufferView): void;
-  // bench baselines, CUDA builds only (bench.cc, ops_nestedkv.cc → cuda/baseline.cu, the SIMT SnapKV tiles)
+  // bench baselines, CUDA builds only (csrc/napi/bench.cc → kvt_bench_* → cuda/bench_baselines.cu, the SIMT SnapKV tiles)
   baselineKeydiff(keys: NativeTensor, out: NativeTensor, stream?: NativeStream): void;
   baselineSelect(scores: NativeTensor, keep: number, indices: NativeTensor, counts: NativeTensor, stream?: NativeStream): void;
   baselineGather(
@@ -199,6 +202,7 @@ export interface Native {
  */
 export const NATIVE_EXPORTS = {
   init: 'all',
+  defaultOptions: 'all',
   NativeBuffer: 'all',
   streamCreate: 'all',
   streamDestroy: 'all',

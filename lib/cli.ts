@@ -125,7 +125,7 @@ async function bench(argv: string[]): Promise<number> {
         '                    [--repeats R] [--op NAME] [--json FILE]\n' +
         '  Times each kernel (CUDA events on a GPU, wall clock on the CPU backend). Defaults: the GPU when usable,\n' +
         '  bf16 on GPU / f32 on CPU. "% SoL" = time the op would take at the copy bandwidth measured in the same\n' +
-        '  run, moving only the bytes it must (spec/performance.md §5), divided by its median time.',
+        '  run, moving only the bytes it must (docs/performance.md §5), divided by its median time.',
     );
     return 0;
   }

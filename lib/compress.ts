@@ -29,7 +29,7 @@ export interface CompressInput {
   values: Tensor | TensorLike;
   /** Observation-window queries [Hq, W, d] at positions N−W..N−1 (query-aware methods, GRKV). */
   queries?: Tensor | TensorLike;
-  /** GRKV stratified source: surrogate queries [Hq, Qs, d] rotated to position N−1 (spec grkv §5.2). */
+  /** GRKV stratified source: surrogate queries [Hq, Qs, d] rotated to position N−1 (docs/methods/grkv.md §5.2). */
   surrogateQueries?: Tensor | TensorLike;
 }
 

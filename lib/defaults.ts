@@ -5,8 +5,10 @@
  * Field names are the TypeScript option names; enums are their TypeScript strings. Where the C ABI resolves a value
  * from the inputs, the default is its sentinel: NestedKV `block` 0 = clip(⌊N/32⌋, 128, 256), SnapKV `window` 0 = all
  * query rows, `scale` 0 = 1/√d (SnapKV, decode, GRKV), decode `clip` null = no clip. Options without a default
- * (`keep`, `ratio`, outputs, streams) are absent. The values mirror the C defaults (csrc/kvtrim.h).
+ * (`keep`, `ratio`, outputs, streams) are absent. The values come from the C ABI's `kvt_<op>_default_opts`
+ * (csrc/include/kvtrim.h), the one source of truth, through the addon's `defaultOptions()`.
  */
+import { native } from './binding';
 import type { Budget } from './ops/select';
 import type { NestedkvScales } from './ops/nestedkv';
 import type { SnapkvPool } from './ops/snapkv';
@@ -92,12 +94,5 @@ export function deepFreeze<T>(o: T): DeepReadonly<T> {
   return Object.freeze(o) as DeepReadonly<T>;
 }
 
-export const DEFAULTS: DeepReadonly<Defaults> = deepFreeze<Defaults>({
-  select: { budget: 'uniform', safeguard: 0.2, sinks: 0, recent: 0 },
-  nestedkv: { window: 64, block: 0, prior: [0.4, 0.4, 0.2], beta: 3, tau: 0.6, kappa: 10, tail: 0.1, sinks: 4, scales: 'all' },
-  snapkv: { window: 0, kernel: 5, pool: 'avg', scale: 0 },
-  decode: { order: 1, scale: 0, clip: null },
-  momentkvSelect: { rounds: 4, r: 1, mi: true, eps: 0.05 },
-  spd: { lambda: 0, throwOnError: true },
-  grkv: { window: 32, gamma: 0.1, lambda: 0.01, caps: { key: 0.025, value: 0.1 }, cgIters: 16, tol: 1e-6, scale: 0, acceptance: 'best' },
-});
+/** The defaults of every op, read once from the addon (`defaultOptions()`, built from the C `kvt_<op>_default_opts`). */
+export const DEFAULTS: DeepReadonly<Defaults> = deepFreeze<Defaults>(native.defaultOptions());

@@ -2,7 +2,7 @@
 // directions, i.e. evicted and retained values point in nearly orthogonal directions; sinks, needles, RoPE).
 // Held-out decode queries (never seen by the compressor) attend the compressed cache; the error is the relative
 // error of the attention output against the full cache, median over all query heads and held-out queries.
-// Expected (spec/momentkv.md §14.3): order 1 < order 0 < plain eviction, at keep 5 %, 10 % and 25 %.
+// Expected (docs/methods/momentkv.md §14.3): order 1 < order 0 < plain eviction, at keep 5 %, 10 % and 25 %.
 import t from 'tap';
 import { generateTrace } from '../lib/trace';
 import { decodeAttention, gatherKV, momentkvSelect, tensor } from '../lib/index';
@@ -15,7 +15,7 @@ const tr = generateTrace({ seed: 1, layers: 2, kvHeads: 8, groupSize: 4, tokens:
 const { Hkv, Hq, N, d, dv, W, T } = tr;
 
 for (const [li, L] of tr.layers.entries()) {
-  // SnapKV base scores (spec/momentkv.md §5.1: window 32, max-pool kernel 7, group mean), window = +Infinity.
+  // SnapKV base scores (docs/methods/momentkv.md §5.1: window 32, max-pool kernel 7, group mean), window = +Infinity.
   const scores = Float32Array.from(snapkvScoresRef(L.windowQueries, Hq, W, L.keys, Hkv, N, d, { kernel: 7, pool: 'max' }));
   const hostKeys = tensor(L.keys, [Hkv, N, d]), hostValues = tensor(L.values, [Hkv, N, dv]);
   const hostQ = tensor(L.heldOutQueries, [Hq, T, d]);

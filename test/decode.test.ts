@@ -1,4 +1,4 @@
-// Corrected decode attention (spec/momentkv.md §4.4, §8) on every backend, against exact attention and the float64
+// Corrected decode attention (docs/methods/momentkv.md §4.4, §8) on every backend, against exact attention and the float64
 // reference of test/ref/decode.ts: one evicted token, no eviction, ragged counts, clip, GQA, strided outputs.
 import t from 'tap';
 import { decodeAttention, gatherKV, tensor } from '../lib/index';

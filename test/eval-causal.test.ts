@@ -19,7 +19,7 @@ import { Rng } from '../lib/rng';
 import { BACKENDS, captureConsole } from './helpers';
 import { causalSplitErrorsRef } from './ref/causal';
 import { attentionRef, quantile } from './ref/attention';
-import type { MomentStateRef } from './ref/momentkv';
+import type { MomentStateRef } from './ref/moments';
 
 const Hkv = 2, G = 2, Hq = Hkv * G, d = 32, N = 700, EXTRA = 20, S = 400;
 

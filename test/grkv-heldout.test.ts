@@ -1,4 +1,4 @@
-// GRKV on held-out queries (spec/grkv.md §13): on the built-in LLM-like trace (lib/trace/; N = 8192, 8 KV heads,
+// GRKV on held-out queries (docs/methods/grkv.md §13): on the built-in LLM-like trace (lib/trace/; N = 8192, 8 KV heads,
 // GQA 4, d = 128), the attention output of the trace's held-out decode queries (position N; needle, local and topic
 // queries never shown to the compressor) over the merged cache must be closer to the full-cache output than over the
 // plainly evicted cache (SnapKV raw scores, uniform budget), at keep 10 % and 20 %, for both surrogate sources.

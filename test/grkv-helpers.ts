@@ -21,7 +21,7 @@ export interface Layer {
   raw: Float32Array;
 }
 
-/** One layer of the built-in LLM-like trace (lib/trace/) and its raw SnapKV scores (spec/grkv.md §3.1). */
+/** One layer of the built-in LLM-like trace (lib/trace/) and its raw SnapKV scores (docs/methods/snapkv.md §3.1). */
 export function traceLayer(opts: { N: number; Hkv: number; d?: number; groupSize?: number; seed?: number; layer?: number }): Layer {
   const layers = (opts.layer ?? 0) + 1;
   const tr = generateTrace({ tokens: opts.N, kvHeads: opts.Hkv, headDim: opts.d ?? 128, groupSize: opts.groupSize ?? 4, layers, seed: opts.seed ?? 1 });
@@ -72,7 +72,7 @@ export function scatterRows(full: Float32Array, H: number, N: number, w: number,
   return out;
 }
 
-/** Surrogate queries, positions and weights of one source (spec/grkv.md §5). */
+/** Surrogate queries, positions and weights of one source (docs/methods/grkv.md §5). */
 export function surrogates(L: Layer, source: 'window' | 'stratified') {
   const Qs = 32;
   const q = source === 'stratified' ? L.stratQ : L.windowQ;

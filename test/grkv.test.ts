@@ -1,4 +1,4 @@
-// grkvMerge (spec/grkv.md §4–§7, §11) against the float64 reference grkvMergeRef on trace layers: every dtype,
+// grkvMerge (docs/methods/grkv.md §4–§7, §11) against the float64 reference grkvMergeRef on trace layers: every dtype,
 // both surrogate sources, GQA, ragged (adaptive) budgets, strided caches, d ≠ dv; invariants (fixed/evicted/padding
 // rows bit-identical to gatherKV, objective never above plain eviction, caps); dual = primal value step; skip and
 // non-finite paths; the surrogate helper and diagnostics. The N = 16384 comparison is in grkv-ref16k.test.ts.
@@ -206,7 +206,7 @@ for (const backend of BACKENDS) {
       const b = build(c);
       const ref = grkvMergeRef(b.ref);
       const spread = refSpread(b.ref, ref);
-      // The key step (16 CG iterations on an ill-conditioned system, spec §7.2) is a chaotic function of the inputs on
+      // The key step (16 CG iterations on an ill-conditioned system, docs/methods/grkv.md §7.2) is a chaotic function of the inputs on
       // some heads: there the reference moves L2 by far more than the tolerance under 1e-7 input noise, and the CUDA
       // kernels land anywhere in that range: compiled with and without FMA contraction (the same code, different
       // roundings) they differ by tens of percent of L2 on such heads. A backend is compared with the reference's key
@@ -266,7 +266,7 @@ for (const backend of BACKENDS) {
 
   // The key step at 2 CG iterations (every key-step kernel, the p update included, on a well-conditioned iterate):
   // joint acceptance exposes the candidate; L2 and ΔK against the reference on every head. A head whose storage-
-  // rounding recheck (a threshold test, spec §7.3) decided differently is compared up to that decision.
+  // rounding recheck (a threshold test, docs/methods/grkv.md §7.3) decided differently is compared up to that decision.
   for (const c of [cases[1], cases[2], cases[cases.length - 2]]) {
     t.test(`grkvMerge ${backend} ${c.name}: key step at cgIters 2 vs the reference, every head`, async (t) => {
       const b = build(c);
@@ -392,7 +392,7 @@ for (const backend of BACKENDS) {
   });
 }
 
-t.test('grkvSurrogates: positions and weights of both sources (spec §5)', async (t) => {
+t.test('grkvSurrogates: positions and weights of both sources (docs/methods/grkv.md §5)', async (t) => {
   const s = grkvSurrogates(16384, { source: 'stratified' });
   t.same(Array.from(s.capturePositions), stratifiedPositions(16384), 'stratum midpoints 255, 767, …, 16127');
   t.same([s.capturePositions[0], s.capturePositions[31]], [255, 16127]);

@@ -6,7 +6,7 @@ import { keydiffScoresRef } from './ref/keydiff';
 import { S2, biasedKeys, rankInHead } from './ref/keys';
 import { maxAbsDiff } from './ref/compare';
 
-t.test('keydiff: hand-computed tiny cases (spec §7)', async (t) => {
+t.test('keydiff: hand-computed tiny cases (docs/methods/keydiff.md §7)', async (t) => {
   // head 0: k̂ = (1,0), (0,1), (−1,0); anchor = (0, 1/3); cos = 0, 1, 0 → scores 0, −1, 0
   // head 1: k̂ = (1,0), (s,s), (0,0) [zero key]; anchor = ((1+s)/3, s/3)
   const K = new Float64Array([2, 0, 0, 3, -1, 0, 1, 0, 1, 1, 0, 0]);

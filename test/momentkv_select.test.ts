@@ -1,4 +1,4 @@
-// Multi-round moment-informed eviction (spec/momentkv.md §5.2-§5.4) on every backend, against the float64
+// Multi-round moment-informed eviction (docs/methods/momentkv.md §5.2-§5.4) on every backend, against the float64
 // references of test/ref/momentkv_select.ts: counts, protection, the merged moments, rounds, streaming mode.
 import t from 'tap';
 import { momentkvSelect, tensor } from '../lib/index';
@@ -68,7 +68,7 @@ for (const b of BACKENDS) {
     }
   });
 
-  t.test(`momentkvSelect ${b}: continues from a non-empty state (streaming mode, spec §5.4)`, async (t) => {
+  t.test(`momentkvSelect ${b}: continues from a non-empty state (streaming mode, docs/methods/momentkv.md §5.4)`, async (t) => {
     const rng = new Rng(106);
     const H = 2, N = 400, d = 8, dv = 8;
     const K = rng.normals(H * N * d), V = rng.normals(H * N * dv);

@@ -1,4 +1,4 @@
-// The MomentKV moment state (spec/momentkv.md §4.1, §4.3): streaming merges and gatherKV with moments, on every
+// The MomentKV moment state (docs/methods/momentkv.md §4.1, §4.3): streaming merges and gatherKV with moments, on every
 // backend, against the float64 references of test/ref/moments.ts.
 import t from 'tap';
 import { gatherKV, tensor } from '../lib/index';

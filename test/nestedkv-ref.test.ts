@@ -1,5 +1,5 @@
 // Tests of the float64 NestedKV reference (test/ref/nestedkv.ts): a hand-computed case, a second independent
-// (spec §10 numpy-style) formulation, invariances, the block rule, degenerate inputs and planted structure at
+// (docs/methods/nestedkv.md §10 numpy-style) formulation, invariances, the block rule, degenerate inputs and planted structure at
 // N = 4096 (the references are the oracles of the real kernels, so they must be right).
 import t from 'tap';
 import { Rng } from '../lib/rng';
@@ -11,9 +11,9 @@ import { S2, biasedKeys, randomKeys, rankInHead } from './ref/keys';
 import { maxAbsDiff } from './ref/compare';
 
 /**
- * A second, independent formulation of NestedKV, transcribed from the spec §10 numpy pseudocode
+ * A second, independent formulation of NestedKV, transcribed from the docs/methods/nestedkv.md §10 numpy pseudocode
  * (prefix sums for the window, padded-block counts, sort for the tails). Used only on data without
- * degenerate anchors (it uses the §10 `max(‖μ‖, ε)` clamp instead of the §9.13 zero rule).
+ * degenerate anchors (it uses the docs/methods/nestedkv.md §10 `max(‖μ‖, ε)` clamp instead of the §9.13 zero rule).
  */
 function nestedkvNumpyStyle(
   K: Float64Array, H: number, N: number, d: number,
@@ -104,7 +104,7 @@ function nestedkvNumpyStyle(
   return { A, w, alpha, score };
 }
 
-t.test('nestedkv: hand-computed case (window 2, block 2, N=5), spec S1–S6', async (t) => {
+t.test('nestedkv: hand-computed case (window 2, block 2, N=5), docs/methods/nestedkv.md §3.1–§3.6', async (t) => {
   // keys e0, e1, e0, e0, e1 (norms vary: S1 normalises)
   const K = new Float64Array([1, 0, 0, 2, 3, 0, 0.5, 0, 0, 7]);
   const det = nestedkvDetailRef(K, 1, 5, 2, { window: 2, block: 2, sinks: 0 });
@@ -137,7 +137,7 @@ t.test('nestedkv: hand-computed case (window 2, block 2, N=5), spec S1–S6', as
   t.ok(maxAbsDiff(pinned.subarray(2), want.slice(2)) < 1e-12, 'sinks do not change the other scores');
 });
 
-t.test('nestedkv: agrees with a second (spec §10 numpy-style) formulation', async (t) => {
+t.test('nestedkv: agrees with a second (docs/methods/nestedkv.md §10 numpy-style) formulation', async (t) => {
   const rng = new Rng(21);
   const cases: Array<{ H: number; N: number; d: number; opts: NestedkvOptions }> = [
     { H: 2, N: 306, d: 16, opts: {} }, // b = 128: blocks 128, 128, 50; m = ⌊30.6⌋ = 30 (not rounded)
@@ -255,7 +255,7 @@ t.test('nestedkv: block size rule and block/window placement', async (t) => {
   t.ok(Math.abs(d3.raw[2][0] + 1) < 1e-12, 'token 0: a_c = −1');
 });
 
-t.test('nestedkv: degenerate inputs never give NaN (spec §9.13)', async (t) => {
+t.test('nestedkv: degenerate inputs never give NaN (docs/methods/nestedkv.md §9.13)', async (t) => {
   const rng = new Rng(61);
   const check = (name: string, K: Float64Array, H: number, N: number, d: number, opts: NestedkvOptions = {}): Float64Array => {
     const s = nestedkvScoresRef(K, H, N, d, opts);
@@ -302,7 +302,7 @@ t.test('nestedkv: degenerate inputs never give NaN (spec §9.13)', async (t) => 
   t.throws(() => nestedkvScoresRef(new Float64Array(10), 1, 5, 2, { window: 0 }), RangeError);
 });
 
-t.test('nestedkv: planted block-only and window-only anomalies at N = 4096 (spec §11)', async (t) => {
+t.test('nestedkv: planted block-only and window-only anomalies at N = 4096 (docs/methods/nestedkv.md §11)', async (t) => {
   const { K, plants, H, N, d, B } = plantedKeys();
   t.equal(nestedkvBlockSize(N), B);
   const keep = Math.floor(0.1 * N);

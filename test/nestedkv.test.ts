@@ -79,7 +79,7 @@ for (const b of BACKENDS) {
     t.ok(err <= TOL, `max rel err ${err.toExponential(2)} (at ${at}: ${got[at]} vs ${ref[at]})`);
   });
 
-  t.test(`nestedkv ${b}: degenerate inputs follow spec §9.13 (no NaN)`, async (t) => {
+  t.test(`nestedkv ${b}: degenerate inputs follow docs/methods/nestedkv.md §9.13 (no NaN)`, async (t) => {
     const rng = new Rng(61);
     const run = async (name: string, K: Float32Array, H: number, N: number, d: number, o: NestedkvOptions = {}) => {
       const got = (await fetch(nestedkvScores(place(tensor(K, [H, N, d]), b), o))).host as Float32Array;
@@ -138,7 +138,7 @@ for (const b of BACKENDS) {
     t.ok(maxRelErr(finite(an), finite(base), 1e-2).err <= TOL, 'arbitrary positive rescaling changes scores only by rounding');
   });
 
-  t.test(`nestedkv ${b}: adaptive budgets end to end (spec §4): counts, safeguard, reference rule, ragged gather`, async (t) => {
+  t.test(`nestedkv ${b}: adaptive budgets end to end (docs/methods/nestedkv.md §4): counts, safeguard, reference rule, ragged gather`, async (t) => {
     const rng = new Rng(23);
     const H = 8, N = 4096, d = 128;
     const { t: keys, v } = randomTensor(rng, H, N, d, 'bf16', 'nhd', biasedGen(rng, d));
@@ -164,7 +164,7 @@ for (const b of BACKENDS) {
       const diff = kept.reduce((a, row, h) => a + Math.abs(row.length - refSel.counts[h]), 0);
       t.ok(diff <= 2, `r=${r}: per-head counts equal the float64 selection's up to ${diff} moved slots (ties at the cut)`);
     }
-    // n_keep <= sinks (spec §9.13): the pinned sinks fill the budget, lowest positions first, in every head
+    // n_keep <= sinks (docs/methods/nestedkv.md §9.13): the pinned sinks fill the budget, lowest positions first, in every head
     const tiny = selectTokens(scores, { keep: 2, budget: 'adaptive' });
     t.same(rows(await fetch(tiny.indices), await fetch(tiny.counts)), Array.from({ length: H }, () => [0, 1]), 'keep 2 <= sinks: every head keeps positions 0, 1');
     // ragged compaction: every consumer masks by counts (gather zero-fills past counts[h])
@@ -220,7 +220,7 @@ for (const b of BACKENDS) {
     }
   });
 
-  t.test(`nestedkv ${b}: planted block-only and window-only anomalies are kept at r = 0.9 (spec §11, N = 4096)`, async (t) => {
+  t.test(`nestedkv ${b}: planted block-only and window-only anomalies are kept at r = 0.9 (docs/methods/nestedkv.md §11, N = 4096)`, async (t) => {
     const { K, plants, H, N, d } = plantedKeys();
     for (const dtype of ['f32', 'bf16'] as const) {
       const { t: keys, v } = randomTensor(new Rng(1), H, N, d, dtype, 'nhd', (a, i, c) => K[(a * N + i) * d + c]);
@@ -268,7 +268,7 @@ t.test('nestedkvBlockSize and option defaults', async (t) => {
   const { t: keys } = randomTensor(rng, 2, 700, 32, 'f32', 'hnd', biasedGen(rng, 32));
   const a = nestedkvScores(keys).host;
   const b2 = nestedkvScores(keys, { window: 64, block: 128, prior: [0.4, 0.4, 0.2], beta: 3, tau: 0.6, kappa: 10, tail: 0.1, sinks: 4, scales: 'all' }).host;
-  t.same(Array.from(b2), Array.from(a), 'explicit spec defaults (§6) equal the defaults');
+  t.same(Array.from(b2), Array.from(a), 'explicit defaults (docs/methods/nestedkv.md §6) equal the defaults');
 });
 
 // ---- bad input: TypeError / RangeError naming the argument ----

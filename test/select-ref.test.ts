@@ -1,4 +1,4 @@
-// Tests of the float64 selection reference (test/ref/select.ts): hand cases, a brute-force formulation, the spec §10
+// Tests of the float64 selection reference (test/ref/select.ts): hand cases, a brute-force formulation, the docs/methods/selection.md §10
 // lexsort procedure, and the tie-tolerant helpers (the references are the oracles of the real kernels).
 import t from 'tap';
 import { Rng } from '../lib/rng';
@@ -60,7 +60,7 @@ function selectBrute(scores: ArrayLike<number>, H: number, N: number, o: SelectO
   return { indices, counts: indices.map((x) => x.length) };
 }
 
-/** Spec §10 `nestedkv_select` transcribed (BIG sentinels, lexsort by (−score, position)); no ties. */
+/** Spec docs/methods/selection.md §10 `nestedkv_select` transcribed (BIG sentinels, lexsort by (−score, position)); no ties. */
 function selectSpec10(scores: ArrayLike<number>, H: number, N: number, keep: number, nSink: number, alphaSafe: number, adaptive: boolean): number[][] {
   const BIG = 1e9;
   const s = Array.from(scores);
@@ -106,7 +106,7 @@ t.test('select: uniform hand cases (ties, NaN, ±0, sinks, recent)', async (t) =
   t.throws(() => u([1, 2, 3], 1, 2, { keep: 1 }), RangeError);
 });
 
-t.test('select: adaptive hand cases (spec §4, AdaKV safeguard)', async (t) => {
+t.test('select: adaptive hand cases (docs/methods/selection.md §4, AdaKV safeguard)', async (t) => {
   const a = (scores: number[], H: number, N: number, o: Partial<SelectOptions> & { keep: number }) =>
     selectRef(scores, H, N, { budget: 'adaptive', ...o });
   const sc = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.1, 0.2, 0.05, 0, 0, 0];
@@ -166,7 +166,7 @@ t.test('select: agrees with a brute-force formulation on random data with ties, 
   t.equal(propFail, 0, 'counts, safeguard floor, ascending indices, validity');
 });
 
-t.test('select: agrees with the spec §10 lexsort procedure on tie-free data', async (t) => {
+t.test('select: agrees with the docs/methods/selection.md §10 lexsort procedure on tie-free data', async (t) => {
   const rng = new Rng(91);
   let bad = 0;
   for (let it = 0; it < 60; it++) {
@@ -177,14 +177,14 @@ t.test('select: agrees with the spec §10 lexsort procedure on tie-free data', a
     const adaptive = rng.uniform() < 0.7;
     const ref = selectRef(scores, H, N, { keep, budget: adaptive ? 'adaptive' : 'uniform', sinks });
     const spec = selectSpec10(scores, H, N, keep, sinks, 0.2, adaptive);
-    // the §10 sentinel order among forced tokens differs from ours only when forced tokens exceed
+    // the docs/methods/selection.md §10 sentinel order among forced tokens differs from ours only when forced tokens exceed
     // the budget, i.e. keep < sinks, where both keep positions 0..keep−1 anyway
     if (JSON.stringify(ref.indices) !== JSON.stringify(spec)) {
       bad++;
       if (bad < 3) t.fail(JSON.stringify({ H, N, keep, sinks, adaptive, ref: ref.indices, spec }));
     }
   }
-  t.equal(bad, 0, 'selectRef == spec §10 on 60 random tie-free cases');
+  t.equal(bad, 0, 'selectRef == docs/methods/selection.md §10 on 60 random tie-free cases');
 });
 
 t.test('select helpers: tie-tolerant comparisons and validity check', async (t) => {

@@ -1,4 +1,4 @@
-// Batched SPD solver (spec/performance.md §3) against the float64 Cholesky reference: random SPD, ill-conditioned
+// Batched SPD solver (docs/performance.md §3) against the float64 Cholesky reference: random SPD, ill-conditioned
 // systems made SPD by the ridge, n ∈ {32, 128, 256}, many right-hand sides, strided/in-place/single-system forms,
 // and the non-SPD error on both backends (CPU: SpdError at once; CUDA: info + await check()).
 import t from 'tap';

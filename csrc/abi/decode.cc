@@ -1,4 +1,4 @@
-// C ABI entry point of the normalisation-corrected decode attention (spec/momentkv.md §4.4): the defaults,
+// C ABI entry point of the normalisation-corrected decode attention (docs/methods/momentkv.md §4.4): the defaults,
 // validation, then the CUDA launcher or the CPU backend.
 #include <cmath>
 #include <string>

@@ -1,5 +1,5 @@
-// C ABI entry point of compaction (spec/performance.md §5.5): validation, then the CUDA launcher or the CPU backend,
-// which also merges the evicted rows into a moment state when one is given (spec/momentkv.md §4.3).
+// C ABI entry point of compaction (docs/performance.md §5.5): validation, then the CUDA launcher or the CPU backend,
+// which also merges the evicted rows into a moment state when one is given (docs/methods/momentkv.md §4.3).
 #include <string>
 
 #include "abi/moment_state.h"
@@ -74,7 +74,7 @@ extern "C" kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* va
   View k, v, idx, cnt, ko, vo, co;
   KVT_TRY(check_gather_args(keys, values, indices, counts, keys_out, values_out, counts_out, &k, &v, &idx, &cnt, &ko,
                             &vo, &co));
-  // MomentKV (spec/momentkv.md §4.3): every row of head h not in indices[h, :counts[h]] is merged into the state.
+  // MomentKV (docs/methods/momentkv.md §4.3): every row of head h not in indices[h, :counts[h]] is merged into the state.
   MomentViews m;
   if (moments) {
     KVT_TRY(check_moments(moments, k, "keys", k.shape[0], k.shape[2], v.shape[2], &m));

@@ -1,4 +1,4 @@
-// C ABI entry point of the GRKV merge (spec/grkv.md §4-§7, choices §11): the defaults, validation (shapes, devices,
+// C ABI entry point of the GRKV merge (docs/methods/grkv.md §4-§7, choices §11): the defaults, validation (shapes, devices,
 // options, and on the CPU backend the index lists, query positions and weights), then the CUDA launcher or the CPU
 // backend.
 #include <cmath>

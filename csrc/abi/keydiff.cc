@@ -1,4 +1,4 @@
-// C ABI entry point of KeyDiff scoring (spec/nestedkv.md §7): validation, then the CUDA launcher or the CPU backend.
+// C ABI entry point of KeyDiff scoring (docs/methods/keydiff.md §3): validation, then the CUDA launcher or the CPU backend.
 #include "abi/validate.h"
 #include "cpu/ops.h"
 #if defined(KVT_WITH_CUDA)

@@ -1,4 +1,4 @@
-// C ABI entry point of the multi-round moment-informed eviction (spec/momentkv.md §5.2-§5.3): the defaults,
+// C ABI entry point of the multi-round moment-informed eviction (docs/methods/momentkv.md §5.2-§5.3): the defaults,
 // validation, then the CUDA launcher or the CPU backend.
 #include <algorithm>
 #include <cmath>

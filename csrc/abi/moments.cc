@@ -1,4 +1,4 @@
-// C ABI entry point of the moment-state merge (spec/momentkv.md §4.3): validation, then the CUDA launcher or the CPU
+// C ABI entry point of the moment-state merge (docs/methods/momentkv.md §4.3): validation, then the CUDA launcher or the CPU
 // backend.
 #include <string>
 

@@ -1,4 +1,4 @@
-// C ABI entry points of NestedKV scoring (spec/nestedkv.md §3 S1–S7, §9 choices): the defaults, the default block
+// C ABI entry points of NestedKV scoring (docs/methods/nestedkv.md §3 S1–S7, §9 choices): the defaults, the default block
 // size, validation, then the CUDA launcher or the CPU backend.
 #include <cmath>
 #include <string>

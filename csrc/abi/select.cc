@@ -1,4 +1,4 @@
-// C ABI entry points of token selection (spec/nestedkv.md §4): the capacity bound, validation, then the CUDA
+// C ABI entry points of token selection (docs/methods/selection.md §4): the capacity bound, validation, then the CUDA
 // launcher or the CPU backend. Both backends rank by the unique 64-bit key of math/common.h.
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-// C ABI entry points of SnapKV scoring (spec/grkv.md §3.1, kvpress SnapKVPress.score): the defaults, validation,
+// C ABI entry points of SnapKV scoring (docs/methods/snapkv.md §3.1, kvpress SnapKVPress.score): the defaults, validation,
 // then the CUDA launcher or the CPU backend.
 #include <cmath>
 #include <string>

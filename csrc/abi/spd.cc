@@ -1,4 +1,4 @@
-// C ABI entry point of the batched SPD solve (spec/performance.md §3): the defaults, validation, then the CUDA
+// C ABI entry point of the batched SPD solve (docs/performance.md §3): the defaults, validation, then the CUDA
 // launcher or the CPU backend; on the CPU backend a non-SPD system can also fail the call (opts->check).
 #include <sstream>
 

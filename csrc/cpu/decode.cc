@@ -1,4 +1,4 @@
-// Normalisation-corrected decode attention on the CPU backend (spec/momentkv.md §4.4). The per-element formulas
+// Normalisation-corrected decode attention on the CPU backend (docs/methods/momentkv.md §4.4). The per-element formulas
 // (rescale, λ, clip factor) are math/momentkv.h's, shared with the CUDA kernels (cuda/decode.cu).
 #include <algorithm>
 #include <cmath>
@@ -12,7 +12,7 @@
 namespace kvt {
 namespace cpu {
 
-// Corrected decode attention (spec/momentkv.md §4.4): per (KV head, chunk of rows) partial softmax states for all
+// Corrected decode attention (docs/methods/momentkv.md §4.4): per (KV head, chunk of rows) partial softmax states for all
 // G·T queries of the head (two-pass inside the chunk), then per query an in-order merge of the chunk states and
 // the summary. Chunks of a fixed size: the result does not depend on the thread count.
 constexpr int64_t kDecodeRows = 512;

@@ -1,5 +1,5 @@
-// Compaction of retained K/V rows on the CPU backend (spec/performance.md §5.5): row copies (zero rows past the
-// count), then, with a moment state, the merge of every evicted row (spec/momentkv.md §4.3, cpu/moments.cc).
+// Compaction of retained K/V rows on the CPU backend (docs/performance.md §5.5): row copies (zero rows past the
+// count), then, with a moment state, the merge of every evicted row (docs/methods/momentkv.md §4.3, cpu/moments.cc).
 #include <algorithm>
 #include <cstring>
 #include <vector>

@@ -1,6 +1,6 @@
-// GRKV merge on the CPU backend (spec/grkv.md §4-§7, choices §11): the entry point and the phases around the fits:
-// plain eviction into the outputs, the partition (§4: fixed window and anchor rows, mutable rows) with the query
-// and retained rows of each head, the key+value objective, and the choice per head (§7.3) with its diagnostics.
+// GRKV merge on the CPU backend (docs/methods/grkv.md §4-§7, choices §11): the entry point and the phases around the fits:
+// plain eviction into the outputs, the partition (docs/methods/grkv.md §4: fixed window and anchor rows, mutable rows) with the query
+// and retained rows of each head, the key+value objective, and the choice per head (docs/methods/grkv.md §7.3) with its diagnostics.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -94,7 +94,7 @@ void Merge::gather_outputs() {
     a_.co.ptr<int32_t>()[h * a_.co.stride[0]] = a_.cnt.ptr<int32_t>()[h * a_.cnt.stride[0]];
 }
 
-// Partition (§4), query rows, retained rows.
+// Partition (docs/methods/grkv.md §4), query rows, retained rows.
 void Merge::setup() {
   const int64_t N = a_.N, d = a_.d, dv = a_.dv, rows = a_.rows, Qs = a_.Qs, G = a_.G;
   const int64_t W = a_.o.window;

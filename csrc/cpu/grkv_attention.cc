@@ -1,4 +1,4 @@
-// GRKV merge on the CPU backend (spec/grkv.md §5, §6): the target o* = full causal attention over all N keys (split
+// GRKV merge on the CPU backend (docs/methods/grkv.md §5, §6): the target o* = full causal attention over all N keys (split
 // over key chunks with an LSE merge), and the attention of the query rows over the retained rows of the current
 // candidate with its output o = A V.
 #include <algorithm>
@@ -15,7 +15,7 @@ namespace kvt {
 namespace cpu {
 namespace grkv {
 
-// o* = full causal attention over all N positions (§5, §6), split over key chunks with an LSE merge.
+// o* = full causal attention over all N positions (docs/methods/grkv.md §5, §6), split over key chunks with an LSE merge.
 void Merge::target() {
   const int64_t H = a_.H, N = a_.N, d = a_.d, dv = a_.dv, rows = a_.rows;
   const int64_t C = (N + kKeyChunk - 1) / kKeyChunk;

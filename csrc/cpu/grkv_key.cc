@@ -1,4 +1,4 @@
-// GRKV merge on the CPU backend, key step (spec/grkv.md §7.2): one Gauss-Newton ridge step on the keys at (K0, V1),
+// GRKV merge on the CPU backend, key step (docs/methods/grkv.md §7.2): one Gauss-Newton ridge step on the keys at (K0, V1),
 // solved in output space by conjugate gradients on J_w J_w^T + lambda I at cg_t (double) precision, with the VJP
 // (T = J^T U) and JVP operators blocked over slots and query rows; dK = J^T x is then capped and rounded into K1.
 #include <algorithm>
@@ -33,7 +33,7 @@ void Merge::prep_u(const std::vector<cg_t> Head::*U, bool cg_only) {
   }
 }
 
-// VJP (§7.2): T_t = scale * sum_i A_it (U'_i . v1_t - uo_i) q_i for the mutable slots t.
+// VJP (docs/methods/grkv.md §7.2): T_t = scale * sum_i A_it (U'_i . v1_t - uo_i) q_i for the mutable slots t.
 void Merge::vjp(bool cg_only) {
   const int64_t H = a_.H, d = a_.d, dv = a_.dv, rows = a_.rows;
   int64_t maxR = 0;
@@ -58,7 +58,7 @@ void Merge::vjp(bool cg_only) {
   });
 }
 
-// JVP (§7.2): Y_i = sqrt(w_i) (sum_t f_it v1_t - (sum_t f_it) o1_i), f_it = scale A_it (q_i . T_t).
+// JVP (docs/methods/grkv.md §7.2): Y_i = sqrt(w_i) (sum_t f_it v1_t - (sum_t f_it) o1_i), f_it = scale A_it (q_i . T_t).
 void Merge::jvp() {
   const int64_t H = a_.H, d = a_.d, dv = a_.dv, rows = a_.rows;
   const int64_t RB = (rows + kRowBlock - 1) / kRowBlock;
@@ -92,7 +92,7 @@ void Merge::jvp() {
   });
 }
 
-// §7.2: one Gauss-Newton ridge step on the keys at (K0, V1), CG in output space; capped, rounded -> K1 in Kr.
+// docs/methods/grkv.md §7.2: one Gauss-Newton ridge step on the keys at (K0, V1), CG in output space; capped, rounded -> K1 in Kr.
 void Merge::key_step() {
   const int64_t H = a_.H, d = a_.d, dv = a_.dv, rows = a_.rows, n = rows * dv, ld = std::max(a_.d, a_.dv);
   const bool run_key = a_.o.cap_key > 0 && a_.o.cg_iters > 0;

@@ -22,7 +22,7 @@ constexpr int64_t kRowBlock = 16;   // query rows per task
 
 // Precision of the key step's conjugate gradients (operator applications and recurrences). The truncated CG on
 // J_w J_w^T + lambda I is ill-conditioned (relative residuals above 1 are common in the first iterations), so fp32
-// recurrences drift from the exact Krylov iterate within ~8 iterations; double keeps it (spec/grkv.md §7.2).
+// recurrences drift from the exact Krylov iterate within ~8 iterations; double keeps it (docs/methods/grkv.md §7.2).
 using cg_t = double;
 
 // What the phases know about one KV head.

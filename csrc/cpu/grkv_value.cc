@@ -1,6 +1,6 @@
-// GRKV merge on the CPU backend, value step (spec/grkv.md §7.1): the exact dual ridge at K0 (Gram of the weighted
+// GRKV merge on the CPU backend, value step (docs/methods/grkv.md §7.1): the exact dual ridge at K0 (Gram of the weighted
 // attention on the mutable slots, one Cholesky solve per head, dV = Aw^T X), and the capped step with storage
-// rounding and cap recheck (§7.3) that both steps use to turn a direction into a candidate.
+// rounding and cap recheck (docs/methods/grkv.md §7.3) that both steps use to turn a direction into a candidate.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -15,7 +15,7 @@ namespace kvt {
 namespace cpu {
 namespace grkv {
 
-// Shared capped step (§7.3) for the mutable rows of X (Kr or Vr, width w) with step D [R, w]: decides the scale
+// Shared capped step (docs/methods/grkv.md §7.3) for the mutable rows of X (Kr or Vr, width w) with step D [R, w]: decides the scale
 // with the recheck and writes round(X0 + s D) into X. which = 0 (values) or 1 (keys).
 void Merge::apply_step(Head& hd, std::vector<float>& X, int64_t w, double cap, int which) {
   GrkvHead& st = hd.st;
@@ -66,7 +66,7 @@ void Merge::apply_step(Head& hd, std::vector<float>& X, int64_t w, double cap, i
   st.nonfinite[which] = !finite;
 }
 
-// §7.1: exact dual ridge at K0: (Aw Aw^T + lambda I) X = sqrt(w) (o* - o), dV = Aw^T X; capped, rounded -> V1.
+// docs/methods/grkv.md §7.1: exact dual ridge at K0: (Aw Aw^T + lambda I) X = sqrt(w) (o* - o), dV = Aw^T X; capped, rounded -> V1.
 void Merge::value_step() {
   const int64_t H = a_.H, dv = a_.dv, rows = a_.rows, ld = std::max(a_.d, a_.dv);
   const float lambda = float(a_.o.lambda);

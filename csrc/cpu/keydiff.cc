@@ -1,4 +1,4 @@
-// KeyDiff scoring on the CPU backend (spec/nestedkv.md §7): the anchor of each head in f64 over fixed row chunks,
+// KeyDiff scoring on the CPU backend (docs/methods/keydiff.md §3): the anchor of each head in f64 over fixed row chunks,
 // then the negative cosine of every key against it.
 #include <algorithm>
 #include <vector>

@@ -1,4 +1,4 @@
-// Multi-round moment-informed eviction on the CPU backend (spec/momentkv.md §5.2-§5.3): per round the summary
+// Multi-round moment-informed eviction on the CPU backend (docs/methods/momentkv.md §5.2-§5.3): per round the summary
 // subspace of each head's moment state, the residual of every candidate's value against it, the eviction of the
 // lowest keys, and the merge of the evicted rows into the state (cpu/moments.cc). Algorithm constants and the
 // subspace-iteration schedule are math/momentkv.h's, shared with the CUDA kernels (cuda/momentkv_select.cu).
@@ -15,7 +15,7 @@ namespace kvt {
 namespace cpu {
 namespace {
 
-// Summary subspace basis (spec/momentkv.md §5.2; algorithm and constants in math/momentkv.h). Serial, f32.
+// Summary subspace basis (docs/methods/momentkv.md §5.2; algorithm and constants in math/momentkv.h). Serial, f32.
 
 float dotf(const float* a, const float* b, int64_t n) {
   float s = 0.f;
@@ -157,7 +157,7 @@ int summary_basis(const MomentViews& m, int64_t h, int64_t d, int64_t dv, int r,
 
 }  // namespace
 
-// Multi-round moment-informed eviction (spec/momentkv.md §5.3).
+// Multi-round moment-informed eviction (docs/methods/momentkv.md §5.3).
 void momentkv_select(const View& s, const View& k, const View& v, const kvt_momentkv_select_opts& o, const View& idx,
                      const View& cnt, const MomentViews& m, const View* rounds_out) {
   const int64_t H = s.shape[0], N = s.shape[1], d = k.shape[2], dv = v.shape[2];

@@ -1,4 +1,4 @@
-// The moment-state merge on the CPU backend (spec/momentkv.md §4.3): per (head, segment) a transient state built
+// The moment-state merge on the CPU backend (docs/methods/momentkv.md §4.3): per (head, segment) a transient state built
 // window by window with the exact pairwise (Chan) update, then the segment states merged in order into the persistent
 // state. The partition that fixes the reduction order is math/momentkv.h's, shared with the CUDA kernels
 // (cuda/moments.cu), so the result does not depend on the thread count.
@@ -16,7 +16,7 @@ namespace cpu {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------------
-// Moment merge (spec/momentkv.md §4.3) over the fixed partition of math/momentkv.h.
+// Moment merge (docs/methods/momentkv.md §4.3) over the fixed partition of math/momentkv.h.
 
 // Rows of window [p, p + w) of head h to merge, as a bit mask. `j` is the cursor into the head's sorted list.
 uint32_t window_mask(const RowSource& src, int64_t h, int64_t p, int w, int64_t& j, int64_t c) {

@@ -1,4 +1,4 @@
-// NestedKV scoring on the threaded CPU backend (spec/nestedkv.md §3 S1–S7 with the §9 choices). The per-token math
+// NestedKV scoring on the threaded CPU backend (docs/methods/nestedkv.md §3 S1–S7 with the §9 choices). The per-token math
 // and the numerical scheme (fixed-point anchor sums, chunked window sums, exact tail statistics) are shared with the
 // CUDA kernels through math/nestedkv.h, so both backends compute the same function; see that header for the scheme.
 #include <algorithm>

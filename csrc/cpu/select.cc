@@ -1,4 +1,4 @@
-// Token selection on the CPU backend (spec/nestedkv.md §4): uniform per-head top-k and the AdaKV-style adaptive layer
+// Token selection on the CPU backend (docs/methods/selection.md §4): uniform per-head top-k and the AdaKV-style adaptive layer
 // budget, by k-th largest pivots of the unique 64-bit rank key of math/common.h, so the CPU and CUDA backends select
 // identical sets from identical scores.
 #include <algorithm>

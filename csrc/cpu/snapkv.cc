@@ -1,4 +1,4 @@
-// SnapKV scoring on the threaded CPU backend (spec/grkv.md §3.1, kvpress SnapKVPress.score). Same structure as the
+// SnapKV scoring on the threaded CPU backend (docs/methods/snapkv.md §3.1, kvpress SnapKVPress.score). Same structure as the
 // CUDA kernels: pass 1 takes each window query's log-sum-exp over its visible keys (per key chunk, merged in double),
 // pass 2 sums exp(logit - LSE) over the window queries for every prefix key, then pooling along the prefix and the
 // GQA group mean. No [Hq, W, N] tensor is materialised.

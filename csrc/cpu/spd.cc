@@ -1,4 +1,4 @@
-// Batched SPD solves on the CPU backend (spec/performance.md §3): every system factored and solved in fp32
+// Batched SPD solves on the CPU backend (docs/performance.md §3): every system factored and solved in fp32
 // (cpu/cholesky.h), the rows of a failing system set to NaN, and the first failure reported to the caller. The CUDA
 // backend (cuda/spd.cu) runs one CTA per system with the packed factor in shared memory.
 #include <algorithm>

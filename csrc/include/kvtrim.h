@@ -77,11 +77,11 @@ KVT_API int kvt_num_threads(void);
 /* Every options struct has a kvt_<op>_default_opts(opts*) that fills the defaults documented in its fields (the one
  * source of the defaults: the Node layer reads them too). Fields without a default (e.g. keep) are set to 0. */
 
-/* ---- KeyDiff (spec/nestedkv.md §7): scores[h,i] = -cos(k_i, mean_j k_j/|k_j|). keys [H,N,d] f32|f16|bf16,
+/* ---- KeyDiff (docs/methods/keydiff.md §3): scores[h,i] = -cos(k_i, mean_j k_j/|k_j|). keys [H,N,d] f32|f16|bf16,
  *      scores [H,N] f32. Higher = keep. */
 KVT_API kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tensor* scores, kvt_stream stream);
 
-/* ---- Selection (spec/nestedkv.md §4). Ranking: higher score; NaN lowest; ties -> lower position, then lower
+/* ---- Selection (docs/methods/selection.md §4). Ranking: higher score; NaN lowest; ties -> lower position, then lower
  *      head. Forced tokens (i < sinks, i >= N - recent) rank above all others. uniform: per-head top `keep`.
  *      adaptive: each head's top floor(keep*safeguard) are forced, then the layer keeps its global top H*keep. */
 typedef enum { KVT_BUDGET_UNIFORM = 0, KVT_BUDGET_ADAPTIVE = 1 } kvt_budget;
@@ -101,7 +101,7 @@ KVT_API kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_select_
 /* Smallest `cap` that is always enough for the given options. */
 KVT_API int64_t kvt_select_capacity(int64_t H, int64_t N, const kvt_select_opts* opts);
 
-/* ---- Moment statistics of evicted tokens (spec/momentkv.md §4): n [H] f32, mu_k [H,d], mu_v [H,dv],
+/* ---- Moment statistics of evicted tokens (docs/methods/momentkv.md §4): n [H] f32, mu_k [H,d], mu_v [H,dv],
  *      M = n*C [H,dv,d], all f32 contiguous. */
 typedef struct {
   kvt_tensor n;
@@ -118,12 +118,12 @@ KVT_API kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* value
                                  const kvt_tensor* counts, const kvt_tensor* keys_out, const kvt_tensor* values_out,
                                  const kvt_tensor* counts_out, const kvt_moments* moments, kvt_stream stream);
 
-/* ==== NestedKV and SnapKV scoring (spec/nestedkv.md, spec/grkv.md §3.1) ==================================== */
+/* ==== NestedKV and SnapKV scoring (docs/methods/nestedkv.md, docs/methods/snapkv.md §3.1) ==================================== */
 
-/* ---- NestedKV (spec/nestedkv.md §3 S1–S7, §9 choices): key-only multi-scale anomaly score. keys [H,N,d]
+/* ---- NestedKV (docs/methods/nestedkv.md §3 S1–S7, §9 choices): key-only multi-scale anomaly score. keys [H,N,d]
  *      f32|f16|bf16 (any strides), scores [H,N] f32 (any strides): a* in [0,1], positions < sinks = +Infinity.
  *      Higher = keep. Feed the scores to kvt_select_tokens with KVT_BUDGET_ADAPTIVE for the paper's head-wise
- *      budget (§4). The 'global' ablation scores ã_s only (min-max of the single-anchor KeyDiff score). */
+ *      budget (docs/methods/selection.md §4). The 'global' ablation scores ã_s only (min-max of the single-anchor KeyDiff score). */
 typedef enum { KVT_SCALES_ALL = 0, KVT_SCALES_GLOBAL = 1 } kvt_scales;
 typedef struct {
   int32_t window;   /* causal current-memory window W >= 1 (default 64) */
@@ -136,14 +136,14 @@ typedef struct {
   int32_t sinks;    /* leading positions pinned to +Infinity, >= 0 (4) */
   int32_t scales;   /* kvt_scales (KVT_SCALES_ALL) */
 } kvt_nestedkv_opts;
-/* Fills the spec defaults (§6). */
+/* Fills the defaults of docs/methods/nestedkv.md §6. */
 KVT_API void kvt_nestedkv_default_opts(kvt_nestedkv_opts* opts);
 /* Default episodic block size for N tokens: clip(floor(N/32), 128, 256). */
 KVT_API int64_t kvt_nestedkv_block_size(int64_t N);
 KVT_API kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nestedkv_opts* opts, const kvt_tensor* scores,
                                        kvt_stream stream);
 
-/* ---- SnapKV (spec/grkv.md §3.1, kvpress SnapKVPress): queries [Hq,Wq,d] are the observation-window queries at
+/* ---- SnapKV (docs/methods/snapkv.md §3.1, kvpress SnapKVPress): queries [Hq,Wq,d] are the observation-window queries at
  *      positions N-Wq .. N-1 (the last `window` rows are used), keys [Hkv,N,d] (Hq % Hkv == 0; any float dtypes and
  *      strides), scores [Hkv,N] f32. score = GQA mean over the group of pool_kernel(mean over the window queries of
  *      softmax(scale q.k) restricted to the prefix [0, N-W)); the W window positions get +Infinity. Causal inside
@@ -161,7 +161,7 @@ KVT_API kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_tensor
                                      const kvt_tensor* scores, kvt_stream stream);
 
 
-/* ==== MomentKV: moment state, corrected decode attention, moment-informed eviction (spec/momentkv.md) ======= */
+/* ==== MomentKV: moment state, corrected decode attention, moment-informed eviction (docs/methods/momentkv.md) ======= */
 
 /* Moment state `kvt_moments` (declared above): per KV head the evicted count n, key mean mu_k, value mean mu_v and
  * co-moment M = n·C, C = (1/n) Σ (v − mu_v)(k − mu_k)ᵀ. All four tensors f32, contiguous, on the device of the op's
@@ -175,7 +175,7 @@ KVT_API kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_tensor
 KVT_API kvt_status kvt_moments_merge(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* evicted_indices,
                                      const kvt_tensor* counts, const kvt_moments* moments, kvt_stream stream);
 
-/* Normalisation-corrected decode attention (spec/momentkv.md §4.4). queries [Hq, d] or [Hq, T, d] (post-RoPE,
+/* Normalisation-corrected decode attention (docs/methods/momentkv.md §4.4). queries [Hq, d] or [Hq, T, d] (post-RoPE,
  * f32 | f16 | bf16, any strides); keys [Hkv, cap, d], values [Hkv, cap, dv] (f32 | f16 | bf16, same dtype, any
  * strides); counts [Hkv] i32: only rows j < counts[h] are read; Hq % Hkv == 0 (query head i uses KV head i / (Hq/Hkv)).
  * out f32 [Hq, dv] or [Hq, T, dv] (same rank as queries). With a = scale·q:
@@ -198,7 +198,7 @@ KVT_API kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_ten
                                         const kvt_tensor* clip /* NULL or f32 [Hkv] */, const kvt_decode_opts* opts,
                                         const kvt_tensor* out, kvt_stream stream);
 
-/* Multi-round moment-informed eviction (spec/momentkv.md §5.2-§5.3). scores [H, N] f32 base scores (e.g. SnapKV);
+/* Multi-round moment-informed eviction (docs/methods/momentkv.md §5.2-§5.3). scores [H, N] f32 base scores (e.g. SnapKV);
  * +inf marks a protected token (never evicted); other scores must be finite (checked on the CPU backend). Per head
  * the N − keep lowest-ranked unprotected tokens are evicted in `rounds` rounds (round r evicts
  * ceil(remaining / (rounds − r)) tokens) by key = score · (ρ + eps·mean ρ), ρ = ‖v − P v‖ the residual of the
@@ -224,7 +224,7 @@ KVT_API kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_tenso
                                        const kvt_tensor* evicted_round /* NULL or i32 [H, N] */, kvt_stream stream);
 
 
-/* ==== GRKV: batched SPD solves and the ridge-regression merge (spec/grkv.md) ================================= */
+/* ==== GRKV: batched SPD solves and the ridge-regression merge (docs/methods/grkv.md) ================================= */
 
 /* ---- Batched SPD solve: X_b = (A_b + lambda*I)^-1 B_b for b < batch, by Cholesky and two triangular solves, all
  *      in fp32. a f32 [B, n, n] (only the LOWER triangle, i >= j, is read; the upper is never referenced), b f32
@@ -245,7 +245,7 @@ KVT_API void kvt_spd_default_opts(kvt_spd_opts* opts);
 KVT_API kvt_status kvt_spd_solve(const kvt_tensor* a, const kvt_tensor* b, const kvt_spd_opts* opts, const kvt_tensor* x,
                                  const kvt_tensor* info, kvt_stream stream);
 
-/* ---- GRKV merge (spec/grkv.md §4-§7, choices §11): the retained rows of one layer are regressed so that attention
+/* ---- GRKV merge (docs/methods/grkv.md §4-§7, choices §11): the retained rows of one layer are regressed so that attention
  *      over the retained set reproduces full-cache attention for G*Qs surrogate query rows per KV head, then
  *      compacted like kvt_gather_kv.
  *      keys/values [H, N, d] / [H, N, dv] (same float dtype, any strides); indices [H, cap_in] i32 ascending, counts
@@ -274,7 +274,7 @@ typedef struct {
   double tol;       /* relative CG residual tolerance (1e-6) */
   double scale;     /* logit scale; 0 = 1/sqrt(d) */
   int32_t accept;   /* KVT_GRKV_ACCEPT_BEST (per-head minimum objective) or KVT_GRKV_ACCEPT_JOINT (always the key+value
-                       candidate when finite, else value-only when finite: spec §7.3 GRKV-W "earliest") */
+                       candidate when finite, else value-only when finite: docs/methods/grkv.md §7.3 GRKV-W "earliest") */
 } kvt_grkv_opts;
 enum { KVT_GRKV_ACCEPT_BEST = 0, KVT_GRKV_ACCEPT_JOINT = 1 };
 /* Fills the defaults above. */

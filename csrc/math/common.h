@@ -17,7 +17,7 @@
 
 namespace kvt {
 
-// Small epsilon used wherever a norm is clamped (spec/nestedkv.md §3 S1, §9.13).
+// Small epsilon used wherever a norm is clamped (docs/methods/nestedkv.md §3 S1, §9.13).
 constexpr float kEps = 1e-12f;
 
 enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kI32 = 3 };
@@ -164,7 +164,7 @@ KVT_HD float load_as_f32(const void* base, int dt, int64_t idx) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Selection order (spec/nestedkv.md §4, §9.14). Every token of a layer gets a unique 64-bit rank key; the
+// Selection order (docs/methods/selection.md §4, docs/methods/nestedkv.md §9.14). Every token of a layer gets a unique 64-bit rank key; the
 // selected set is the `k` largest keys. High 32 bits: the score mapped to an order-preserving unsigned
 // integer (NaN lowest, -0 == +0), or kForcedKey for forced tokens (sinks, recent window, adaptive safeguard).
 // Low 32 bits: ~(i*H + h), so ties go to the lower position, then the lower head. Both backends use exactly
@@ -189,7 +189,7 @@ KVT_HD bool is_forced_position(int64_t i, int64_t N, int32_t sinks, int32_t rece
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// KeyDiff (spec/nestedkv.md §7): score = -cos(k, anchor), anchor = mean of L2-normalised keys.
+// KeyDiff (docs/methods/keydiff.md §3): score = -cos(k, anchor), anchor = mean of L2-normalised keys.
 KVT_HD float inv_norm_clamped(float norm2) { return 1.0f / fmaxf(sqrtf(norm2), kEps); }
 
 KVT_HD float neg_cosine(float dot, float knorm2, float anchor_norm) {

@@ -1,4 +1,4 @@
-// GRKV scalar logic shared by the CPU backend and the CUDA kernels (spec/grkv.md §4-§7): the anchor ranking, the
+// GRKV scalar logic shared by the CPU backend and the CUDA kernels (docs/methods/grkv.md §4-§7): the anchor ranking, the
 // capped step with storage rounding and cap recheck, the conjugate-gradient scalar recurrences, the candidate
 // choice, and the per-head state both backends carry through the phases. Vector work (attention, Gram, operators)
 // lives in csrc/cpu/grkv*.cc and cuda/grkv*.cu; everything decided per head is decided here, once.
@@ -19,14 +19,14 @@ KVT_HD float round_to_storage(float x, int dt) {
 KVT_HD bool finite_f(float x) { return x - x == 0.0f; }
 KVT_HD bool finite_d(double x) { return x - x == 0.0; }
 
-// §4: number of anchors among |P| retained prefix tokens, floor(|P|*gamma) computed in double as the reference does.
+// docs/methods/grkv.md §4: number of anchors among |P| retained prefix tokens, floor(|P|*gamma) computed in double as the reference does.
 KVT_HD int64_t grkv_anchor_count(int64_t prefix, double gamma) {
   double a = floor(double(prefix) * gamma);
   if (!(a > 0)) return 0;
   return a >= double(prefix) ? prefix : int64_t(a);
 }
 
-// §4: anchor rank: higher raw SnapKV score first (NaN lowest, -0 == +0), ties to the lower position. Unique per
+// docs/methods/grkv.md §4: anchor rank: higher raw SnapKV score first (NaN lowest, -0 == +0), ties to the lower position. Unique per
 // position, so "the top k keys" is a well-defined set on both backends.
 KVT_HD uint64_t grkv_anchor_key(float score, int64_t pos) {
   return (uint64_t(score_order_bits(score)) << 32) | uint64_t(~uint32_t(pos));
@@ -60,7 +60,7 @@ struct GrkvHead {
   int32_t cg_iters, cg_stop, cg_active, pad_;
 };
 
-// §7.3: first-cut scale min(1, cap*||X0|| / max(||D||, 1e-30)); an infinite cap gives 1; a NaN norm gives NaN (so
+// docs/methods/grkv.md §7.3: first-cut scale min(1, cap*||X0|| / max(||D||, 1e-30)); an infinite cap gives 1; a NaN norm gives NaN (so
 // the candidate becomes non-finite and is skipped, as in the reference).
 KVT_HD double grkv_cap_scale(double cap, double n0, double nd) {
   if (!(cap <= 1.79e308)) return 1.0;
@@ -69,12 +69,12 @@ KVT_HD double grkv_cap_scale(double cap, double n0, double nd) {
   return s < 1.0 ? s : 1.0;
 }
 
-// §7.3/§11.10: the recheck applies to finite caps on 16-bit storage only. (An f32 cache keeps the fp32 fit result;
+// docs/methods/grkv.md §7.3/§11.10: the recheck applies to finite caps on 16-bit storage only. (An f32 cache keeps the fp32 fit result;
 // its rounding noise, ~1e-7 relative, would otherwise decide shrinks at random.)
 KVT_HD bool grkv_recheck(double cap, int dt) { return cap <= 1.79e308 && (dt == kF16 || dt == kBF16); }
 KVT_HD double grkv_cap_limit(double cap, double n0) { return cap * n0 * (1.0 + 1e-9); }
 
-// §7.3 recheck state machine, shared by both backends. `dist2(s)` returns ||round(X0 + s*D) - X0||^2 (a reduction
+// docs/methods/grkv.md §7.3 recheck state machine, shared by both backends. `dist2(s)` returns ||round(X0 + s*D) - X0||^2 (a reduction
 // over the head's mutable rows; on CUDA all threads of the CTA call it). Returns the final scale; sets shrinks,
 // dropped and the final squared distance.
 template <typename Dist2>
@@ -106,7 +106,7 @@ KVT_HD float grkv_candidate(float x0, double s, float delta, int dt) {
   return round_to_storage(x0 + float(s) * delta, dt);
 }
 
-// §7.3 acceptance (per KV head, §11.7): the lowest objective among {unchanged, value-only, key+value}, the earlier
+// docs/methods/grkv.md §7.3 acceptance (per KV head, §11.7): the lowest objective among {unchanged, value-only, key+value}, the earlier
 // on exact ties; a candidate with a non-finite entry or objective is skipped. accept = 1: the joint candidate
 // whenever it is finite (GRKV-W "earliest" applies the joint result), else value-only, else unchanged.
 KVT_HD int grkv_choose(const double L[3], bool ok1, bool ok2, int accept) {
@@ -120,7 +120,7 @@ KVT_HD int grkv_choose(const double L[3], bool ok1, bool ok2, int accept) {
   return chosen;
 }
 
-// ---- conjugate gradients on (J_w J_w^T + lambda I) x = b from x = 0 (spec §7.2, reference grkvMergeRef step 4).
+// ---- conjugate gradients on (J_w J_w^T + lambda I) x = b from x = 0 (docs/methods/grkv.md §7.2, reference grkvMergeRef step 4).
 // Start: rr = ||b||^2, bn = ||b||; converged at once when sqrt(rr) <= tol*bn (b = 0).
 KVT_HD void grkv_cg_start(GrkvHead& st, double rr, double tol, int cg_iters) {
   st.rr = rr;

@@ -1,4 +1,4 @@
-// MomentKV math shared by the CPU backend and the CUDA kernels (spec/momentkv.md §4, §5, §8). Everything here is
+// MomentKV math shared by the CPU backend and the CUDA kernels (docs/methods/momentkv.md §4, §5, §8). Everything here is
 // `__host__ __device__` under nvcc, so both backends evaluate the same formulas; the partitions that fix the
 // reduction order (merge segments and windows, subspace-iteration schedule, start vectors) are defined here too,
 // so the two backends also accumulate in the same order wherever that is cheap to do.
@@ -10,7 +10,7 @@ namespace kvt {
 namespace mkv {
 
 // ---------------------------------------------------------------------------------------------------------
-// Moment merge partition (spec/momentkv.md §4.3). Evicted rows of a head are merged by position: positions are
+// Moment merge partition (docs/methods/momentkv.md §4.3). Evicted rows of a head are merged by position: positions are
 // cut into `segments` of `seg_len` positions (a multiple of kWindow), each segment into windows of kWindow
 // positions. A window's evicted rows (ascending positions) form one batch: its mean is taken two-pass and its
 // centred co-moment is merged into the segment's running state with the exact pairwise (Chan) update. The segment
@@ -91,7 +91,7 @@ KVT_HD Chan chan(float na, float nb) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Normalisation-corrected decode attention (spec/momentkv.md §4.4, §8).
+// Normalisation-corrected decode attention (docs/methods/momentkv.md §4.4, §8).
 KVT_HD float sigmoid_stable(float x) {
   if (x >= 0.f) return 1.f / (1.f + expf(-x));
   const float e = expf(x);
@@ -113,11 +113,11 @@ KVT_HD float clip_factor(float norm, float radius) { return fminf(1.f, radius / 
 KVT_HD float rescale(float m_part, float m_all) { return m_part == -INFINITY ? 0.f : expf(m_part - m_all); }
 
 // ---------------------------------------------------------------------------------------------------------
-// Moment-informed eviction (spec/momentkv.md §5.2): key = score · (ρ + ε·mean ρ); protected (+inf) tokens and
+// Moment-informed eviction (docs/methods/momentkv.md §5.2): key = score · (ρ + ε·mean ρ); protected (+inf) tokens and
 // evicted ones (NaN, never selected) are handled by the caller.
 KVT_HD float mi_key(float score, float rho, float eps_mean) { return score * (rho + eps_mean); }
 
-// Summary subspace (spec/momentkv.md §5.2): top-r left singular vectors of C by subspace iteration on
+// Summary subspace (docs/methods/momentkv.md §5.2): top-r left singular vectors of C by subspace iteration on
 // S = Ĉ Ĉᵀ (Ĉ = C / max|C|) with a block of kSubspaceP(dv, r) vectors, kSubspaceIters iterations, each block
 // re-orthonormalised by classical Gram–Schmidt with one re-orthogonalisation pass (a column that collapses is
 // replaced by a fixed pseudo-random vector), then one Rayleigh–Ritz step (Jacobi on the p×p projected matrix).

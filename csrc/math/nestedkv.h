@@ -1,4 +1,4 @@
-// Per-token math of NestedKV (spec/nestedkv.md §3), shared by the CPU backend (csrc/cpu/nestedkv.cc) and the CUDA
+// Per-token math of NestedKV (docs/methods/nestedkv.md §3), shared by the CPU backend (csrc/cpu/nestedkv.cc) and the CUDA
 // kernels (cuda/nestedkv.cu). Every elementwise formula lives here once; the backends differ only in the summation
 // order of dot products / norms.
 //
@@ -9,7 +9,7 @@
 //    the memory traffic. Raw anomalies are stored as f32.
 //  - Global and block anchors are sums of k̂ in 32.32 fixed point (int64): exact, so the CUDA reduction order
 //    (integer atomics) cannot change them, and CPU and GPU agree bit for bit given the same k̂. The anchor used
-//    in the cosine is that sum scaled by 2^-32 (cosines are invariant to the anchor's positive scale; the §9.13
+//    in the cosine is that sum scaled by 2^-32 (cosines are invariant to the anchor's positive scale; the docs/methods/nestedkv.md §9.13
 //    rule ‖mean‖ < ε is tested as ‖sum‖ < ε·count).
 //  - The causal window sum uses two f32 accumulators over W-aligned chunks of positions (no drift, no
 //    cancellation of long running sums): for i in chunk c = ⌊i/W⌋, window(i) = [i−W+1, i] =
@@ -17,7 +17,7 @@
 //    B = Tot(chunk c−1) − Σ_{j=(c−1)W}^{i−W} k̂_j, S = A + B. Each accumulator sees at most 2W operations.
 //    The operation sequence depends only on the positions, so any split of the rows between threads/warps gives
 //    the same bits (window_state_init reproduces it for a range starting anywhere).
-//  - Min-max (S4, S6) treats a range below kRangeTol as zero (§9.13: output 0): f32 cosines of bitwise-identical
+//  - Min-max (S4, S6) treats a range below kRangeTol as zero (docs/methods/nestedkv.md §9.13: output 0): f32 cosines of bitwise-identical
 //    keys against anchors that differ only by rounding spread by a few ulps, which must not be amplified to [0, 1].
 //  - The 10 % tail means (S5) and the mean of the normalised surprise (S6) are sums in 32.32 fixed point (values
 //    in [0, 1]): exact and order-independent; tail thresholds are exact order statistics (nth_element / radix
@@ -34,16 +34,16 @@ constexpr float kFixScale = 4294967296.0f;       // 2^32
 constexpr float kFixInv = 2.3283064365386963e-10f;  // 2^-32
 constexpr double kFixInvD = 2.3283064365386963e-10;
 
-// Min-max ranges (and spreads) at or below this are treated as zero (spec §9.13; see header comment).
+// Min-max ranges (and spreads) at or below this are treated as zero (docs/methods/nestedkv.md §9.13; see header comment).
 constexpr float kRangeTol = 1e-5f;
 
-// Default episodic block size clip(⌊N/32⌋, 128, 256) (spec §3 S2 / §6).
+// Default episodic block size clip(⌊N/32⌋, 128, 256) (docs/methods/nestedkv.md §3 S2 / §6).
 KVT_HD int64_t default_block(int64_t N) {
   int64_t b = N / 32;
   return b < 128 ? 128 : (b > 256 ? 256 : b);
 }
 
-// Tail count m = max(1, ⌊tail·N⌋) (spec §9.6).
+// Tail count m = max(1, ⌊tail·N⌋) (docs/methods/nestedkv.md §9.6).
 inline int64_t tail_count(double tail, int64_t N) {
   double m = floor(tail * double(N));
   return m < 1 ? 1 : (m > double(N) ? N : int64_t(m));
@@ -75,7 +75,7 @@ KVT_HD uint64_t to_ufixed(float x) {
 }
 
 // S3: a = −cos(k̂, μ) from dot = k̂·μ' (= (k·μ')·inv_norm), the norm of μ' = (scaled) anchor sum over `count`
-// tokens. ‖mean‖ = ‖μ'‖/count < ε gives 0 (§9.13). Never NaN for finite input; +0 instead of −0. T = double on
+// tokens. ‖mean‖ = ‖μ'‖/count < ε gives 0 (docs/methods/nestedkv.md §9.13). Never NaN for finite input; +0 instead of −0. T = double on
 // the CPU backend (row reductions accumulated in double), float in the CUDA kernels.
 template <typename T>
 KVT_HD float anchor_neg_cos(T dot, T mu_norm, T count) {

@@ -1,5 +1,5 @@
-// SnapKV math shared by the CPU backend (csrc/cpu/snapkv.cc) and the CUDA kernels (cuda/snapkv.cu) (spec/grkv.md
-// §3.1, kvpress SnapKVPress): the pooling of the window-mean attention along the prefix, in a fixed summation order.
+// SnapKV math shared by the CPU backend (csrc/cpu/snapkv.cc) and the CUDA kernels (cuda/snapkv.cu) (docs/methods/grkv.md
+// docs/methods/snapkv.md §3.1, kvpress SnapKVPress): the pooling of the window-mean attention along the prefix, in a fixed summation order.
 #pragma once
 
 #include "math/common.h"

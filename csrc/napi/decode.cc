@@ -8,9 +8,11 @@ namespace napi {
 Napi::Object DecodeDefaults(Napi::Env env) {
   kvt_decode_opts o;
   kvt_decode_default_opts(&o);
-  Napi::Object d = Napi::Object::New(env);  // clip: off unless given (use_clip = 0)
+  Napi::Object d = Napi::Object::New(env);
   d.Set("order", o.order);
   d.Set("scale", o.scale);  // 0: 1/sqrt(d)
+  // null: no clip of the first-order term (use_clip = 0); otherwise the scalar radius
+  d.Set("clip", o.use_clip ? Napi::Value(Napi::Number::New(env, o.clip)) : env.Null());
   return d;
 }
 

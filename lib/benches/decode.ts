@@ -1,5 +1,5 @@
 /**
- * Bench case of the corrected split-K decode attention (spec/performance.md §0 row 4, §5.4), GQA G = 4, and its
+ * Bench case of the corrected split-K decode attention (docs/performance.md §0 row 4, §5.4), GQA G = 4, and its
  * baselines (plain JS on the CPU backend, the same kernels without a summary on CUDA).
  */
 import { MomentState } from '../ops/moments';

@@ -1,4 +1,4 @@
-/** Bench case of the compaction (spec/performance.md §5.5) and its element-wise baselines. */
+/** Bench case of the compaction (docs/performance.md §5.5) and its element-wise baselines. */
 import { gatherKV } from '../ops/gather';
 import { keepFromRatio } from '../ops/select';
 import type { Tensor } from '../tensor';

@@ -1,5 +1,5 @@
 /**
- * Bench case of the GRKV merge of one layer (spec/performance.md §5.3): keep 10 %, G = 4, Qs = 32, stratified
+ * Bench case of the GRKV merge of one layer (docs/performance.md §5.3): keep 10 %, G = 4, Qs = 32, stratified
  * surrogates. Compute- or latency-bound; solBytes is the traffic it cannot avoid.
  */
 import { grkvMerge } from '../ops/grkv';

@@ -1,4 +1,4 @@
-/** Bench case of KeyDiff scoring (spec/performance.md §5.1) and its plain-JS baseline. */
+/** Bench case of KeyDiff scoring (docs/performance.md §5.1) and its plain-JS baseline. */
 import { keydiffScores } from '../ops/keydiff';
 import type { Tensor } from '../tensor';
 import { native } from '../binding';

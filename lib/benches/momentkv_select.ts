@@ -1,5 +1,5 @@
 /**
- * Bench case of the multi-round moment-informed eviction (spec/performance.md §5.4): keep 10 %, 4 rounds, r = 1.
+ * Bench case of the multi-round moment-informed eviction (docs/performance.md §5.4): keep 10 %, 4 rounds, r = 1.
  * Baseline: plain score eviction (mi = false) over the same inputs.
  */
 import { momentkvSelect } from '../ops/momentkv_select';

@@ -1,5 +1,5 @@
 /**
- * Bench case of the moment-state merge (spec/performance.md §5.4), fused into the compaction: one pass over all K
+ * Bench case of the moment-state merge (docs/performance.md §5.4), fused into the compaction: one pass over all K
  * and V rows, the kept ones copied and the evicted ones merged. Baseline: the compaction alone.
  */
 import { gatherKV } from '../ops/gather';

@@ -1,5 +1,5 @@
 /**
- * Bench case of the NestedKV scorer (spec/performance.md §5.1) and its plain-JS baseline. Speed-of-light bytes: two
+ * Bench case of the NestedKV scorer (docs/performance.md §5.1) and its plain-JS baseline. Speed-of-light bytes: two
  * passes over K plus the f32 scores (the raw-anomaly statistics in between stay in L2 and are not counted).
  */
 import { nestedkvScores, nestedkvBlockSize } from '../ops/nestedkv';

@@ -1,4 +1,4 @@
-/** Bench cases of token selection (spec/performance.md §5.2), uniform and adaptive, and the sorting baseline. */
+/** Bench cases of token selection (docs/performance.md §5.2), uniform and adaptive, and the sorting baseline. */
 import { selectTokens, keepFromRatio } from '../ops/select';
 import type { Tensor } from '../tensor';
 import { hostContiguous } from '../tensor';

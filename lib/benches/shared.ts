@@ -15,7 +15,7 @@ export const G = 4;
 /** Surrogate queries per query head of the GRKV-sized cases (the merge and its value-step solve). */
 export const QS = 32;
 
-/** Two streaming passes over K plus the f32 scores written (spec/performance.md §5.1). */
+/** Two streaming passes over K plus the f32 scores written (docs/performance.md §5.1). */
 export function scoringSolBytes({ H, N, d, dtype }: BenchShape): number {
   return 2 * H * N * d * dtypeSize(dtype) + H * N * 4;
 }

@@ -1,5 +1,5 @@
 /**
- * Bench case of the SnapKV scorer (spec/performance.md §5.1): two passes over K, the window queries and the f32
+ * Bench case of the SnapKV scorer (docs/performance.md §5.1): two passes over K, the window queries and the f32
  * scores. The CUDA baseline forces the SIMT f32 logit tiles on.
  */
 import { snapkvScores } from '../ops/snapkv';

@@ -1,5 +1,5 @@
 /**
- * Bench case of the batched SPD solve (spec/performance.md §3) at the size of GRKV's value step: one (G·Qs)×(G·Qs)
+ * Bench case of the batched SPD solve (docs/performance.md §3) at the size of GRKV's value step: one (G·Qs)×(G·Qs)
  * system per KV head, d right-hand sides. Compute-bound; solBytes is the traffic it cannot avoid.
  */
 import { spdSolve } from '../ops/spd';

@@ -35,7 +35,7 @@ export interface BenchCase {
   op: string;
   /** Human-readable configuration beyond the shape (e.g. "keep 25% adaptive"). */
   variant: string;
-  /** The fewest bytes the op must move (spec/performance.md §5), for the speed-of-light ratio. */
+  /** The fewest bytes the op must move (docs/performance.md §5), for the speed-of-light ratio. */
   solBytes(s: BenchShape): number;
   prepare(s: BenchShape, ctx: BenchContext): Prepared;
 }

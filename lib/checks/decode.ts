@@ -1,5 +1,5 @@
 /**
- * Target-vs-CPU checks of the corrected decode attention (spec/momentkv.md §4.4): GQA G = 4, ragged counts with one
+ * Target-vs-CPU checks of the corrected decode attention (docs/methods/momentkv.md §4.4): GQA G = 4, ragged counts with one
  * empty head, T = 1 and T = 6 tokens, orders 1 and 0, a per-head clip.
  */
 import { MomentState } from '../ops/moments';

@@ -1,4 +1,4 @@
-/** Target-vs-CPU check of the compaction (spec/performance.md §5.5): bf16 rows of a ragged (adaptive) selection. */
+/** Target-vs-CPU check of the compaction (docs/performance.md §5.5): bf16 rows of a ragged (adaptive) selection. */
 import { keydiffScores } from '../ops/keydiff';
 import { selectTokens } from '../ops/select';
 import { gatherKV } from '../ops/gather';

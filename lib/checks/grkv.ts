@@ -1,7 +1,7 @@
 /**
- * Target-vs-CPU checks of the GRKV merge (spec/grkv.md §4–§7).
+ * Target-vs-CPU checks of the GRKV merge (docs/methods/grkv.md §4–§7).
  *
- * The merge's key step runs a truncated CG on an ill-conditioned system (spec/grkv.md §7.2). Its iterate is not a
+ * The merge's key step runs a truncated CG on an ill-conditioned system (docs/methods/grkv.md §7.2). Its iterate is not a
  * well-conditioned function of the inputs: on many heads the CPU backend itself moves its 16th iterate, and the
  * key+value objective L2 by up to several times L0, when the surrogate queries change by one part in 10^6, and two
  * implementations that differ only in fp32 summation order (CUDA vs CPU, or the CUDA kernels with and without FMA
@@ -10,7 +10,7 @@
  *  - with `cgIters: 2` (which runs every key-step kernel, the p-update included) the key step is compared too: L2 to
  *    1e-4 (f32) / 2e-2 (f16/bf16 candidates, storage-rounded) of max(L0, L2), the same choice, the same plain and
  *    updated rows;
- *  - the cap / storage-rounding safeguards (spec §7.3) are threshold tests; a head whose decision fell on the other
+ *  - the cap / storage-rounding safeguards (docs/methods/grkv.md §7.3) are threshold tests; a head whose decision fell on the other
  *    side of a threshold in the target is compared up to that decision only (and reported in the detail);
  *  - at the default 16 iterations the key step is checked for self-consistency only: the target's choice is the best
  *    of its own finite objectives and the rows of rejected candidates are restored bit for bit.
@@ -98,7 +98,7 @@ export function grkvCheck(c: GrkvCase): Check {
         countsBad += Number(cd[h] !== counts[h]);
         const a: GrkvHeadDiagnostics = dc[h], b: GrkvHeadDiagnostics = dd[h];
         const L0 = a.objectives[0];
-        // The cap / storage-rounding safeguards (spec §7.3) are threshold tests: a near-threshold decision may go either
+        // The cap / storage-rounding safeguards (docs/methods/grkv.md §7.3) are threshold tests: a near-threshold decision may go either
         // way; such a head is compared up to that decision only.
         const sameV = a.valueShrinks === b.valueShrinks && a.valueDropped === b.valueDropped;
         const sameK = sameV && a.keyShrinks === b.keyShrinks && a.keyDropped === b.keyDropped;

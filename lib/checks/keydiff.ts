@@ -1,4 +1,4 @@
-/** Target-vs-CPU checks of KeyDiff scoring (spec/nestedkv.md §7): every dtype, contiguous and [N,H,d] strided. */
+/** Target-vs-CPU checks of KeyDiff scoring (docs/methods/keydiff.md §3): every dtype, contiguous and [N,H,d] strided. */
 import { keydiffScores } from '../ops/keydiff';
 import type { Check } from './types';
 import { randomHost, numbers, maxRel, checkShapes } from './util';

@@ -1,5 +1,5 @@
 /**
- * Target-vs-CPU check of the multi-round moment-informed eviction (spec/momentkv.md §5.3): bf16, keep 10 %, 4 rounds,
+ * Target-vs-CPU check of the multi-round moment-informed eviction (docs/methods/momentkv.md §5.3): bf16, keep 10 %, 4 rounds,
  * the observation window protected; kept indices, eviction rounds and the merged state.
  */
 import { momentkvSelect } from '../ops/momentkv_select';

@@ -1,5 +1,5 @@
 /**
- * Target-vs-CPU checks of the moment state (spec/momentkv.md §4.3): merges, and the merge fused into the compaction
+ * Target-vs-CPU checks of the moment state (docs/methods/momentkv.md §4.3): merges, and the merge fused into the compaction
  * (gatherKV with moments). The state helpers are shared with the decode and momentkv_select checks.
  */
 import { MomentState } from '../ops/moments';

@@ -1,4 +1,4 @@
-/** Target-vs-CPU checks of the NestedKV scorer (spec/nestedkv.md §3): dtypes, strides, options, determinism. */
+/** Target-vs-CPU checks of the NestedKV scorer (docs/methods/nestedkv.md §3): dtypes, strides, options, determinism. */
 import { nestedkvScores } from '../ops/nestedkv';
 import type { NestedkvOptions } from '../ops/nestedkv';
 import type { FloatDType } from '../tensor';

@@ -1,4 +1,4 @@
-/** Target-vs-CPU checks of token selection (spec/nestedkv.md §4): uniform and adaptive budgets, sinks, recent. */
+/** Target-vs-CPU checks of token selection (docs/methods/selection.md §4): uniform and adaptive budgets, sinks, recent. */
 import { selectTokens } from '../ops/select';
 import { tensor, hostContiguous } from '../tensor';
 import type { Check } from './types';

@@ -1,4 +1,4 @@
-/** Target-vs-CPU checks of the SnapKV scorer (spec/grkv.md §3.1): dtypes, pools, kernels, windows, head dims. */
+/** Target-vs-CPU checks of the SnapKV scorer (docs/methods/snapkv.md §3.1): dtypes, pools, kernels, windows, head dims. */
 import { snapkvScores } from '../ops/snapkv';
 import type { SnapkvOptions } from '../ops/snapkv';
 import type { FloatDType } from '../tensor';

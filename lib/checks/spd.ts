@@ -1,5 +1,5 @@
 /**
- * Target-vs-CPU checks of the batched SPD solve (spec/performance.md §3): random SPD systems, a rank-8 Gram that is
+ * Target-vs-CPU checks of the batched SPD solve (docs/performance.md §3): random SPD systems, a rank-8 Gram that is
  * SPD only through λ, and one system with a negative pivot (info and NaN rows compared).
  */
 import { spdSolve } from '../ops/spd';

@@ -1,5 +1,5 @@
 /**
- * `kvtrim eval`: fidelity of every method × compression ratio on the built-in LLM-like trace (lib/trace.ts) or
+ * `kvtrim eval`: fidelity of every method × compression ratio on the built-in LLM-like trace (lib/trace/) or
  * on a user's own KV dumps (lib/io/dump.ts), under the causal split protocol of lib/eval/protocol.ts: for each
  * layer, configuration and ratio it compresses the prefix [0, S) with `compress()` (observation window: the
  * queries at S−W..S−1), runs the held-out queries at positions p ≥ S through `decodeAttention` on the compressed

@@ -1,12 +1,12 @@
 /**
  * Decode attention over a compacted (ragged) KV cache, optionally corrected by the MomentKV summary of the evicted
- * tokens ("normalisation-corrected inference", spec/momentkv.md §4.2-§4.4, §8).
+ * tokens ("normalisation-corrected inference", docs/methods/momentkv.md §4.2-§4.4, §8).
  *
  * For query head j (KV head h = ⌊j / G⌋, G = Hq / Hkv) and a = scale·q:
  *   o_R, lse_R = exact softmax attention over rows 0..counts[h)−1 of keys/values[h] (padding is never read);
  *   ℓ_E = log n_h + a·mu_k[h];   λ = sigmoid(lse_R − ℓ_E)   (one normalisation over retained + evicted mass);
  *   o = λ·o_R + (1 − λ)·(mu_v[h] + c·C[h] a)          (order 0: without C a).
- * c = 1, or with `clip` the ball clip c = min(1, R / max(‖C a‖, 1e-12)) (spec §8; not in the paper). Without
+ * c = 1, or with `clip` the ball clip c = min(1, R / max(‖C a‖, 1e-12)) (docs/methods/momentkv.md §8; not in the paper). Without
  * moments, or for a head with n_h = 0, o = o_R (plain attention over the retained cache). counts[h] = 0 with
  * n_h > 0 gives the summary alone; with n_h = 0 it gives 0.
  *
@@ -38,7 +38,7 @@ export interface DecodeAttentionArgs extends StreamOpt {
   /**
    * Optional norm clip of the first-order term: C a is scaled to norm ≤ R. A number (one radius for all heads,
    * ≥ 0, Infinity allowed) or an f32 [Hkv] tensor of per-KV-head radii (e.g. max ‖v_i − mu_v‖ over the evicted
-   * rows, spec §8). Off by default.
+   * rows, docs/methods/momentkv.md §8). Off by default.
    */
   clip?: number | Tensor | TensorLike;
   /** Preallocated f32 output [Hq, dv] / [Hq, T, dv]. */

@@ -1,5 +1,5 @@
 /**
- * Compaction (spec/performance.md §5.5): copies the retained rows of K and V into new `[H, cap, d]` buffers,
+ * Compaction (docs/performance.md §5.5): copies the retained rows of K and V into new `[H, cap, d]` buffers,
  * out of place. Rows past `counts[h]` are zero-filled padding that every consumer masks by `counts`. With
  * `moments`, every row NOT retained is merged into the moment state (MomentKV), reading each evicted row once.
  */

@@ -1,5 +1,5 @@
 /**
- * GRKV (Peng et al., arXiv 2605.31105; spec/grkv.md): after eviction, the retained rows of each KV head are
+ * GRKV (Peng et al., arXiv 2605.31105; docs/methods/grkv.md): after eviction, the retained rows of each KV head are
  * regressed so that attention over the compressed cache reproduces full-cache attention for a set of surrogate
  * queries — an exact dual-ridge value step and one Gauss–Newton ridge key step (CG), with relative caps, storage
  * rounding and a per-head choice among {unchanged, value-only, key+value}. The cache size is unchanged; fixed
@@ -31,7 +31,7 @@ export interface GrkvMergeArgs extends StreamOpt {
   queries: Tensor | TensorLike;
   /** i32 [Qs]: logical position of each surrogate query; key position p is visible to query j iff p ≤ position j. */
   queryPositions: Tensor | TensorLike;
-  /** Raw SnapKV scores f32 [H, N] (anchor ranking, spec §3.1/§4). */
+  /** Raw SnapKV scores f32 [H, N] (anchor ranking, docs/methods/grkv.md §3.1/§4). */
   scores: Tensor | TensorLike;
   /**
    * Per-query weights f32 [Qs] (≥ 0), or one number for all (a small [Qs] tensor is then allocated per call: pass a
@@ -52,7 +52,7 @@ export interface GrkvMergeArgs extends StreamOpt {
   /** Logit scale. Default 1/√d. */
   scale?: number;
   /**
-   * Per-head acceptance (spec §7.3, §11.7): 'best' (default) keeps the candidate with the lowest objective among
+   * Per-head acceptance (docs/methods/grkv.md §7.3, §11.7): 'best' (default) keeps the candidate with the lowest objective among
    * {unchanged, value-only, key+value}; 'joint' always applies the key+value step when it is finite (GRKV-W
    * "earliest"; caps still apply).
    */
@@ -79,7 +79,7 @@ export type GrkvCandidate = 'unchanged' | 'value' | 'key+value';
 export interface GrkvHeadDiagnostics {
   /** The candidate kept. */
   chosen: GrkvCandidate;
-  /** Objective (weighted output loss + λ·ridge, spec §6) of {unchanged, value-only, key+value}; NaN = not finite. */
+  /** Objective (weighted output loss + λ·ridge, docs/methods/grkv.md §6) of {unchanged, value-only, key+value}; NaN = not finite. */
   objectives: [number, number, number];
   /** Final step scales (cap factor × 0.9^shrinks; 0 when the rounded step broke the cap and was dropped). */
   valueScale: number;
@@ -140,7 +140,7 @@ export async function decodeGrkvDiagnostics(diagnostics: Tensor, opts: StreamOpt
 }
 
 /**
- * GRKV merge of one layer (spec/grkv.md §4–§7; per-KV-head acceptance §11.7). Returns the compacted, merged cache
+ * GRKV merge of one layer (docs/methods/grkv.md §4–§7; per-KV-head acceptance §11.7). Returns the compacted, merged cache
  * `{ keys [H, cap, d], values [H, cap, dv], counts [H] }` in the input dtype (padding rows zero, masked by counts)
  * and, when asked, per-head diagnostics. Inputs are never modified.
  */
@@ -215,7 +215,7 @@ export interface GrkvSurrogates {
 }
 
 /**
- * Surrogate-query plan of spec/grkv.md §5 for a context of N tokens:
+ * Surrogate-query plan of docs/methods/grkv.md §5 for a context of N tokens:
  * - `window` (GRKV-W, the paper's): the last `count` positions (default 32) at their true positions (causal),
  *   weights 1;
  * - `stratified` (the authors' release, "GRKV Default"): `count` stratum midpoints ⌊(e_j + e_{j+1} − 1)/2⌋ with

@@ -1,5 +1,5 @@
 /**
- * KeyDiff (Park et al., arXiv 2504.15364; spec/nestedkv.md §7, exactly kvpress KeyDiffPress): score(h, i) =
+ * KeyDiff (Park et al., arXiv 2504.15364; docs/methods/keydiff.md §3, exactly kvpress KeyDiffPress): score(h, i) =
  * −cos(k_i, anchor_h), anchor_h = mean of the L2-normalised keys of head h. Higher = more distinctive = keep.
  * Attention-free, so it works on caches produced by FlashAttention.
  */

@@ -1,5 +1,5 @@
 /**
- * MomentKV moment-informed eviction (spec/momentkv.md §5.2-§5.3) and the one-call compression helper.
+ * MomentKV moment-informed eviction (docs/methods/momentkv.md §5.2-§5.3) and the one-call compression helper.
  *
  * Per KV head, the N − keep lowest-ranked unprotected tokens are evicted in `rounds` rounds (round r evicts
  * ⌈remaining / (rounds − r)⌉ tokens). A token's rank key is its base score (SnapKV, supplied by the caller) times
@@ -63,7 +63,7 @@ export interface MomentkvSelection {
 
 const SELECT_KEYS = ['scores', 'keys', 'values', 'keep', 'ratio', 'rounds', 'r', 'eps', 'mi', 'moments', 'cap', 'indices', 'counts', 'evictedRound', 'stream'];
 
-/** Multi-round moment-informed eviction (spec/momentkv.md §5.3). */
+/** Multi-round moment-informed eviction (docs/methods/momentkv.md §5.3). */
 export function momentkvSelect(args: MomentkvSelectArgs): MomentkvSelection {
   return selectImpl(opts('args', args, SELECT_KEYS));
 }
@@ -125,7 +125,7 @@ export interface MomentkvCache {
 /**
  * One call from a full prefill cache to a compressed one with its moment state: momentkvSelect (which merges every
  * evicted row into the state) then a compaction of the kept rows. Pass the result's keys/values/counts/moments to
- * decodeAttention; append decoded tokens to the compacted cache (the statistics stay frozen, spec §5.3).
+ * decodeAttention; append decoded tokens to the compacted cache (the statistics stay frozen, docs/methods/momentkv.md §5.3).
  */
 export function momentkvCompress(args: MomentkvCompressArgs): MomentkvCache {
   const o = opts('args', args, [...SELECT_KEYS, 'keysOut', 'valuesOut', 'countsOut']);

@@ -1,7 +1,7 @@
 /**
- * MomentKV moment state (spec/momentkv.md §4.1, §4.3): per KV head, the statistics of the evicted tokens — count
+ * MomentKV moment state (docs/methods/momentkv.md §4.1, §4.3): per KV head, the statistics of the evicted tokens — count
  * `n`, key mean `muK`, value mean `muV` and the co-moment `m` = n·C, C = (1/n) Σ (v − mu_v)(k − mu_k)ᵀ (population
- * value-key covariance, [dv, d]). Kept in f32 (spec §8). Rows are merged with the exact pairwise (Chan) update of
+ * value-key covariance, [dv, d]). Kept in f32 (docs/methods/momentkv.md §8). Rows are merged with the exact pairwise (Chan) update of
  * centred batch statistics — never raw sums — over a fixed partition of positions, so results are deterministic
  * (independent of thread count and GPU model) and any chunking of the evicted set gives the same state up to f32
  * rounding. Evicted tokens must enter the state exactly once.
@@ -124,8 +124,8 @@ export class MomentState implements MomentTensors {
   }
 
   /**
-   * Merges rows `keys[h, evictedIndices[h, j]]`, `values[h, …]` for j < counts[h] into head h (spec/momentkv.md
-   * §4.3). keys [H, N, d] / values [H, N, dv] f32 | f16 | bf16, any strides; evictedIndices [H, cap] i32 strictly
+   * Merges rows `keys[h, evictedIndices[h, j]]`, `values[h, …]` for j < counts[h] into head h (docs/methods/momentkv.md
+   * docs/methods/momentkv.md §4.3). keys [H, N, d] / values [H, N, dv] f32 | f16 | bf16, any strides; evictedIndices [H, cap] i32 strictly
    * ascending positions before counts[h] (checked on the CPU backend); counts [H] i32. Returns this.
    */
   merge(

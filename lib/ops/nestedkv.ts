@@ -1,5 +1,5 @@
 /**
- * NestedKV (Chen et al., arXiv 2605.26678; spec/nestedkv.md §3 S1–S7 with the §9 choices): a training-free,
+ * NestedKV (Chen et al., arXiv 2605.26678; docs/methods/nestedkv.md §3 S1–S7 with the §9 choices): a training-free,
  * key-only, prefill-time eviction score. Per KV head the L2-normalised keys are compared with three anchors —
  * the global mean (stable), the mean of the token's block (episodic) and the mean of its causal trailing window
  * (current) — as −cos anomalies, min-max normalised per head; a head-adaptive softmax blend (prior + β·Δ of the
@@ -7,7 +7,7 @@
  * `sinks` positions get +Infinity. Higher = keep.
  *
  * Pair it with `selectTokens(scores, { ratio, budget: 'adaptive', safeguard: 0.2 })` for the paper's head-wise
- * budget (§4). `scales: 'global'` is the single-anchor ablation (a* = min-max of KeyDiff's score, spec §7/§8).
+ * budget (docs/methods/nestedkv.md §4). `scales: 'global'` is the single-anchor ablation (a* = min-max of KeyDiff's score, docs/methods/nestedkv.md §3.8, §7).
  */
 import { native } from '../binding';
 import { DEFAULTS } from '../defaults';
@@ -40,7 +40,7 @@ export interface NestedkvOptions extends StreamOpt {
   out?: Tensor | TensorLike;
 }
 
-/** Default episodic block size for N tokens: clip(⌊N/32⌋, 128, 256) (spec §3 S2). */
+/** Default episodic block size for N tokens: clip(⌊N/32⌋, 128, 256) (docs/methods/nestedkv.md §3 S2). */
 export function nestedkvBlockSize(N: number): number {
   checkInt('N', N, 0, 2 ** 31 - 1);
   return Math.min(256, Math.max(128, Math.floor(N / 32)));

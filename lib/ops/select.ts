@@ -1,5 +1,5 @@
 /**
- * Token selection (spec/nestedkv.md §4). Ranking: higher score first; NaN lowest; ties go to the lower position,
+ * Token selection (docs/methods/selection.md §4). Ranking: higher score first; NaN lowest; ties go to the lower position,
  * then the lower head. `sinks` leading and `recent` trailing positions are forced (always ranked first).
  * - `budget: 'uniform'`: each head keeps its own top `keep`.
  * - `budget: 'adaptive'` (NestedKV's head-wise competition = kvpress AdaKVPress): each head keeps its own top

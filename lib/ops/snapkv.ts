@@ -1,5 +1,5 @@
 /**
- * SnapKV (Li et al., 2024; spec/grkv.md §3.1, exactly kvpress `SnapKVPress.score`): the observation-window
+ * SnapKV (Li et al., 2024; docs/methods/snapkv.md §3.1, exactly kvpress `SnapKVPress.score`): the observation-window
  * queries (positions N−W … N−1, causal inside the window) attend over all N keys; the softmax rows are averaged
  * over the window, restricted to the prefix [0, N−W), pooled along the sequence (kernel 5, stride 1, avg with the
  * zero padding counted, or max), and averaged over the G query heads of each KV head (GQA). The W window

@@ -1,5 +1,5 @@
 /**
- * Batched SPD solves (spec/performance.md §3): X_b = (A_b + λI)⁻¹ B_b by Cholesky and two triangular solves in
+ * Batched SPD solves (docs/performance.md §3): X_b = (A_b + λI)⁻¹ B_b by Cholesky and two triangular solves in
  * fp32, for many small systems at once (the GRKV value step solves one (G·Qs)×(G·Qs) system per KV head with this
  * primitive). Only the LOWER triangle of each A_b is read.
  *

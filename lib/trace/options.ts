@@ -53,7 +53,7 @@ export interface TraceLayer {
   needleTarget: Int32Array;
   /** [Hq, Qs, d] raw queries at the GRKV stratified positions, rotated by the RoPE of position N−1 */
   stratifiedQueries: Float32Array;
-  /** [Qs] stratified positions (spec grkv §5.2), Qs = min(32, N) */
+  /** [Qs] stratified positions (docs/methods/grkv.md §5.2), Qs = min(32, N) */
   stratifiedPositions: Int32Array;
 }
 

@@ -49,7 +49,7 @@ export function needleSpansFor(rng: Rng, N: number, W: number, K: number): Int32
   return out;
 }
 
-/** GRKV Default stratified positions (spec grkv §5.2). */
+/** GRKV Default stratified positions (docs/methods/grkv.md §5.2). */
 export function stratifiedPositions(N: number, Qs = 32): Int32Array {
   if (N < Qs) return Int32Array.from({ length: N }, (_, i) => i);
   const e = (j: number): number => Math.floor((j * N) / Qs);

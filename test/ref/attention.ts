@@ -3,7 +3,7 @@
  * the fidelity helpers used by the tests (per-row relative error, median, quantiles).
  *
  * Conventions: queries [Hq, T, d], K [Hkv, N, d], V [Hkv, N, dv], all row-major. GQA: query head
- * j reads KV head floor(j / G) with G = Hq / Hkv (spec/grkv.md §2, spec/momentkv.md §2).
+ * j reads KV head floor(j / G) with G = Hq / Hkv (docs/methods/grkv.md §2, docs/methods/momentkv.md §2).
  */
 
 /** Arguments of {@link attentionRef}. */
@@ -53,7 +53,7 @@ export function checkKept(kept: number[][], Hkv: number, N: number, who: string)
  * (s ≤ qpos[t] when `qpos` is given):
  *   ℓ_s = scale·q_{j,t}·k_{h,s};  lse = log Σ_s exp ℓ_s  (max-subtracted);  out = Σ_s e^{ℓ_s−lse} v_{h,s}.
  * Returns `out` [Hq, T, dv] and `lse` [Hq, T]. A query with no visible key gets out = 0 and
- * lse = −Infinity. (spec/grkv.md §2 attention; spec/momentkv.md §4.4 o_R and lse_R.)
+ * lse = −Infinity. (docs/methods/grkv.md §2 attention; docs/methods/momentkv.md §4.4 o_R and lse_R.)
  */
 export function attentionRef(args: AttentionRefArgs): { out: Float64Array; lse: Float64Array } {
   const { q, Hq, T, d, K, V, Hkv, N, dv, kept, qpos, scale } = args;

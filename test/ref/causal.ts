@@ -5,7 +5,8 @@
  * with plain causal attention over rows 0..min(p, N−1). Written from that definition, without lib/.
  */
 import { attentionRef, relativeErrors } from './attention';
-import { decodeAttentionRef, MomentStateRef } from './momentkv';
+import { decodeAttentionRef } from './decode';
+import type { MomentStateRef } from './moments';
 
 export interface CausalSplitRefArgs {
   /** full cache [Hkv, N, d] / [Hkv, N, dv] */

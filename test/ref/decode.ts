@@ -1,5 +1,5 @@
 /**
- * Float64 reference of the normalisation-corrected decode attention (spec/momentkv.md §4.4, §8) over a compacted
+ * Float64 reference of the normalisation-corrected decode attention (docs/methods/momentkv.md §4.4, §8) over a compacted
  * cache and the moment state of the evicted tokens.
  *
  * Conventions: queries [Hq, T, d], compacted K [Hkv, cap, d], V [Hkv, cap, dv]; GQA query head j uses KV head
@@ -32,23 +32,23 @@ export interface DecodeAttentionRefArgs {
   counts: ArrayLike<number>;
   /** Evicted-set summary; omitted means no correction (plain attention). */
   moments?: MomentStateRef;
-  /** 0: evicted output mu_v (mass + mean only); 1: mu_v + C a (spec §4.2). */
+  /** 0: evicted output mu_v (mass + mean only); 1: mu_v + C a (docs/methods/momentkv.md §4.2). */
   order: 0 | 1;
   /** Logit scale; a = q·scale. */
   scale: number;
-  /** Optional per-KV-head ball clip R_v: C a is scaled to norm ≤ clip[h] (spec §8). */
+  /** Optional per-KV-head ball clip R_v: C a is scaled to norm ≤ clip[h] (docs/methods/momentkv.md §8). */
   clip?: ArrayLike<number>;
 }
 
 /**
- * Normalisation-corrected decode attention (spec/momentkv.md §4.4, §13 `nc_decode_attention`),
+ * Normalisation-corrected decode attention (docs/methods/momentkv.md §4.4, §13 `nc_decode_attention`),
  * float64, for T queries per head. For query head j (KV head h = floor(j/G)) and a = q·scale:
  *   lse_R, o_R  = exact attention over the first counts[h] retained rows;
  *   ℓ_E = log n_h + a·mu_k[h];  λ = sigmoid(lse_R − ℓ_E);
  *   o   = λ·o_R + (1−λ)·(mu_v[h] + C[h] a)       (order 0 drops C a; C = M/n).
  * Special cases: n_h = 0 (or no moments) → o = o_R; counts[h] = 0 and n_h > 0 → o = summary alone
  * (λ = 0); counts[h] = 0 and n_h = 0 → o = 0. With `clip`, C a is multiplied by
- * min(1, clip[h]/max(‖C a‖, 1e-12)) (spec §8; not in the paper). Returns [Hq, T, dv].
+ * min(1, clip[h]/max(‖C a‖, 1e-12)) (docs/methods/momentkv.md §8; not in the paper). Returns [Hq, T, dv].
  */
 export function decodeAttentionRef(args: DecodeAttentionRefArgs): Float64Array {
   const { q, Hq, T, d, K_R, V_R, Hkv, cap, dv, counts, moments, order, scale, clip } = args;

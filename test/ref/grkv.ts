@@ -1,12 +1,12 @@
 /**
- * Float64 reference for the GRKV merge (spec/grkv.md §4–§7, §11 choices, §12 `grkv_head`).
+ * Float64 reference for the GRKV merge (docs/methods/grkv.md §4–§7, §11 choices, §12 `grkv_head`).
  *
- * Per KV head h the retained set S_h = kept[h] is split into fixed F_h and mutable M_h (§4); the
+ * Per KV head h the retained set S_h = kept[h] is split into fixed F_h and mutable M_h (docs/methods/grkv.md §4); the
  * mutable rows are regressed so that attention over the retained set reproduces full-cache attention
- * for G·Qs surrogate query rows (§6): an exact dual-ridge value step (§7.1), one Gauss–Newton ridge
- * key step solved matrix-free by CG in output space (§7.2), relative Frobenius caps, storage
- * rounding with a cap recheck (§7.3, §11.10) and a per-KV-head choice among
- * {unchanged, value-only, key+value} by the full objective (§11.6, §11.7).
+ * for G·Qs surrogate query rows (docs/methods/grkv.md §6): an exact dual-ridge value step (§7.1), one Gauss–Newton ridge
+ * key step solved matrix-free by CG in output space (docs/methods/grkv.md §7.2), relative Frobenius caps, storage
+ * rounding with a cap recheck (docs/methods/grkv.md §7.3, §11.10) and a per-KV-head choice among
+ * {unchanged, value-only, key+value} by the full objective (docs/methods/grkv.md §11.6, §11.7).
  *
  * Conventions: K [Hkv, N, d], V [Hkv, N, dv], surrogate queries q [Hq, Qs, d] (post-RoPE),
  * query head j → KV head floor(j/G). Within a KV head the G·Qs rows are ordered (g, j) → g·Qs + j,
@@ -16,7 +16,7 @@ import { checkKept } from './attention';
 import { frobeniusNorm } from './linalg';
 import { spdSolveRef } from './spd';
 
-/** Positions max(0, N−W) … N−1: the observation window (spec/grkv.md §3.1, §5.1). */
+/** Positions max(0, N−W) … N−1: the observation window (docs/methods/snapkv.md §3.1, docs/methods/grkv.md §5.1). */
 export function windowPositions(N: number, W: number): number[] {
   const out: number[] = [];
   for (let s = Math.max(0, N - W); s < N; s++) out.push(s);
@@ -24,7 +24,7 @@ export function windowPositions(N: number, W: number): number[] {
 }
 
 /**
- * Stratified surrogate positions (spec/grkv.md §5.2): e_j = ⌊j·N/Qs⌋, p_j = ⌊(e_j + e_{j+1} − 1)/2⌋
+ * Stratified surrogate positions (docs/methods/grkv.md §5.2): e_j = ⌊j·N/Qs⌋, p_j = ⌊(e_j + e_{j+1} − 1)/2⌋
  * for j < Qs; all N positions when N < Qs. (N = 16384, Qs = 32 → 255, 767, …, 16127.)
  */
 export function stratifiedPositions(N: number, Qs = 32): number[] {
@@ -50,7 +50,7 @@ const F32 = new Float32Array(1);
 const U32 = new Uint32Array(F32.buffer);
 
 /**
- * Fixed / mutable split of the retained set (spec/grkv.md §4, §12 `partition`): retained positions
+ * Fixed / mutable split of the retained set (docs/methods/grkv.md §4, §12 `partition`): retained positions
  * ≥ N−W are fixed; the retained prefix P_h (positions < N−W) is sorted by raw SnapKV score,
  * descending, ties broken by LOWER position first, and its first ⌊|P_h|·γ⌋ entries (anchors) are
  * fixed. The rest is mutable. Both lists come back ascending.
@@ -98,7 +98,7 @@ export interface HeadAttentionArgs {
 }
 
 /**
- * Softmax attention of one KV head's query rows over a slot set (spec/grkv.md §2, §12 `attn`):
+ * Softmax attention of one KV head's query rows over a slot set (docs/methods/grkv.md §2, §12 `attn`):
  * returns the weights `a` [rows, S] (0 on invisible slots) and outputs `o` [rows, dv]. A row with no
  * visible slot has a = 0 and o = 0.
  */
@@ -133,7 +133,7 @@ export function headAttentionRef(p: HeadAttentionArgs): { a: Float64Array; o: Fl
   return { a, o };
 }
 
-/** The linearisation point of the key step for one KV head (spec/grkv.md §7.2). */
+/** The linearisation point of the key step for one KV head (docs/methods/grkv.md §7.2). */
 export interface KeyLinearisation {
   /** Query rows [rows, d]. */
   q: ArrayLike<number>;
@@ -154,7 +154,7 @@ export interface KeyLinearisation {
 }
 
 /**
- * JVP of the √w-weighted outputs w.r.t. the mutable keys (spec/grkv.md §7.2, §12 `J`):
+ * JVP of the √w-weighted outputs w.r.t. the mutable keys (docs/methods/grkv.md §7.2, §12 `J`):
  * (JΔ)_row = √w_row · Σ_{t∈M} a_{row,t} · (scale·q_row·Δ_t) · (v_t − o_row).
  * Δ is [R, d]; returns [rows, dv].
  */
@@ -177,7 +177,7 @@ export function jvpRef(L: KeyLinearisation, D: ArrayLike<number>): Float64Array 
 }
 
 /**
- * VJP, the adjoint of {@link jvpRef} (spec/grkv.md §7.2, §12 `JT`): with U' = √w ⊙ U,
+ * VJP, the adjoint of {@link jvpRef} (docs/methods/grkv.md §7.2, §12 `JT`): with U' = √w ⊙ U,
  * (JᵀU)_t = scale · Σ_row a_{row,t} · (U'_row·v_t − U'_row·o_row) · q_row.  U is [rows, dv];
  * returns [R, d].
  */
@@ -203,7 +203,7 @@ export function vjpRef(L: KeyLinearisation, U: ArrayLike<number>): Float64Array 
 }
 
 /**
- * Exact ridge value step in dual form (spec/grkv.md §7.1): solve (A_w A_wᵀ + λI) X = r by Cholesky
+ * Exact ridge value step in dual form (docs/methods/grkv.md §7.1): solve (A_w A_wᵀ + λI) X = r by Cholesky
  * and return ΔV = A_wᵀ X. A_w is [rows, R] (rows already scaled by √w), r is [rows, dv]; returns
  * [R, dv].
  */
@@ -239,7 +239,7 @@ export function valueStepDualRef(
 
 /**
  * The same ridge solution in primal form, ΔV = (A_wᵀA_w + λI_R)⁻¹ A_wᵀ r (an R×R system), for
- * checking {@link valueStepDualRef} (spec/grkv.md §7.1, §13). Returns [R, dv].
+ * checking {@link valueStepDualRef} (docs/methods/grkv.md §7.1, §13). Returns [R, dv].
  */
 export function valueStepPrimalRef(
   Aw: ArrayLike<number>,
@@ -279,7 +279,7 @@ export interface GrkvMergeArgs {
   dv: number;
   /** Retained positions per KV head, ascending (the eviction result). */
   kept: number[][];
-  /** Raw SnapKV scores [Hkv, N] (anchor ranking, §4). */
+  /** Raw SnapKV scores [Hkv, N] (anchor ranking, docs/methods/grkv.md §4). */
   raw: ArrayLike<number>;
   /** Surrogate queries [Hq, Qs, d], post-RoPE. */
   q: ArrayLike<number>;
@@ -302,7 +302,7 @@ export interface GrkvMergeArgs {
   /** Storage rounding applied to every element of the updated rows (default: identity). */
   round?: (x: number) => number;
   /**
-   * Recheck the caps after rounding (§7.3, §11.10): while ‖round(X0 + s·Δ) − X0‖_F exceeds
+   * Recheck the caps after rounding (docs/methods/grkv.md §7.3, §11.10): while ‖round(X0 + s·Δ) − X0‖_F exceeds
    * cap·‖X0‖_F·(1 + 1e-9), s ← 0.9·s, at most 4 times; if still exceeded, the step is dropped
    * (s = 0, X1 = X0). Default true. It never triggers with identity rounding.
    */
@@ -421,7 +421,7 @@ function headSetup(args: GrkvMergeArgs, h: number) {
   return { rows, scale, qh, qposRow, w, target, Kfull, Vfull };
 }
 
-/** Σ_rows w ‖o − o*‖² (the weighted loss of spec/grkv.md §6). */
+/** Σ_rows w ‖o − o*‖² (the weighted loss of docs/methods/grkv.md §6). */
 function weightedLoss(o: Float64Array, target: Float64Array, w: Float64Array, dv: number): number {
   let L = 0;
   for (let i = 0; i < w.length; i++) {
@@ -447,7 +447,7 @@ function validate(args: GrkvMergeArgs): void {
 }
 
 /**
- * The GRKV objective (spec/grkv.md §6) of KV head h for given merged retained rows
+ * The GRKV objective (docs/methods/grkv.md §6) of KV head h for given merged retained rows
  * Kret [n_h, d], Vret [n_h, dv] (ascending positions of kept[h]):
  *   Σ_{g,j} w_j ‖o_{gj}(K̃,Ṽ) − o*_{gj}‖² + λ(‖K̃ − K0‖²_F + ‖Ṽ − V0‖²_F),
  * the ridge taken over all retained rows (fixed rows contribute 0 when unchanged). Lets a test
@@ -475,7 +475,7 @@ export function grkvObjectiveRef(
 }
 
 /**
- * GRKV merge, float64 (spec/grkv.md §12 `grkv_head`, per-KV-head acceptance §11.7).
+ * GRKV merge, float64 (docs/methods/grkv.md §12 `grkv_head`, per-KV-head acceptance §11.7).
  * For each KV head h:
  *  1. F_h / M_h from {@link grkvPartitionRef}; S_h = kept[h] ascending; K0, V0 the mutable rows.
  *  2. Target o* = full causal attention over all N tokens for the G·Qs rows (visibility s ≤ qpos_j).

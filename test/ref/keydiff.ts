@@ -1,7 +1,7 @@
 /**
  * Float64 reference for KeyDiff scoring (test oracle).
  *
- * Written plainly from spec/nestedkv.md §7 (exact kvpress `KeyDiffPress`):
+ * Written plainly from docs/methods/keydiff.md §3 (exact kvpress `KeyDiffPress`):
  *
  *   anchor_h   = mean_i ( k_i / max(‖k_i‖₂, ε) )          over all N tokens of head h
  *   score(h,i) = −cos(k_i, anchor_h)
@@ -11,7 +11,7 @@
  * Everything is accumulated in float64, whatever the input array type.
  */
 
-/** ε used for both norm clamps (spec §10 `EPS`). */
+/** ε used for both norm clamps (docs/methods/keydiff.md §10 `EPS`). */
 export const KEYDIFF_EPS = 1e-12;
 
 function checkShape(K: ArrayLike<number>, H: number, N: number, d: number, fn: string): void {
@@ -24,7 +24,7 @@ function checkShape(K: ArrayLike<number>, H: number, N: number, d: number, fn: s
 }
 
 /**
- * KeyDiff scores, spec/nestedkv.md §7.
+ * KeyDiff scores, docs/methods/keydiff.md §3.
  *
  * @param K keys [H, N, d] row-major; element (h,i,c) at (h*N+i)*d+c
  * @returns Float64Array [H, N]; score(h,i) = −cos(k_i, mean of L2-normalised keys of head h)

@@ -4,8 +4,8 @@
  * Written plainly, for accuracy, not speed. All matrices are row-major and contiguous; inputs are
  * any `ArrayLike<number>` and outputs are new `Float64Array`s. Nothing here modifies its inputs.
  *
- * Used by the GRKV reference (norms, products) and by the MomentKV reference (spec/momentkv.md
- * §5.2: top left singular vectors of the co-moment C). The SPD solve is in spd.ts.
+ * Used by the GRKV reference (norms, products) and by the MomentKV reference (top left singular vectors of the
+ * co-moment C, docs/methods/momentkv.md §5.2). The SPD solve is in spd.ts.
  */
 
 /** Throws a RangeError when `a` holds fewer than `want` elements. */
@@ -139,7 +139,7 @@ export function symmetricEigenJacobiRef(
 
 /**
  * Top-r left singular vectors of M [rows, cols] (row-major), from the Jacobi eigen-decomposition
- * of the rows×rows matrix M·Mᵀ in float64 (spec/momentkv.md §5.2: U_C, the value-side singular
+ * of the rows×rows matrix M·Mᵀ in float64 (docs/methods/momentkv.md §5.2: U_C, the value-side singular
  * vectors of C [d_v, d]).
  *
  * Returns `vectors` [r, rows] (vector i is a unit row vector at i*rows, sign fixed as in

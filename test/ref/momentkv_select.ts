@@ -1,6 +1,6 @@
 /**
- * Float64 references of the moment-informed eviction (spec/momentkv.md §5.2): the summary subspace, the MI factor,
- * and the multi-round eviction (§5.3, §13 `evict_prefill`, generalised to arbitrary protected tokens).
+ * Float64 references of the moment-informed eviction (docs/methods/momentkv.md §5.2): the summary subspace, the MI factor,
+ * and the multi-round eviction (docs/methods/momentkv.md §5.3, §13 `evict_prefill`, generalised to arbitrary protected tokens).
  *
  * Conventions: scores [Hkv, N], K [Hkv, N, d], V [Hkv, N, dv]. Everything is float64 and row-major; inputs are never
  * modified (except a moment state passed in, which is updated in place by design).
@@ -10,7 +10,7 @@ import { MomentStateRef, momentsInitRef, momentsMergeRef } from './moments';
 
 /**
  * Orthonormal basis (rows of a [k, dv] array, k ≤ r+1) of the summary subspace of KV head h
- * (spec/momentkv.md §5.2): Gram–Schmidt (with one re-orthogonalisation pass) over
+ * (docs/methods/momentkv.md §5.2): Gram–Schmidt (with one re-orthogonalisation pass) over
  * [mu_v, u_1, …, u_r], where u_i are the top-r left singular vectors of C = M/n.
  * A singular vector is used only when its singular value is > 0 and ≥ 1e-6·σ_1 (vectors of a zero
  * or rank-deficient C are arbitrary, e.g. C = 0 when n = 1). A candidate whose Gram–Schmidt
@@ -54,7 +54,7 @@ export function summaryBasisRef(S: MomentStateRef, h: number, r = 1): Float64Arr
 }
 
 /**
- * Moment-informed eviction factor (spec/momentkv.md §5.2, §13 `mi_factor`) for m candidate rows
+ * Moment-informed eviction factor (docs/methods/momentkv.md §5.2, §13 `mi_factor`) for m candidate rows
  * Vcand [m, dv] of KV head h: with P the orthogonal projector onto {@link summaryBasisRef}(S, h, r),
  * ρ_i = ‖v_i − P v_i‖ and factor_i = ρ_i + eps·mean_j ρ_j. All ones when n_h = 0.
  */
@@ -109,7 +109,7 @@ export interface MomentkvSelectArgs {
 }
 
 /**
- * Multi-round moment-informed eviction (spec/momentkv.md §5.3, §13 `evict_prefill`, generalised):
+ * Multi-round moment-informed eviction (docs/methods/momentkv.md §5.3, §13 `evict_prefill`, generalised):
  * per KV head, candidates are the alive tokens with a finite score; the excess N − keep is evicted
  * in `rounds` rounds, round rd (0-based) evicting m = ceil(remaining / (rounds − rd)) candidates
  * with the LOWEST score·factor, where factor = {@link miFactorRef} of the candidates' values against

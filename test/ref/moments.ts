@@ -1,5 +1,5 @@
 /**
- * Float64 references for the MomentKV moment state (spec/momentkv.md §4.1, §4.3): the per-KV-head statistics of the
+ * Float64 references for the MomentKV moment state (docs/methods/momentkv.md §4.1, §4.3): the per-KV-head statistics of the
  * evicted tokens, computed in two passes, and their exact streaming (Chan) update; row helpers shared by the tests.
  *
  * Conventions: K [Hkv, N, d], V [Hkv, N, dv]. Everything is float64 and row-major; inputs are never modified (except
@@ -7,7 +7,7 @@
  */
 
 /**
- * Moment state of the evicted set, one slot per KV head (spec/momentkv.md §4.1):
+ * Moment state of the evicted set, one slot per KV head (docs/methods/momentkv.md §4.1):
  * `n` [H] counts (float), `muK` [H, d] key means, `muV` [H, dv] value means and `M` [H, dv, d]
  * the co-moment Σ (v − mu_v)(k − mu_k)ᵀ = n·C (C the population value-key covariance).
  */
@@ -38,7 +38,7 @@ export function complement(kept: number[], N: number): number[] {
   return out;
 }
 
-/** An empty moment state (n = 0 everywhere) for H KV heads (spec/momentkv.md §13 `moments_init`). */
+/** An empty moment state (n = 0 everywhere) for H KV heads (docs/methods/momentkv.md §13 `moments_init`). */
 export function momentsInitRef(H: number, d: number, dv: number): MomentStateRef {
   return {
     H,
@@ -67,7 +67,7 @@ export function momentsCloneRef(S: MomentStateRef): MomentStateRef {
 /**
  * Two-pass batch statistics of m rows: K [m, d], V [m, dv] → n = m, muK [d], muV [dv], the
  * population covariance C = (1/m) Σ (v − muV)(k − muK)ᵀ [dv, d] and the co-moment M = m·C.
- * For m = 0: n = 0 and all zeros. This is the direct definition of spec/momentkv.md §4.1, used to
+ * For m = 0: n = 0 and all zeros. This is the direct definition of docs/methods/momentkv.md §4.1, used to
  * check the streaming update.
  */
 export function batchMomentsRef(
@@ -105,7 +105,7 @@ export function batchMomentsRef(
 
 /**
  * Merge m evicted rows K [m, d], V [m, dv] into KV head h of S, in place, with the exact Chan
- * pairwise update (spec/momentkv.md §4.3): the batch's own mean and co-moment are computed
+ * pairwise update (docs/methods/momentkv.md §4.3): the batch's own mean and co-moment are computed
  * two-pass, then
  *   n = n_a + m;  mu += δ·m/n;  M = M_a + M_b + (n_a·m/n)·δv δkᵀ.
  * Raw sums Σ v kᵀ are never formed. m = 0 is a no-op.

@@ -1,31 +1,31 @@
 /**
  * Float64 reference for NestedKV scoring (test oracle).
  *
- * Written plainly, with explicit loops, from spec/nestedkv.md §3 (S1–S7), the §9 choices and the
- * §10 numpy pseudocode. It is deliberately slow and direct: window means are summed token by token,
+ * Written plainly, with explicit loops, from docs/methods/nestedkv.md §3 (S1–S7), the §9 choices and the
+ * docs/methods/nestedkv.md §10 numpy pseudocode. It is deliberately slow and direct: window means are summed token by token,
  * block means block by block, tails found with a full sort. Used only to check the real kernels.
  *
- * Chosen interpretations (spec §9, and the brief for these references):
+ * Chosen interpretations (docs/methods/nestedkv.md §9, and the brief for these references):
  *  - S1  k̂_i = k_i / max(‖k_i‖, ε), ε = 1e-12.
  *  - S2  stable anchor: mean of k̂ over all N tokens; episodic anchor: mean of k̂ over the whole
  *        contiguous block holding i (blocks start at 0, size b; the last partial block keeps its own
  *        mean); current anchor: mean of k̂ over the causal inclusive window [max(0, i−W+1), i].
  *        Anchors are not renormalised.
- *  - S3  a_x(i) = −(k̂_i · μ_x(i)) / ‖μ_x(i)‖ — a true cosine for all three anchors (§9.2);
- *        if ‖μ_x(i)‖ < ε the cosine is taken as 0 (§9.13).
- *  - S4  per-head, per-scale min-max over the N tokens; range < 1e-12 → all 0 (§9.13).
- *  - S5  Δ_x = mean(top m) − mean(bottom m), m = max(1, ⌊tail·N⌋) (§9.6);
+ *  - S3  a_x(i) = −(k̂_i · μ_x(i)) / ‖μ_x(i)‖ — a true cosine for all three anchors (docs/methods/nestedkv.md §9.2);
+ *        if ‖μ_x(i)‖ < ε the cosine is taken as 0 (docs/methods/nestedkv.md §9.13).
+ *  - S4  per-head, per-scale min-max over the N tokens; range < 1e-12 → all 0 (docs/methods/nestedkv.md §9.13).
+ *  - S5  Δ_x = mean(top m) − mean(bottom m), m = max(1, ⌊tail·N⌋) (docs/methods/nestedkv.md §9.6);
  *        w = softmax(log(prior) + β·Δ) per head.
  *  - S6  s = population std of (ã_s, ã_e, ã_c); ŝ = min-max(s) (zero range → 0); s_c = ŝ − mean(ŝ);
  *        α = sigmoid(κ(s_c − τ)); a* = (1−α)·a_blend + α·max(ã_s, ã_e, ã_c).
  *  - S7  sinks take part in every statistic above; afterwards positions i < sinks get +Infinity.
- *  - scales 'global' (ablation "w/o continuum score", spec §7/§8): a* = ã_s (min-max of the stable
+ *  - scales 'global' (ablation "w/o continuum score", docs/methods/nestedkv.md §7/§8): a* = ã_s (min-max of the stable
  *        anomaly), no blend, no gate; sinks pinned as usual.
  */
 
-/** ε used for norm clamps (spec §10 `EPS`). */
+/** ε used for norm clamps (docs/methods/nestedkv.md §10 `EPS`). */
 export const NESTEDKV_EPS = 1e-12;
-/** Min-max ranges below this give all-zero output (spec S4 / §9.13). */
+/** Min-max ranges below this give all-zero output (docs/methods/nestedkv.md §3.4 / §9.13). */
 export const NESTEDKV_RANGE_EPS = 1e-12;
 
 export interface NestedkvOptions {
@@ -77,7 +77,7 @@ export interface NestedkvDetail {
   score: Float64Array;
 }
 
-/** Episodic block size b = clip(⌊N/32⌋, 128, 256), spec §3 S2 / §6. */
+/** Episodic block size b = clip(⌊N/32⌋, 128, 256), docs/methods/nestedkv.md §3 S2 / §6. */
 export function nestedkvBlockSize(N: number): number {
   return Math.min(256, Math.max(128, Math.floor(N / 32)));
 }
@@ -86,7 +86,7 @@ function isPosInt(v: number): boolean {
   return Number.isInteger(v) && v >= 1;
 }
 
-/** Per-row min-max, spec S4 / §10 `_minmax`; zero range (< 1e-12) gives 0. Writes into `out`. */
+/** Per-row min-max, spec S4 / docs/methods/nestedkv.md §10 `_minmax`; zero range (< 1e-12) gives 0. Writes into `out`. */
 function minmaxRow(x: Float64Array, off: number, n: number, out: Float64Array): void {
   let lo = Infinity;
   let hi = -Infinity;
@@ -102,8 +102,8 @@ function minmaxRow(x: Float64Array, off: number, n: number, out: Float64Array): 
 }
 
 /**
- * Full NestedKV scoring with all intermediates, spec/nestedkv.md §3 S1–S7 (see file header for the
- * §9 choices). For debugging kernels stage by stage.
+ * Full NestedKV scoring with all intermediates, docs/methods/nestedkv.md §3 S1–S7 (see file header for the
+ * docs/methods/nestedkv.md §9 choices). For debugging kernels stage by stage.
  *
  * @param K keys [H, N, d] row-major (post-RoPE cached keys of one layer)
  */
@@ -159,7 +159,7 @@ export function nestedkvDetailRef(
     }
   }
 
-  // −cos(k̂_i, μ) with the ‖μ‖ < ε → 0 rule (S3, §9.13)
+  // −cos(k̂_i, μ) with the ‖μ‖ < ε → 0 rule (S3, docs/methods/nestedkv.md §9.13)
   const negCos = (base: number, mu: Float64Array): number => {
     let dot = 0;
     let mm = 0;
@@ -297,7 +297,7 @@ export function nestedkvDetailRef(
 }
 
 /**
- * NestedKV scores, spec/nestedkv.md §3 S1–S7 (choices in the file header).
+ * NestedKV scores, docs/methods/nestedkv.md §3 S1–S7 (choices in the file header).
  *
  * @param K keys [H, N, d] row-major
  * @returns Float64Array [H, N]: a* in [0, 1], positions < sinks = +Infinity

@@ -1,4 +1,4 @@
-// Planted NestedKV geometry (spec §11), shared by the reference's own test and the op tests.
+// Planted NestedKV geometry (docs/methods/nestedkv.md §11), shared by the reference's own test and the op tests.
 import { Rng } from '../../lib/rng';
 
 export interface Planted {

@@ -1,8 +1,8 @@
 /**
  * Float64 reference for token selection (test oracle), plus tie-tolerant comparison helpers.
  *
- * The selection rule is the library's deterministic contract (spec/nestedkv.md §4 = kvpress
- * AdaKVPress, §9.8, §9.13, §9.14), written plainly as an explicit comparator and a sort:
+ * The selection rule is the library's deterministic contract (docs/methods/selection.md §4 = kvpress
+ * AdaKVPress; docs/methods/nestedkv.md §9.8, §9.13, §9.14), written plainly as an explicit comparator and a sort:
  *
  * Ranking of two tokens (h, i) and (h', j) — "a ranks before b" means a is preferred:
  *  - Forced tokens (positions i < sinks or i ≥ N − recent; in adaptive mode also each head's
@@ -79,7 +79,7 @@ function checkScores(scores: ArrayLike<number>, H: number, N: number, fn: string
 }
 
 /**
- * Reference token selection, spec/nestedkv.md §4 (adaptive = kvpress AdaKVPress; uniform =
+ * Reference token selection, docs/methods/selection.md §4 (adaptive = kvpress AdaKVPress; uniform =
  * ScorerPress / "w/o adaptive budget" ablation) with the deterministic tie rule of the file header.
  *
  * @param scores [H, N] row-major

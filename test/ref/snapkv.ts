@@ -1,7 +1,7 @@
 /**
  * Float64 reference for SnapKV scoring (test oracle), kvpress `SnapKVPress.score` variant.
  *
- * Written plainly from spec/grkv.md §3.1 (and the brief for these references):
+ * Written plainly from docs/methods/snapkv.md §3.1 (and the brief for these references):
  *  1. Window queries Q [Hq, W, d] sit at positions N−W … N−1.
  *  2. Logits q·k · scale (default scale 1/√d) against all N keys of the query head's KV head;
  *     window query t (position N−W+t) sees keys at positions ≤ N−W+t (causal inside the window,
@@ -29,7 +29,7 @@ export interface SnapkvOptions {
 }
 
 /**
- * SnapKV scores, spec/grkv.md §3.1.
+ * SnapKV scores, docs/methods/snapkv.md §3.1.
  *
  * @param Q  window queries [Hq, W, d] row-major (positions N−W … N−1)
  * @param Hq number of query heads (multiple of Hkv)

@@ -1,6 +1,6 @@
 /**
- * Float64 references of the batched SPD solve (spec/performance.md §3): Cholesky and the two triangular solves. Also
- * the dual ridge solve of the GRKV reference (spec/grkv.md §7.1: `(A Aᵀ + λI) X = r`).
+ * Float64 references of the batched SPD solve (docs/performance.md §3): Cholesky and the two triangular solves. Also
+ * the dual ridge solve of the GRKV reference (docs/methods/grkv.md §7.1: `(A Aᵀ + λI) X = r`).
  *
  * Written plainly, for accuracy, not speed. Matrices are row-major and contiguous; outputs are new `Float64Array`s.
  */
@@ -12,7 +12,7 @@ import { checkLen } from './linalg';
  *
  * Throws an `Error` whose message contains "not finite" for a NaN/±Infinity entry, "not symmetric" when |A_ij − A_ji| exceeds
  * 1e-10·max|A|, and "not positive definite" (with the pivot index and value) when a pivot is
- * ≤ 0 or not finite. Used for the dual ridge system of spec/grkv.md §7.1.
+ * ≤ 0 or not finite. Used for the dual ridge system of docs/methods/grkv.md §7.1.
  */
 export function choleskyRef(A: ArrayLike<number>, n: number): Float64Array {
   checkLen('choleskyRef: A', A, n * n);
@@ -54,7 +54,7 @@ export function choleskyRef(A: ArrayLike<number>, n: number): Float64Array {
 /**
  * Solve `A X = B` for symmetric positive-definite A (n×n) and B row-major [n, nrhs], by
  * {@link choleskyRef} then forward and back substitution. Returns X, row-major [n, nrhs].
- * Throws like {@link choleskyRef} when A is not SPD. (spec/grkv.md §7.1 value step.)
+ * Throws like {@link choleskyRef} when A is not SPD. (docs/methods/grkv.md §7.1 value step.)
  */
 export function spdSolveRef(
   A: ArrayLike<number>,
