@@ -44,38 +44,39 @@ export {
   f32ToF16,
 } from './tensor';
 export type { DType, Device, TensorLike, TensorData, HostArray } from './tensor';
-export { keydiffScores } from './ops/keydiff';
+export type { AsyncOptions } from './ops/common';
+export { keydiffScores, keydiffScoresAsync } from './ops/keydiff';
 export type { KeydiffOptions } from './ops/keydiff';
-export { selectTokens, selectCapacity, keepFromRatio } from './ops/select';
+export { selectTokens, selectTokensAsync, selectCapacity, keepFromRatio } from './ops/select';
 export type { SelectOptions, Selection, Budget } from './ops/select';
-export { gatherKV } from './ops/gather';
+export { gatherKV, gatherKVAsync } from './ops/gather';
 export type { GatherArgs, CompactKV } from './ops/gather';
 
 // ==== NestedKV and SnapKV scoring ====
-export { nestedkvScores, nestedkvBlockSize } from './ops/nestedkv';
+export { nestedkvScores, nestedkvScoresAsync, nestedkvBlockSize } from './ops/nestedkv';
 export type { NestedkvOptions, NestedkvScales } from './ops/nestedkv';
-export { snapkvScores } from './ops/snapkv';
+export { snapkvScores, snapkvScoresAsync } from './ops/snapkv';
 export type { SnapkvOptions, SnapkvPool } from './ops/snapkv';
 
 
 // ==== MomentKV ====
 export { MomentState } from './ops/moments';
 export type { MomentTensors, MomentStateCreateOptions } from './ops/moments';
-export { decodeAttention } from './ops/decode';
+export { decodeAttention, decodeAttentionAsync } from './ops/decode';
 export type { DecodeAttentionArgs } from './ops/decode';
-export { momentkvSelect, momentkvCompress } from './ops/momentkv_select';
+export { momentkvSelect, momentkvSelectAsync, momentkvCompress, momentkvCompressAsync } from './ops/momentkv_select';
 export type { MomentkvSelectArgs, MomentkvSelection, MomentkvCompressArgs, MomentkvCache } from './ops/momentkv_select';
 
 
 // ==== GRKV ====
-export { spdSolve, SpdError } from './ops/spd';
+export { spdSolve, spdSolveAsync, SpdError } from './ops/spd';
 export type { SpdSolveArgs, SpdSolution } from './ops/spd';
-export { grkvMerge, grkvSurrogates, decodeGrkvDiagnostics, GRKV_DIAG_COLS } from './ops/grkv';
+export { grkvMerge, grkvMergeAsync, grkvSurrogates, decodeGrkvDiagnostics, GRKV_DIAG_COLS } from './ops/grkv';
 export type { GrkvMergeArgs, GrkvResult, GrkvCaps, GrkvHeadDiagnostics, GrkvCandidate, GrkvSource, GrkvSurrogates } from './ops/grkv';
 
 
 // ==== compress() pipeline, traces, metrics ====
-export { compress, compressCache, methodScores } from './compress';
+export { compress, compressAsync, compressCache, compressCacheAsync, methodScores, methodScoresAsync } from './compress';
 export type { CompressInput, CompressOptions, Compressed } from './compress';
 export { METHODS, MERGES, CORRECTIONS, featureTable } from './methods';
 export type { MethodName, MergeName, CorrectionName } from './methods';
