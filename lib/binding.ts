@@ -315,25 +315,25 @@ export function loadError(errors: unknown[], where: string): Error {
   return err;
 }
 
+/**
+ * The addon file to load: `KVTRIM_ADDON`, else node-gyp-build's choice (build/Release in a clone, then
+ * prebuilds/<platform>-<arch>/). The C library is built and shipped beside it, as lib/libkvtrim.so.
+ */
+export function addonFile(env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env.KVTRIM_ADDON;
+  if (explicit) return path.resolve(explicit);
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  return require('node-gyp-build').resolve(packageRoot) as string;
+}
+
 /** Loads the addon from `KVTRIM_ADDON` or through node-gyp-build (build/ first, then prebuilds/). */
 export function loadAddon(env: NodeJS.ProcessEnv = process.env): Native {
-  const errors: unknown[] = [];
   const explicit = env.KVTRIM_ADDON;
-  if (explicit) {
-    try {
-      return require(path.resolve(explicit)) as Native;
-    } catch (e) {
-      errors.push(e);
-      throw loadError(errors, `KVTRIM_ADDON=${explicit}`);
-    }
-  }
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
-    return require('node-gyp-build')(packageRoot) as Native;
+    return require(addonFile(env)) as Native;
   } catch (e) {
-    errors.push(e);
+    throw loadError([e], explicit ? `KVTRIM_ADDON=${explicit}` : packageRoot);
   }
-  throw loadError(errors, packageRoot);
 }
 
 /** Parses KVTRIM_BACKEND. */
@@ -360,5 +360,7 @@ export function initBackend(native: Native, choice: BackendChoice): NativeInfo {
 
 const choice = backendChoice();
 export const native: Native = loadAddon();
+/** The addon file that was loaded. */
+export const addonPath: string = addonFile();
 export const nativeInfo: NativeInfo = initBackend(native, choice);
 export const backend: BackendChoice = choice;

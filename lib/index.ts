@@ -2,7 +2,9 @@
  * kvtrim: KV-cache compression kernels for long-context LLMs (KeyDiff, NestedKV, SnapKV, GRKV, MomentKV) on a
  * CUDA and a threaded CPU backend. See README.md for the API guide.
  */
-import { backend, nativeInfo, NativeDevice, BackendChoice } from './binding';
+import fs from 'node:fs';
+import path from 'node:path';
+import { addonPath, backend, nativeInfo, packageRoot, NativeDevice, BackendChoice } from './binding';
 
 export interface BackendInfo {
   /** true when CUDA kernels can run (compiled in, enabled, a supported GPU and driver present). */
@@ -27,6 +29,36 @@ export function backendInfo(): BackendInfo {
     threads: nativeInfo.threads,
     versions: { ...nativeInfo.versions, node: process.versions.node },
   };
+}
+
+export interface NativeLibrary {
+  /**
+   * Absolute path of libkvtrim.so: the C ABI of kvtrim.h with the CPU backend (and the CUDA kernels in a CUDA build,
+   * CUDA runtime linked statically), exporting only the kvt_* functions. It sits in lib/ beside the loaded addon:
+   * prebuilds/<platform>-<arch>/lib/ of an installed package, build/Release/lib/ of a clone.
+   */
+  library: string;
+  /** The folder of kvtrim.h (a compiler's -I). */
+  include: string;
+  /** KVT_ABI_VERSION (kvt_abi_version()) of the core this package was built from. */
+  abiVersion: number;
+}
+
+/**
+ * Where native consumers find kvtrim's C library and header (README "From PyTorch and C"). Throws
+ * ERR_KVTRIM_NO_LIBRARY when the library is missing beside the addon (e.g. KVTRIM_ADDON names a lone .node).
+ */
+export function nativeLibrary(): NativeLibrary {
+  const library = path.join(path.dirname(addonPath), 'lib', 'libkvtrim.so');
+  if (!fs.existsSync(library)) {
+    const err = new Error(
+      `kvtrim: libkvtrim.so is not beside the loaded addon (${library}); rebuild the native code (npm run build:native) ` +
+        'or reinstall kvtrim',
+    );
+    (err as Error & { code: string }).code = 'ERR_KVTRIM_NO_LIBRARY';
+    throw err;
+  }
+  return { library, include: path.join(packageRoot, 'csrc', 'include'), abiVersion: Number(nativeInfo.versions.abi) };
 }
 
 export { DeviceBuffer, Stream, Event, deviceSynchronize } from './device';
