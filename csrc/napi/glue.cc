@@ -203,6 +203,13 @@ kvt_status invoke(const OpCall& call, std::string* msg) {
   return st;
 }
 
+// Settles an async call's promise: AbortError when it was skipped, else the error of a failed status, else undefined.
+void settle(Napi::Env env, Napi::Promise::Deferred& d, bool skipped, kvt_status st, const std::string& msg) {
+  if (skipped) d.Reject(abort_error(env).Value());
+  else if (st != KVT_OK) d.Reject(status_error(env, st, msg).Value());
+  else d.Resolve(env.Undefined());
+}
+
 // One async op call: Execute runs on a libuv worker thread (the C ABI's last error is thread-local, so it is read
 // there); the pins and the abort cell are released on the JS thread when the worker is destroyed.
 class OpWorker : public Napi::AsyncWorker {
@@ -224,12 +231,7 @@ class OpWorker : public Napi::AsyncWorker {
     }
     status_ = invoke(call_, &message_);
   }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (skipped_) deferred_.Reject(abort_error(env).Value());
-    else if (status_ != KVT_OK) deferred_.Reject(status_error(env, status_, message_).Value());
-    else deferred_.Resolve(env.Undefined());
-  }
+  void OnOK() override { settle(Env(), deferred_, skipped_, status_, message_); }
 
  private:
   OpCall call_;
@@ -268,10 +270,7 @@ Napi::Value run_async(const Napi::CallbackInfo& info, Prepare prepare, size_t ab
     Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
     std::string msg;
     const bool skip = aborted(abort);
-    const kvt_status st = skip ? KVT_OK : invoke(call, &msg);
-    if (skip) d.Reject(abort_error(env).Value());
-    else if (st != KVT_OK) d.Reject(status_error(env, st, msg).Value());
-    else d.Resolve(env.Undefined());
+    settle(env, d, skip, skip ? KVT_OK : invoke(call, &msg), msg);
     return d.Promise();
   }
   OpWorker* w = new OpWorker(env, name, std::move(call), std::move(pins.refs), abort);
