@@ -18,13 +18,24 @@ const declared = [...header.replace(/\/\*[\s\S]*?\*\//g, '').matchAll(/KVT_API\b
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-lib-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-t.test('nativeLibrary(): the library next to the addon, the header, the ABI version', async (t) => {
+t.test('nativeLibrary(): the library in lib/ beside the addon, the header, the ABI version', async (t) => {
   const lib = nativeLibrary();
   t.equal(lib.library, path.join(path.dirname(addonPath), 'lib', 'libkvtrim.so'), 'libkvtrim.so sits in lib/ beside the loaded addon');
   t.ok(fs.statSync(lib.library).isFile(), lib.library);
   t.ok(fs.existsSync(path.join(lib.include, 'kvtrim.h')), 'include/kvtrim.h');
   t.equal(lib.abiVersion, headerAbi, `abiVersion ${lib.abiVersion} = KVT_ABI_VERSION of kvtrim.h`);
   t.ok(declared.length >= 20, `${declared.length} KVT_API functions in kvtrim.h`);
+});
+
+t.test('nativeLibrary() without the library beside the addon: ERR_KVTRIM_NO_LIBRARY', async (t) => {
+  const lone = path.join(tmp, 'lone');
+  fs.mkdirSync(lone);
+  fs.symlinkSync(addonPath, path.join(lone, 'kvtrim.node'));
+  const r = spawnSync(process.execPath, ['-e', "try { require('./dist/index.js').nativeLibrary() } catch (e) { console.log(e.code, e.message) }"], {
+    cwd: root, encoding: 'utf8', env: { ...process.env, KVTRIM_ADDON: path.join(lone, 'kvtrim.node') },
+  });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^ERR_KVTRIM_NO_LIBRARY kvtrim: libkvtrim\.so is not beside the loaded addon/, r.stdout);
 });
 
 t.test('exported symbols: exactly the KVT_API functions of kvtrim.h; no dynamic CUDA runtime', { skip: have('nm') && have('readelf') ? false : 'nm/readelf (binutils) not installed' }, async (t) => {
