@@ -31,6 +31,19 @@ export interface NativeMoments {
 /** A CUDA stream handle (`cudaStream_t` as a bigint); undefined = the default stream (and the CPU backend). */
 export type NativeStream = bigint | undefined;
 
+/**
+ * The abort cell of an async op: an Int32Array whose element 0 the caller sets (Atomics.store) to non-zero to abort
+ * the call if its worker has not started yet (csrc/napi/glue.h run_async).
+ */
+export type AbortCell = Int32Array;
+
+/**
+ * The async twin `<op>Async` of an op export: the same arguments (pass the stream, or undefined, positionally) plus
+ * an abort cell; resolves when the C call is done on a libuv worker thread, rejects with the error the op would
+ * throw (or an AbortError). Calls on CUDA tensors enqueue at once and return a settled promise.
+ */
+export type AsyncOf<F extends (...args: never[]) => void> = (...args: [...Parameters<F>, abort?: AbortCell]) => Promise<void>;
+
 /** The addon's device-memory object (csrc/napi/native_buffer.cc). */
 export interface NativeBufferHandle {
   /** The device address, set by the constructor. */
@@ -180,6 +193,17 @@ export interface Native {
     queryPositions: NativeTensor, weights: NativeTensor | undefined, scores: NativeTensor, opts: NativeGrkvOpts,
     keysOut: NativeTensor, valuesOut: NativeTensor, countsOut: NativeTensor, diagnostics: NativeTensor | undefined, stream?: NativeStream,
   ): void;
+  // the async twins of the ops (a Promise; the C call on a libuv worker thread)
+  keydiffScoresAsync: AsyncOf<Native['keydiffScores']>;
+  selectTokensAsync: AsyncOf<Native['selectTokens']>;
+  gatherKVAsync: AsyncOf<Native['gatherKV']>;
+  nestedkvScoresAsync: AsyncOf<Native['nestedkvScores']>;
+  snapkvScoresAsync: AsyncOf<Native['snapkvScores']>;
+  momentsMergeAsync: AsyncOf<Native['momentsMerge']>;
+  decodeAttentionAsync: AsyncOf<Native['decodeAttention']>;
+  momentkvSelectAsync: AsyncOf<Native['momentkvSelect']>;
+  spdSolveAsync: AsyncOf<Native['spdSolve']>;
+  grkvMergeAsync: AsyncOf<Native['grkvMerge']>;
   /** The defaults of every op's options (csrc/napi/defaults.cc, from the C `kvt_<op>_default_opts`). */
   defaultOptions(): Defaults;
   // bench support (bench.cc): the CPU backend's threaded memcpy, the yardstick of `kvtrim bench` on the CPU
@@ -228,6 +252,16 @@ export const NATIVE_EXPORTS = {
   momentkvSelect: 'all',
   spdSolve: 'all',
   grkvMerge: 'all',
+  keydiffScoresAsync: 'all',
+  selectTokensAsync: 'all',
+  gatherKVAsync: 'all',
+  nestedkvScoresAsync: 'all',
+  snapkvScoresAsync: 'all',
+  momentsMergeAsync: 'all',
+  decodeAttentionAsync: 'all',
+  momentkvSelectAsync: 'all',
+  spdSolveAsync: 'all',
+  grkvMergeAsync: 'all',
   hostCopy: 'all',
   baselineKeydiff: 'cuda',
   baselineSelect: 'cuda',
@@ -281,25 +315,25 @@ export function loadError(errors: unknown[], where: string): Error {
   return err;
 }
 
+/**
+ * The addon file to load: `KVTRIM_ADDON`, else node-gyp-build's choice (build/Release in a clone, then
+ * prebuilds/<platform>-<arch>/). The C library is built and shipped beside it, as lib/libkvtrim.so.
+ */
+export function addonFile(env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env.KVTRIM_ADDON;
+  if (explicit) return path.resolve(explicit);
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  return require('node-gyp-build').resolve(packageRoot) as string;
+}
+
 /** Loads the addon from `KVTRIM_ADDON` or through node-gyp-build (build/ first, then prebuilds/). */
 export function loadAddon(env: NodeJS.ProcessEnv = process.env): Native {
-  const errors: unknown[] = [];
   const explicit = env.KVTRIM_ADDON;
-  if (explicit) {
-    try {
-      return require(path.resolve(explicit)) as Native;
-    } catch (e) {
-      errors.push(e);
-      throw loadError(errors, `KVTRIM_ADDON=${explicit}`);
-    }
-  }
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
-    return require('node-gyp-build')(packageRoot) as Native;
+    return require(addonFile(env)) as Native;
   } catch (e) {
-    errors.push(e);
+    throw loadError([e], explicit ? `KVTRIM_ADDON=${explicit}` : packageRoot);
   }
-  throw loadError(errors, packageRoot);
 }
 
 /** Parses KVTRIM_BACKEND. */
@@ -326,5 +360,7 @@ export function initBackend(native: Native, choice: BackendChoice): NativeInfo {
 
 const choice = backendChoice();
 export const native: Native = loadAddon();
+/** The addon file that was loaded. */
+export const addonPath: string = addonFile();
 export const nativeInfo: NativeInfo = initBackend(native, choice);
 export const backend: BackendChoice = choice;

@@ -8,19 +8,22 @@
  * `queries` are the observation-window queries [Hq, W, d] (post-RoPE, positions N−W..N−1), needed by the
  * query-aware methods (SnapKV, MomentKV) and by the GRKV merge. The result is ready for `decodeAttention`
  * (pass `moments` when present).
+ *
+ * The pipeline is written once, as a generator that yields each op call (`step`); `compress` runs the steps with the
+ * sync ops, `compressAsync` awaits their async twins (worker threads; `signal` checked before every op).
  */
 import { Tensor, TensorLike, asTensor, checkRank } from './tensor';
 import { Stream } from './device';
 import { checkOneOf, show } from './validate';
-import { opts } from './ops/common';
-import { keydiffScores } from './ops/keydiff';
-import { nestedkvScores, NestedkvOptions } from './ops/nestedkv';
-import { snapkvScores, SnapkvOptions } from './ops/snapkv';
-import { selectTokens, resolveKeep, Budget, Selection, SelectOptions } from './ops/select';
-import { gatherKV } from './ops/gather';
+import { AsyncOptions, checkAborted, keysOf, opts, signalOf } from './ops/common';
+import { keydiffScores, keydiffScoresAsync } from './ops/keydiff';
+import { nestedkvScores, nestedkvScoresAsync, NestedkvOptions } from './ops/nestedkv';
+import { snapkvScores, snapkvScoresAsync, SnapkvOptions } from './ops/snapkv';
+import { selectTokens, selectTokensAsync, resolveKeep, Budget, Selection, SelectOptions } from './ops/select';
+import { gatherKV, gatherKVAsync } from './ops/gather';
 import { MomentState } from './ops/moments';
-import { momentkvSelect } from './ops/momentkv_select';
-import { grkvMerge, grkvSurrogates, GrkvMergeArgs } from './ops/grkv';
+import { momentkvSelect, momentkvSelectAsync } from './ops/momentkv_select';
+import { grkvMerge, grkvMergeAsync, grkvSurrogates, GrkvMergeArgs } from './ops/grkv';
 import { METHODS, MERGES, CORRECTIONS, ENTRY_OPTIONS, MethodName, MergeName, CorrectionName } from './methods';
 import { DEFAULTS } from './defaults';
 
@@ -65,8 +68,48 @@ export interface Compressed {
 
 const KEYS = ['method', 'ratio', 'keep', 'budget', 'safeguard', 'sinks', 'recent', 'merge', 'correction', 'scores', 'nestedkv', 'snapkv', 'momentkv', 'grkv', 'stream'];
 
+// ---- Steps: the pipeline yields each op call; a driver runs it with the sync op or awaits the async twin ----------
+
+/** One op call, bound to its arguments: the sync op, or its async twin with `signal` added to the options (the last argument). */
+interface Step {
+  sync(): unknown;
+  async(signal: AbortSignal | undefined): Promise<unknown>;
+}
+type Steps<R> = Generator<Step, R, unknown>;
+
+/** Yields one op call and returns its result (typed by the sync op). */
+function* step<A extends unknown[], R>(op: (...args: A) => R, opAsync: (...args: A) => Promise<R>, ...args: A): Steps<R> {
+  const withSignal = (signal: AbortSignal) => [...args.slice(0, -1), { ...(args[args.length - 1] as object), signal }] as A;
+  return (yield { sync: () => op(...args), async: (signal) => opAsync(...(signal ? withSignal(signal) : args)) }) as R;
+}
+
+function runSync<R>(steps: Steps<R>): R {
+  for (let r = steps.next(); ; r = steps.next(r.value.sync())) if (r.done) return r.value;
+}
+
+async function runSteps<R>(steps: Steps<R>, signal: AbortSignal | undefined): Promise<R> {
+  for (let r = steps.next(); ; ) {
+    if (r.done) return r.value;
+    checkAborted(signal);
+    r = steps.next(await r.value.async(signal));
+  }
+}
+
 /** Method scores [H, N] (the first stage of compress; exported so callers can sweep ratios over one scoring). */
 export function methodScores(input: CompressInput, options: Pick<CompressOptions, 'method' | 'nestedkv' | 'snapkv' | 'momentkv' | 'stream'>): Tensor {
+  return runSync(scoreSteps(input, options));
+}
+
+/** {@link methodScores} with the ops' async forms (worker threads; see AsyncOptions). */
+export async function methodScoresAsync(
+  input: CompressInput,
+  options: Pick<CompressOptions, 'method' | 'nestedkv' | 'snapkv' | 'momentkv' | 'stream'> & AsyncOptions,
+): Promise<Tensor> {
+  const { signal, ...rest } = options ?? {};
+  return runSteps(scoreSteps(input, rest), signalOf({ signal }));
+}
+
+function* scoreSteps(input: CompressInput, options: Pick<CompressOptions, 'method' | 'nestedkv' | 'snapkv' | 'momentkv' | 'stream'>): Steps<Tensor> {
   const method = checkOneOf('method', options.method, Object.keys(METHODS) as MethodName[]);
   const keys = checkRank('keys', asTensor('keys', input.keys), 3, '[H, N, d]');
   const stream = options.stream;
@@ -77,21 +120,34 @@ export function methodScores(input: CompressInput, options: Pick<CompressOptions
   const M = ENTRY_OPTIONS.methods;
   switch (method) {
     case 'keydiff':
-      return keydiffScores(keys, { stream });
+      return yield* step(keydiffScores, keydiffScoresAsync, keys, { stream });
     case 'nestedkv':
-      return nestedkvScores(keys, { ...M.nestedkv.nestedkv, ...options.nestedkv, stream } as NestedkvOptions);
+      return yield* step(nestedkvScores, nestedkvScoresAsync, keys, { ...M.nestedkv.nestedkv, ...options.nestedkv, stream } as NestedkvOptions);
     case 'snapkv':
-      return snapkvScores(q(), keys, { ...M.snapkv.snapkv, ...options.snapkv, stream });
+      return yield* step(snapkvScores, snapkvScoresAsync, q(), keys, { ...M.snapkv.snapkv, ...options.snapkv, stream });
     default: {
       const m = options.momentkv ?? {};
       const d = M.momentkv.snapkv;
-      return snapkvScores(q(), keys, { kernel: m.kernel ?? d.kernel, pool: m.pool ?? d.pool, stream });
+      return yield* step(snapkvScores, snapkvScoresAsync, q(), keys, { kernel: m.kernel ?? d.kernel, pool: m.pool ?? d.pool, stream });
     }
   }
 }
 
 export function compress(input: CompressInput, options: CompressOptions): Compressed {
-  const o = opts('options', options, KEYS) as unknown as CompressOptions;
+  return runSync(compressSteps(input, opts('options', options, KEYS) as unknown as CompressOptions));
+}
+
+/**
+ * {@link compress} with every op on a worker thread: the event loop keeps turning while a layer is compressed.
+ * `signal` is checked before each op (see AsyncOptions). Inputs must not be modified until the promise settles.
+ */
+export async function compressAsync(input: CompressInput, options: CompressOptions & AsyncOptions): Promise<Compressed> {
+  const o = opts('options', options, keysOf(KEYS, true));
+  const { signal: _signal, ...rest } = o;
+  return runSteps(compressSteps(input, rest as unknown as CompressOptions), signalOf(o));
+}
+
+function* compressSteps(input: CompressInput, o: CompressOptions): Steps<Compressed> {
   if (input === null || typeof input !== 'object') throw new TypeError(`input: expected { keys, values, queries? }, got ${show(input)}`);
   const method = checkOneOf('method', o.method, Object.keys(METHODS) as MethodName[]);
   if (o.merge !== undefined) checkOneOf('merge', o.merge, Object.keys(MERGES) as MergeName[]);
@@ -101,7 +157,7 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
   const [H, N] = keys.shape;
   const stream = o.stream;
   const keep = resolveKeep(N, o);
-  const scores = o.scores !== undefined ? checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]') : methodScores(input, o);
+  const scores = o.scores !== undefined ? checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]') : yield* scoreSteps(input, o);
 
   // Selection.
   let sel: Selection;
@@ -110,13 +166,13 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
     if (o.budget === 'adaptive') throw new RangeError("budget: method 'momentkv' evicts a uniform budget per head");
     const m = o.momentkv ?? {};
     const d = ENTRY_OPTIONS.methods.momentkv.momentkvSelect;
-    const r = momentkvSelect({ scores, keys, values, keep, rounds: m.rounds ?? d.rounds, r: m.r ?? d.r, eps: m.eps ?? d.eps, mi: m.mi, stream });
+    const r = yield* step(momentkvSelect, momentkvSelectAsync, { scores, keys, values, keep, rounds: m.rounds ?? d.rounds, r: m.r ?? d.r, eps: m.eps ?? d.eps, mi: m.mi, stream });
     sel = { indices: r.indices, counts: r.counts };
     moments = r.moments;
   } else {
     const d: { budget: Budget; safeguard?: number; sinks?: number; recent?: number } = ENTRY_OPTIONS.methods[method].select;
     const D = DEFAULTS.select;
-    sel = selectTokens(scores, {
+    sel = yield* step(selectTokens, selectTokensAsync, scores, {
       keep,
       budget: o.budget ?? d.budget,
       safeguard: o.safeguard ?? d.safeguard ?? D.safeguard,
@@ -132,7 +188,7 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
   if (o.correction === 'moment' && !moments) {
     const device = keys.device.kind === 'cuda' ? keys.device.id : undefined;
     moments = MomentState.create(H, keys.shape[2], values.shape[2], { device, stream });
-    compact = gatherKV({ keys, values, ...sel, moments, stream });
+    compact = yield* step(gatherKV, gatherKVAsync, { keys, values, ...sel, moments, stream });
   }
 
   if (o.merge === 'grkv') {
@@ -140,7 +196,7 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
     const g = { ...ENTRY_OPTIONS.merges.grkv.grkv, ...o.grkv };
     const queries = asTensor('queries', input.queries);
     // the anchor ranking: raw SnapKV scores with the SnapKV method's options
-    const raw = method === 'snapkv' && o.scores === undefined ? scores : snapkvScores(queries, keys, { ...ENTRY_OPTIONS.methods.snapkv.snapkv, stream });
+    const raw = method === 'snapkv' && o.scores === undefined ? scores : yield* step(snapkvScores, snapkvScoresAsync, queries, keys, { ...ENTRY_OPTIONS.methods.snapkv.snapkv, stream });
     const device = keys.onCuda ? (keys.device as { id: number }).id : undefined;
     let surrogate: Tensor;
     let plan;
@@ -153,7 +209,7 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
       surrogate = queries.view([queries.shape[0], W, queries.shape[2]], [queries.strides[0], queries.strides[1], queries.strides[2]], queries.offset + (queries.shape[1] - W) * queries.strides[1]);
       plan = grkvSurrogates(N, { source: 'window', count: W, device });
     }
-    compact = grkvMerge({
+    compact = yield* step(grkvMerge, grkvMergeAsync, {
       keys,
       values,
       selection: sel,
@@ -171,20 +227,42 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
       stream,
     });
   } else if (!(o.correction === 'moment' && method !== 'momentkv')) {
-    compact = gatherKV({ keys, values, ...sel, stream });
+    compact = yield* step(gatherKV, gatherKVAsync, { keys, values, ...sel, stream });
   }
   return { keys: compact!.keys, values: compact!.values, counts: compact!.counts, indices: sel.indices, scores, ...(moments ? { moments } : {}), keep };
 }
 
 /** compress() over every layer of a cache. */
 export function compressCache(layers: readonly CompressInput[], options: CompressOptions): Compressed[] {
-  if (!Array.isArray(layers)) throw new TypeError(`layers: expected an array of { keys, values, queries? }, got ${show(layers)}`);
+  checkLayers(layers);
   return layers.map((l, i) => {
     try {
       return compress(l, options);
     } catch (e) {
-      if (e instanceof Error) e.message = `layer ${i}: ${e.message}`;
-      throw e;
+      throw layerError(e, i);
     }
   });
+}
+
+/** {@link compressCache} with {@link compressAsync}, one layer after the other (each op already uses every CPU thread). */
+export async function compressCacheAsync(layers: readonly CompressInput[], options: CompressOptions & AsyncOptions): Promise<Compressed[]> {
+  checkLayers(layers);
+  const out: Compressed[] = [];
+  for (let i = 0; i < layers.length; i++) {
+    try {
+      out.push(await compressAsync(layers[i], options));
+    } catch (e) {
+      throw layerError(e, i);
+    }
+  }
+  return out;
+}
+
+function checkLayers(layers: unknown): void {
+  if (!Array.isArray(layers)) throw new TypeError(`layers: expected an array of { keys, values, queries? }, got ${show(layers)}`);
+}
+
+function layerError(e: unknown, i: number): unknown {
+  if (e instanceof Error && (e as { code?: unknown }).code !== 'ABORT_ERR') e.message = `layer ${i}: ${e.message}`;
+  return e;
 }

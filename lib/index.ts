@@ -2,7 +2,9 @@
  * kvtrim: KV-cache compression kernels for long-context LLMs (KeyDiff, NestedKV, SnapKV, GRKV, MomentKV) on a
  * CUDA and a threaded CPU backend. See README.md for the API guide.
  */
-import { backend, nativeInfo, NativeDevice, BackendChoice } from './binding';
+import fs from 'node:fs';
+import path from 'node:path';
+import { addonPath, backend, nativeInfo, packageRoot, NativeDevice, BackendChoice } from './binding';
 
 export interface BackendInfo {
   /** true when CUDA kernels can run (compiled in, enabled, a supported GPU and driver present). */
@@ -29,6 +31,36 @@ export function backendInfo(): BackendInfo {
   };
 }
 
+export interface NativeLibrary {
+  /**
+   * Absolute path of libkvtrim.so: the C ABI of kvtrim.h with the CPU backend (and the CUDA kernels in a CUDA build,
+   * CUDA runtime linked statically), exporting only the kvt_* functions. It sits in lib/ beside the loaded addon:
+   * prebuilds/<platform>-<arch>/lib/ of an installed package, build/Release/lib/ of a clone.
+   */
+  library: string;
+  /** The folder of kvtrim.h (a compiler's -I). */
+  include: string;
+  /** KVT_ABI_VERSION (kvt_abi_version()) of the core this package was built from. */
+  abiVersion: number;
+}
+
+/**
+ * Where native consumers find kvtrim's C library and header (README "From PyTorch and C"). Throws
+ * ERR_KVTRIM_NO_LIBRARY when the library is missing beside the addon (e.g. KVTRIM_ADDON names a lone .node).
+ */
+export function nativeLibrary(): NativeLibrary {
+  const library = path.join(path.dirname(addonPath), 'lib', 'libkvtrim.so');
+  if (!fs.existsSync(library)) {
+    const err = new Error(
+      `kvtrim: libkvtrim.so is not beside the loaded addon (${library}); rebuild the native code (npm run build:native) ` +
+        'or reinstall kvtrim',
+    );
+    (err as Error & { code: string }).code = 'ERR_KVTRIM_NO_LIBRARY';
+    throw err;
+  }
+  return { library, include: path.join(packageRoot, 'csrc', 'include'), abiVersion: Number(nativeInfo.versions.abi) };
+}
+
 export { DeviceBuffer, Stream, Event, deviceSynchronize } from './device';
 export {
   Tensor,
@@ -44,38 +76,39 @@ export {
   f32ToF16,
 } from './tensor';
 export type { DType, Device, TensorLike, TensorData, HostArray } from './tensor';
-export { keydiffScores } from './ops/keydiff';
+export type { AsyncOptions } from './ops/common';
+export { keydiffScores, keydiffScoresAsync } from './ops/keydiff';
 export type { KeydiffOptions } from './ops/keydiff';
-export { selectTokens, selectCapacity, keepFromRatio } from './ops/select';
+export { selectTokens, selectTokensAsync, selectCapacity, keepFromRatio } from './ops/select';
 export type { SelectOptions, Selection, Budget } from './ops/select';
-export { gatherKV } from './ops/gather';
+export { gatherKV, gatherKVAsync } from './ops/gather';
 export type { GatherArgs, CompactKV } from './ops/gather';
 
 // ==== NestedKV and SnapKV scoring ====
-export { nestedkvScores, nestedkvBlockSize } from './ops/nestedkv';
+export { nestedkvScores, nestedkvScoresAsync, nestedkvBlockSize } from './ops/nestedkv';
 export type { NestedkvOptions, NestedkvScales } from './ops/nestedkv';
-export { snapkvScores } from './ops/snapkv';
+export { snapkvScores, snapkvScoresAsync } from './ops/snapkv';
 export type { SnapkvOptions, SnapkvPool } from './ops/snapkv';
 
 
 // ==== MomentKV ====
 export { MomentState } from './ops/moments';
 export type { MomentTensors, MomentStateCreateOptions } from './ops/moments';
-export { decodeAttention } from './ops/decode';
+export { decodeAttention, decodeAttentionAsync } from './ops/decode';
 export type { DecodeAttentionArgs } from './ops/decode';
-export { momentkvSelect, momentkvCompress } from './ops/momentkv_select';
+export { momentkvSelect, momentkvSelectAsync, momentkvCompress, momentkvCompressAsync } from './ops/momentkv_select';
 export type { MomentkvSelectArgs, MomentkvSelection, MomentkvCompressArgs, MomentkvCache } from './ops/momentkv_select';
 
 
 // ==== GRKV ====
-export { spdSolve, SpdError } from './ops/spd';
+export { spdSolve, spdSolveAsync, SpdError } from './ops/spd';
 export type { SpdSolveArgs, SpdSolution } from './ops/spd';
-export { grkvMerge, grkvSurrogates, decodeGrkvDiagnostics, GRKV_DIAG_COLS } from './ops/grkv';
+export { grkvMerge, grkvMergeAsync, grkvSurrogates, decodeGrkvDiagnostics, GRKV_DIAG_COLS } from './ops/grkv';
 export type { GrkvMergeArgs, GrkvResult, GrkvCaps, GrkvHeadDiagnostics, GrkvCandidate, GrkvSource, GrkvSurrogates } from './ops/grkv';
 
 
 // ==== compress() pipeline, traces, metrics ====
-export { compress, compressCache, methodScores } from './compress';
+export { compress, compressAsync, compressCache, compressCacheAsync, methodScores, methodScoresAsync } from './compress';
 export type { CompressInput, CompressOptions, Compressed } from './compress';
 export { METHODS, MERGES, CORRECTIONS, featureTable } from './methods';
 export type { MethodName, MergeName, CorrectionName } from './methods';

@@ -87,7 +87,7 @@ t.test('CUDA kernels under the CPU emulator', { skip }, async (t) => {
     const diff = x.map((l, i) => (l === y[i] ? null : x.slice(i).find((z) => z.startsWith('# ')) ?? '?')).filter((l) => l);
     t.same([...new Set(diff)], [], `every output bit-identical under both schedules (${x.filter((l) => l && !l.startsWith('#')).length} outputs)`);
   }
-  const ops = ['keydiff', 'select', 'gather', 'spd', 'bad-input', 'backend', 'device'].map((f) => path.join('test', `${f}.test.ts`));
+  const ops = ['keydiff', 'select', 'gather', 'spd', 'bad-input', 'backend', 'device', 'async'].map((f) => path.join('test', `${f}.test.ts`));
   const c = await tapRun([fixture, ...ops], { ...base, KVTRIM_EMU_SM: '90', KVTRIM_EMU_SMS: '132' });
   t.equal(c.code, 0, `sm_90-like device (227 KB shared memory, 132 SMs): checks and ${ops.join(', ')}`, { diagnostic: c.code !== 0, failures: failures(c.out) });
 

@@ -1,5 +1,6 @@
 // Packaging: prebuild through the cmake-js shim, `npm pack`, install the tarball into a fresh project with no
-// compiler on PATH, load it and run one op there.
+// compiler on PATH, load it and run one op there; then, from that project, build and run the C example against the
+// shipped libkvtrim.so and run the Python client on numpy (both compared with the Node API).
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -30,6 +31,10 @@ t.test('npm pack -> install elsewhere -> works without a compiler', { timeout: 9
   const info = JSON.parse(packOut.slice(packOut.indexOf('[')))[0];
   const files: string[] = info.files.map((f: { path: string }) => f.path);
   t.ok(files.includes(`prebuilds/${process.platform}-${process.arch}/kvtrim.node`), 'tarball holds the prebuild');
+  t.ok(files.includes(`prebuilds/${process.platform}-${process.arch}/lib/libkvtrim.so`), 'tarball holds lib/libkvtrim.so beside it');
+  for (const f of ['csrc/include/kvtrim.h', 'examples/c/compress.c', 'examples/c/CMakeLists.txt', 'examples/python/kvtrim_dlpack.py']) {
+    t.ok(files.includes(f), `tarball holds ${f}`);
+  }
   t.ok(files.includes('dist/index.js') && files.includes('types/index.d.ts') && files.includes('dist/cli.js'), 'tarball holds JS, types and the CLI');
   t.notOk(files.some((f) => f.startsWith('build/') || f.startsWith('test/') || f.startsWith('node_modules/')), 'no build dir, tests or node_modules');
   const tarball = path.join(tmp, info.filename);
@@ -70,4 +75,39 @@ t.test('npm pack -> install elsewhere -> works without a compiler', { timeout: 9
   const cli = spawnSync(path.join(proj, 'node_modules', '.bin', 'kvtrim'), ['info'], { cwd: proj, env, encoding: 'utf8' });
   t.equal(cli.status, 0, cli.stderr);
   t.match(cli.stdout, /kvtrim \d+\.\d+\.\d+/, 'npx kvtrim info works from the installed package');
+
+  // 6. the C library of the installed package, where nativeLibrary() says it is. (The helpers load the addon: only
+  // now, after the prebuild, which rewrites the built addon.)
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { buildCExample, cc, cExampleExpected, checkPythonClient, pythonWith } = require('./consumers-helpers') as typeof import('./consumers-helpers');
+  const libInfo = spawnSync(process.execPath, ['-p', "JSON.stringify(require('kvtrim').nativeLibrary())"], { cwd: proj, env, encoding: 'utf8' });
+  t.equal(libInfo.status, 0, libInfo.stderr);
+  const lib = JSON.parse(libInfo.stdout);
+  const installed = path.join(proj, 'node_modules', 'kvtrim');
+  t.equal(lib.library, path.join(installed, 'prebuilds', `${process.platform}-${process.arch}`, 'lib', 'libkvtrim.so'), 'nativeLibrary().library: the shipped libkvtrim.so');
+  t.equal(lib.include, path.join(installed, 'csrc', 'include'), 'nativeLibrary().include: the shipped kvtrim.h');
+  t.equal(lib.abiVersion, out.info.versions.abi, 'nativeLibrary().abiVersion');
+
+  // 7. the C example, compiled in the project against the shipped header and library (a compiler is needed now)
+  t.test('C example against the installed libkvtrim.so', { skip: cc ? false : 'no C compiler' }, async (t) => {
+    const exe = path.join(proj, 'compress');
+    const b = buildCExample(exe, lib.include, path.dirname(lib.library), path.join(installed, 'examples', 'c', 'compress.c'));
+    t.equal(b.status, 0, `cc examples/c/compress.c -I<include> -lkvtrim: ${b.stderr}`);
+    const r = spawnSync(exe, ['1500'], { cwd: proj, env, encoding: 'utf8' });
+    t.equal(r.status, 0, r.stderr);
+    t.equal(r.stdout.split('\n')[0].split(',')[0], `abi ${lib.abiVersion} (header ${lib.abiVersion})`, 'ABI of the library = ABI of the header');
+    t.same(r.stdout.split('\n').slice(1, 3), cExampleExpected(1500), 'results equal the Node API bit for bit');
+  });
+
+  // 8. the Python client shipped in the package, on numpy, over the shipped library (found through node on PATH)
+  const python = pythonWith(['numpy']);
+  t.test('Python client from the installed package on numpy', { skip: python ? false : 'no Python with numpy' }, async (t) => {
+    const client = path.join(installed, 'examples', 'python');
+    const r = spawnSync(python!, [path.join(client, 'kvtrim_dlpack.py')], { cwd: proj, env, encoding: 'utf8' });
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stdout, `${lib.library}: ABI ${lib.abiVersion}`, 'found the shipped library through require(\'kvtrim\').nativeLibrary()');
+    const kept = /kept per head: ([\d ]+) \(of 4096\)/.exec(r.stdout);
+    t.equal(kept?.[1].split(' ').map(Number).reduce((a, b) => a + b, 0), 4 * 1024, 'the adaptive budget kept H·keep tokens');
+    checkPythonClient(t, python!, 'numpy', client, lib.library, lib.abiVersion);
+  });
 });

@@ -44,6 +44,17 @@ const Export kExports[] = {
     {"momentkvSelect", MomentkvSelect},
     {"spdSolve", SpdSolve},
     {"grkvMerge", GrkvMerge},
+    // the ops' async twins (glue.h run_async): same arguments plus an abort cell, a Promise, a libuv worker thread
+    {"keydiffScoresAsync", KeydiffScoresAsync},
+    {"selectTokensAsync", SelectTokensAsync},
+    {"gatherKVAsync", GatherKVAsync},
+    {"nestedkvScoresAsync", NestedkvScoresAsync},
+    {"snapkvScoresAsync", SnapkvScoresAsync},
+    {"momentsMergeAsync", MomentsMergeAsync},
+    {"decodeAttentionAsync", DecodeAttentionAsync},
+    {"momentkvSelectAsync", MomentkvSelectAsync},
+    {"spdSolveAsync", SpdSolveAsync},
+    {"grkvMergeAsync", GrkvMergeAsync},
     // kvtrim bench (bench.cc): the CPU yardstick; the GPU baselines only where they can run
     {"hostCopy", HostCopy},
 #if defined(KVT_WITH_CUDA)

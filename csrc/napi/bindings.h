@@ -29,19 +29,30 @@ Napi::Value CopyDevice(const Napi::CallbackInfo& info);
 Napi::Value FillBytes(const Napi::CallbackInfo& info);
 Napi::Value DeviceSynchronize(const Napi::CallbackInfo& info);
 
-// One file per op (the op's name through every layer).
-Napi::Value KeydiffScores(const Napi::CallbackInfo& info);     // keydiff.cc
-Napi::Value SelectTokens(const Napi::CallbackInfo& info);      // select.cc
-Napi::Value SelectCapacity(const Napi::CallbackInfo& info);    // select.cc
-Napi::Value GatherKV(const Napi::CallbackInfo& info);          // gather.cc
-Napi::Value NestedkvScores(const Napi::CallbackInfo& info);    // nestedkv.cc
-Napi::Value NestedkvBlockSize(const Napi::CallbackInfo& info); // nestedkv.cc
-Napi::Value SnapkvScores(const Napi::CallbackInfo& info);      // snapkv.cc
-Napi::Value MomentsMerge(const Napi::CallbackInfo& info);      // moments.cc
-Napi::Value DecodeAttention(const Napi::CallbackInfo& info);   // decode.cc
-Napi::Value MomentkvSelect(const Napi::CallbackInfo& info);    // momentkv_select.cc
-Napi::Value SpdSolve(const Napi::CallbackInfo& info);          // spd.cc
-Napi::Value GrkvMerge(const Napi::CallbackInfo& info);         // grkv.cc
+// One file per op (the op's name through every layer). Every op that can run long on the CPU backend has an `<op>Async`
+// twin: the same arguments plus an abort cell, a Promise, the C call on a libuv worker thread (glue.h run_async).
+Napi::Value KeydiffScores(const Napi::CallbackInfo& info);       // keydiff.cc
+Napi::Value KeydiffScoresAsync(const Napi::CallbackInfo& info);  // keydiff.cc
+Napi::Value SelectTokens(const Napi::CallbackInfo& info);        // select.cc
+Napi::Value SelectTokensAsync(const Napi::CallbackInfo& info);   // select.cc
+Napi::Value SelectCapacity(const Napi::CallbackInfo& info);      // select.cc
+Napi::Value GatherKV(const Napi::CallbackInfo& info);            // gather.cc
+Napi::Value GatherKVAsync(const Napi::CallbackInfo& info);       // gather.cc
+Napi::Value NestedkvScores(const Napi::CallbackInfo& info);      // nestedkv.cc
+Napi::Value NestedkvScoresAsync(const Napi::CallbackInfo& info); // nestedkv.cc
+Napi::Value NestedkvBlockSize(const Napi::CallbackInfo& info);   // nestedkv.cc
+Napi::Value SnapkvScores(const Napi::CallbackInfo& info);        // snapkv.cc
+Napi::Value SnapkvScoresAsync(const Napi::CallbackInfo& info);   // snapkv.cc
+Napi::Value MomentsMerge(const Napi::CallbackInfo& info);        // moments.cc
+Napi::Value MomentsMergeAsync(const Napi::CallbackInfo& info);   // moments.cc
+Napi::Value DecodeAttention(const Napi::CallbackInfo& info);     // decode.cc
+Napi::Value DecodeAttentionAsync(const Napi::CallbackInfo& info); // decode.cc
+Napi::Value MomentkvSelect(const Napi::CallbackInfo& info);      // momentkv_select.cc
+Napi::Value MomentkvSelectAsync(const Napi::CallbackInfo& info); // momentkv_select.cc
+Napi::Value SpdSolve(const Napi::CallbackInfo& info);            // spd.cc
+Napi::Value SpdSolveAsync(const Napi::CallbackInfo& info);       // spd.cc
+Napi::Value GrkvMerge(const Napi::CallbackInfo& info);           // grkv.cc
+Napi::Value GrkvMergeAsync(const Napi::CallbackInfo& info);      // grkv.cc
 
 // bench.cc: the yardstick and baselines of `kvtrim bench` (kvtrim_bench.h); the GPU baselines in CUDA builds only
 Napi::Value HostCopy(const Napi::CallbackInfo& info);

@@ -17,12 +17,12 @@ Napi::Object DecodeDefaults(Napi::Env env) {
 }
 
 // decodeAttention(queries, keys, values, counts, moments?, clip?, {order, scale, useClip, clip}, out, stream)
-Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
+static OpCall prepare_decode(const Napi::CallbackInfo& info) {
   TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys");
   TensorArg v = parse_tensor(info[2], "values"), cnt = parse_tensor(info[3], "counts");
   TensorArg parts[4];
-  kvt_moments m{};
-  const bool has_m = parse_moments(info[4], parts, &m);
+  kvt_moments unused{};
+  const bool has_m = parse_moments(info[4], parts, &unused);
   TensorArg clip = parse_tensor(info[5], "clip", true);
   Napi::Object o = opts_object(info[6]);
   kvt_decode_opts opts;
@@ -32,9 +32,15 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   opts.scale = get_num(o, "scale", opts.scale);
   opts.clip = get_num(o, "clip", opts.clip);
   TensorArg out = parse_tensor(info[7], "out");
-  check(info.Env(), kvt_decode_attention(q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), has_m ? &m : nullptr, clip.ptr(), &opts,
-                                         out.ptr(), parse_stream(info[8])));
-  return info.Env().Undefined();
+  kvt_stream st = parse_stream(info[8]);
+  return [=] {
+    kvt_moments m = moments_of(parts);
+    return kvt_decode_attention(q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), has_m ? &m : nullptr, clip.ptr(), &opts, out.ptr(), st);
+  };
+}
+Napi::Value DecodeAttention(const Napi::CallbackInfo& info) { return run_now(info, prepare_decode); }
+Napi::Value DecodeAttentionAsync(const Napi::CallbackInfo& info) {
+  return run_async(info, prepare_decode, 9, "kvtrim.decodeAttention");
 }
 
 }  // namespace napi

@@ -5,19 +5,23 @@
 namespace kvt {
 namespace napi {
 
-// gatherKV(keys, values, indices, counts, keysOut, valuesOut, countsOut, moments, stream)
-Napi::Value GatherKV(const Napi::CallbackInfo& info) {
+// gatherKV(keys, values, indices, counts, keysOut, valuesOut, countsOut, moments, stream); gatherKVAsync(..., abort)
+static OpCall prepare_gather(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   TensorArg ko = parse_tensor(info[4], "keysOut"), vo = parse_tensor(info[5], "valuesOut");
   TensorArg co = parse_tensor(info[6], "countsOut");
   TensorArg parts[4];
-  kvt_moments m{};
-  bool has_m = parse_moments(info[7], parts, &m);
-  check(info.Env(), kvt_gather_kv(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), ko.ptr(), vo.ptr(), co.ptr(),
-                                  has_m ? &m : nullptr, parse_stream(info[8])));
-  return info.Env().Undefined();
+  kvt_moments unused{};
+  const bool has_m = parse_moments(info[7], parts, &unused);
+  kvt_stream st = parse_stream(info[8]);
+  return [=] {
+    kvt_moments m = moments_of(parts);
+    return kvt_gather_kv(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), ko.ptr(), vo.ptr(), co.ptr(), has_m ? &m : nullptr, st);
+  };
 }
+Napi::Value GatherKV(const Napi::CallbackInfo& info) { return run_now(info, prepare_gather); }
+Napi::Value GatherKVAsync(const Napi::CallbackInfo& info) { return run_async(info, prepare_gather, 9, "kvtrim.gatherKV"); }
 
 }  // namespace napi
 }  // namespace kvt

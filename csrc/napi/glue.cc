@@ -4,6 +4,8 @@
 
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "native_buffer.h"
 
@@ -19,22 +21,33 @@ static std::string dims_str(const int64_t* v, int n) {
   return os.str();
 }
 
-void throw_coded(Napi::Env env, const std::string& msg, const char* code) {
+static Napi::Error coded(Napi::Env env, const std::string& msg, const char* code) {
   Napi::Error e = Napi::Error::New(env, msg);
   e.Set("code", Napi::String::New(env, code));
-  throw e;
+  return e;
 }
 
-void throw_status(Napi::Env env, kvt_status st) {
-  std::string msg = kvt_last_error();
+void throw_coded(Napi::Env env, const std::string& msg, const char* code) { throw coded(env, msg, code); }
+
+// The JS values whose memory a call being prepared for run_async points into (typed arrays, DeviceBuffers), recorded
+// by parse_tensor, and whether any of them is device memory. Set only while a Prepare runs on this thread.
+struct Pins {
+  std::vector<Napi::Reference<Napi::Value>> refs;
+  bool device = false;
+};
+static thread_local Pins* t_pins = nullptr;
+
+Napi::Error status_error(Napi::Env env, kvt_status st, const std::string& msg) {
   switch (st) {
-    case KVT_ERR_TYPE: throw Napi::TypeError::New(env, msg);
-    case KVT_ERR_RANGE: throw Napi::RangeError::New(env, msg);
-    case KVT_ERR_CUDA: throw_coded(env, msg, "ERR_KVTRIM_CUDA");
-    case KVT_ERR_UNSUPPORTED: throw_coded(env, msg, "ERR_KVTRIM_UNSUPPORTED");
-    default: throw_coded(env, msg.empty() ? "internal error" : msg, "ERR_KVTRIM_INTERNAL");
+    case KVT_ERR_TYPE: return Napi::TypeError::New(env, msg);
+    case KVT_ERR_RANGE: return Napi::RangeError::New(env, msg);
+    case KVT_ERR_CUDA: return coded(env, msg, "ERR_KVTRIM_CUDA");
+    case KVT_ERR_UNSUPPORTED: return coded(env, msg, "ERR_KVTRIM_UNSUPPORTED");
+    default: return coded(env, msg.empty() ? "internal error" : msg, "ERR_KVTRIM_INTERNAL");
   }
 }
+
+void throw_status(Napi::Env env, kvt_status st) { throw status_error(env, st, kvt_last_error()); }
 
 int32_t get_int(const Napi::Object& o, const char* key, int32_t dflt) {
   Napi::Value v = o.Get(key);
@@ -127,6 +140,10 @@ TensorArg parse_tensor(const Napi::Value& v, const char* name, bool optional) {
        << capacity / es << " elements";
     throw Napi::RangeError::New(env, os.str());
   }
+  if (t_pins) {
+    t_pins->refs.push_back(Napi::Persistent(dv));
+    t_pins->device = t_pins->device || a.t.device.device_type != KVT_DEVICE_CPU;
+  }
   a.t.data = base;
   a.t.byte_offset = uint64_t(offset * es);
   a.t.ndim = int32_t(nd);
@@ -155,6 +172,111 @@ bool parse_moments(const Napi::Value& v, TensorArg* parts, kvt_moments* m) {
   m->mu_v = parts[2].t;
   m->m = parts[3].t;
   return true;
+}
+
+Napi::Value run_now(const Napi::CallbackInfo& info, Prepare prepare) {
+  OpCall call = prepare(info);
+  check(info.Env(), call());
+  return info.Env().Undefined();
+}
+
+namespace {
+
+Napi::Error abort_error(Napi::Env env) {
+  Napi::Error e = coded(env, "The operation was aborted", "ABORT_ERR");
+  e.Set("name", Napi::String::New(env, "AbortError"));
+  return e;
+}
+
+bool aborted(const int32_t* cell) { return cell != nullptr && __atomic_load_n(cell, __ATOMIC_ACQUIRE) != 0; }
+
+// Runs an OpCall, turning a C++ exception (none is expected from the C ABI) into KVT_ERR_INTERNAL.
+kvt_status invoke(const OpCall& call, std::string* msg) {
+  kvt_status st;
+  try {
+    st = call();
+  } catch (...) {
+    *msg = "unexpected C++ exception in the native call";
+    return KVT_ERR_INTERNAL;
+  }
+  if (st != KVT_OK) *msg = kvt_last_error();
+  return st;
+}
+
+// Settles an async call's promise: AbortError when it was skipped, else the error of a failed status, else undefined.
+void settle(Napi::Env env, Napi::Promise::Deferred& d, bool skipped, kvt_status st, const std::string& msg) {
+  if (skipped) d.Reject(abort_error(env).Value());
+  else if (st != KVT_OK) d.Reject(status_error(env, st, msg).Value());
+  else d.Resolve(env.Undefined());
+}
+
+// One async op call: Execute runs on a libuv worker thread (the C ABI's last error is thread-local, so it is read
+// there); the pins and the abort cell are released on the JS thread when the worker is destroyed.
+class OpWorker : public Napi::AsyncWorker {
+ public:
+  OpWorker(Napi::Env env, const char* name, OpCall call, std::vector<Napi::Reference<Napi::Value>> pins,
+           const int32_t* abort)
+      : Napi::AsyncWorker(env, name),
+        call_(std::move(call)),
+        pins_(std::move(pins)),
+        abort_(abort),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    if (aborted(abort_)) {
+      skipped_ = true;
+      return;
+    }
+    status_ = invoke(call_, &message_);
+  }
+  void OnOK() override { settle(Env(), deferred_, skipped_, status_, message_); }
+
+ private:
+  OpCall call_;
+  std::vector<Napi::Reference<Napi::Value>> pins_;
+  const int32_t* abort_;
+  Napi::Promise::Deferred deferred_;
+  bool skipped_ = false;
+  kvt_status status_ = KVT_OK;
+  std::string message_;
+};
+
+}  // namespace
+
+Napi::Value run_async(const Napi::CallbackInfo& info, Prepare prepare, size_t abort_at, const char* name) {
+  Napi::Env env = info.Env();
+  Napi::Value av = info[abort_at];
+  const int32_t* abort = nullptr;
+  Pins pins;
+  if (!av.IsUndefined() && !av.IsNull()) {
+    if (!av.IsTypedArray() || av.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        av.As<Napi::TypedArray>().ElementLength() < 1)
+      throw Napi::TypeError::New(env, "abort: expected an Int32Array of length >= 1");
+    abort = av.As<Napi::Int32Array>().Data();
+    pins.refs.push_back(Napi::Persistent(av));
+  }
+  OpCall call;
+  {
+    struct Scope {
+      explicit Scope(Pins* p) { t_pins = p; }
+      ~Scope() { t_pins = nullptr; }
+    } scope(&pins);
+    call = prepare(info);
+  }
+  if (pins.device) {
+    // CUDA tensors: enqueue now, in call order (see glue.h).
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    std::string msg;
+    const bool skip = aborted(abort);
+    settle(env, d, skip, skip ? KVT_OK : invoke(call, &msg), msg);
+    return d.Promise();
+  }
+  OpWorker* w = new OpWorker(env, name, std::move(call), std::move(pins.refs), abort);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
 }
 
 }  // namespace napi

@@ -4,6 +4,7 @@
 
 #include <napi.h>
 
+#include <functional>
 #include <string>
 
 #include "kvtrim.h"
@@ -39,7 +40,10 @@ struct TensorArg {
 // undefined/null (present = false).
 TensorArg parse_tensor(const Napi::Value& v, const char* name, bool optional = false);
 
-// Throws the JS exception for a failed kvt call.
+// The JS error of a failed kvt call: TypeError, RangeError, or an Error with code ERR_KVTRIM_CUDA / _UNSUPPORTED /
+// _INTERNAL; `msg` is kvt_last_error() read on the thread that made the call.
+Napi::Error status_error(Napi::Env env, kvt_status st, const std::string& msg);
+// Throws the JS exception for a failed kvt call made on this thread.
 void throw_status(Napi::Env env, kvt_status st);
 inline void check(Napi::Env env, kvt_status st) {
   if (st != KVT_OK) throw_status(env, st);
@@ -53,6 +57,8 @@ kvt_stream parse_stream(const Napi::Value& v);
 
 // Moment state {n, muK, muV, m} of tensors; false when undefined/null.
 bool parse_moments(const Napi::Value& v, TensorArg* parts, kvt_moments* m);
+// The kvt_moments of four parsed parts (call it where the parts live: it points into their shape/stride storage).
+inline kvt_moments moments_of(const TensorArg* parts) { return kvt_moments{parts[0].t, parts[1].t, parts[2].t, parts[3].t}; }
 
 // An options argument: the object, or a TypeError "<name>: expected an object".
 Napi::Object opts_object(const Napi::Value& v, const char* name = "opts");
@@ -60,6 +66,25 @@ Napi::Object opts_object(const Napi::Value& v, const char* name = "opts");
 // Option fields: the number under `key`, or `dflt` (the C default of the field) when it is not a number.
 int32_t get_int(const Napi::Object& o, const char* key, int32_t dflt);
 double get_num(const Napi::Object& o, const char* key, double dflt);
+
+// ---- One op, two exports: `<op>` (sync) and `<op>Async` (a Promise; the C call runs on a libuv worker thread) -----
+// A binding parses its arguments once, in a Prepare function, into an OpCall: the C ABI call with every argument held
+// by value (TensorArg copies re-point their shape/stride storage), so it can run later on another thread.
+using OpCall = std::function<kvt_status()>;
+using Prepare = OpCall (*)(const Napi::CallbackInfo& info);
+
+// `<op>(...)`: prepares and runs the call on the JS thread, throws on failure, returns undefined.
+Napi::Value run_now(const Napi::CallbackInfo& info, Prepare prepare);
+
+// `<op>Async(...the arguments of <op>, abort?)` -> Promise<void>. Argument errors throw at once (as in <op>); the C call
+// runs on a libuv worker thread and its failure rejects the promise with the error <op> would throw. While it is in
+// flight, every typed array and DeviceBuffer the call reads or writes is held by a reference (kept alive; kvtrim
+// does not touch them on the JS thread; the caller must not modify, detach or resize them either). info[abort_at]
+// is undefined or an Int32Array: when its element 0 is non-zero as the worker starts, the call is skipped and the
+// promise rejects with an Error named AbortError (code ABORT_ERR). A call on CUDA tensors is enqueued at once on the
+// JS thread (kernel launches never block, and launching from a worker could reorder them against later calls on
+// the same stream); its promise is already settled.
+Napi::Value run_async(const Napi::CallbackInfo& info, Prepare prepare, size_t abort_at, const char* name);
 
 }  // namespace napi
 }  // namespace kvt

@@ -24,8 +24,8 @@ Napi::Object GrkvDefaults(Napi::Env env) {
 }
 
 // grkvMerge(keys, values, indices, counts, queries, queryPositions, weights, scores, opts, keysOut, valuesOut,
-//           countsOut, diagnostics, stream)
-Napi::Value GrkvMerge(const Napi::CallbackInfo& info) {
+//           countsOut, diagnostics, stream); grkvMergeAsync(..., abort)
+static OpCall prepare_grkv(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   TensorArg q = parse_tensor(info[4], "queries"), qp = parse_tensor(info[5], "queryPositions");
@@ -44,10 +44,14 @@ Napi::Value GrkvMerge(const Napi::CallbackInfo& info) {
   opts.accept = get_int(o, "accept", opts.accept);
   TensorArg ko = parse_tensor(info[9], "keysOut"), vo = parse_tensor(info[10], "valuesOut");
   TensorArg co = parse_tensor(info[11], "countsOut"), dg = parse_tensor(info[12], "diagnostics", true);
-  check(info.Env(), kvt_grkv_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), q.ptr(), qp.ptr(), w.ptr(), sc.ptr(), &opts,
-                                   ko.ptr(), vo.ptr(), co.ptr(), dg.ptr(), parse_stream(info[13])));
-  return info.Env().Undefined();
+  kvt_stream st = parse_stream(info[13]);
+  return [=] {
+    return kvt_grkv_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), q.ptr(), qp.ptr(), w.ptr(), sc.ptr(), &opts, ko.ptr(),
+                          vo.ptr(), co.ptr(), dg.ptr(), st);
+  };
 }
+Napi::Value GrkvMerge(const Napi::CallbackInfo& info) { return run_now(info, prepare_grkv); }
+Napi::Value GrkvMergeAsync(const Napi::CallbackInfo& info) { return run_async(info, prepare_grkv, 14, "kvtrim.grkvMerge"); }
 
 }  // namespace napi
 }  // namespace kvt

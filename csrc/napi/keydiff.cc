@@ -5,11 +5,15 @@
 namespace kvt {
 namespace napi {
 
-// keydiffScores(keys, out, stream)
-Napi::Value KeydiffScores(const Napi::CallbackInfo& info) {
+// keydiffScores(keys, out, stream); keydiffScoresAsync(keys, out, stream, abort)
+static OpCall prepare_keydiff(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), o = parse_tensor(info[1], "out");
-  check(info.Env(), kvt_keydiff_scores(k.ptr(), o.ptr(), parse_stream(info[2])));
-  return info.Env().Undefined();
+  kvt_stream st = parse_stream(info[2]);
+  return [=] { return kvt_keydiff_scores(k.ptr(), o.ptr(), st); };
+}
+Napi::Value KeydiffScores(const Napi::CallbackInfo& info) { return run_now(info, prepare_keydiff); }
+Napi::Value KeydiffScoresAsync(const Napi::CallbackInfo& info) {
+  return run_async(info, prepare_keydiff, 3, "kvtrim.keydiffScores");
 }
 
 }  // namespace napi

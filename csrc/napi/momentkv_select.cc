@@ -17,7 +17,7 @@ Napi::Object MomentkvSelectDefaults(Napi::Env env) {
 }
 
 // momentkvSelect(scores, keys, values, {keep, rounds, r, mi, eps}, indices, counts, moments, evictedRound?, stream)
-Napi::Value MomentkvSelect(const Napi::CallbackInfo& info) {
+static OpCall prepare_momentkv_select(const Napi::CallbackInfo& info) {
   TensorArg s = parse_tensor(info[0], "scores"), k = parse_tensor(info[1], "keys");
   TensorArg v = parse_tensor(info[2], "values");
   Napi::Object o = opts_object(info[3]);
@@ -30,12 +30,18 @@ Napi::Value MomentkvSelect(const Napi::CallbackInfo& info) {
   opts.eps = get_num(o, "eps", opts.eps);
   TensorArg idx = parse_tensor(info[4], "indices"), cnt = parse_tensor(info[5], "counts");
   TensorArg parts[4];
-  kvt_moments m{};
-  if (!parse_moments(info[6], parts, &m)) throw Napi::TypeError::New(info.Env(), "moments: expected a MomentState");
+  kvt_moments unused{};
+  if (!parse_moments(info[6], parts, &unused)) throw Napi::TypeError::New(info.Env(), "moments: expected a MomentState");
   TensorArg er = parse_tensor(info[7], "evictedRound", true);
-  check(info.Env(), kvt_momentkv_select(s.ptr(), k.ptr(), v.ptr(), &opts, idx.ptr(), cnt.ptr(), &m, er.ptr(),
-                                        parse_stream(info[8])));
-  return info.Env().Undefined();
+  kvt_stream st = parse_stream(info[8]);
+  return [=] {
+    kvt_moments m = moments_of(parts);
+    return kvt_momentkv_select(s.ptr(), k.ptr(), v.ptr(), &opts, idx.ptr(), cnt.ptr(), &m, er.ptr(), st);
+  };
+}
+Napi::Value MomentkvSelect(const Napi::CallbackInfo& info) { return run_now(info, prepare_momentkv_select); }
+Napi::Value MomentkvSelectAsync(const Napi::CallbackInfo& info) {
+  return run_async(info, prepare_momentkv_select, 9, "kvtrim.momentkvSelect");
 }
 
 }  // namespace napi

@@ -6,14 +6,21 @@ namespace kvt {
 namespace napi {
 
 // momentsMerge(keys, values, indices, counts, moments, stream)
-Napi::Value MomentsMerge(const Napi::CallbackInfo& info) {
+static OpCall prepare_moments(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   TensorArg parts[4];
-  kvt_moments m{};
-  if (!parse_moments(info[4], parts, &m)) throw Napi::TypeError::New(info.Env(), "moments: expected a MomentState");
-  check(info.Env(), kvt_moments_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), &m, parse_stream(info[5])));
-  return info.Env().Undefined();
+  kvt_moments unused{};
+  if (!parse_moments(info[4], parts, &unused)) throw Napi::TypeError::New(info.Env(), "moments: expected a MomentState");
+  kvt_stream st = parse_stream(info[5]);
+  return [=] {
+    kvt_moments m = moments_of(parts);
+    return kvt_moments_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), &m, st);
+  };
+}
+Napi::Value MomentsMerge(const Napi::CallbackInfo& info) { return run_now(info, prepare_moments); }
+Napi::Value MomentsMergeAsync(const Napi::CallbackInfo& info) {
+  return run_async(info, prepare_moments, 6, "kvtrim.momentsMerge");
 }
 
 }  // namespace napi

@@ -26,7 +26,7 @@ Napi::Object NestedkvDefaults(Napi::Env env) {
 }
 
 // nestedkvScores(keys, opts, out, stream); opts = {window, block, prior: [3], beta, tau, kappa, tail, sinks, scales}
-Napi::Value NestedkvScores(const Napi::CallbackInfo& info) {
+static OpCall prepare_nestedkv(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys");
   Napi::Object ob = opts_object(info[1]);
   kvt_nestedkv_opts o;
@@ -50,8 +50,12 @@ Napi::Value NestedkvScores(const Napi::CallbackInfo& info) {
   o.sinks = get_int(ob, "sinks", o.sinks);
   o.scales = get_int(ob, "scales", o.scales);
   TensorArg out = parse_tensor(info[2], "out");
-  check(info.Env(), kvt_nestedkv_scores(k.ptr(), &o, out.ptr(), parse_stream(info[3])));
-  return info.Env().Undefined();
+  kvt_stream st = parse_stream(info[3]);
+  return [=] { return kvt_nestedkv_scores(k.ptr(), &o, out.ptr(), st); };
+}
+Napi::Value NestedkvScores(const Napi::CallbackInfo& info) { return run_now(info, prepare_nestedkv); }
+Napi::Value NestedkvScoresAsync(const Napi::CallbackInfo& info) {
+  return run_async(info, prepare_nestedkv, 4, "kvtrim.nestedkvScores");
 }
 
 // nestedkvBlockSize(N) -> number

@@ -31,12 +31,16 @@ Napi::Object SelectDefaults(Napi::Env env) {
 }
 
 // selectTokens(scores, opts, indices, counts, stream)
-Napi::Value SelectTokens(const Napi::CallbackInfo& info) {
+static OpCall prepare_select(const Napi::CallbackInfo& info) {
   TensorArg s = parse_tensor(info[0], "scores");
   kvt_select_opts o = select_opts(info[1]);
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
-  check(info.Env(), kvt_select_tokens(s.ptr(), &o, idx.ptr(), cnt.ptr(), parse_stream(info[4])));
-  return info.Env().Undefined();
+  kvt_stream st = parse_stream(info[4]);
+  return [=] { return kvt_select_tokens(s.ptr(), &o, idx.ptr(), cnt.ptr(), st); };
+}
+Napi::Value SelectTokens(const Napi::CallbackInfo& info) { return run_now(info, prepare_select); }
+Napi::Value SelectTokensAsync(const Napi::CallbackInfo& info) {
+  return run_async(info, prepare_select, 5, "kvtrim.selectTokens");
 }
 
 // selectCapacity(H, N, opts) -> number

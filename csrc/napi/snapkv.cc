@@ -17,7 +17,7 @@ Napi::Object SnapkvDefaults(Napi::Env env) {
 }
 
 // snapkvScores(queries, keys, opts, out, stream); opts = {window, kernel, pool (0 avg | 1 max), scale}
-Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
+static OpCall prepare_snapkv(const Napi::CallbackInfo& info) {
   TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys");
   Napi::Object ob = opts_object(info[2]);
   kvt_snapkv_opts o;
@@ -27,8 +27,12 @@ Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
   o.pool = get_int(ob, "pool", o.pool);
   o.scale = get_num(ob, "scale", o.scale);
   TensorArg out = parse_tensor(info[3], "out");
-  check(info.Env(), kvt_snapkv_scores(q.ptr(), k.ptr(), &o, out.ptr(), parse_stream(info[4])));
-  return info.Env().Undefined();
+  kvt_stream st = parse_stream(info[4]);
+  return [=] { return kvt_snapkv_scores(q.ptr(), k.ptr(), &o, out.ptr(), st); };
+}
+Napi::Value SnapkvScores(const Napi::CallbackInfo& info) { return run_now(info, prepare_snapkv); }
+Napi::Value SnapkvScoresAsync(const Napi::CallbackInfo& info) {
+  return run_async(info, prepare_snapkv, 5, "kvtrim.snapkvScores");
 }
 
 }  // namespace napi

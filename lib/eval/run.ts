@@ -16,7 +16,7 @@ import { quantile, rowErrors } from './metrics';
 import { causalDecode, groupCounts, packCache, attentionProfile } from './causal';
 import { DISTANCE_BUCKETS, PositionGroup, SplitLayer, defaultSplit, distanceBucket, groupByPosition, sliceRows, splitQueries } from './protocol';
 import { checkInt } from '../validate';
-import { compress, methodScores, Compressed } from '../compress';
+import { compressAsync, methodScoresAsync, Compressed } from '../compress';
 import { MethodName, MergeName, CorrectionName } from '../methods';
 import { generateTrace, TraceOptions, TRACE_DEFAULTS } from '../trace';
 import { loadDump, LoadDumpOptions, QueryConvention } from '../io/dump';
@@ -249,7 +249,7 @@ export async function runEval(o: EvalOptions = {}): Promise<EvalReport> {
     const scores: Tensor[] = [];
     for (const p of placed) {
       const s0 = now();
-      scores.push(methodScores({ keys: p.keys, values: p.values, queries: p.window }, { method: c.method, stream }));
+      scores.push(await methodScoresAsync({ keys: p.keys, values: p.values, queries: p.window }, { method: c.method, stream }));
       await sync();
       scoreMs += now() - s0;
     }
@@ -267,7 +267,7 @@ export async function runEval(o: EvalOptions = {}): Promise<EvalReport> {
         const s0 = now();
         let out: Compressed;
         try {
-          out = compress(
+          out = await compressAsync(
             { keys: p.keys, values: p.values, queries: p.window },
             { method: c.method, ratio, merge: c.merge, correction: c.correction, scores: scores[li], stream },
           );

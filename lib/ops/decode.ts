@@ -13,11 +13,11 @@
  * CUDA: split-K flash decoding (partial LSE states per KV chunk, then one merge kernel that folds in the summary
  * as an extra LSE state and adds C a); d, dv ≤ 256 there.
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, sameDevice } from '../tensor';
 import { checkInt, checkNum, show } from '../validate';
-import { StreamOpt, opts, output, scaleOr, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, scaleOr, signalOf, streamOf } from './common';
 import { MomentTensors, momentsNative } from './moments';
 
 export interface DecodeAttentionArgs extends StreamOpt {
@@ -47,7 +47,22 @@ export interface DecodeAttentionArgs extends StreamOpt {
 
 /** Corrected decode attention; returns f32 [Hq, dv] (2-D queries) or [Hq, T, dv] (3-D queries). */
 export function decodeAttention(args: DecodeAttentionArgs): Tensor {
-  const o = opts('args', args, ['queries', 'keys', 'values', 'counts', 'moments', 'order', 'scale', 'clip', 'out', 'stream']);
+  const p = plan(args, false);
+  native.decodeAttention(...p.args);
+  return p.out;
+}
+
+/** {@link decodeAttention} on a worker thread (see AsyncOptions). */
+export async function decodeAttentionAsync(args: DecodeAttentionArgs & AsyncOptions): Promise<Tensor> {
+  const p = plan(args, true);
+  await runAsync(native.decodeAttentionAsync, p.args, p.signal);
+  return p.out;
+}
+
+const KEYS = ['queries', 'keys', 'values', 'counts', 'moments', 'order', 'scale', 'clip', 'out', 'stream'];
+
+function plan(args: unknown, async: boolean) {
+  const o = opts('args', args, keysOf(KEYS, async));
   const q = asTensor('queries', o.queries);
   if (q.ndim !== 2 && q.ndim !== 3) throw new TypeError(`queries: expected a 2-D [Hq, d] or 3-D [Hq, T, d] tensor, got ${q.ndim}-D [${q.shape.join(', ')}]`);
   checkDtype('queries', q, ['f32', 'f16', 'bf16']);
@@ -87,9 +102,9 @@ export function decodeAttention(args: DecodeAttentionArgs): Tensor {
   checkInt('T', T, 0, 2 ** 31 - 1);
   const outShape = q.ndim === 3 ? [Hq, T, dv] : [Hq, dv];
   const out = output('out', o.out, outShape, 'f32', k.device, stream);
-  native.decodeAttention(
+  const nargs: Parameters<Native['decodeAttention']> = [
     q.toNative(), k.toNative(), v.toNative(), cnt.toNative(), mom, clipT?.toNative(),
     { order, scale, useClip, clip: clipR }, out.toNative(), stream?.handle,
-  );
-  return out;
+  ];
+  return { args: nargs, out, signal: signalOf(o) };
 }

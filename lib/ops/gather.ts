@@ -3,10 +3,10 @@
  * out of place. Rows past `counts[h]` are zero-filled padding that every consumer masks by `counts`. With
  * `moments`, every row NOT retained is merged into the moment state (MomentKV), reading each evicted row once.
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt } from '../validate';
-import { StreamOpt, opts, output, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 import { MomentTensors, momentsNative } from './moments';
 
 export interface GatherArgs extends StreamOpt {
@@ -30,7 +30,22 @@ export interface CompactKV {
 }
 
 export function gatherKV(args: GatherArgs): CompactKV {
-  const o = opts('args', args, ['keys', 'values', 'indices', 'counts', 'cap', 'moments', 'keysOut', 'valuesOut', 'countsOut', 'stream']);
+  const p = plan(args, false);
+  native.gatherKV(...p.args);
+  return p.result;
+}
+
+/** {@link gatherKV} on a worker thread (see AsyncOptions). */
+export async function gatherKVAsync(args: GatherArgs & AsyncOptions): Promise<CompactKV> {
+  const p = plan(args, true);
+  await runAsync(native.gatherKVAsync, p.args, p.signal);
+  return p.result;
+}
+
+const KEYS = ['keys', 'values', 'indices', 'counts', 'cap', 'moments', 'keysOut', 'valuesOut', 'countsOut', 'stream'];
+
+function plan(args: unknown, async: boolean) {
+  const o = opts('args', args, keysOf(KEYS, async));
   const k = checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]');
   const v = checkRank('values', asTensor('values', o.values), 3, '[H, N, dv]');
   const idx = checkRank('indices', asTensor('indices', o.indices), 2, '[H, cap]');
@@ -42,6 +57,9 @@ export function gatherKV(args: GatherArgs): CompactKV {
   const vo = output('valuesOut', o.valuesOut, [H, cap, v.shape[2]], v.dtype, k.device, stream);
   const co = output('countsOut', o.countsOut, [H], 'i32', k.device, stream);
   const mom = o.moments === undefined ? undefined : momentsNative('moments', o.moments);
-  native.gatherKV(k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), ko.toNative(), vo.toNative(), co.toNative(), mom, stream?.handle);
-  return { keys: ko, values: vo, counts: co };
+  const nargs: Parameters<Native['gatherKV']> = [
+    k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), ko.toNative(), vo.toNative(), co.toNative(), mom, stream?.handle,
+  ];
+  const result: CompactKV = { keys: ko, values: vo, counts: co };
+  return { args: nargs, result, signal: signalOf(o) };
 }

@@ -5,11 +5,11 @@
  * rounding and a per-head choice among {unchanged, value-only, key+value}. The cache size is unchanged; fixed
  * (window + anchor) rows, evicted rows and padding are bit-identical to plain eviction (`gatherKV`).
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, tensor, toDevice, toHost, hostContiguous } from '../tensor';
 import { checkInt, checkNum, checkOneOf, checkOptions, checkKeys, show } from '../validate';
-import { StreamOpt, opts, output, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 import type { CompactKV } from './gather';
 
 /** Relative Frobenius caps per KV head: ‖ΔK‖ ≤ key·‖K0_M‖, ‖ΔV‖ ≤ value·‖V0_M‖ (Infinity = uncapped). */
@@ -145,10 +145,25 @@ export async function decodeGrkvDiagnostics(diagnostics: Tensor, opts: StreamOpt
  * and, when asked, per-head diagnostics. Inputs are never modified.
  */
 export function grkvMerge(args: GrkvMergeArgs): GrkvResult {
-  const o = opts('args', args, [
-    'keys', 'values', 'selection', 'queries', 'queryPositions', 'scores', 'weights', 'window', 'gamma', 'lambda', 'caps',
-    'cgIters', 'tol', 'scale', 'acceptance', 'cap', 'keysOut', 'valuesOut', 'countsOut', 'diagnostics', 'stream',
-  ]);
+  const p = plan(args, false);
+  native.grkvMerge(...p.args);
+  return p.result;
+}
+
+/** {@link grkvMerge} on a worker thread (see AsyncOptions). */
+export async function grkvMergeAsync(args: GrkvMergeArgs & AsyncOptions): Promise<GrkvResult> {
+  const p = plan(args, true);
+  await runAsync(native.grkvMergeAsync, p.args, p.signal);
+  return p.result;
+}
+
+const KEYS = [
+  'keys', 'values', 'selection', 'queries', 'queryPositions', 'scores', 'weights', 'window', 'gamma', 'lambda', 'caps',
+  'cgIters', 'tol', 'scale', 'acceptance', 'cap', 'keysOut', 'valuesOut', 'countsOut', 'diagnostics', 'stream',
+];
+
+function plan(args: unknown, async: boolean) {
+  const o = opts('args', args, keysOf(KEYS, async));
   const k = checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]');
   const v = checkRank('values', asTensor('values', o.values), 3, '[H, N, dv]');
   const sel = checkOptions('selection', o.selection);
@@ -196,11 +211,12 @@ export function grkvMerge(args: GrkvMergeArgs): GrkvResult {
     if (typeof o.diagnostics !== 'object') throw new TypeError(`diagnostics: expected a boolean or an f32 [H, ${GRKV_DIAG_COLS}] tensor, got ${show(o.diagnostics)}`);
     dg = output('diagnostics', o.diagnostics, [H, GRKV_DIAG_COLS], 'f32', k.device, stream);
   }
-  native.grkvMerge(
+  const nargs: Parameters<Native['grkvMerge']> = [
     k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), q.toNative(), qp.toNative(), w?.toNative(), sc.toNative(),
     nopts, ko.toNative(), vo.toNative(), co.toNative(), dg?.toNative(), stream?.handle,
-  );
-  return dg ? { keys: ko, values: vo, counts: co, diagnostics: dg } : { keys: ko, values: vo, counts: co };
+  ];
+  const result: GrkvResult = dg ? { keys: ko, values: vo, counts: co, diagnostics: dg } : { keys: ko, values: vo, counts: co };
+  return { args: nargs, result, signal: signalOf(o) };
 }
 
 export type GrkvSource = 'window' | 'stratified';

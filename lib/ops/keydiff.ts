@@ -3,21 +3,36 @@
  * −cos(k_i, anchor_h), anchor_h = mean of the L2-normalised keys of head h. Higher = more distinctive = keep.
  * Attention-free, so it works on caches produced by FlashAttention.
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
-import { StreamOpt, opts, output, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 
 export interface KeydiffOptions extends StreamOpt {
   /** Preallocated f32 [H, N] output. */
   out?: Tensor | TensorLike;
 }
 
-/** KeyDiff scores f32 [H, N] of keys [H, N, d] (f32 | f16 | bf16, any strides). */
-export function keydiffScores(keys: Tensor | TensorLike, options?: KeydiffOptions): Tensor {
-  const o = opts('options', options, ['out', 'stream']);
+const KEYS = ['out', 'stream'];
+
+function plan(keys: Tensor | TensorLike, options: unknown, async: boolean) {
+  const o = opts('options', options, keysOf(KEYS, async));
   const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
   const stream = streamOf(o, k.device);
   const out = output('out', o.out, [k.shape[0], k.shape[1]], 'f32', k.device, stream);
-  native.keydiffScores(k.toNative(), out.toNative(), stream?.handle);
-  return out;
+  const args: Parameters<Native['keydiffScores']> = [k.toNative(), out.toNative(), stream?.handle];
+  return { args, out, signal: signalOf(o) };
+}
+
+/** KeyDiff scores f32 [H, N] of keys [H, N, d] (f32 | f16 | bf16, any strides). */
+export function keydiffScores(keys: Tensor | TensorLike, options?: KeydiffOptions): Tensor {
+  const p = plan(keys, options, false);
+  native.keydiffScores(...p.args);
+  return p.out;
+}
+
+/** {@link keydiffScores} on a worker thread (see AsyncOptions). */
+export async function keydiffScoresAsync(keys: Tensor | TensorLike, options?: KeydiffOptions & AsyncOptions): Promise<Tensor> {
+  const p = plan(keys, options, true);
+  await runAsync(native.keydiffScoresAsync, p.args, p.signal);
+  return p.out;
 }

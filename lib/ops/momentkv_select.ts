@@ -12,12 +12,12 @@
  * Scores of +Infinity mark protected tokens (observation window, sinks): never evicted. Ties: the higher position
  * is evicted first. mi = false gives plain score eviction in one round (the moments are still built).
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, sameDevice } from '../tensor';
 import { checkBool, checkInt, checkNum } from '../validate';
-import { StreamOpt, opts, output, streamOf } from './common';
-import { gatherKV } from './gather';
+import { AsyncOptions, StreamOpt, checkAborted, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
+import { CompactKV, gatherKV, gatherKVAsync } from './gather';
 import { MomentState, MomentTensors, ensureMoments, momentsNative } from './moments';
 import { resolveKeep } from './select';
 
@@ -65,10 +65,20 @@ const SELECT_KEYS = ['scores', 'keys', 'values', 'keep', 'ratio', 'rounds', 'r',
 
 /** Multi-round moment-informed eviction (docs/methods/momentkv.md §5.3). */
 export function momentkvSelect(args: MomentkvSelectArgs): MomentkvSelection {
-  return selectImpl(opts('args', args, SELECT_KEYS));
+  const p = plan(opts('args', args, SELECT_KEYS));
+  native.momentkvSelect(...p.args);
+  return p.result;
 }
 
-function selectImpl(o: Record<string, unknown>): MomentkvSelection {
+/** {@link momentkvSelect} on a worker thread (see AsyncOptions). */
+export async function momentkvSelectAsync(args: MomentkvSelectArgs & AsyncOptions): Promise<MomentkvSelection> {
+  const o = opts('args', args, keysOf(SELECT_KEYS, true));
+  const p = plan(o);
+  await runAsync(native.momentkvSelectAsync, p.args, signalOf(o));
+  return p.result;
+}
+
+function plan(o: Record<string, unknown>) {
   const s = checkDtype('scores', checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]'), ['f32']);
   const k = checkDtype('keys', checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]'), ['f32', 'f16', 'bf16']);
   const v = checkDtype('values', checkRank('values', asTensor('values', o.values), 3, '[H, N, dv]'), ['f32', 'f16', 'bf16']);
@@ -94,11 +104,12 @@ function selectImpl(o: Record<string, unknown>): MomentkvSelection {
   let er: Tensor | undefined;
   if (o.evictedRound === true) er = output('evictedRound', undefined, [H, N], 'i32', s.device, stream);
   else if (o.evictedRound !== undefined && o.evictedRound !== false) er = output('evictedRound', o.evictedRound, [H, N], 'i32', s.device, stream);
-  native.momentkvSelect(
+  const args: Parameters<Native['momentkvSelect']> = [
     s.toNative(), k.toNative(), v.toNative(), { keep, rounds, r, mi: mi ? 1 : 0, eps },
     indices.toNative(), counts.toNative(), momentsNative('moments', moments), er?.toNative(), stream?.handle,
-  );
-  return { indices, counts, moments, ...(er ? { evictedRound: er } : {}) };
+  ];
+  const result: MomentkvSelection = { indices, counts, moments, ...(er ? { evictedRound: er } : {}) };
+  return { args, result };
 }
 
 export interface MomentkvCompressArgs extends MomentkvSelectArgs {
@@ -128,10 +139,28 @@ export interface MomentkvCache {
  * decodeAttention; append decoded tokens to the compacted cache (the statistics stay frozen, docs/methods/momentkv.md §5.3).
  */
 export function momentkvCompress(args: MomentkvCompressArgs): MomentkvCache {
-  const o = opts('args', args, [...SELECT_KEYS, 'keysOut', 'valuesOut', 'countsOut']);
-  const sel = selectImpl(o);
+  const o = opts('args', args, COMPRESS_KEYS);
+  const p = plan(o);
+  native.momentkvSelect(...p.args);
+  return cacheOf(p.result, gatherKV(compactArgs(o, p.result)));
+}
+
+/** {@link momentkvCompress} on a worker thread (see AsyncOptions; an abort between the two ops stops before the second). */
+export async function momentkvCompressAsync(args: MomentkvCompressArgs & AsyncOptions): Promise<MomentkvCache> {
+  const o = opts('args', args, keysOf(COMPRESS_KEYS, true));
+  const signal = signalOf(o);
+  const p = plan(o);
+  await runAsync(native.momentkvSelectAsync, p.args, signal);
+  checkAborted(signal);
+  return cacheOf(p.result, await gatherKVAsync({ ...compactArgs(o, p.result), ...(signal ? { signal } : {}) }));
+}
+
+const COMPRESS_KEYS = [...SELECT_KEYS, 'keysOut', 'valuesOut', 'countsOut'];
+
+/** The compaction of the kept rows after the selection. */
+function compactArgs(o: Record<string, unknown>, sel: MomentkvSelection) {
   const stream = o.stream as StreamOpt['stream'];
-  const compact = gatherKV({
+  return {
     keys: o.keys as Tensor,
     values: o.values as Tensor,
     indices: sel.indices,
@@ -140,6 +169,9 @@ export function momentkvCompress(args: MomentkvCompressArgs): MomentkvCache {
     ...(o.valuesOut !== undefined ? { valuesOut: o.valuesOut as Tensor } : {}),
     ...(o.countsOut !== undefined ? { countsOut: o.countsOut as Tensor } : {}),
     ...(stream ? { stream } : {}),
-  });
+  };
+}
+
+function cacheOf(sel: MomentkvSelection, compact: CompactKV): MomentkvCache {
   return { ...compact, moments: sel.moments, indices: sel.indices, ...(sel.evictedRound ? { evictedRound: sel.evictedRound } : {}) };
 }

@@ -6,11 +6,11 @@
  * (independent of thread count and GPU model) and any chunking of the evicted set gives the same state up to f32
  * rounding. Evicted tokens must enter the state exactly once.
  */
-import { native, NativeMoments } from '../binding';
+import { native, Native, NativeMoments } from '../binding';
 import { DeviceBuffer, Stream } from '../device';
 import { Device, Tensor, TensorLike, asTensor, checkDtype, checkRank, empty, fillBytes, sameDevice } from '../tensor';
 import { checkInt, show } from '../validate';
-import { StreamOpt, opts, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, runAsync, signalOf, streamOf } from './common';
 
 /** The four tensors of a moment state (what ops accept as `moments`). */
 export interface MomentTensors {
@@ -135,7 +135,32 @@ export class MomentState implements MomentTensors {
     counts: Tensor | TensorLike,
     options?: StreamOpt,
   ): this {
-    const o = opts('options', options, ['stream']);
+    native.momentsMerge(...this.planMerge(keys, values, evictedIndices, counts, options, false).args);
+    return this;
+  }
+
+  /** {@link merge} on a worker thread (see AsyncOptions); resolves to this. */
+  async mergeAsync(
+    keys: Tensor | TensorLike,
+    values: Tensor | TensorLike,
+    evictedIndices: Tensor | TensorLike,
+    counts: Tensor | TensorLike,
+    options?: StreamOpt & AsyncOptions,
+  ): Promise<this> {
+    const p = this.planMerge(keys, values, evictedIndices, counts, options, true);
+    await runAsync(native.momentsMergeAsync, p.args, p.signal);
+    return this;
+  }
+
+  private planMerge(
+    keys: Tensor | TensorLike,
+    values: Tensor | TensorLike,
+    evictedIndices: Tensor | TensorLike,
+    counts: Tensor | TensorLike,
+    options: unknown,
+    async: boolean,
+  ) {
+    const o = opts('options', options, keysOf(['stream'], async));
     const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
     const v = checkRank('values', asTensor('values', values), 3, '[H, N, dv]');
     const idx = checkRank('evictedIndices', asTensor('evictedIndices', evictedIndices), 2, '[H, cap]');
@@ -145,8 +170,10 @@ export class MomentState implements MomentTensors {
     if (v.shape[2] !== this.dv) throw new RangeError(`values: dv (${v.shape[2]}) must equal the state's dv (${this.dv})`);
     if (!sameDevice(k.device, this.device)) throw new TypeError('keys: must be on the device of the moment state');
     const stream = streamOf(o, k.device);
-    native.momentsMerge(k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), momentsNative('moments', this), stream?.handle);
-    return this;
+    const args: Parameters<Native['momentsMerge']> = [
+      k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), momentsNative('moments', this), stream?.handle,
+    ];
+    return { args, signal: signalOf(o) };
   }
 
   /** Resets every head to the empty state (n = 0). Only the four views are written. Returns this. */

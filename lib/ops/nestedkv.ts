@@ -9,11 +9,11 @@
  * Pair it with `selectTokens(scores, { ratio, budget: 'adaptive', safeguard: 0.2 })` for the paper's head-wise
  * budget (docs/methods/nestedkv.md §4). `scales: 'global'` is the single-anchor ablation (a* = min-max of KeyDiff's score, docs/methods/nestedkv.md §3.8, §7).
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt, checkNum, checkOneOf, show } from '../validate';
-import { StreamOpt, opts, output, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 
 export type NestedkvScales = 'all' | 'global';
 
@@ -67,9 +67,10 @@ function checkPrior(v: unknown): number[] {
   return p;
 }
 
-/** NestedKV scores f32 [H, N] of keys [H, N, d] (f32 | f16 | bf16, any strides). */
-export function nestedkvScores(keys: Tensor | TensorLike, options?: NestedkvOptions): Tensor {
-  const o = opts('options', options, ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'stream']);
+const KEYS = ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'stream'];
+
+function plan(keys: Tensor | TensorLike, options: unknown, async: boolean) {
+  const o = opts('options', options, keysOf(KEYS, async));
   const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
   const [H, N] = k.shape;
   const D = DEFAULTS.nestedkv;
@@ -86,6 +87,20 @@ export function nestedkvScores(keys: Tensor | TensorLike, options?: NestedkvOpti
   };
   const stream = streamOf(o, k.device);
   const out = output('out', o.out, [H, N], 'f32', k.device, stream);
-  native.nestedkvScores(k.toNative(), n, out.toNative(), stream?.handle);
-  return out;
+  const args: Parameters<Native['nestedkvScores']> = [k.toNative(), n, out.toNative(), stream?.handle];
+  return { args, out, signal: signalOf(o) };
+}
+
+/** NestedKV scores f32 [H, N] of keys [H, N, d] (f32 | f16 | bf16, any strides). */
+export function nestedkvScores(keys: Tensor | TensorLike, options?: NestedkvOptions): Tensor {
+  const p = plan(keys, options, false);
+  native.nestedkvScores(...p.args);
+  return p.out;
+}
+
+/** {@link nestedkvScores} on a worker thread (see AsyncOptions). */
+export async function nestedkvScoresAsync(keys: Tensor | TensorLike, options?: NestedkvOptions & AsyncOptions): Promise<Tensor> {
+  const p = plan(keys, options, true);
+  await runAsync(native.nestedkvScoresAsync, p.args, p.signal);
+  return p.out;
 }

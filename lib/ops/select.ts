@@ -7,11 +7,11 @@
  * `keep` = ⌊N·(1 − ratio)⌋ (at least 1) when a compression `ratio` (fraction evicted) is given.
  * Output: `indices` i32 [H, cap] ascending per head with −1 padding after `counts[h]`, `counts` i32 [H].
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt, checkNum, checkOneOf } from '../validate';
-import { StreamOpt, opts, output, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 
 export type Budget = 'uniform' | 'adaptive';
 
@@ -64,7 +64,22 @@ export function selectCapacity(H: number, N: number, o: { keep: number; budget?:
 }
 
 export function selectTokens(scores: Tensor | TensorLike, options: SelectOptions): Selection {
-  const o = opts('options', options, ['ratio', 'keep', 'budget', 'safeguard', 'sinks', 'recent', 'cap', 'indices', 'counts', 'stream']);
+  const p = plan(scores, options, false);
+  native.selectTokens(...p.args);
+  return p.result;
+}
+
+/** {@link selectTokens} on a worker thread (see AsyncOptions). */
+export async function selectTokensAsync(scores: Tensor | TensorLike, options: SelectOptions & AsyncOptions): Promise<Selection> {
+  const p = plan(scores, options, true);
+  await runAsync(native.selectTokensAsync, p.args, p.signal);
+  return p.result;
+}
+
+const KEYS = ['ratio', 'keep', 'budget', 'safeguard', 'sinks', 'recent', 'cap', 'indices', 'counts', 'stream'];
+
+function plan(scores: Tensor | TensorLike, options: unknown, async: boolean) {
+  const o = opts('options', options, keysOf(KEYS, async));
   const s = checkRank('scores', asTensor('scores', scores), 2, '[H, N]');
   const [H, N] = s.shape;
   const keep = resolveKeep(N, o);
@@ -82,6 +97,7 @@ export function selectTokens(scores: Tensor | TensorLike, options: SelectOptions
   const stream = streamOf(o, s.device);
   const indices = output('indices', o.indices, [H, cap], 'i32', s.device, stream);
   const counts = output('counts', o.counts, [H], 'i32', s.device, stream);
-  native.selectTokens(s.toNative(), n, indices.toNative(), counts.toNative(), stream?.handle);
-  return { indices, counts };
+  const args: Parameters<Native['selectTokens']> = [s.toNative(), n, indices.toNative(), counts.toNative(), stream?.handle];
+  const result: Selection = { indices, counts };
+  return { args, result, signal: signalOf(o) };
 }

@@ -8,11 +8,11 @@
  * Computed in two passes over K (per-query log-sum-exp, then window-summed probabilities); no [Hq, W, N]
  * attention tensor is materialised.
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank, sameDevice } from '../tensor';
 import { checkInt, checkOneOf, show } from '../validate';
-import { StreamOpt, opts, output, scaleOr, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, scaleOr, signalOf, streamOf } from './common';
 
 export type SnapkvPool = 'avg' | 'max';
 
@@ -36,7 +36,26 @@ export interface SnapkvOptions extends StreamOpt {
  * Hq a multiple of Hkv, query head j belongs to KV head ⌊j / (Hq/Hkv)⌋).
  */
 export function snapkvScores(queries: Tensor | TensorLike, keys: Tensor | TensorLike, options?: SnapkvOptions): Tensor {
-  const o = opts('options', options, ['window', 'kernel', 'pool', 'scale', 'out', 'stream']);
+  const p = plan(queries, keys, options, false);
+  native.snapkvScores(...p.args);
+  return p.out;
+}
+
+/** {@link snapkvScores} on a worker thread (see AsyncOptions). */
+export async function snapkvScoresAsync(
+  queries: Tensor | TensorLike,
+  keys: Tensor | TensorLike,
+  options?: SnapkvOptions & AsyncOptions,
+): Promise<Tensor> {
+  const p = plan(queries, keys, options, true);
+  await runAsync(native.snapkvScoresAsync, p.args, p.signal);
+  return p.out;
+}
+
+const KEYS = ['window', 'kernel', 'pool', 'scale', 'out', 'stream'];
+
+function plan(queries: Tensor | TensorLike, keys: Tensor | TensorLike, options: unknown, async: boolean) {
+  const o = opts('options', options, keysOf(KEYS, async));
   const q = checkRank('queries', asTensor('queries', queries), 3, '[Hq, W, d]');
   const k = checkRank('keys', asTensor('keys', keys), 3, '[Hkv, N, d]');
   const [Hq, Wq, dq] = q.shape;
@@ -61,6 +80,8 @@ export function snapkvScores(queries: Tensor | TensorLike, keys: Tensor | Tensor
   if (!sameDevice(q.device, k.device)) throw new TypeError('queries: must be on the same device as keys');
   const stream = streamOf(o, k.device);
   const out = output('out', o.out, [Hkv, N], 'f32', k.device, stream);
-  native.snapkvScores(q.toNative(), k.toNative(), { window, kernel, pool: pool === 'max' ? 1 : 0, scale }, out.toNative(), stream?.handle);
-  return out;
+  const args: Parameters<Native['snapkvScores']> = [
+    q.toNative(), k.toNative(), { window, kernel, pool: pool === 'max' ? 1 : 0, scale }, out.toNative(), stream?.handle,
+  ];
+  return { args, out, signal: signalOf(o) };
 }

@@ -10,11 +10,11 @@
  * - CUDA backend: the op only enqueues (no host synchronisation), so it cannot throw for a pivot; `info` is written on
  *   the stream and `await result.check()` (which waits for the stream off the event loop) throws the same SpdError.
  */
-import { native } from '../binding';
+import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, toHost, hostContiguous } from '../tensor';
 import { checkBool, checkNum } from '../validate';
-import { StreamOpt, opts, output, streamOf } from './common';
+import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 
 export interface SpdSolveArgs extends StreamOpt {
   /** f32 [B, n, n] (or one system [n, n]); only the lower triangle is read. */
@@ -79,7 +79,39 @@ function infoError(info: Int32Array, lambda: number): SpdError | undefined {
 
 /** Solves (A_b + λI) X_b = B_b for every system b. See the module documentation for errors. */
 export function spdSolve(args: SpdSolveArgs): SpdSolution {
-  const o = opts('args', args, ['a', 'b', 'lambda', 'out', 'info', 'throwOnError', 'stream']);
+  const p = plan(args, false);
+  try {
+    native.spdSolve(...p.args);
+  } catch (e) {
+    throw withInfo(e, p.result.info);
+  }
+  return p.result;
+}
+
+/** {@link spdSolve} on a worker thread (see AsyncOptions); a failing system rejects with the SpdError. */
+export async function spdSolveAsync(args: SpdSolveArgs & AsyncOptions): Promise<SpdSolution> {
+  const p = plan(args, true);
+  try {
+    await runAsync(native.spdSolveAsync, p.args, p.signal);
+  } catch (e) {
+    throw withInfo(e, p.result.info);
+  }
+  return p.result;
+}
+
+/** The CPU backend reports the first failing system (with its pivot value): adds the structured SpdError fields. */
+function withInfo(e: unknown, info: Tensor): unknown {
+  const m = e instanceof RangeError ? /^a: system (\d+) of \d+ is not positive definite/.exec(e.message) : null;
+  if (!m || info.onCuda) return e;
+  const host = hostContiguous(info) as Int32Array;
+  const failures = host.reduce((acc, v) => acc + (v !== 0 ? 1 : 0), 0);
+  return new SpdError((e as Error).message + (failures > 1 ? ` (${failures} systems failed)` : ''), Number(m[1]), host[Number(m[1])], failures);
+}
+
+const KEYS = ['a', 'b', 'lambda', 'out', 'info', 'throwOnError', 'stream'];
+
+function plan(args: unknown, async: boolean) {
+  const o = opts('args', args, keysOf(KEYS, async));
   let a = checkDtype('a', asTensor('a', o.a), ['f32']);
   let b = checkDtype('b', asTensor('b', o.b), ['f32']);
   const single = a.ndim === 2;
@@ -103,17 +135,10 @@ export function spdSolve(args: SpdSolveArgs): SpdSolution {
   const xOut = x;
   if (single) x = x.view([1, ...x.shape], [0, ...x.strides]);
   const info = output('info', o.info, [B], 'i32', a.device, stream);
-  try {
-    native.spdSolve(a.toNative(), b.toNative(), x.toNative(), info.toNative(), { lambda, check: throwOnError ? 1 : 0 }, stream?.handle);
-  } catch (e) {
-    // the CPU backend reports the first failing system (with its pivot value); add the structured fields
-    const m = e instanceof RangeError ? /^a: system (\d+) of \d+ is not positive definite/.exec(e.message) : null;
-    if (!m || info.onCuda) throw e;
-    const host = hostContiguous(info) as Int32Array;
-    const failures = host.reduce((acc, v) => acc + (v !== 0 ? 1 : 0), 0);
-    throw new SpdError((e as Error).message + (failures > 1 ? ` (${failures} systems failed)` : ''), Number(m[1]), host[Number(m[1])], failures);
-  }
-  return {
+  const nargs: Parameters<Native['spdSolve']> = [
+    a.toNative(), b.toNative(), x.toNative(), info.toNative(), { lambda, check: throwOnError ? 1 : 0 }, stream?.handle,
+  ];
+  const result: SpdSolution = {
     x: xOut,
     info,
     async check() {
@@ -122,4 +147,5 @@ export function spdSolve(args: SpdSolveArgs): SpdSolution {
       if (err) throw err;
     },
   };
+  return { args: nargs, result, signal: signalOf(o) };
 }
