@@ -150,7 +150,7 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
       plan = grkvSurrogates(N, { source: 'stratified', count: surrogate.shape[1], device });
     } else {
       const W = Math.min(queries.shape[1], g.window ?? DEFAULTS.grkv.window);
-      surrogate = queries.view([queries.shape[0], W, queries.shape[2]], [queries.strides[0], queries.strides[1], queries.strides[2]], queries.offset + (queries.shape[1] - W) * queries.strides[1]);
+      surrogate = queries.view([queries.shape[0], W, queries.shape[2]], [queries.strides[0], queries.strides[1], queries.strides[2]], queries.offset + (queries.shape[1] - W) * queries.strides[1], 'queries');
       plan = grkvSurrogates(N, { source: 'window', count: W, device });
     }
     compact = grkvMerge({

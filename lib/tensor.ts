@@ -55,55 +55,95 @@ export function contiguousStrides(shape: readonly number[]): number[] {
   return s;
 }
 
+// The intrinsic accessors of typed arrays: an own `buffer` or `length` property on an array cannot lie to them.
+const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype) as object;
+const intrinsic = (key: string) => Object.getOwnPropertyDescriptor(typedArrayProto, key)!.get!;
+const bufferOf = intrinsic('buffer'), lengthOf = intrinsic('length');
+
+/** Elements of a host array, through the intrinsic getters; rejects shared memory (TypeError naming `name`). */
+function hostCapacity(name: string, data: HostArray): number {
+  let buffer: ArrayBufferLike, length: number;
+  try {
+    buffer = Reflect.apply(bufferOf, data, []) as ArrayBufferLike;
+    length = Reflect.apply(lengthOf, data, []) as number;
+  } catch {
+    throw new TypeError(`${name}.data: expected a Float32Array, Uint16Array or Int32Array, got ${show(data)}`);
+  }
+  if (typeof SharedArrayBuffer !== 'undefined' && buffer instanceof SharedArrayBuffer) {
+    throw new TypeError(
+      `${name}.data: a typed array over a SharedArrayBuffer is not accepted: another thread could change it while an op ` +
+        'reads it (e.g. indices after their check); copy it into an ordinary typed array',
+    );
+  }
+  return length;
+}
+
+/** A copy of a shape or strides argument (each entry read once: the copy is what gets checked and kept). */
+function copyDims(name: string, v: unknown): unknown[] {
+  if (!Array.isArray(v)) throw new TypeError(`${name}: expected an array, got ${show(v)}`);
+  const n = v.length;
+  if (n > 4) throw new RangeError(`${name}: at most 4 dimensions, got ${n}`);
+  return Array.from({ length: n }, (_, i) => v[i]);
+}
+
 export class Tensor {
   readonly data: TensorData;
   readonly dtype: DType;
   readonly shape: readonly number[];
   readonly strides: readonly number[];
   readonly offset: number;
+  /** Set only by the constructor: a Tensor is recognised by it, not by its prototype. */
+  readonly #checked = true;
 
-  /** Use `tensor()`; the constructor checks everything `tensor()` documents. */
+  /**
+   * Use `tensor()`; the constructor checks everything `tensor()` documents. A Tensor is frozen: its view (shape,
+   * strides, offset, dtype, data) cannot change after these checks (native code checks each view again anyway).
+   */
   constructor(data: TensorData, shape: readonly number[], opts: { dtype?: DType; strides?: readonly number[]; offset?: number } = {}, name = 'tensor') {
     const isHost = data instanceof Float32Array || data instanceof Uint16Array || data instanceof Int32Array;
     if (!isHost && !(data instanceof DeviceBuffer)) {
       throw new TypeError(`${name}.data: expected a Float32Array, Uint16Array, Int32Array or DeviceBuffer, got ${show(data)}`);
     }
     if (data instanceof DeviceBuffer && data.disposed) throw new TypeError(`${name}.data: its DeviceBuffer was disposed`);
+    const capacity = data instanceof DeviceBuffer ? -1 : hostCapacity(name, data);
     const dtype = inferDtype(name, data, opts.dtype);
-    if (!Array.isArray(shape)) throw new TypeError(`${name}.shape: expected an array, got ${show(shape)}`);
-    if (shape.length > 4) throw new RangeError(`${name}.shape: at most 4 dimensions, got ${shape.length}`);
-    shape.forEach((n, i) => checkInt(`${name}.shape[${i}]`, n, 0, 2 ** 31 - 1));
-    let strides: readonly number[];
-    if (opts.strides === undefined) strides = contiguousStrides(shape);
+    const dims = copyDims(`${name}.shape`, shape).map((n, i) => checkInt(`${name}.shape[${i}]`, n, 0, 2 ** 31 - 1));
+    let strides: number[];
+    if (opts.strides === undefined) strides = contiguousStrides(dims);
     else {
-      if (!Array.isArray(opts.strides)) throw new TypeError(`${name}.strides: expected an array, got ${show(opts.strides)}`);
-      if (opts.strides.length !== shape.length) {
-        throw new RangeError(`${name}.strides: expected ${shape.length} entries (one per dimension), got ${opts.strides.length}`);
+      const given = copyDims(`${name}.strides`, opts.strides);
+      if (given.length !== dims.length) {
+        throw new RangeError(`${name}.strides: expected ${dims.length} entries (one per dimension), got ${given.length}`);
       }
-      opts.strides.forEach((s, i) => checkInt(`${name}.strides[${i}]`, s, -(2 ** 40), 2 ** 40));
-      strides = [...opts.strides];
+      strides = given.map((s, i) => checkInt(`${name}.strides[${i}]`, s, -(2 ** 40), 2 ** 40));
     }
     const offset = opts.offset === undefined ? 0 : checkInt(`${name}.offset`, opts.offset, 0, Number.MAX_SAFE_INTEGER);
-    const capacity = data instanceof DeviceBuffer ? Math.floor(data.byteLength / dtypeSize(dtype)) : data.length;
-    if (!shape.includes(0)) {
+    const elements = data instanceof DeviceBuffer ? Math.floor(data.byteLength / dtypeSize(dtype)) : capacity;
+    if (!dims.includes(0)) {
       let lo = offset, hi = offset;
-      shape.forEach((n, i) => {
+      dims.forEach((n, i) => {
         const span = (n - 1) * strides[i];
         if (span < 0) lo += span;
         else hi += span;
       });
-      if (lo < 0 || hi >= capacity) {
+      if (lo < 0 || hi >= elements) {
         throw new RangeError(
-          `${name}: view (offset ${offset}, shape [${shape.join(', ')}], strides [${strides.join(', ')}]) reaches elements ` +
-            `[${lo}, ${hi}] but its data holds ${capacity} ${dtype} elements`,
+          `${name}: view (offset ${offset}, shape [${dims.join(', ')}], strides [${strides.join(', ')}]) reaches elements ` +
+            `[${lo}, ${hi}] but its data holds ${elements} ${dtype} elements`,
         );
       }
     }
     this.data = data;
     this.dtype = dtype;
-    this.shape = Object.freeze([...shape]);
-    this.strides = Object.freeze([...strides]);
+    this.shape = Object.freeze(dims);
+    this.strides = Object.freeze(strides);
     this.offset = offset;
+    Object.freeze(this);
+  }
+
+  /** True for a Tensor built by the constructor (a plain object with Tensor's prototype is not one). */
+  static is(v: unknown): v is Tensor {
+    return v !== null && typeof v === 'object' && #checked in v;
   }
 
   get device(): Device {
@@ -127,9 +167,9 @@ export class Tensor {
     if (this.data instanceof DeviceBuffer) throw new TypeError('tensor is on a CUDA device: use `await toHost(t)` first');
     return this.data;
   }
-  /** A view with new shape/strides/offset over the same data (no copy). */
-  view(shape: readonly number[], strides?: readonly number[], offset = this.offset): Tensor {
-    return new Tensor(this.data, shape, { dtype: this.dtype, strides, offset });
+  /** A view with new shape/strides/offset over the same data (no copy); `name` is the argument errors name. */
+  view(shape: readonly number[], strides?: readonly number[], offset = this.offset, name = 'tensor'): Tensor {
+    return new Tensor(this.data, shape, { dtype: this.dtype, strides, offset }, name);
   }
   /** Element (by multi-index) as a number, host tensors only; f16/bf16 converted to f32 values. */
   at(...idx: number[]): number {
@@ -163,7 +203,7 @@ export function tensor(data: TensorData, shape: readonly number[], opts: { dtype
 
 /** Normalises an op argument (Tensor or TensorLike), with errors naming the argument. */
 export function asTensor(name: string, v: unknown): Tensor {
-  if (v instanceof Tensor) return v;
+  if (Tensor.is(v)) return v;
   if (v === null || typeof v !== 'object' || !('data' in v) || !('shape' in v)) {
     throw new TypeError(`${name}: expected a tensor ({ data, dtype, shape, strides?, offset? }), got ${show(v)}`);
   }

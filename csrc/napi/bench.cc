@@ -11,12 +11,8 @@ namespace napi {
 // hostCopy(dst: TypedArray, src: TypedArray): copies min(byteLength) bytes with the CPU backend's threads.
 Napi::Value HostCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() || !info[1].IsTypedArray()) throw Napi::TypeError::New(env, "hostCopy: expected two typed arrays");
-  Napi::TypedArray d = info[0].As<Napi::TypedArray>(), s = info[1].As<Napi::TypedArray>();
-  char* dst = static_cast<char*>(d.ArrayBuffer().Data()) + d.ByteOffset();
-  const char* src = static_cast<const char*>(s.ArrayBuffer().Data()) + s.ByteOffset();
-  const int64_t n = int64_t(d.ByteLength() < s.ByteLength() ? d.ByteLength() : s.ByteLength());
-  check(env, kvt_bench_host_copy(dst, src, n));
+  const HostMemory d = host_memory(info[0], "dst"), s = host_memory(info[1], "src");
+  check(env, kvt_bench_host_copy(d.data, s.data, int64_t(d.bytes < s.bytes ? d.bytes : s.bytes)));
   return env.Undefined();
 }
 
@@ -30,7 +26,7 @@ Napi::Value BaselineKeydiff(const Napi::CallbackInfo& info) {
 // baselineSelect(scores, keep, indices, counts, stream)
 Napi::Value BaselineSelect(const Napi::CallbackInfo& info) {
   TensorArg s = parse_tensor(info[0], "scores");
-  int64_t keep = info[1].As<Napi::Number>().Int64Value();
+  const int64_t keep = arg_int(info[1], "keep");
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   check(info.Env(), kvt_bench_select(s.ptr(), keep, idx.ptr(), cnt.ptr(), parse_stream(info[4])));
   return info.Env().Undefined();

@@ -20,9 +20,7 @@ Napi::Object DecodeDefaults(Napi::Env env) {
 Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys");
   TensorArg v = parse_tensor(info[2], "values"), cnt = parse_tensor(info[3], "counts");
-  TensorArg parts[4];
-  kvt_moments m{};
-  const bool has_m = parse_moments(info[4], parts, &m);
+  MomentsArg m = parse_moments(info[4], false);
   TensorArg clip = parse_tensor(info[5], "clip", true);
   Napi::Object o = opts_object(info[6]);
   kvt_decode_opts opts;
@@ -32,7 +30,7 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   opts.scale = get_num(o, "scale", opts.scale);
   opts.clip = get_num(o, "clip", opts.clip);
   TensorArg out = parse_tensor(info[7], "out");
-  check(info.Env(), kvt_decode_attention(q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), has_m ? &m : nullptr, clip.ptr(), &opts,
+  check(info.Env(), kvt_decode_attention(q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), m.ptr(), clip.ptr(), &opts,
                                          out.ptr(), parse_stream(info[8])));
   return info.Env().Undefined();
 }

@@ -11,11 +11,9 @@ Napi::Value GatherKV(const Napi::CallbackInfo& info) {
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   TensorArg ko = parse_tensor(info[4], "keysOut"), vo = parse_tensor(info[5], "valuesOut");
   TensorArg co = parse_tensor(info[6], "countsOut");
-  TensorArg parts[4];
-  kvt_moments m{};
-  bool has_m = parse_moments(info[7], parts, &m);
-  check(info.Env(), kvt_gather_kv(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), ko.ptr(), vo.ptr(), co.ptr(),
-                                  has_m ? &m : nullptr, parse_stream(info[8])));
+  MomentsArg m = parse_moments(info[7], false);
+  check(info.Env(), kvt_gather_kv(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), ko.ptr(), vo.ptr(), co.ptr(), m.ptr(),
+                                  parse_stream(info[8])));
   return info.Env().Undefined();
 }
 

@@ -29,11 +29,9 @@ Napi::Value MomentkvSelect(const Napi::CallbackInfo& info) {
   opts.mi = get_int(o, "mi", opts.mi);
   opts.eps = get_num(o, "eps", opts.eps);
   TensorArg idx = parse_tensor(info[4], "indices"), cnt = parse_tensor(info[5], "counts");
-  TensorArg parts[4];
-  kvt_moments m{};
-  if (!parse_moments(info[6], parts, &m)) throw Napi::TypeError::New(info.Env(), "moments: expected a MomentState");
+  MomentsArg m = parse_moments(info[6], true);
   TensorArg er = parse_tensor(info[7], "evictedRound", true);
-  check(info.Env(), kvt_momentkv_select(s.ptr(), k.ptr(), v.ptr(), &opts, idx.ptr(), cnt.ptr(), &m, er.ptr(),
+  check(info.Env(), kvt_momentkv_select(s.ptr(), k.ptr(), v.ptr(), &opts, idx.ptr(), cnt.ptr(), m.ptr(), er.ptr(),
                                         parse_stream(info[8])));
   return info.Env().Undefined();
 }

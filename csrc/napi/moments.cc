@@ -8,11 +8,9 @@ namespace napi {
 // momentsMerge(keys, values, indices, counts, moments, stream)
 Napi::Value MomentsMerge(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
-  TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
-  TensorArg parts[4];
-  kvt_moments m{};
-  if (!parse_moments(info[4], parts, &m)) throw Napi::TypeError::New(info.Env(), "moments: expected a MomentState");
-  check(info.Env(), kvt_moments_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), &m, parse_stream(info[5])));
+  TensorArg idx = parse_tensor(info[2], "evictedIndices"), cnt = parse_tensor(info[3], "counts");
+  MomentsArg m = parse_moments(info[4], true);
+  check(info.Env(), kvt_moments_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), m.ptr(), parse_stream(info[5])));
   return info.Env().Undefined();
 }
 

@@ -42,6 +42,8 @@ Napi::Value NestedkvScores(const Napi::CallbackInfo& info) {
       if (!e.IsNumber()) throw Napi::TypeError::New(info.Env(), "prior: expected 3 numbers");
       o.prior[x] = e.As<Napi::Number>().DoubleValue();
     }
+  } else if (!pr.IsUndefined()) {
+    throw Napi::TypeError::New(info.Env(), "prior: expected an array of 3 numbers");
   }
   o.beta = get_num(ob, "beta", o.beta);
   o.tau = get_num(ob, "tau", o.tau);
@@ -56,7 +58,7 @@ Napi::Value NestedkvScores(const Napi::CallbackInfo& info) {
 
 // nestedkvBlockSize(N) -> number
 Napi::Value NestedkvBlockSize(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(kvt_nestedkv_block_size(info[0].As<Napi::Number>().Int64Value())));
+  return Napi::Number::New(info.Env(), double(kvt_nestedkv_block_size(arg_int(info[0], "N"))));
 }
 
 }  // namespace napi

@@ -42,7 +42,7 @@ Napi::Value SelectTokens(const Napi::CallbackInfo& info) {
 // selectCapacity(H, N, opts) -> number
 Napi::Value SelectCapacity(const Napi::CallbackInfo& info) {
   kvt_select_opts o = select_opts(info[2]);
-  int64_t H = info[0].As<Napi::Number>().Int64Value(), N = info[1].As<Napi::Number>().Int64Value();
+  const int64_t H = arg_int(info[0], "H"), N = arg_int(info[1], "N");
   return Napi::Number::New(info.Env(), double(kvt_select_capacity(H, N, &o)));
 }
 

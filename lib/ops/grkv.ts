@@ -12,6 +12,9 @@ import { checkInt, checkNum, checkOneOf, checkOptions, checkKeys, show } from '.
 import { StreamOpt, opts, output, streamOf } from './common';
 import type { CompactKV } from './gather';
 
+/** The largest finite f32 (weights are stored as f32). */
+const F32_MAX = 3.4028234663852886e38;
+
 /** Relative Frobenius caps per KV head: ‖ΔK‖ ≤ key·‖K0_M‖, ‖ΔV‖ ≤ value·‖V0_M‖ (Infinity = uncapped). */
 export interface GrkvCaps {
   /** Default 0.025; 0 = value-only (the key step is skipped). */
@@ -164,7 +167,7 @@ export function grkvMerge(args: GrkvMergeArgs): GrkvResult {
   const stream = streamOf(o, k.device);
   let w: Tensor | undefined;
   if (typeof o.weights === 'number') {
-    const wv = checkNum('weights', o.weights, 0, Number.MAX_VALUE);
+    const wv = checkNum('weights', o.weights, 0, F32_MAX);
     const host = tensor(new Float32Array(q.shape[1]).fill(wv), [q.shape[1]]);
     w = k.onCuda ? toDevice(host, { device: (k.device as { id: number }).id, stream }) : host;
   } else if (o.weights !== undefined) {
@@ -178,12 +181,12 @@ export function grkvMerge(args: GrkvMergeArgs): GrkvResult {
   const nopts = {
     window: checkInt('window', o.window ?? D.window, 0, 2 ** 31 - 1),
     gamma: checkNum('gamma', o.gamma ?? D.gamma, 0, 1),
-    lambda: checkNum('lambda', o.lambda ?? D.lambda, 0, Number.MAX_VALUE, { minOpen: true }),
+    lambda: checkNum('lambda', o.lambda ?? D.lambda, 0, 1e30, { minOpen: true, maxOpen: true }),
     capKey,
     capValue,
     cgIters: checkInt('cgIters', o.cgIters ?? D.cgIters, 0, 100000),
-    tol: checkNum('tol', o.tol ?? D.tol, 0, Number.MAX_VALUE),
-    scale: o.scale === undefined ? D.scale : checkNum('scale', o.scale, 0, Number.MAX_VALUE, { minOpen: true }),
+    tol: checkNum('tol', o.tol ?? D.tol, 0, 1e30, { maxOpen: true }),
+    scale: o.scale === undefined ? D.scale : checkNum('scale', o.scale, 0, 1e30, { minOpen: true, maxOpen: true }),
     accept: checkOneOf('acceptance', o.acceptance ?? D.acceptance, ['best', 'joint'] as const) === 'joint' ? 1 : 0,
   };
   const cap = o.cap === undefined ? Math.max(1, idx.shape[1]) : checkInt('cap', o.cap, 1, 2 ** 31 - 1);
