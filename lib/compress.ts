@@ -9,9 +9,9 @@
  * query-aware methods (SnapKV, MomentKV) and by the GRKV merge. The result is ready for `decodeAttention`
  * (pass `moments` when present).
  */
-import { Tensor, TensorLike, asTensor, checkRank } from './tensor';
+import { Tensor, TensorLike, asTensor, checkDtype, checkRank, sameDevice } from './tensor';
 import { Stream } from './device';
-import { checkOneOf, show } from './validate';
+import { checkInt, checkKeys, checkNum, checkOneOf, checkOptions as checkOpts, show } from './validate';
 import { opts } from './ops/common';
 import { keydiffScores } from './ops/keydiff';
 import { nestedkvScores, NestedkvOptions } from './ops/nestedkv';
@@ -64,6 +64,79 @@ export interface Compressed {
 }
 
 const KEYS = ['method', 'ratio', 'keep', 'budget', 'safeguard', 'sinks', 'recent', 'merge', 'correction', 'scores', 'nestedkv', 'snapkv', 'momentkv', 'grkv', 'stream'];
+const INPUT_KEYS = ['keys', 'values', 'queries', 'surrogateQueries'];
+
+/** The fields of each per-method option object, and which configuration uses it. */
+const SUB_OPTIONS = {
+  nestedkv: { keys: ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales'], usedBy: "method 'nestedkv'" },
+  snapkv: { keys: ['window', 'kernel', 'pool', 'scale'], usedBy: "method 'snapkv'" },
+  momentkv: { keys: ['rounds', 'r', 'eps', 'mi', 'kernel', 'pool'], usedBy: "method 'momentkv'" },
+  grkv: { keys: ['gamma', 'lambda', 'caps', 'cgIters', 'tol', 'window', 'acceptance', 'source'], usedBy: "merge 'grkv'" },
+} as const;
+type SubName = keyof typeof SUB_OPTIONS;
+
+/**
+ * Runs `fn`; an error about a field of the per-method options object `prefix` (given by the caller) is re-labelled
+ * with its full name (`grkv.lambda: …` instead of `lambda: …`).
+ */
+function prefixed<T>(prefix: SubName, given: object | undefined, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    const fields = Object.keys(given ?? {});
+    if (e instanceof Error && fields.some((k) => e.message.startsWith(`${k}:`) || e.message.startsWith(`${k}[`) || e.message.startsWith(`${k}.`))) {
+      e.message = `${prefix}.${e.message}`;
+    }
+    throw e;
+  }
+}
+
+/**
+ * The options of compress(), checked once for a whole cache (an empty layer list included): known keys, the method,
+ * merge and correction names, option ranges, and option objects only where the configuration uses them.
+ */
+function checkOptions(options: unknown): CompressOptions {
+  const o = opts('options', options, KEYS) as unknown as CompressOptions;
+  const method = checkOneOf('method', o.method, Object.keys(METHODS) as MethodName[]);
+  if (o.merge !== undefined) checkOneOf('merge', o.merge, Object.keys(MERGES) as MergeName[]);
+  if (o.correction !== undefined) checkOneOf('correction', o.correction, Object.keys(CORRECTIONS) as CorrectionName[]);
+  if ((o.ratio === undefined) === (o.keep === undefined)) throw new TypeError('options: give exactly one of `ratio` or `keep`');
+  if (o.ratio !== undefined) checkNum('ratio', o.ratio, 0, 1, { maxOpen: true });
+  if (o.keep !== undefined) checkInt('keep', o.keep, 1, 2 ** 31 - 1);
+  if (o.budget !== undefined) checkOneOf('budget', o.budget, ['uniform', 'adaptive'] as const);
+  if (o.safeguard !== undefined) checkNum('safeguard', o.safeguard, 0, 1);
+  for (const k of ['sinks', 'recent'] as const) {
+    if (o[k] === undefined) continue;
+    checkInt(k, o[k], 0, 2 ** 31 - 1);
+    if (method === 'momentkv') throw new RangeError(`${k}: method 'momentkv' takes no ${k} (it protects tokens whose scores are +Infinity)`);
+  }
+  if (method === 'momentkv' && o.budget === 'adaptive') throw new RangeError("budget: method 'momentkv' evicts a uniform budget per head");
+  for (const name of Object.keys(SUB_OPTIONS) as SubName[]) {
+    const given = o[name];
+    if (given === undefined) continue;
+    checkKeys(name, checkOpts(name, given), SUB_OPTIONS[name].keys);
+    const used = name === 'grkv' ? o.merge === 'grkv' : method === name;
+    if (!used) throw new RangeError(`${name}: these options are used by ${SUB_OPTIONS[name].usedBy} only, but the configuration is method '${method}'${o.merge ? `, merge '${o.merge}'` : ''}`);
+  }
+  if (o.grkv?.source !== undefined) checkOneOf('grkv.source', o.grkv.source, ['window', 'stratified'] as const);
+  if (o.grkv?.window !== undefined && (o.grkv.source ?? 'window') === 'window') checkInt('grkv.window', o.grkv.window, 1, 2 ** 31 - 1);
+  if (o.grkv?.caps !== undefined) checkKeys('grkv.caps', checkOpts('grkv.caps', o.grkv.caps), ['key', 'value']);
+  if (o.stream !== undefined && !(o.stream instanceof Stream)) throw new TypeError(`stream: expected a Stream, got ${show(o.stream)}`);
+  return o;
+}
+
+/** A tensor of the input (when given): rank 3, the keys' heads (a multiple for queries) and head dim, their device. */
+function checkInputTensor(name: string, v: unknown, keys: Tensor, dims: string, grouped: boolean): Tensor {
+  const t = checkRank(name, asTensor(name, v), 3, dims);
+  checkDtype(name, t, ['f32', 'f16', 'bf16']);
+  const [H, , d] = keys.shape;
+  if (grouped ? H < 1 || t.shape[0] % H !== 0 : t.shape[0] !== H) {
+    throw new RangeError(`${name}: dimension 0 must be ${grouped ? 'a multiple of' : 'equal to'} the number of KV heads H = ${H}, got [${t.shape.join(', ')}]`);
+  }
+  if (name !== 'values' && t.shape[2] !== d) throw new RangeError(`${name}: head dim ${t.shape[2]} does not match the keys' head dim ${d}`);
+  if (!sameDevice(t.device, keys.device)) throw new TypeError(`${name}: must be on the same device as keys`);
+  return t;
+}
 
 /** Method scores [H, N] (the first stage of compress; exported so callers can sweep ratios over one scoring). */
 export function methodScores(input: CompressInput, options: Pick<CompressOptions, 'method' | 'nestedkv' | 'snapkv' | 'momentkv' | 'stream'>): Tensor {
@@ -91,17 +164,41 @@ export function methodScores(input: CompressInput, options: Pick<CompressOptions
 }
 
 export function compress(input: CompressInput, options: CompressOptions): Compressed {
-  const o = opts('options', options, KEYS) as unknown as CompressOptions;
+  return compressLayer(input, checkOptions(options));
+}
+
+function compressLayer(input: CompressInput, o: CompressOptions): Compressed {
   if (input === null || typeof input !== 'object') throw new TypeError(`input: expected { keys, values, queries? }, got ${show(input)}`);
-  const method = checkOneOf('method', o.method, Object.keys(METHODS) as MethodName[]);
-  if (o.merge !== undefined) checkOneOf('merge', o.merge, Object.keys(MERGES) as MergeName[]);
-  if (o.correction !== undefined) checkOneOf('correction', o.correction, Object.keys(CORRECTIONS) as CorrectionName[]);
+  checkKeys('input', input as unknown as Record<string, unknown>, INPUT_KEYS);
+  const method = o.method;
   const keys = checkRank('keys', asTensor('keys', input.keys), 3, '[H, N, d]');
-  const values = checkRank('values', asTensor('values', input.values), 3, '[H, N, dv]');
+  checkDtype('keys', keys, ['f32', 'f16', 'bf16']);
+  const values = checkInputTensor('values', input.values, keys, '[H, N, dv]', false);
   const [H, N] = keys.shape;
+  if (values.shape[1] !== N) throw new RangeError(`values: dimension 1 must equal N of keys (${N}), got [${values.shape.join(', ')}]`);
+  // Queries are checked whenever they are given, used or not.
+  if (input.queries !== undefined) checkInputTensor('queries', input.queries, keys, '[Hq, W, d]', true);
+  const stratified = o.merge === 'grkv' && o.grkv?.source === 'stratified';
+  if (input.surrogateQueries !== undefined) {
+    const sq = checkInputTensor('surrogateQueries', input.surrogateQueries, keys, '[Hq, Qs, d]', true);
+    if (sq.shape[1] < 1) throw new RangeError(`surrogateQueries: need at least one query (dimension 1), got [${sq.shape.join(', ')}]`);
+    if (!stratified) throw new RangeError("surrogateQueries: only merge 'grkv' with grkv.source 'stratified' uses them");
+  }
+  for (const k of ['sinks', 'recent'] as const) if (o[k] !== undefined) checkInt(k, o[k], 0, N);
   const stream = o.stream;
   const keep = resolveKeep(N, o);
-  const scores = o.scores !== undefined ? checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]') : methodScores(input, o);
+  let scores: Tensor;
+  if (o.scores !== undefined) {
+    scores = checkDtype('scores', checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]'), ['f32']);
+    if (scores.shape[0] !== H || scores.shape[1] !== N) {
+      throw new RangeError(`scores: expected shape [${H}, ${N}] (H and N of keys), got [${scores.shape.join(', ')}]`);
+    }
+    if (!sameDevice(scores.device, keys.device)) throw new TypeError('scores: must be on the same device as keys');
+  } else {
+    scores = method === 'snapkv' || method === 'nestedkv' || method === 'momentkv'
+      ? prefixed(method, o[method], () => methodScores(input, o))
+      : methodScores(input, o);
+  }
 
   // Selection.
   let sel: Selection;
@@ -110,7 +207,9 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
     if (o.budget === 'adaptive') throw new RangeError("budget: method 'momentkv' evicts a uniform budget per head");
     const m = o.momentkv ?? {};
     const d = ENTRY_OPTIONS.methods.momentkv.momentkvSelect;
-    const r = momentkvSelect({ scores, keys, values, keep, rounds: m.rounds ?? d.rounds, r: m.r ?? d.r, eps: m.eps ?? d.eps, mi: m.mi, stream });
+    const r = prefixed('momentkv', o.momentkv, () =>
+      momentkvSelect({ scores, keys, values, keep, rounds: m.rounds ?? d.rounds, r: m.r ?? d.r, eps: m.eps ?? d.eps, mi: m.mi, stream }),
+    );
     sel = { indices: r.indices, counts: r.counts };
     moments = r.moments;
   } else {
@@ -153,7 +252,7 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
       surrogate = queries.view([queries.shape[0], W, queries.shape[2]], [queries.strides[0], queries.strides[1], queries.strides[2]], queries.offset + (queries.shape[1] - W) * queries.strides[1], 'queries');
       plan = grkvSurrogates(N, { source: 'window', count: W, device });
     }
-    compact = grkvMerge({
+    compact = prefixed('grkv', o.grkv, () => grkvMerge({
       keys,
       values,
       selection: sel,
@@ -169,19 +268,20 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
       tol: g.tol,
       acceptance: g.acceptance,
       stream,
-    });
+    }));
   } else if (!(o.correction === 'moment' && method !== 'momentkv')) {
     compact = gatherKV({ keys, values, ...sel, stream });
   }
   return { keys: compact!.keys, values: compact!.values, counts: compact!.counts, indices: sel.indices, scores, ...(moments ? { moments } : {}), keep };
 }
 
-/** compress() over every layer of a cache. */
+/** compress() over every layer of a cache (the options are checked first, also for an empty list). */
 export function compressCache(layers: readonly CompressInput[], options: CompressOptions): Compressed[] {
+  const o = checkOptions(options);
   if (!Array.isArray(layers)) throw new TypeError(`layers: expected an array of { keys, values, queries? }, got ${show(layers)}`);
   return layers.map((l, i) => {
     try {
-      return compress(l, options);
+      return compressLayer(l, o);
     } catch (e) {
       if (e instanceof Error) e.message = `layer ${i}: ${e.message}`;
       throw e;
