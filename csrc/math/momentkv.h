@@ -124,6 +124,11 @@ KVT_HD float rescale(float m_part, float m_all) { return m_part == -INFINITY ? 0
 // evicted ones (NaN, never selected) are handled by the caller.
 KVT_HD float mi_key(float score, float rho, float eps_mean) { return score * (rho + eps_mean); }
 
+// The rank key of a candidate (not yet evicted) token: a NaN key — a non-finite value row of the head makes ρ, and so
+// the mean ρ of every candidate, NaN (docs/methods/momentkv.md §5.4) — ranks as −Infinity: below every number (evicted first,
+// the highest positions first), but above the tokens evicted in earlier rounds, which the CUDA selection marks NaN.
+KVT_HD float candidate_key(float key) { return key != key ? -INFINITY : key; }
+
 // Summary subspace (docs/methods/momentkv.md §5.2): top-r left singular vectors of C by subspace iteration on
 // S = Ĉ Ĉᵀ (Ĉ = C / max|C|) with a block of kSubspaceP(dv, r) vectors, kSubspaceIters iterations, each block
 // re-orthonormalised by classical Gram–Schmidt with one re-orthogonalisation pass (a column that collapses is

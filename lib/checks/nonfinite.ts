@@ -26,10 +26,15 @@ const kind = (x: number) => (Number.isNaN(x) ? 0 : x === Infinity ? 1 : x === -I
 
 /**
  * Compares target numbers `a` with the CPU's `b`: entries whose kind (NaN / ±Infinity / finite) differs, and the
- * largest relative error |a − b| / (|b| + floor) over the entries finite in both.
+ * largest relative error |a − b| / (|b| + floor) over the entries finite in both ('max': floor = the largest finite
+ * |b|, an error relative to the tensor's scale).
  */
-export function compareNonFinite(a: ArrayLike<number>, b: ArrayLike<number>, floor: number): { kinds: number; rel: number; nonfinite: number } {
+export function compareNonFinite(a: ArrayLike<number>, b: ArrayLike<number>, floor: number | 'max'): { kinds: number; rel: number; nonfinite: number } {
   if (a.length !== b.length) return { kinds: Math.max(a.length, b.length), rel: Infinity, nonfinite: 0 };
+  if (floor === 'max') {
+    floor = 1e-30;
+    for (let i = 0; i < b.length; i++) if (Number.isFinite(b[i])) floor = Math.max(floor, Math.abs(b[i]));
+  }
   let kinds = 0, rel = 0, nonfinite = 0;
   for (let i = 0; i < b.length; i++) {
     if (kind(a[i]) !== kind(b[i])) kinds++;
@@ -143,7 +148,7 @@ export const nonfiniteChecks: Check[] = [
       return verdict([
         { name: 'corrected', c: compareNonFinite(await fetchNumbers(target, dev), numbers(cpu), 1e-2) },
         { name: 'plain', c: compareNonFinite(await fetchNumbers(target, devPlain), numbers(plain), 1e-2) },
-        ...sc.map((x, i) => ({ name: `state ${i}`, c: compareNonFinite(sd[i], x, 1e-2) })),
+        ...sc.map((x, i) => ({ name: `state ${i}`, c: compareNonFinite(sd[i], x, 'max') })),
       ], 1e-4);
     },
   },
@@ -165,7 +170,7 @@ export const nonfiniteChecks: Check[] = [
       const sc = await stateNumbers(cpuSt, async (t) => t), sd = await stateNumbers(devSt, (t) => target.fetch(t));
       return verdict([
         { name: 'values', c: compareNonFinite(await fetchNumbers(target, dev.values), numbers(cpu.values), 0) },
-        ...sc.map((x, i) => ({ name: `state ${i}`, c: compareNonFinite(sd[i], x, 1e-2) })),
+        ...sc.map((x, i) => ({ name: `state ${i}`, c: compareNonFinite(sd[i], x, 'max') })),
       ], 1e-5);
     },
   },
@@ -186,7 +191,7 @@ export const nonfiniteChecks: Check[] = [
       const s1 = await stateNumbers(cpu.moments, async (t) => t), s2 = await stateNumbers(devSt, (t) => target.fetch(t));
       return verdict([
         { name: 'indices', c: compareNonFinite(hostContiguous(await target.fetch(dev.indices)), hostContiguous(cpu.indices), 0) },
-        ...s1.map((x, i) => ({ name: `state ${i}`, c: compareNonFinite(s2[i], x, 1e-2) })),
+        ...s1.map((x, i) => ({ name: `state ${i}`, c: compareNonFinite(s2[i], x, 'max') })),
       ], 1e-5);
     },
   },
