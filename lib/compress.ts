@@ -11,7 +11,7 @@
  */
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, sameDevice } from './tensor';
 import { Stream } from './device';
-import { checkInt, checkKeys, checkNum, checkOneOf, checkOptions as checkOpts, show } from './validate';
+import { checkBool, checkInt, checkKeys, checkNum, checkOneOf, checkOptions as checkOpts, show } from './validate';
 import { opts } from './ops/common';
 import { keydiffScores } from './ops/keydiff';
 import { nestedkvScores, NestedkvOptions } from './ops/nestedkv';
@@ -95,12 +95,13 @@ function prefixed<T>(prefix: SubName, given: object | undefined, fn: () => T): T
  * The options of compress(), checked once for a whole cache (an empty layer list included): known keys, the method,
  * merge and correction names, option ranges, and option objects only where the configuration uses them.
  */
-function checkOptions(options: unknown): CompressOptions {
+function checkOptions(options: unknown, scoring = false): CompressOptions {
   const o = opts('options', options, KEYS) as unknown as CompressOptions;
   const method = checkOneOf('method', o.method, Object.keys(METHODS) as MethodName[]);
   if (o.merge !== undefined) checkOneOf('merge', o.merge, Object.keys(MERGES) as MergeName[]);
   if (o.correction !== undefined) checkOneOf('correction', o.correction, Object.keys(CORRECTIONS) as CorrectionName[]);
-  if ((o.ratio === undefined) === (o.keep === undefined)) throw new TypeError('options: give exactly one of `ratio` or `keep`');
+  if (!scoring && (o.ratio === undefined) === (o.keep === undefined)) throw new TypeError('options: give exactly one of `ratio` or `keep`');
+  if (o.ratio !== undefined && o.keep !== undefined) throw new TypeError('options: give exactly one of `ratio` or `keep`');
   if (o.ratio !== undefined) checkNum('ratio', o.ratio, 0, 1, { maxOpen: true });
   if (o.keep !== undefined) checkInt('keep', o.keep, 1, 2 ** 31 - 1);
   if (o.budget !== undefined) checkOneOf('budget', o.budget, ['uniform', 'adaptive'] as const);
@@ -115,14 +116,63 @@ function checkOptions(options: unknown): CompressOptions {
     const given = o[name];
     if (given === undefined) continue;
     checkKeys(name, checkOpts(name, given), SUB_OPTIONS[name].keys);
+    for (const [k, v] of Object.entries(given as object)) if (v === null) throw new TypeError(`${name}.${k}: got null (omit the option for its default)`);
     const used = name === 'grkv' ? o.merge === 'grkv' : method === name;
     if (!used) throw new RangeError(`${name}: these options are used by ${SUB_OPTIONS[name].usedBy} only, but the configuration is method '${method}'${o.merge ? `, merge '${o.merge}'` : ''}`);
   }
   if (o.grkv?.source !== undefined) checkOneOf('grkv.source', o.grkv.source, ['window', 'stratified'] as const);
+  if (o.scores !== undefined && !scoring) {
+    // precomputed scores skip scoring: scoring options would have no effect
+    for (const name of ['nestedkv', 'snapkv'] as const) {
+      if (o[name] !== undefined) throw new RangeError(`${name}: scoring options have no effect with precomputed scores`);
+    }
+    for (const k of ['kernel', 'pool'] as const) {
+      if (o.momentkv?.[k] !== undefined) throw new RangeError(`momentkv.${k}: a scoring option has no effect with precomputed scores`);
+    }
+  }
+  // momentkv's selection fields (methodScores uses only kernel and pool, so they are checked here too)
+  const m = o.momentkv;
+  if (m?.rounds !== undefined) checkInt('momentkv.rounds', m.rounds, 1, 1 << 20);
+  if (m?.r !== undefined) checkInt('momentkv.r', m.r, 0, 8);
+  if (m?.eps !== undefined) checkNum('momentkv.eps', m.eps, 0, 1e30);
+  if (m?.mi !== undefined) checkBool('momentkv.mi', m.mi);
   if (o.grkv?.window !== undefined && (o.grkv.source ?? 'window') === 'window') checkInt('grkv.window', o.grkv.window, 1, 2 ** 31 - 1);
   if (o.grkv?.caps !== undefined) checkKeys('grkv.caps', checkOpts('grkv.caps', o.grkv.caps), ['key', 'value']);
   if (o.stream !== undefined && !(o.stream instanceof Stream)) throw new TypeError(`stream: expected a Stream, got ${show(o.stream)}`);
   return o;
+}
+
+/** Checks the input object of a layer and returns its keys and values (values: when given, unless `needValues`). */
+function checkInput(input: CompressInput, needValues: boolean): { keys: Tensor; values?: Tensor } {
+  if (input === null || typeof input !== 'object') throw new TypeError(`input: expected { keys, values, queries? }, got ${show(input)}`);
+  checkKeys('input', input as unknown as Record<string, unknown>, INPUT_KEYS);
+  const keys = checkRank('keys', asTensor('keys', input.keys), 3, '[H, N, d]');
+  checkDtype('keys', keys, ['f32', 'f16', 'bf16']);
+  const [H, N] = keys.shape;
+  let values: Tensor | undefined;
+  if (needValues || input.values !== undefined) {
+    values = checkInputTensor('values', input.values, keys, '[H, N, dv]', false);
+    if (values.shape[1] !== N) throw new RangeError(`values: dimension 1 must equal N of keys (${N}), got [${values.shape.join(', ')}]`);
+  }
+  // Queries are checked whenever they are given, used or not.
+  if (input.queries !== undefined) checkInputTensor('queries', input.queries, keys, '[Hq, W, d]', true);
+  if (input.surrogateQueries !== undefined) {
+    const sq = checkInputTensor('surrogateQueries', input.surrogateQueries, keys, '[Hq, Qs, d]', true);
+    if (sq.shape[1] < 1) throw new RangeError(`surrogateQueries: need at least one query (dimension 1), got [${sq.shape.join(', ')}]`);
+  }
+  void H;
+  return { keys, values };
+}
+
+/** Precomputed scores: f32 [H, N] of the keys, on their device. */
+function checkScores(v: unknown, keys: Tensor): Tensor {
+  const [H, N] = keys.shape;
+  const scores = checkDtype('scores', checkRank('scores', asTensor('scores', v), 2, '[H, N]'), ['f32']);
+  if (scores.shape[0] !== H || scores.shape[1] !== N) {
+    throw new RangeError(`scores: expected shape [${H}, ${N}] (H and N of keys), got [${scores.shape.join(', ')}]`);
+  }
+  if (!sameDevice(scores.device, keys.device)) throw new TypeError('scores: must be on the same device as keys');
+  return scores;
 }
 
 /** A tensor of the input (when given): rank 3, the keys' heads (a multiple for queries) and head dim, their device. */
@@ -140,7 +190,18 @@ function checkInputTensor(name: string, v: unknown, keys: Tensor, dims: string, 
 
 /** Method scores [H, N] (the first stage of compress; exported so callers can sweep ratios over one scoring). */
 export function methodScores(input: CompressInput, options: Pick<CompressOptions, 'method' | 'nestedkv' | 'snapkv' | 'momentkv' | 'stream'>): Tensor {
-  const method = checkOneOf('method', options.method, Object.keys(METHODS) as MethodName[]);
+  // compress()'s options are accepted and checked (callers sweep ratios over one scoring with the same options)
+  const o = checkOptions(options, true);
+  const method = o.method;
+  const { keys } = checkInput(input, false);
+  if (o.scores !== undefined) checkScores(o.scores, keys);
+  for (const k of ['sinks', 'recent'] as const) if (o[k] !== undefined) checkInt(k, o[k], 0, keys.shape[1]);
+  return method === 'keydiff' ? scoresOf(input, o) : prefixed(method, o[method], () => scoresOf(input, o));
+}
+
+/** The scores of the method (options already checked). */
+function scoresOf(input: CompressInput, options: CompressOptions): Tensor {
+  const method = options.method;
   const keys = checkRank('keys', asTensor('keys', input.keys), 3, '[H, N, d]');
   const stream = options.stream;
   const q = () => {
@@ -168,36 +229,22 @@ export function compress(input: CompressInput, options: CompressOptions): Compre
 }
 
 function compressLayer(input: CompressInput, o: CompressOptions): Compressed {
-  if (input === null || typeof input !== 'object') throw new TypeError(`input: expected { keys, values, queries? }, got ${show(input)}`);
-  checkKeys('input', input as unknown as Record<string, unknown>, INPUT_KEYS);
   const method = o.method;
-  const keys = checkRank('keys', asTensor('keys', input.keys), 3, '[H, N, d]');
-  checkDtype('keys', keys, ['f32', 'f16', 'bf16']);
-  const values = checkInputTensor('values', input.values, keys, '[H, N, dv]', false);
+  const { keys, values: v } = checkInput(input, true);
+  const values = v as Tensor;
   const [H, N] = keys.shape;
-  if (values.shape[1] !== N) throw new RangeError(`values: dimension 1 must equal N of keys (${N}), got [${values.shape.join(', ')}]`);
-  // Queries are checked whenever they are given, used or not.
-  if (input.queries !== undefined) checkInputTensor('queries', input.queries, keys, '[Hq, W, d]', true);
   const stratified = o.merge === 'grkv' && o.grkv?.source === 'stratified';
-  if (input.surrogateQueries !== undefined) {
-    const sq = checkInputTensor('surrogateQueries', input.surrogateQueries, keys, '[Hq, Qs, d]', true);
-    if (sq.shape[1] < 1) throw new RangeError(`surrogateQueries: need at least one query (dimension 1), got [${sq.shape.join(', ')}]`);
-    if (!stratified) throw new RangeError("surrogateQueries: only merge 'grkv' with grkv.source 'stratified' uses them");
+  if (input.surrogateQueries !== undefined && !stratified) {
+    throw new RangeError("surrogateQueries: only merge 'grkv' with grkv.source 'stratified' uses them");
   }
   for (const k of ['sinks', 'recent'] as const) if (o[k] !== undefined) checkInt(k, o[k], 0, N);
   const stream = o.stream;
   const keep = resolveKeep(N, o);
   let scores: Tensor;
   if (o.scores !== undefined) {
-    scores = checkDtype('scores', checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]'), ['f32']);
-    if (scores.shape[0] !== H || scores.shape[1] !== N) {
-      throw new RangeError(`scores: expected shape [${H}, ${N}] (H and N of keys), got [${scores.shape.join(', ')}]`);
-    }
-    if (!sameDevice(scores.device, keys.device)) throw new TypeError('scores: must be on the same device as keys');
+    scores = checkScores(o.scores, keys);
   } else {
-    scores = method === 'snapkv' || method === 'nestedkv' || method === 'momentkv'
-      ? prefixed(method, o[method], () => methodScores(input, o))
-      : methodScores(input, o);
+    scores = method === 'keydiff' ? scoresOf(input, o) : prefixed(method, o[method], () => scoresOf(input, o));
   }
 
   // Selection.

@@ -5,7 +5,7 @@
  */
 import { DeviceBuffer, Stream } from './device';
 import { native, NativeTensor } from './binding';
-import { checkInt, checkOneOf, show } from './validate';
+import { checkInt, checkKeys, checkOneOf, checkOptions, show } from './validate';
 import { f16ToF32, bf16ToF32 } from './half';
 
 export type DType = 'f32' | 'f16' | 'bf16' | 'i32';
@@ -25,6 +25,7 @@ export interface TensorLike {
 }
 
 export function dtypeSize(dtype: DType): number {
+  checkOneOf('dtype', dtype, DTYPES);
   return dtype === 'f16' || dtype === 'bf16' ? 2 : 4;
 }
 
@@ -146,6 +147,31 @@ export class Tensor {
     return v !== null && typeof v === 'object' && #checked in v;
   }
 
+  /**
+   * Checks again that the view fits its data, which can change after construction: a host buffer detached
+   * (transferred) or resized, a DeviceBuffer disposed. TypeError / RangeError naming `name`.
+   */
+  recheck(name: string): this {
+    if (this.data instanceof DeviceBuffer) {
+      if (this.data.disposed) throw new TypeError(`${name}.data: its DeviceBuffer was disposed`);
+      return this;
+    }
+    const capacity = hostCapacity(name, this.data);
+    if (this.shape.includes(0)) return this;
+    let lo = this.offset, hi = this.offset;
+    this.shape.forEach((n, i) => {
+      const span = (n - 1) * this.strides[i];
+      if (span < 0) lo += span;
+      else hi += span;
+    });
+    if (lo < 0 || hi >= capacity) {
+      const gone = capacity === 0 && Reflect.apply(bufferOf, this.data, []).byteLength === 0;
+      if (gone) throw new TypeError(`${name}.data: its ArrayBuffer is detached (transferred) or empty`);
+      throw new RangeError(`${name}: view reaches elements [${lo}, ${hi}] but its data now holds ${capacity} ${this.dtype} elements`);
+    }
+    return this;
+  }
+
   get device(): Device {
     return this.data instanceof DeviceBuffer ? { kind: 'cuda', id: this.data.device } : { kind: 'cpu' };
   }
@@ -198,12 +224,14 @@ export class Tensor {
  * or 'bf16'; a DeviceBuffer needs an explicit dtype. Strides/offset are in elements (default: compact row-major).
  */
 export function tensor(data: TensorData, shape: readonly number[], opts: { dtype?: DType; strides?: readonly number[]; offset?: number } = {}): Tensor {
-  return new Tensor(data, shape, opts);
+  const o = checkOptions('options', opts);
+  checkKeys('options', o, ['dtype', 'strides', 'offset']);
+  return new Tensor(data, shape, o);
 }
 
 /** Normalises an op argument (Tensor or TensorLike), with errors naming the argument. */
 export function asTensor(name: string, v: unknown): Tensor {
-  if (Tensor.is(v)) return v;
+  if (Tensor.is(v)) return v.recheck(name);
   if (v === null || typeof v !== 'object' || !('data' in v) || !('shape' in v)) {
     throw new TypeError(`${name}: expected a tensor ({ data, dtype, shape, strides?, offset? }), got ${show(v)}`);
   }
@@ -234,17 +262,42 @@ function hostArray(dtype: DType, n: number): HostArray {
 
 /** Allocates an uninitialised (host: zeroed) contiguous tensor on `device`. */
 export function empty(shape: readonly number[], dtype: DType, device: Device = { kind: 'cpu' }, stream?: Stream): Tensor {
+  copyDims('shape', shape).forEach((x, i) => checkInt(`shape[${i}]`, x, 0, 2 ** 31 - 1));
+  checkOneOf('dtype', dtype, DTYPES);
   const n = shape.reduce((a, b) => a * b, 1);
   if (device.kind === 'cpu') return new Tensor(hostArray(dtype, n), shape, { dtype });
   const buf = DeviceBuffer.alloc(n * dtypeSize(dtype), { device: device.id, stream });
   return new Tensor(buf, shape, { dtype });
 }
 
-/** Fills every byte of a tensor's data with `byte` (e.g. 0xff poisons f32 with NaN and i32 with -1). */
-export function fillBytes(t: Tensor, byte: number, stream?: Stream): void {
+/**
+ * Fills every byte of a tensor's elements with `byte` (e.g. 0xff poisons f32 with NaN and i32 with -1); nothing
+ * outside the view is written. A CUDA tensor must be contiguous.
+ */
+export function fillBytes(tensor: Tensor | TensorLike, byte: number, stream?: Stream): void {
+  const t = asTensor('tensor', tensor);
   checkInt('byte', byte, 0, 255);
-  if (t.data instanceof DeviceBuffer) native.fillBytes(t.data.native, 0, byte, t.data.byteLength, stream?.handle);
-  else new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength).fill(byte);
+  const es = dtypeSize(t.dtype);
+  if (t.data instanceof DeviceBuffer) {
+    if (!t.isContiguous) throw new RangeError('tensor: fillBytes needs a contiguous view on a CUDA device');
+    if (t.numel > 0) native.fillBytes(t.data.native, t.offset * es, byte, t.numel * es, stream?.handle);
+    return;
+  }
+  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+  if (t.isContiguous) {
+    bytes.fill(byte, t.offset * es, (t.offset + t.numel) * es);
+    return;
+  }
+  const idx = new Array<number>(t.ndim).fill(0);
+  for (let k = 0; k < t.numel; k++) {
+    let o = t.offset;
+    for (let i = 0; i < t.ndim; i++) o += idx[i] * t.strides[i];
+    bytes.fill(byte, o * es, (o + 1) * es);
+    for (let i = t.ndim - 1; i >= 0; i--) {
+      if (++idx[i] < t.shape[i]) break;
+      idx[i] = 0;
+    }
+  }
 }
 
 /** Copies a (possibly strided) tensor into a new contiguous host typed array. */

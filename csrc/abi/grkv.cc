@@ -103,7 +103,8 @@ static kvt_status validate(const kvt_tensor* keys, const kvt_tensor* values, con
   if (!(a.o.cap_value >= 0))
     return fail(KVT_ERR_RANGE, "caps.value: must be >= 0 (Infinity = uncapped), got " + std::to_string(a.o.cap_value));
   if (a.o.accept != KVT_GRKV_ACCEPT_BEST && a.o.accept != KVT_GRKV_ACCEPT_JOINT)
-    return fail(KVT_ERR_RANGE, "acceptance: must be 'best' or 'joint'");
+    return fail(KVT_ERR_RANGE, "accept: must be KVT_GRKV_ACCEPT_BEST or KVT_GRKV_ACCEPT_JOINT ('best' or 'joint'), got " +
+                                   std::to_string(a.o.accept));
   if (!(a.o.tol >= 0) || !(a.o.tol < 1e30)) return fail(KVT_ERR_RANGE, "tol: must be finite and >= 0, got " + std::to_string(a.o.tol));
   if (a.o.scale == 0) {
     a.scale = float(1.0 / sqrt(double(a.d)));

@@ -277,7 +277,7 @@ const kvt_tensor* TensorArg::ptr() {
 }
 
 Napi::Object opts_object(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected an object, got " + show(v));
+  if (!v.IsObject() || v.IsArray()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected an object, got " + show(v));
   return v.As<Napi::Object>();
 }
 

@@ -126,7 +126,9 @@ function swap01(src: Float32Array, A: number, B: number, C: number): Float32Arra
 /** Load a dump directory or `.safetensors` file (see the module comment for the format). */
 export function loadDump(p: string, opts: LoadDumpOptions = {}): Dump {
   if (typeof p !== 'string' || p === '') throw new TypeError(`loadDump: path must be a non-empty string, got ${show(p)}`);
-  checkKeys('loadDump: options', checkOptions('loadDump: options', opts), ['layout', 'u16', 'allowNonFinite', 'queries']);
+  const given = checkOptions('loadDump: options', opts);
+  checkKeys('loadDump: options', given, ['layout', 'u16', 'allowNonFinite', 'queries']);
+  for (const [k, v] of Object.entries(given)) if (v === null) throw new TypeError(`loadDump: ${k} is null (omit the option for its default)`);
   const layout = opts.layout ?? 'hnd';
   if (layout !== 'hnd' && layout !== 'nhd') throw new TypeError(`loadDump: layout must be 'hnd' or 'nhd', got ${JSON.stringify(layout)}`);
   if (opts.queries !== undefined && opts.queries !== 'last' && opts.queries !== 'all-positions') {

@@ -8,9 +8,16 @@ export interface StreamOpt {
   stream?: Stream;
 }
 
+/**
+ * An options argument: an object (or undefined) with known keys only. A key set to null is an error (omit it for the
+ * default): `??` defaults would otherwise take null for "not given" silently.
+ */
 export function opts(name: string, v: unknown, allowed: readonly string[]): Record<string, unknown> {
   const o = checkOptions(name, v);
   checkKeys(name, o, allowed);
+  for (const k of Object.keys(o)) {
+    if (o[k] === null) throw new TypeError(`${k}: got null (omit the option for its default)`);
+  }
   return o;
 }
 

@@ -48,6 +48,8 @@ export interface TensorSpec {
   names?: string[];
   /** An output whose size the op takes from it (a smaller one can be valid). */
   flexible?: boolean;
+  /** A raw descriptor for the addon: the TypeScript limits (|stride| <= 2^40) do not apply, only the native ones. */
+  native?: boolean;
 }
 
 /** A buffer the runner checks after the call. */
@@ -133,7 +135,7 @@ export class Builder {
   /** Hooks run just before the call (after every argument exists). */
   readonly pre: (() => void)[] = [];
   private readonly data: Rng;
-  private readonly tensors = new Map<string, { array: HostArray; spec: TensorSpec; view: Tensor | undefined }>();
+  private readonly tensors = new Map<string, { array: HostArray; spec: TensorSpec; view: Tensor | undefined; offset: number; numel: number; strides: number[]; shape: number[] }>();
 
   /**
    * `seed` fixes the valid call; `pick` (second pass) is the slot index to mutate and `choose` the Rng of the
@@ -231,7 +233,7 @@ export class Builder {
           this.set(name, op, dtypes.includes(to) ? 'any' : 'error', `dtype ${dtype} -> ${to}`, spec.names);
           out = new Tensor(array, shape, { dtype: to, strides, offset });
           this.watch(name, array, role, shape, strides, offset);
-          this.tensors.set(name, { array, spec, view: out as Tensor });
+          this.tensors.set(name, { array, spec, view: out as Tensor, offset, numel: n, strides, shape });
           return out;
         }
         case 'rank+':
@@ -273,7 +275,7 @@ export class Builder {
           const i = this.choose!.int(shape.length), s = strides[i];
           const v = this.pickOf([0, -s, s + 1, -1, 2 ** 40, -(2 ** 40), 0.5, NaN, 2 ** 53, 2 ** 41]);
           const st = strides.map((x, k) => (k === i ? v : x));
-          const ok = isInt(v) && Math.abs(v) <= 2 ** 40 && fits(shape, st as number[], offset, array.length) &&
+          const ok = isInt(v) && Math.abs(v) <= (spec.native ? 2 ** 53 - 1 : 2 ** 40) && fits(shape, st as number[], offset, array.length) &&
             (role === 'in' || distinct(shape, st as number[]));
           this.set(name, op, ok ? 'any' : 'error', `strides[${i}] = ${v}`, spec.names);
           out = { data: array, dtype, shape, strides: st, offset };
@@ -350,9 +352,13 @@ export class Builder {
           const ins = [...this.tensors.entries()].filter(([, t]) => t.spec.role !== 'out' && t.spec.dtype === dtype && t.array.length >= padLo + n);
           if (!ins.length) break;
           const [src, t] = this.pickOf(ins);
-          const inPlace = spec.inPlaceOf === src && t.view !== undefined && n > 0 &&
-            t.view.offset === offset && t.view.strides.every((s, k) => s === strides[k]) && t.view.shape.every((s, k) => s === shape[k]);
-          this.set(name, op, n === 0 || inPlace ? 'any' : 'error', `data of ${src}`, spec.names);
+          // at the input's own offset, so that the two views overlap
+          offset = t.offset;
+          if (t.array.length < offset + n) break;
+          const inputEmpty = t.numel === 0;
+          const inPlace = spec.inPlaceOf === src && n > 0 && t.offset === offset && t.shape.length === shape.length &&
+            t.strides.every((s, k) => s === strides[k]) && t.shape.every((s, k) => s === shape[k]);
+          this.set(name, op, n === 0 || inputEmpty || inPlace ? 'any' : 'error', `data of ${src}`, spec.names);
           if (inPlace) {
             const w = this.watched.find((x) => x.array === t.array);
             if (w) {
@@ -409,7 +415,7 @@ export class Builder {
     } else {
       out = new Tensor(array, shape, { dtype, strides, offset });
     }
-    this.tensors.set(name, { array, spec, view: out instanceof Tensor ? out : undefined });
+    this.tensors.set(name, { array, spec, view: out instanceof Tensor ? out : undefined, offset, numel: shape.reduce((a, c) => a * c, 1), strides, shape });
     return out;
   }
 
@@ -443,12 +449,15 @@ export class Builder {
     return v;
   }
 
-  /** An options object built by the target; mutations add an unknown key, replace it or drop it. */
-  options<T extends object>(name: string, obj: T, optional = true): unknown {
+  /**
+   * An options object built by the target; mutations add an unknown key, replace it or drop it. `strict`: unknown keys
+   * are rejected (false for objects that may carry more fields, e.g. a compress() result passed as `compressed`).
+   */
+  options<T extends object>(name: string, obj: T, optional = true, strict = true): unknown {
     if (!this.slot(name)) return obj;
     const op = this.pickOf(['unknown-key', 'unknown-key', 'not-object', 'omit', 'proto']);
     if (op === 'unknown-key') {
-      this.set(name, op, 'error', "key 'bogus'");
+      this.set(name, op, strict ? 'error' : 'any', "key 'bogus'", ['bogus']);
       return { ...obj, bogus: 1 };
     }
     if (op === 'proto') {
@@ -456,12 +465,14 @@ export class Builder {
       this.set(name, op, 'any', 'fields inherited');
       return Object.create(obj);
     }
+    // a missing or wrong container may be reported through the field it lacks
+    const fields = Object.keys(obj);
     if (op === 'omit') {
-      this.set(name, op, optional ? 'any' : 'error', 'omitted');
+      this.set(name, op, optional ? 'any' : 'error', 'omitted', fields);
       return undefined;
     }
     const v = this.pickOf([5, 'x', [], null, true]);
-    this.set(name, op, 'error', `value ${JSON.stringify(v)}`);
+    this.set(name, op, 'error', `value ${JSON.stringify(v)}`, fields);
     return v;
   }
 

@@ -42,7 +42,7 @@ export interface FuzzReport {
   calls: number;
   seeds: number[];
   classes: Record<FuzzClass, number>;
-  /** Errors of mutated calls: the message names the argument at its start / somewhere / not at all. */
+  /** Errors of calls whose mutation must fail: the message names the mutated argument at its start / somewhere / not at all. */
   naming: { leading: number; mentioned: number; no: number };
   /** Calls per target. */
   targets: Record<string, number>;
@@ -127,7 +127,7 @@ export function fuzz(o: FuzzOptions): Promise<FuzzReport> {
     const c = classify(oc);
     report.classes[c]++;
     if (c !== 'ok' && c !== 'error') example(c, oc);
-    if (c === 'error' && oc.slot !== 'none' && oc.named) {
+    if (c === 'error' && oc.expect === 'error' && oc.named) {
       report.naming[oc.named]++;
       if (oc.named === 'no') example('unnamed', oc);
     }

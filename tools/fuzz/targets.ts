@@ -74,7 +74,7 @@ let dumpDir: string | undefined;
 function dump(): string {
   if (!dumpDir) {
     dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-fuzz-'));
-    const tr = kv.generateTrace({ tokens: 80, layers: 1, kvHeads: 1, groupSize: 1, headDim: 4, window: 8, heldOut: 2, needles: 1, segments: 2 });
+    const tr = kv.generateTrace({ tokens: 96, layers: 1, kvHeads: 1, groupSize: 1, headDim: 16, window: 8, heldOut: 2, needles: 1, segments: 2 });
     kv.saveTraceAsDump(tr, path.join(dumpDir, 'npy'));
     kv.saveTraceAsDump(tr, path.join(dumpDir, 'd.safetensors'));
   }
@@ -109,11 +109,11 @@ export const targets: Target[] = [
     name: 'tensor',
     build(b) {
       const n = b.int(1, 30);
-      const data = b.tensor('data', { dtype: 'f32', shape: [n] }) as kv.Tensor;
+      const data = b.num('data', new Float32Array(n + 2), (v) => v instanceof Float32Array);
       const A = b.int(1, n);
       const shape = [b.num('shape[0]', A, int(0, I32)), b.num('shape[1]', Math.floor(n / A), int(0, I32))];
-      const o = b.options('options', { strides: [b.num('strides[0]', Math.floor(n / A), int(-(2 ** 40), 2 ** 40)), b.num('strides[1]', 1, int(-(2 ** 40), 2 ** 40))], offset: b.num('offset', 0, int(0, Number.MAX_SAFE_INTEGER)) });
-      return () => kv.tensor((data as kv.Tensor).data as Float32Array, shape as number[], o as never);
+      const o = b.options('options', { strides: [b.num('strides[0]', Math.floor(n / A), int(-(2 ** 40), 2 ** 40)), b.num('strides[1]', 1, int(-(2 ** 40), 2 ** 40))], offset: b.num('offset', 0, opt(int(0, Number.MAX_SAFE_INTEGER))) });
+      return () => kv.tensor(data as Float32Array, shape as number[], o as never);
     },
   },
   {
@@ -127,7 +127,7 @@ export const targets: Target[] = [
   {
     name: 'fillBytes',
     build(b) {
-      const t = b.tensor('tensor', { dtype: 'f32', shape: [b.int(0, 5)], role: 'out' });
+      const t = b.tensor('tensor', { dtype: 'f32', shape: [b.int(0, 5)], role: 'out', ranks: [0, 1, 2, 3, 4], dtypes: ['f32', 'f16', 'bf16', 'i32'], flexible: true });
       const byte = b.num('byte', b.int(0, 255), int(0, 255));
       return () => kv.fillBytes(t as kv.Tensor, byte as number);
     },
@@ -232,10 +232,10 @@ export const targets: Target[] = [
         counts: b.tensor('counts', { dtype: 'i32', shape: [H], fill: counts, check: { kind: 'count', range: cap } }),
       };
       if (b.int(0, 2) === 0) args.moments = moments(b, 'moments', H, d, dv);
-      if (b.int(0, 2) === 0) args.cap = b.num('cap', cap, int(cap, I32));
+      if (b.int(0, 2) === 0) args.cap = b.num('cap', cap, opt(int(1, I32)));
       if (b.int(0, 2) === 0) {
-        args.keysOut = b.tensor('keysOut', { dtype: (args.keys as kv.Tensor).dtype ?? dtype, shape: [H, (args.cap as number) ?? cap, d], role: 'out' });
-        args.countsOut = b.tensor('countsOut', { dtype: 'i32', shape: [H], role: 'out' });
+        args.keysOut = b.tensor('keysOut', { dtype, shape: [H, cap, d], role: 'out', optional: true });
+        args.countsOut = b.tensor('countsOut', { dtype: 'i32', shape: [H], role: 'out', optional: true });
       }
       const a = b.options('args', args, false);
       return () => kv.gatherKV(a as never);
@@ -326,7 +326,7 @@ export const targets: Target[] = [
       if (b.int(0, 2) === 0) args.scale = b.num('scale', 0.3, opt(num(0, 1e30, { lo: true, hi: true })));
       const c = b.int(0, 2);
       if (c === 1) args.clip = b.num('clip', 0.5, opt(num(0, Infinity)));
-      if (c === 2) args.clip = b.tensor('clip', { dtype: 'f32', shape: [Hkv], fill: 'positive' });
+      if (c === 2) args.clip = b.tensor('clip', { dtype: 'f32', shape: [Hkv], fill: 'positive', optional: true });
       const a = b.options('args', args, false);
       return () => kv.decodeAttention(a as never);
     },
@@ -365,8 +365,8 @@ export const targets: Target[] = [
         lambda: b.num('lambda', 0.01, opt(num(0, 1e30, { hi: true }))),
         throwOnError: b.num('throwOnError', true, opt(bool)),
       };
-      if (b.int(0, 1)) args.out = b.tensor('out', { dtype: 'f32', shape: [B, n, r], role: 'out', inPlaceOf: 'b' });
-      if (b.int(0, 1)) args.info = b.tensor('info', { dtype: 'i32', shape: [B], role: 'out' });
+      if (b.int(0, 1)) args.out = b.tensor('out', { dtype: 'f32', shape: [B, n, r], role: 'out', inPlaceOf: 'b', optional: true });
+      if (b.int(0, 1)) args.info = b.tensor('info', { dtype: 'i32', shape: [B], role: 'out', optional: true });
       const a = b.options('args', args, false);
       return async () => {
         const s = kv.spdSolve(a as never);
@@ -399,7 +399,7 @@ export const targets: Target[] = [
         acceptance: b.choice('acceptance', 'best', ['best', 'joint']),
         diagnostics: b.num('diagnostics', b.int(0, 1) === 1, opt(bool)),
       };
-      if (b.int(0, 1)) args.weights = b.int(0, 1) ? b.num('weights', 1, num(0, F32_MAX)) : b.tensor('weights', { dtype: 'f32', shape: [Qs], fill: 'positive' });
+      if (b.int(0, 1)) args.weights = b.int(0, 1) ? b.num('weights', 1, opt(num(0, F32_MAX))) : b.tensor('weights', { dtype: 'f32', shape: [Qs], fill: 'positive', optional: true });
       if (b.int(0, 2) === 0) args.caps = b.options('caps', { key: b.num('caps.key', 0.025, opt(num(0, Infinity))), value: b.num('caps.value', 0.1, opt(num(0, Infinity))) });
       const a = b.options('args', args, false);
       return () => kv.grkvMerge(a as never);
@@ -420,6 +420,7 @@ export const targets: Target[] = [
     name: 'compress / compressCache / methodScores',
     weight: 2,
     build(b) {
+      const which = b.int(0, 2);  // compress, compressCache, methodScores (which needs no ratio / keep)
       const H = b.int(1, 2), G = b.int(1, 2), N = b.int(8, 40), d = b.int(2, 8), W = b.int(1, 6);
       const dtype = FLOATS[b.int(0, 2)];
       const method = ['keydiff', 'nestedkv', 'snapkv', 'momentkv'][b.int(0, 3)];
@@ -427,24 +428,28 @@ export const targets: Target[] = [
       const input: Record<string, unknown> = {
         keys: b.tensor('keys', keysSpec(dtype, [H, N, d])),
         values: b.tensor('values', keysSpec(dtype, [H, N, d])),
-        ...(method === 'snapkv' || method === 'momentkv' || merge || b.int(0, 1) ? { queries: b.tensor('queries', keysSpec(dtype, [H * G, W, d])) } : {}),
+        ...(method === 'snapkv' || method === 'momentkv' || merge || b.int(0, 1)
+          ? { queries: b.tensor('queries', keysSpec(dtype, [H * G, W, d], { optional: !(method === 'snapkv' || method === 'momentkv' || merge) })) }
+          : {}),
       };
       const options: Record<string, unknown> = {
         method: b.choice('method', method, ['keydiff', 'nestedkv', 'snapkv', 'momentkv'], false),
-        ...(b.int(0, 1) ? { ratio: b.num('ratio', 0.5, num(0, 1, { hi: true })) } : { keep: b.num('keep', b.int(1, N), int(1, N)) }),
+        ...(b.int(0, 1)
+          ? { ratio: b.num('ratio', 0.5, which === 2 ? opt(num(0, 1, { hi: true })) : num(0, 1, { hi: true })) }
+          : { keep: b.num('keep', b.int(1, N), which === 2 ? opt(int(1, N)) : int(1, N)) }),
       };
       if (merge) options.merge = b.choice('merge', merge, ['grkv']);
       if (b.int(0, 3) === 0 && method !== 'momentkv') options.correction = b.choice('correction', 'moment', ['moment']);
       if (b.int(0, 3) === 0 && method !== 'momentkv') options.sinks = b.num('sinks', b.int(0, 4), opt(int(0, N)));
       if (b.int(0, 3) === 0 && method !== 'momentkv') options.recent = b.num('recent', b.int(0, 4), opt(int(0, N)));
-      if (b.int(0, 3) === 0 && method === 'nestedkv') options.nestedkv = b.options('nestedkv', { window: b.num('nestedkv.window', 16, opt(int(1, I32))) });
-      if (b.int(0, 3) === 0 && method === 'snapkv') options.snapkv = b.options('snapkv', { kernel: b.num('snapkv.kernel', 3, opt((v) => isInt(v) && v >= 1 && v % 2 === 1)) });
-      if (b.int(0, 3) === 0 && method === 'momentkv') options.momentkv = b.options('momentkv', { rounds: b.num('momentkv.rounds', 2, opt(int(1, 1 << 20))) });
+      const pre = b.int(0, 4) === 0;  // precomputed scores (then no scoring options)
+      if (pre) options.scores = b.tensor('scores', { dtype: 'f32', shape: [H, N], optional: true });
+      if (!pre && b.int(0, 3) === 0 && method === 'nestedkv') options.nestedkv = b.options('nestedkv', { window: b.num('nestedkv.window', 16, opt(int(1, I32))) });
+      if (!pre && b.int(0, 3) === 0 && method === 'snapkv') options.snapkv = b.options('snapkv', { kernel: b.num('snapkv.kernel', 3, opt((v) => isInt(v) && v >= 1 && v % 2 === 1)) });
+      if (!pre && b.int(0, 3) === 0 && method === 'momentkv') options.momentkv = b.options('momentkv', { rounds: b.num('momentkv.rounds', 2, opt(int(1, 1 << 20))) });
       if (merge && b.int(0, 2) === 0) options.grkv = b.options('grkv', { lambda: b.num('grkv.lambda', 0.01, opt(num(0, 1e30, { lo: true, hi: true }))), source: b.choice('grkv.source', 'window', ['window']) });
-      if (b.int(0, 4) === 0) options.scores = b.tensor('scores', { dtype: 'f32', shape: [H, N] });
       const inp = b.options('input', input, false);
       const o = b.options('options', options, false);
-      const which = b.int(0, 2);
       return () =>
         which === 0 ? kv.compress(inp as never, o as never) :
         which === 1 ? kv.compressCache([inp as never], o as never) : kv.methodScores(inp as never, o as never);
@@ -464,10 +469,10 @@ export const targets: Target[] = [
           keys: b.tensor('compressed.keys', keysSpec('f32', [H, cap, d])),
           values: b.tensor('compressed.values', keysSpec('f32', [H, cap, dv])),
           counts: b.tensor('compressed.counts', { dtype: 'i32', shape: [H], fill: counts, check: { kind: 'count', range: cap } }),
-        }, false),
+        }, false, false),
         order: b.num('order', 1, opt((v) => v === 0 || v === 1)),
       };
-      if (b.int(0, 1)) args.reference = b.tensor('reference', { dtype: 'f32', shape: [H * G, T, dv] });
+      if (b.int(0, 1)) args.reference = b.tensor('reference', { dtype: 'f32', shape: [H * G, T, dv], optional: true });
       const a = b.options('args', args, false);
       return () => kv.attentionError(a as never);
     },
@@ -493,7 +498,7 @@ export const targets: Target[] = [
       const n = b.int(0, 12);
       const data = Float32Array.from({ length: n }, () => b.normal());
       const shape = b.num('shape', [n], (v) => Array.isArray(v) && v.every((x) => isInt(x) && x >= 0));
-      const corrupt = corruption(b, 'buffer');
+      const corrupt = corruption(b, 'fuzz');
       return () => kv.readNpy(corrupt(kv.writeNpy(data, shape as number[])), { source: 'fuzz' });
     },
   },
@@ -503,7 +508,7 @@ export const targets: Target[] = [
       const n = b.int(0, 12);
       const data = Float32Array.from({ length: n }, () => b.normal());
       const shape = b.num('shape', [n], (v) => Array.isArray(v) && v.every((x) => isInt(x) && x >= 0));
-      const corrupt = corruption(b, 'buffer');
+      const corrupt = corruption(b, 'fuzz');
       return () => kv.readSafetensors(corrupt(kv.writeSafetensors(new Map([['t', { shape: shape as number[], data }]]))), 'fuzz');
     },
   },
@@ -512,16 +517,16 @@ export const targets: Target[] = [
     weight: 0.3,
     build(b) {
       const o = b.options('options', {
-        tokens: b.num('tokens', 80, opt(int(1, 1 << 22))),
+        tokens: b.num('tokens', 96, opt(int(72, 1 << 22))),
         layers: b.num('layers', 1, opt(int(1, 64))),
         kvHeads: b.num('kvHeads', 1, opt(int(1, 64))),
-        groupSize: 1, headDim: b.num('headDim', 4, opt(int(2, 512))), window: 8, heldOut: 2, needles: 1, segments: 2,
+        groupSize: 1, headDim: b.num('headDim', 16, opt((v) => isInt(v) && v >= 16 && v <= 4096 && v % 2 === 0)), window: 8, heldOut: 2, needles: 1, segments: 2,
       });
       const rows = b.num('rows', 4, int(0, 1 << 20)), dd = b.num('d', 4, int(2, 1 << 20));
-      const x = b.tensor('x', { dtype: 'f32', shape: [16], role: 'out' }) as kv.Tensor;
+      const x = new Float32Array(16);  // applyRope rotates the whole array in place
       return () => {
         const tr = kv.generateTrace(o as never);
-        kv.applyRope(x.data as Float32Array, rows as number, dd as number, [1, 2]);
+        kv.applyRope(x, rows as number, dd as number, [1, 2]);
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-fuzz-save-'));
         try {
           return kv.saveTraceAsDump(tr, path.join(dir, 'x.safetensors'));
@@ -538,7 +543,7 @@ export const targets: Target[] = [
       const which = b.int(0, 2);
       if (which === 0) {
         const o = b.options('options', {
-          trace: { tokens: 96, layers: 1, kvHeads: 1, groupSize: 1, headDim: 4, window: 8, heldOut: 2, needles: 1, segments: 2 },
+          trace: { tokens: 128, layers: 1, kvHeads: 1, groupSize: 1, headDim: 16, window: 8, heldOut: 2, needles: 1, segments: 2 },
           ratios: b.num('ratios', [0.5], (v) => Array.isArray(v)),
           configs: b.num('configs', ['keydiff'], (v) => Array.isArray(v)),
         });
@@ -556,7 +561,7 @@ export const targets: Target[] = [
 // ---------------- the addon's exports, with raw descriptors (what a caller of the binding could pass) ----------------
 /** A raw tensor descriptor as the addon parses it (a plain object: every field reaches native code as given). */
 function raw(b: Builder, name: string, spec: TensorSpec): unknown {
-  const t = b.tensor(name, { ...spec, plain: true });
+  const t = b.tensor(name, { ...spec, plain: true, native: true });
   if (t instanceof kv.Tensor) return t.toNative();
   if (t !== null && typeof t === 'object' && 'data' in t) return { strides: undefined, offset: 0, ...(t as object) };
   return t;
@@ -578,10 +583,10 @@ export const nativeTargets: Target[] = [
       const H = b.int(1, 3), N = b.int(1, 30), keep = b.int(1, N);
       const s = raw(b, 'scores', { dtype: 'f32', shape: [H, N] });
       const o = b.options('opts', {
-        keep: b.num('keep', keep, int(1, N)), budget: b.num('budget', 0, int(0, 1)), safeguard: b.num('safeguard', 0.2, num(0, 1)),
-        sinks: b.num('sinks', 1, int(0, I32)), recent: b.num('recent', 1, int(0, I32)),
-      }, false);
-      const idx = raw(b, 'indices', { dtype: 'i32', shape: [H, N], role: 'out' });
+        keep: b.num('keep', keep, opt(int(1, N))), budget: b.num('budget', 0, opt(int(0, 1))), safeguard: b.num('safeguard', 0.2, opt(num(0, 1))),
+        sinks: b.num('sinks', 1, opt(int(0, I32))), recent: b.num('recent', 1, opt(int(0, I32))),
+      }, false, false);
+      const idx = raw(b, 'indices', { dtype: 'i32', shape: [H, N], role: 'out', flexible: true });
       const cnt = raw(b, 'counts', { dtype: 'i32', shape: [H], role: 'out' });
       const Hc = b.num('H', H, int(-(2 ** 53), 2 ** 53));
       return () => [native.selectTokens(s as never, o as never, idx as never, cnt as never), native.selectCapacity(Hc as never, N, o as never)];
@@ -613,10 +618,10 @@ export const nativeTargets: Target[] = [
       const { H, N, d, dtype } = layer(b);
       const k = raw(b, 'keys', keysSpec(dtype, [H, N, d]));
       const o = b.options('opts', {
-        window: b.num('window', 8, int(1, I32)), block: b.num('block', 0, int(0, I32)), prior: [0.4, 0.4, 0.2],
-        beta: b.num('beta', 3, num(-F32_MAX, F32_MAX)), tau: 0.6, kappa: b.num('kappa', 10, num(-F32_MAX, F32_MAX)),
-        tail: b.num('tail', 0.1, num(0, 1)), sinks: b.num('sinks', 4, int(0, I32)), scales: b.num('scales', 0, int(0, 1)),
-      }, false);
+        window: b.num('window', 8, opt(int(1, I32))), block: b.num('block', 0, opt(int(0, I32))), prior: [0.4, 0.4, 0.2],
+        beta: b.num('beta', 3, opt(num(-F32_MAX, F32_MAX))), tau: 0.6, kappa: b.num('kappa', 10, opt(num(-F32_MAX, F32_MAX))),
+        tail: b.num('tail', 0.1, opt(num(0, 1))), sinks: b.num('sinks', 4, opt(int(0, I32))), scales: b.num('scales', 0, opt(int(0, 1))),
+      }, false, false);
       const out = raw(b, 'out', { dtype: 'f32', shape: [H, N], role: 'out' });
       const Nb = b.num('N', N, int(-(2 ** 53), 2 ** 53));
       return () => [native.nestedkvScores(k as never, o as never, out as never), native.nestedkvBlockSize(Nb as number)];
@@ -628,7 +633,7 @@ export const nativeTargets: Target[] = [
       const Hkv = b.int(1, 2), G = b.int(1, 2), N = b.int(3, 30), d = b.int(1, 8), W = b.int(1, Math.min(6, N - 1));
       const q = raw(b, 'queries', keysSpec('f32', [Hkv * G, W, d]));
       const k = raw(b, 'keys', keysSpec('bf16', [Hkv, N, d]));
-      const o = b.options('opts', { window: b.num('window', 0, int(0, W)), kernel: b.num('kernel', 3, (v) => isInt(v) && v >= 1 && v % 2 === 1), pool: b.num('pool', 0, int(0, 1)), scale: b.num('scale', 0, num(-F32_MAX, F32_MAX)) }, false);
+      const o = b.options('opts', { window: b.num('window', 0, opt(int(0, W))), kernel: b.num('kernel', 3, opt((v) => isInt(v) && v >= 1 && v % 2 === 1)), pool: b.num('pool', 0, opt(int(0, 1))), scale: b.num('scale', 0, opt(num(-F32_MAX, F32_MAX))) }, false, false);
       const out = raw(b, 'out', { dtype: 'f32', shape: [Hkv, N], role: 'out' });
       return () => native.snapkvScores(q as never, k as never, o as never, out as never);
     },
@@ -651,7 +656,7 @@ export const nativeTargets: Target[] = [
       }
       const q = raw(b, 'queries', keysSpec('f32', [H, 2, d], { ranks: [2, 3] }));
       const cnt = raw(b, 'counts', { dtype: 'i32', shape: [H], fill: () => b.int(0, N), check: { kind: 'count', range: N } });
-      const o = b.options('opts', { order: b.num('order', 1, int(0, 1)), scale: b.num('scale', 0, num(0, 1e30, { hi: true })), useClip: b.num('useClip', 0, int(-I32, I32)), clip: b.num('clip', 1, num(0, Infinity)) }, false);
+      const o = b.options('opts', { order: b.num('order', 1, opt(int(0, 1))), scale: b.num('scale', 0, opt(num(0, 1e30, { hi: true }))), useClip: b.num('useClip', 0, opt(int(-I32, I32))), clip: b.num('clip', 1, () => true) }, false, false);
       const out = raw(b, 'out', { dtype: 'f32', shape: [H, 2, dv], role: 'out', ranks: [2, 3] });
       return () => native.decodeAttention(q as never, k as never, v as never, cnt as never, st as never, undefined, o as never, out as never);
     },
@@ -662,7 +667,7 @@ export const nativeTargets: Target[] = [
       const H = b.int(1, 2), N = b.int(2, 24), d = b.int(1, 6), dv = b.int(1, 6), keep = b.int(1, N);
       const s = raw(b, 'scores', { dtype: 'f32', shape: [H, N], fill: 'positive' });
       const k = raw(b, 'keys', keysSpec('f32', [H, N, d])), v = raw(b, 'values', keysSpec('f16', [H, N, dv]));
-      const o = b.options('opts', { keep: b.num('keep', keep, int(1, N)), rounds: b.num('rounds', 3, int(1, 1 << 20)), r: b.num('r', 1, int(0, 8)), mi: b.num('mi', 1, int(0, 1)), eps: b.num('eps', 0.05, num(0, 1e30)) }, false);
+      const o = b.options('opts', { keep: b.num('keep', keep, opt(int(1, N))), rounds: b.num('rounds', 3, opt(int(1, 1 << 20))), r: b.num('r', 1, opt(int(0, 8))), mi: b.num('mi', 1, opt(int(0, 1))), eps: b.num('eps', 0.05, opt(num(0, 1e30))) }, false, false);
       const idx = raw(b, 'indices', { dtype: 'i32', shape: [H, keep], role: 'out' }), cnt = raw(b, 'counts', { dtype: 'i32', shape: [H], role: 'out' });
       const st = {
         n: raw(b, 'moments.n', { dtype: 'f32', shape: [H], role: 'out', fill: 'zero' }), muK: raw(b, 'moments.muK', { dtype: 'f32', shape: [H, d], role: 'out' }),
@@ -679,7 +684,7 @@ export const nativeTargets: Target[] = [
       for (let s = 0; s < B; s++) for (let i = 0; i < n; i++) A[(s * n + i) * n + i] = n;
       const a = raw(b, 'a', { dtype: 'f32', shape: [B, n, n], fill: A }), bb = raw(b, 'b', { dtype: 'f32', shape: [B, n, r] });
       const x = raw(b, 'out', { dtype: 'f32', shape: [B, n, r], role: 'out', inPlaceOf: 'b' }), info = raw(b, 'info', { dtype: 'i32', shape: [B], role: 'out', optional: true });
-      const o = b.options('opts', { lambda: b.num('lambda', 0, num(0, 1e30, { hi: true })), check: b.num('check', 1, int(-I32, I32)) }, false);
+      const o = b.options('opts', { lambda: b.num('lambda', 0, opt(num(0, 1e30, { hi: true }))), check: b.num('check', 1, opt(int(-I32, I32))) }, false, false);
       return () => native.spdSolve(a as never, bb as never, x as never, info as never, o as never);
     },
   },
@@ -695,7 +700,7 @@ export const nativeTargets: Target[] = [
         raw(b, 'queries', keysSpec('f32', [G, Qs, d])),
         raw(b, 'queryPositions', { dtype: 'i32', shape: [Qs], fill: () => N - 1, check: { kind: 'position', range: N } }),
         undefined, raw(b, 'scores', { dtype: 'f32', shape: [H, N] }),
-        b.options('opts', { window: 4, gamma: 0.1, lambda: b.num('lambda', 0.01, num(0, 1e30, { lo: true, hi: true })), capKey: 0.025, capValue: 0.1, cgIters: b.num('cgIters', 2, int(0, 100000)), tol: 1e-6, scale: 0, accept: b.num('accept', 0, int(0, 1)) }, false),
+        b.options('opts', { window: 4, gamma: 0.1, lambda: b.num('lambda', 0.01, opt(num(0, 1e30, { lo: true, hi: true }))), capKey: 0.025, capValue: 0.1, cgIters: b.num('cgIters', 2, opt(int(0, 100000))), tol: 1e-6, scale: 0, accept: b.num('accept', 0, opt(int(0, 1))) }, false, false),
         raw(b, 'keysOut', { dtype: 'f32', shape: [H, cap, d], role: 'out' }), raw(b, 'valuesOut', { dtype: 'f32', shape: [H, cap, d], role: 'out' }),
         raw(b, 'countsOut', { dtype: 'i32', shape: [H], role: 'out' }), undefined,
       ];

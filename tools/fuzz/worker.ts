@@ -54,7 +54,7 @@ function naming(message: string, names: string[]): 'leading' | 'mentioned' | 'no
   const m = message.replace(/^(layer \d+: |loadDump: )+/, '');
   const alt = names.map(escape).join('|');
   if (new RegExp(`^(${alt})(?=[:.\\[ ('"]|$)`).test(m)) return 'leading';
-  if (new RegExp(`(^|[^\\w.])(${alt})(?![\\w])`).test(message)) return 'mentioned';
+  if (new RegExp(`(^|[^\\w])(${alt})(?![\\w])`).test(message)) return 'mentioned';
   return 'no';
 }
 
@@ -82,14 +82,20 @@ export async function runCall(seed: number, i: number): Promise<Outcome> {
   const target = pickTarget(rng);
   const mutate = rng.uniform() < 0.9;
   let b: Builder;
-  if (mutate) {
-    const count = new Builder(cs);
-    target.build(count);
-    b = new Builder(cs, count.slots.length ? rng.int(count.slots.length) : undefined, new Rng(cs ^ 0x5bd1e995));
-  } else {
-    b = new Builder(cs);
+  let fn: () => unknown;
+  try {
+    if (mutate) {
+      const count = new Builder(cs);
+      target.build(count);
+      b = new Builder(cs, count.slots.length ? rng.int(count.slots.length) : undefined, new Rng(cs ^ 0x5bd1e995));
+    } else {
+      b = new Builder(cs);
+    }
+    fn = target.build(b);
+  } catch (e) {
+    // the fuzzer's own bug: reported as internal so that it is seen and fixed
+    return { seed, i, target: target.name, slot: 'none', op: 'build', detail: '', expect: 'any', result: 'internal', message: `fuzzer: building the call failed: ${(e as Error)?.stack ?? e}`.slice(0, 600) };
   }
-  const fn = target.build(b);
   const m = b.mutation;
   const out: Outcome = {
     seed, i, target: target.name, slot: m?.slot ?? 'none', op: m?.op ?? 'none', detail: m?.detail ?? '',
@@ -104,7 +110,8 @@ export async function runCall(seed: number, i: number): Promise<Outcome> {
     out.result = internal ? 'internal' : 'error';
     out.error = e instanceof Error ? `${err.name}${err.code ? ` ${err.code}` : ''}` : typeof e;
     out.message = String(err?.message ?? e).slice(0, 300);
-    if (m) out.named = naming(out.message, m.names);
+    // an error about the environment (no GPU) says nothing about the mutated argument
+    if (m && err.code !== 'ERR_KVTRIM_NO_CUDA') out.named = naming(out.message, m.names);
   }
   const mod = modified(b.watched);
   if (mod) out.modified = mod;
