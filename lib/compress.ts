@@ -11,7 +11,7 @@
  */
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, sameDevice } from './tensor';
 import { Stream } from './device';
-import { checkBool, checkInt, checkKeys, checkNum, checkOneOf, checkOptions as checkOpts, show } from './validate';
+import { checkBool, checkInt, checkKeys, checkNum, checkOneOf, checkOptions as checkOpts, rejectNulls, show } from './validate';
 import { opts } from './ops/common';
 import { keydiffScores } from './ops/keydiff';
 import { nestedkvScores, NestedkvOptions } from './ops/nestedkv';
@@ -116,7 +116,7 @@ function checkOptions(options: unknown, scoring = false): CompressOptions {
     const given = o[name];
     if (given === undefined) continue;
     checkKeys(name, checkOpts(name, given), SUB_OPTIONS[name].keys);
-    for (const [k, v] of Object.entries(given as object)) if (v === null) throw new TypeError(`${name}.${k}: got null (omit the option for its default)`);
+    rejectNulls(`${name}.`, given as Record<string, unknown>);
     const used = name === 'grkv' ? o.merge === 'grkv' : method === name;
     if (!used) throw new RangeError(`${name}: these options are used by ${SUB_OPTIONS[name].usedBy} only, but the configuration is method '${method}'${o.merge ? `, merge '${o.merge}'` : ''}`);
   }

@@ -129,6 +129,8 @@ double View::span_bytes() const {
 }
 
 bool View::contiguous() const {
+  for (int i = 0; i < ndim; i++)
+    if (shape[i] == 0) return true;  // nothing to lay out
   int64_t expect = 1;
   for (int i = ndim - 1; i >= 0; i--) {
     if (shape[i] != 1 && stride[i] != expect) return false;
@@ -197,10 +199,12 @@ kvt_status check_tensor(const kvt_tensor* t, const char* name, int ndim, uint32_
   v->ndim = ndim;
   v->device_type = t->device.device_type == KVT_DEVICE_CUDA ? KVT_DEVICE_CUDA : KVT_DEVICE_CPU;
   v->device_id = t->device.device_id;
+  // An empty view addresses nothing, whatever its strides: they become 0, so that no address a kernel computes for
+  // it (for its other, non-empty dimensions) can leave the base.
   int64_t compact = 1;
   for (int i = ndim - 1; i >= 0; i--) {
     v->shape[i] = t->shape[i];
-    v->stride[i] = t->strides ? t->strides[i] : compact;
+    v->stride[i] = ext.empty() ? 0 : t->strides ? t->strides[i] : compact;
     compact = ext.empty() ? 0 : compact * t->shape[i];  // cannot overflow: numel fits
   }
   return check_backend(*v, name);

@@ -105,7 +105,7 @@ KVT_HD float nc_lambda(float lse_r, float n, float a_dot_muk) {
   return sigmoid_stable(lse_r - (logf(n) + a_dot_muk));
 }
 
-// Non-finite inputs of the corrected decode (docs/methods/momentkv.md §4.5). A logit that is not finite (a NaN or ±Infinity
+// Non-finite inputs of the corrected decode (docs/methods/momentkv.md §8). A logit that is not finite (a NaN or ±Infinity
 // in the query or a retained key, or an overflow) becomes NaN, so the softmax state of its query becomes NaN (-Infinity
 // logits would otherwise drop out silently); a summary count must be finite and >= 0; an output row with any
 // non-finite element is written as NaN throughout.
@@ -125,7 +125,7 @@ KVT_HD float rescale(float m_part, float m_all) { return m_part == -INFINITY ? 0
 KVT_HD float mi_key(float score, float rho, float eps_mean) { return score * (rho + eps_mean); }
 
 // The rank key of a candidate (not yet evicted) token: a NaN key — a non-finite value row of the head makes ρ, and so
-// the mean ρ of every candidate, NaN (docs/methods/momentkv.md §5.4) — ranks as −Infinity: below every number (evicted first,
+// the mean ρ of every candidate, NaN (docs/methods/momentkv.md §8) — ranks as −Infinity: below every number (evicted first,
 // the highest positions first), but above the tokens evicted in earlier rounds, which the CUDA selection marks NaN.
 KVT_HD float candidate_key(float key) { return key != key ? -INFINITY : key; }
 

@@ -22,7 +22,7 @@
 //  - The 10 % tail means (S5) and the mean of the normalised surprise (S6) are sums in 32.32 fixed point (values
 //    in [0, 1]): exact and order-independent; tail thresholds are exact order statistics (nth_element / radix
 //    select), so ties at the threshold cannot change the sums.
-//  - Non-finite keys (docs/methods/nestedkv.md §9.15): a head with any non-finite k̂ element (a NaN or ±Infinity in a
+//  - Non-finite keys (docs/methods/nestedkv.md §12): a head with any non-finite k̂ element (a NaN or ±Infinity in a
 //    key) scores NaN at every position, sinks included. The fixed-point conversions are total (clamped, NaN -> 0), so
 //    such a head's statistics are computed without undefined behaviour and then discarded.
 #pragma once

@@ -7,7 +7,7 @@
 namespace kvt {
 namespace snap {
 
-// Non-finite inputs (docs/methods/snapkv.md §3.3): a logit scale·q·k that is not finite (a NaN or ±Infinity in a window
+// Non-finite inputs (docs/methods/snapkv.md §7): a logit scale·q·k that is not finite (a NaN or ±Infinity in a window
 // query or a key, or an overflow) is taken as +Infinity, so the log-sum-exp of its query is NaN and every prefix
 // score of the KV head becomes NaN (a -Infinity logit would otherwise drop out of the softmax silently).
 KVT_HD float logit_or_inf(float l) { return finite_f(l) ? l : INFINITY; }

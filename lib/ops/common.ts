@@ -1,7 +1,7 @@
 /** Shared plumbing of op wrappers: option objects, streams, outputs. */
 import { Stream } from '../device';
 import { Device, DType, Tensor, asTensor, checkDtype, checkRank, empty, sameDevice } from '../tensor';
-import { checkOptions, checkKeys, show } from '../validate';
+import { checkOptions, checkKeys, rejectNulls, show } from '../validate';
 
 export interface StreamOpt {
   /** CUDA stream to enqueue on (CUDA tensors only; default stream when omitted). */
@@ -15,9 +15,7 @@ export interface StreamOpt {
 export function opts(name: string, v: unknown, allowed: readonly string[]): Record<string, unknown> {
   const o = checkOptions(name, v);
   checkKeys(name, o, allowed);
-  for (const k of Object.keys(o)) {
-    if (o[k] === null) throw new TypeError(`${k}: got null (omit the option for its default)`);
-  }
+  rejectNulls('', o);
   return o;
 }
 

@@ -8,7 +8,7 @@
 import { native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, tensor, toDevice, toHost, hostContiguous } from '../tensor';
-import { checkInt, checkNum, checkOneOf, checkOptions, checkKeys, show } from '../validate';
+import { checkInt, checkNum, checkOneOf, checkOptions, checkKeys, rejectNulls, show } from '../validate';
 import { StreamOpt, opts, output, streamOf } from './common';
 import type { CompactKV } from './gather';
 
@@ -175,6 +175,7 @@ export function grkvMerge(args: GrkvMergeArgs): GrkvResult {
   }
   const caps = checkOptions('caps', o.caps);
   checkKeys('caps', caps, ['key', 'value']);
+  rejectNulls('caps.', caps);
   const D = DEFAULTS.grkv;
   const capKey = checkNum('caps.key', caps.key ?? D.caps.key, 0, Infinity);
   const capValue = checkNum('caps.value', caps.value ?? D.caps.value, 0, Infinity);
