@@ -108,7 +108,8 @@ KVT_API void kvt_select_default_opts(kvt_select_opts* opts);
  * for adaptive); counts [H] i32. */
 KVT_API kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_select_opts* opts,
                                      const kvt_tensor* indices, const kvt_tensor* counts, kvt_stream stream);
-/* Smallest `cap` that is always enough for the given options. */
+/* Smallest `cap` that is always enough for the given options (keep clamped to [0, N]; an invalid safeguard counts as 0,
+ * the larger bound; saturates at N; 0 when H or N is not positive). */
 KVT_API int64_t kvt_select_capacity(int64_t H, int64_t N, const kvt_select_opts* opts);
 
 /* ---- Moment statistics of evicted tokens (docs/methods/momentkv.md §4): n [H] f32, mu_k [H,d], mu_v [H,dv],

@@ -7,7 +7,7 @@
  * and after its view; the runner checks afterwards that inputs are unchanged and that only output elements changed.
  */
 import { Rng } from '../../lib/rng';
-import { Tensor, DType, dtypeSize, f32ToBf16, f32ToF16 } from '../../lib/tensor';
+import { Tensor, DType, contiguousStrides, dtypeSize, f32ToBf16, f32ToF16 } from '../../lib/tensor';
 
 export type Expect = 'error' | 'any';
 
@@ -73,15 +73,7 @@ function hostArray(dtype: DType, n: number, buffer?: ArrayBufferLike): HostArray
   return buffer ? new Uint16Array(buffer, 0, n) : new Uint16Array(n);
 }
 
-function contiguous(shape: readonly number[]): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
-}
+const contiguous = contiguousStrides;
 
 /** Element offsets reached by a view (small views only). */
 function viewElements(shape: readonly number[], strides: readonly number[], offset: number): Set<number> {
