@@ -9,6 +9,8 @@
 //                   lse_R, and folds in the summary: λ = sigmoid(lse_R − log n − a·mu_k), o = λ o_R + (1−λ)(mu_v +
 //                   c·C a) with C a = M a / n (a warp per row of M; block reductions in a fixed order).
 // Every reduction has a fixed order, so results are deterministic. The chunk partition depends only on the shapes.
+// Non-finite inputs (math/momentkv.h logit_or_nan / valid_count): a non-finite logit is NaN, so its query's state is
+// NaN; an output row with a non-finite element is written as NaN throughout (one flag reduction per row).
 #include "math/momentkv.h"
 #include "common.cuh"
 
@@ -131,7 +133,7 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(DecArgs A) {
 #pragma unroll
         for (int i = 0; i < PL; i++) t += as[qq * W + lane + 32 * i] * x[i];
       }
-      s[qq] = warp_sum(t);
+      s[qq] = mkv::logit_or_nan(warp_sum(t));
     }
 #pragma unroll
     for (int qq = 0; qq < kQB; qq++) {
@@ -184,6 +186,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
   const int64_t d = A.k.n2, dv = A.v.n2;
   float* a = sm;         // [d]
   float* ca = a + d;     // [dv]
+  float* ob = ca + dv;   // [dv]: the row, written once it is known to be finite
   __shared__ float red[kWarps];
   const int64_t j = blockIdx.x, t = blockIdx.y, T = A.q.n1;
   const int64_t h = j / A.G, qi = (j % A.G) * T + t;
@@ -196,11 +199,12 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
   for (int64_t c = 0; c < A.nch; c++) mx = fmaxf(mx, P[c * ps]);
   float l = 0.f;
   for (int64_t c = 0; c < A.nch; c++) l += P[c * ps + 1] * mkv::rescale(P[c * ps], mx);
-  const bool any = count_of(A, h) > 0 && l > 0.f;
+  const bool any = count_of(A, h) > 0;  // a NaN l (non-finite logit or value) makes the row NaN
   const float lse = any ? mx + logf(l) : -INFINITY;
   const float inv = any ? 1.f / l : 0.f;
   float* o = static_cast<float*>(A.out.p) + j * A.out.s0 + t * A.out.s1;
   const float n = A.has_m ? A.m.n[h] : 0.f;
+  const bool bad_n = !mkv::valid_count(n);
   __syncthreads();
   float amu = 0.f, f = 1.f;
   if (n > 0.f) {
@@ -226,6 +230,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
     }
   }
   const float lam = n > 0.f ? mkv::nc_lambda(lse, n, amu) : 1.f;
+  float nonfinite = 0.f;
   for (int64_t e = tid; e < dv; e += kThreads) {
     float orr = 0.f;
     if (any) {
@@ -238,8 +243,11 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
       const float oe = A.p.order == 1 ? A.m.mu_v[h * dv + e] + ca[e] * f : A.m.mu_v[h * dv + e];
       res = lam * orr + (1.f - lam) * oe;
     }
-    o[e * A.out.s2] = res;
+    ob[e] = res;
+    nonfinite += finite_f(res) ? 0.f : 1.f;
   }
+  const bool nan_row = bad_n || block_sum<kWarps>(nonfinite, red) > 0.f;
+  for (int64_t e = tid; e < dv; e += kThreads) o[e * A.out.s2] = nan_row ? NAN : ob[e];
 }
 
 // Rows usable with vector loads: unit element stride, base and row strides aligned to min(16, PL·elem) bytes.
@@ -307,7 +315,7 @@ cudaError_t decode_attention(const T3& queries, const T3& keys, const T3& values
     default: return cudaErrorInvalidValue;
   }
   KVT_CU_TRY(e);
-  merge_kernel<<<dim3(unsigned(Hq), unsigned(T)), kThreads, size_t(d + dv) * sizeof(float), stream>>>(A);
+  merge_kernel<<<dim3(unsigned(Hq), unsigned(T)), kThreads, size_t(d + 2 * dv) * sizeof(float), stream>>>(A);
   return cudaGetLastError();
 }
 

@@ -317,8 +317,8 @@ __global__ void __launch_bounds__(kThreads) key_kernel(RoundArgs A) {
   float sc;
   float key;
   if (!alive(A, h, i, &sc)) key = __int_as_float(0x7fc00000);  // evicted earlier: NaN ranks lowest
-  else if (sc == INFINITY || !use) key = sc;
-  else key = mkv::mi_key(sc, A.rho[h * N + i], eps_mean);
+  else if (sc == INFINITY || !use) key = mkv::candidate_key(sc);
+  else key = mkv::candidate_key(mkv::mi_key(sc, A.rho[h * N + i], eps_mean));
   A.keys[h * N + i] = key;
 }
 

@@ -12,6 +12,8 @@
 //                   exactly once for d, dv <= 128).
 //   final kernel    grid (value-row blocks, H): merges the segment states of a head, in segment order, into the
 //                   persistent state in residual form about one common shift (deterministic, no atomics).
+//   nonfinite       grid (H): a head whose statistics hold a NaN or ±Infinity (a merged row did, or an overflow) gets
+//                   NaN in all of mu_k, mu_v and M (math/momentkv.h), as on the CPU backend.
 #include "math/momentkv.h"
 #include "common.cuh"
 #include "dispatch.cuh"
@@ -339,6 +341,23 @@ __global__ void __launch_bounds__(kThreads) final_kernel(MergeArgs A) {
   if (tid < nrow) A.m.mu_v[h * dv + a0 + tid] = cv[tid] + rvA[tid];
 }
 
+// NaN throughout the statistics of a head that has a non-finite one.
+__global__ void __launch_bounds__(kThreads) nonfinite_kernel(Moments m, int64_t d, int64_t dv) {
+  __shared__ float red[kWarps];
+  const int64_t h = blockIdx.x;
+  float* mk = m.mu_k + h * d;
+  float* mv = m.mu_v + h * dv;
+  float* M = m.m + h * dv * d;
+  float bad = 0.f;
+  for (int64_t x = threadIdx.x; x < d; x += kThreads) bad += finite_f(mk[x]) ? 0.f : 1.f;
+  for (int64_t x = threadIdx.x; x < dv; x += kThreads) bad += finite_f(mv[x]) ? 0.f : 1.f;
+  for (int64_t x = threadIdx.x; x < dv * d; x += kThreads) bad += finite_f(M[x]) ? 0.f : 1.f;
+  if (!(block_sum<kWarps>(bad, red) > 0.f)) return;
+  for (int64_t x = threadIdx.x; x < d; x += kThreads) mk[x] = NAN;
+  for (int64_t x = threadIdx.x; x < dv; x += kThreads) mv[x] = NAN;
+  for (int64_t x = threadIdx.x; x < dv * d; x += kThreads) M[x] = NAN;
+}
+
 cudaError_t launch(MergeArgs A, cudaStream_t stream) {
   const int64_t H = A.k.n0, N = A.k.n1, d = A.k.n2, dv = A.v.n2;
   if (H == 0 || N == 0) return cudaSuccess;
@@ -360,6 +379,8 @@ cudaError_t launch(MergeArgs A, cudaStream_t stream) {
   const size_t smem = size_t(3 * d) * sizeof(float);
   if (smem > 48 * 1024) KVT_CU_TRY(cudaFuncSetAttribute(final_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   final_kernel<<<dim3(unsigned(ceil_div(dv, kFinalRows)), unsigned(H)), kThreads, smem, stream>>>(A);
+  KVT_CU_TRY(cudaGetLastError());
+  nonfinite_kernel<<<unsigned(H), kThreads, 0, stream>>>(A.m, d, dv);
   return cudaGetLastError();
 }
 

@@ -13,7 +13,8 @@
 //                           the digit (atomic ticket), as in select.cu.
 //   stats   (1 launch)      tail sums of ã and the surprise sum/min/max per head (fixed-point atomics); the last
 //                           block of a head turns them into the head's blend weights and surprise normalisation.
-//   final   (1 launch)      a* per token (shared token_score), sinks +Infinity, strided output.
+//   final   (1 launch)      a* per token (shared token_score), sinks +Infinity, strided output; NaN everywhere for a
+//                           head whose keys hold a non-finite value (flagged by pass 1, math/nestedkv.h).
 // The 'global' ablation runs pass 1, a cosine-only pass 2 and the final kernel.
 #include <tuple>
 #include <type_traits>
@@ -45,6 +46,7 @@ struct Ctx {
   long long* gsum;     // [H, d] fixed-point head sums
   float* raw;          // [3, H, N]
   unsigned* mm;        // [3, H, 2]: (~key of min, key of max), atomicMax
+  unsigned* bad;       // [H]: nonzero when a k̂ element of the head is not finite
 };
 
 // Element c of the lane-owned slot (j, v).
@@ -119,6 +121,7 @@ __global__ void __launch_bounds__(kThreads) pass1_kernel(Ctx c) {
       }
   };
   float x[VS], xn[VS];
+  bool finite = true;
   load_key<DT, V, STEPS>(c.k, h, r0, lane, x);
   for (int64_t i = r0; i < r1; i++) {
     if (i + 1 < r1) load_key<DT, V, STEPS>(c.k, h, i + 1, lane, xn);  // prefetch the next row
@@ -132,11 +135,16 @@ __global__ void __launch_bounds__(kThreads) pass1_kernel(Ctx c) {
       blk = i / c.b;
     }
 #pragma unroll
-    for (int j = 0; j < VS; j++) acc[j] += to_fixed(fmul(x[j], inv));
+    for (int j = 0; j < VS; j++) {
+      const float kh = fmul(x[j], inv);
+      finite &= finite_f(kh);
+      acc[j] += to_fixed(kh);
+    }
 #pragma unroll
     for (int j = 0; j < VS; j++) x[j] = xn[j];
   }
   flush(blk);
+  if (__any_sync(kFull, !finite) && lane == 0) atomicOr(&c.bad[h], 1u);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -489,7 +497,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const float* raw, const
 }
 
 // Final score per token.
-__global__ void __launch_bounds__(kThreads) final_kernel(const float* raw, const unsigned* mm,
+__global__ void __launch_bounds__(kThreads) final_kernel(const float* raw, const unsigned* mm, const unsigned* bad,
                                                          const HeadParams* params, int64_t H, int64_t N, int64_t sinks,
                                                          float tau, float kappa, int global, T2 out) {
   const int64_t h = blockIdx.y, HN = H * N;
@@ -504,7 +512,8 @@ __global__ void __launch_bounds__(kThreads) final_kernel(const float* raw, const
   float* o = static_cast<float*>(out.p) + h * out.s0;
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < N; i += int64_t(gridDim.x) * kThreads) {
     const float as = raw[h * N + i];
-    const float v = i < sinks ? INFINITY
+    const float v = bad[h] ? NAN
+                    : i < sinks ? INFINITY
                               : token_score(as, global ? 0.f : raw[HN + h * N + i], global ? 0.f : raw[2 * HN + h * N + i],
                                             p, tau, kappa, global != 0);
     o[i * out.s1] = v;
@@ -569,6 +578,7 @@ cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& s
     c.bsum = cv.take<long long>(size_t(H * c.nb * d));
     c.gsum = cv.take<long long>(size_t(H * d));
     c.mm = cv.take<unsigned>(size_t(3 * H * 2));
+    c.bad = cv.take<unsigned>(size_t(H));
     Radix* st = cv.take<Radix>(size_t(groups));
     unsigned* hist = cv.take<unsigned>(size_t(groups) * kRounds * kBins);
     unsigned* tickets = cv.take<unsigned>(size_t(3 * H) * kRounds);
@@ -602,7 +612,7 @@ cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& s
     KVT_CU_TRY(cudaGetLastError());
   }
   const unsigned fblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(4 * sms, H))));
-  final_kernel<<<dim3{fblocks, static_cast<unsigned>(H)}, kThreads, 0, stream>>>(c.raw, c.mm, params, H, N, c.sinks,
+  final_kernel<<<dim3{fblocks, static_cast<unsigned>(H)}, kThreads, 0, stream>>>(c.raw, c.mm, c.bad, params, H, N, c.sinks,
                                                                                   p.tau, p.kappa, p.global, scores);
   return cudaGetLastError();
 }

@@ -209,7 +209,7 @@ __device__ __forceinline__ void lse_update(const Geo& g, int64_t h, int64_t chun
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         const int64_t p = p0 + n * 8 + 2 * ti + e;
-        l[n][e] = p <= limit ? fmul(g.scale, acc[n][2 * r + e]) : -INFINITY;
+        l[n][e] = p <= limit ? snap::logit_or_inf(fmul(g.scale, acc[n][2 * r + e])) : -INFINITY;
         mx = fmaxf(mx, l[n][e]);
       }
     mx = quad_max(mx);
@@ -247,7 +247,7 @@ __device__ __forceinline__ void prob_tile(const Geo& g, int64_t h, int64_t p0, i
       for (int e = 0; e < 2; e++) {
         const int col = n * 8 + 2 * ti + e;
         const int64_t p = p0 + col;
-        prow[col] = (ok && p < g.L) ? expf(fmul(g.scale, acc[n][2 * r + e]) - ls) : 0.f;
+        prow[col] = (ok && p < g.L) ? expf(snap::logit_or_inf(fmul(g.scale, acc[n][2 * r + e])) - ls) : 0.f;
       }
   }
 }

@@ -97,9 +97,10 @@ __device__ inline int spd_solve_block(const SpdSys& s, int n, int r, float lambd
     }
     for (int i = grp; i < n; i += G) Y[i * TW + col] *= inv[i];
     __syncthreads();
+    // a non-finite entry (a non-finite right-hand side reaches its whole column) is written as NaN, as on the CPU
     for (int e = tid; e < n * TW; e += kSpdThreads) {
       const int i = e / TW, c = e % TW;
-      if (c < cw) s.x[int64_t(i) * s.xs1 + int64_t(c0 + c) * s.xs2] = Y[e];
+      if (c < cw) s.x[int64_t(i) * s.xs1 + int64_t(c0 + c) * s.xs2] = finite_f(Y[e]) ? Y[e] : __int_as_float(0x7fc00000);
     }
     __syncthreads();
   }

@@ -15,6 +15,7 @@ import { momentkvSelectChecks } from './checks/momentkv_select';
 import { spdChecks } from './checks/spd';
 import { grkvChecks } from './checks/grkv';
 import { sweepChecks } from './checks/sweep';
+import { nonfiniteChecks } from './checks/nonfinite';
 // ==== end of check lists ====
 
 /**
@@ -35,6 +36,8 @@ export function allChecks(): Check[] {
     ...spdChecks,
     ...grkvChecks,
     // ==== add op lists here ====
+    // NaN / ±Infinity inputs: the same outputs on both backends
+    ...nonfiniteChecks,
     // every compiled kernel variant, on small shapes
     ...sweepChecks,
   ];

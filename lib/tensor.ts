@@ -5,7 +5,7 @@
  */
 import { DeviceBuffer, Stream } from './device';
 import { native, NativeTensor } from './binding';
-import { checkInt, checkOneOf, show } from './validate';
+import { checkInt, checkKeys, checkOneOf, checkOptions, show } from './validate';
 import { f16ToF32, bf16ToF32 } from './half';
 
 export type DType = 'f32' | 'f16' | 'bf16' | 'i32';
@@ -25,6 +25,7 @@ export interface TensorLike {
 }
 
 export function dtypeSize(dtype: DType): number {
+  checkOneOf('dtype', dtype, DTYPES);
   return dtype === 'f16' || dtype === 'bf16' ? 2 : 4;
 }
 
@@ -55,55 +56,120 @@ export function contiguousStrides(shape: readonly number[]): number[] {
   return s;
 }
 
+// The intrinsic accessors of typed arrays: an own `buffer` or `length` property on an array cannot lie to them.
+const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype) as object;
+const intrinsic = (key: string) => Object.getOwnPropertyDescriptor(typedArrayProto, key)!.get!;
+const bufferOf = intrinsic('buffer'), lengthOf = intrinsic('length');
+
+/** Elements of a host array, through the intrinsic getters; rejects shared memory (TypeError naming `name`). */
+function hostCapacity(name: string, data: HostArray): number {
+  let buffer: ArrayBufferLike, length: number;
+  try {
+    buffer = Reflect.apply(bufferOf, data, []) as ArrayBufferLike;
+    length = Reflect.apply(lengthOf, data, []) as number;
+  } catch {
+    throw new TypeError(`${name}.data: expected a Float32Array, Uint16Array or Int32Array, got ${show(data)}`);
+  }
+  if (typeof SharedArrayBuffer !== 'undefined' && buffer instanceof SharedArrayBuffer) {
+    throw new TypeError(
+      `${name}.data: a typed array over a SharedArrayBuffer is not accepted: another thread could change it while an op ` +
+        'reads it (e.g. indices after their check); copy it into an ordinary typed array',
+    );
+  }
+  return length;
+}
+
+/** A copy of a shape or strides argument (each entry read once: the copy is what gets checked and kept). */
+function copyDims(name: string, v: unknown): unknown[] {
+  if (!Array.isArray(v)) throw new TypeError(`${name}: expected an array, got ${show(v)}`);
+  const n = v.length;
+  if (n > 4) throw new RangeError(`${name}: at most 4 dimensions, got ${n}`);
+  return Array.from({ length: n }, (_, i) => v[i]);
+}
+
 export class Tensor {
   readonly data: TensorData;
   readonly dtype: DType;
   readonly shape: readonly number[];
   readonly strides: readonly number[];
   readonly offset: number;
+  /** Set only by the constructor: a Tensor is recognised by it, not by its prototype. */
+  readonly #checked = true;
 
-  /** Use `tensor()`; the constructor checks everything `tensor()` documents. */
+  /**
+   * Use `tensor()`; the constructor checks everything `tensor()` documents. A Tensor is frozen: its view (shape,
+   * strides, offset, dtype, data) cannot change after these checks (native code checks each view again anyway).
+   */
   constructor(data: TensorData, shape: readonly number[], opts: { dtype?: DType; strides?: readonly number[]; offset?: number } = {}, name = 'tensor') {
     const isHost = data instanceof Float32Array || data instanceof Uint16Array || data instanceof Int32Array;
     if (!isHost && !(data instanceof DeviceBuffer)) {
       throw new TypeError(`${name}.data: expected a Float32Array, Uint16Array, Int32Array or DeviceBuffer, got ${show(data)}`);
     }
     if (data instanceof DeviceBuffer && data.disposed) throw new TypeError(`${name}.data: its DeviceBuffer was disposed`);
+    const capacity = data instanceof DeviceBuffer ? -1 : hostCapacity(name, data);
     const dtype = inferDtype(name, data, opts.dtype);
-    if (!Array.isArray(shape)) throw new TypeError(`${name}.shape: expected an array, got ${show(shape)}`);
-    if (shape.length > 4) throw new RangeError(`${name}.shape: at most 4 dimensions, got ${shape.length}`);
-    shape.forEach((n, i) => checkInt(`${name}.shape[${i}]`, n, 0, 2 ** 31 - 1));
-    let strides: readonly number[];
-    if (opts.strides === undefined) strides = contiguousStrides(shape);
+    const dims = copyDims(`${name}.shape`, shape).map((n, i) => checkInt(`${name}.shape[${i}]`, n, 0, 2 ** 31 - 1));
+    let strides: number[];
+    if (opts.strides === undefined) strides = contiguousStrides(dims);
     else {
-      if (!Array.isArray(opts.strides)) throw new TypeError(`${name}.strides: expected an array, got ${show(opts.strides)}`);
-      if (opts.strides.length !== shape.length) {
-        throw new RangeError(`${name}.strides: expected ${shape.length} entries (one per dimension), got ${opts.strides.length}`);
+      const given = copyDims(`${name}.strides`, opts.strides);
+      if (given.length !== dims.length) {
+        throw new RangeError(`${name}.strides: expected ${dims.length} entries (one per dimension), got ${given.length}`);
       }
-      opts.strides.forEach((s, i) => checkInt(`${name}.strides[${i}]`, s, -(2 ** 40), 2 ** 40));
-      strides = [...opts.strides];
+      strides = given.map((s, i) => checkInt(`${name}.strides[${i}]`, s, -(2 ** 40), 2 ** 40));
     }
     const offset = opts.offset === undefined ? 0 : checkInt(`${name}.offset`, opts.offset, 0, Number.MAX_SAFE_INTEGER);
-    const capacity = data instanceof DeviceBuffer ? Math.floor(data.byteLength / dtypeSize(dtype)) : data.length;
-    if (!shape.includes(0)) {
+    const elements = data instanceof DeviceBuffer ? Math.floor(data.byteLength / dtypeSize(dtype)) : capacity;
+    if (!dims.includes(0)) {
       let lo = offset, hi = offset;
-      shape.forEach((n, i) => {
+      dims.forEach((n, i) => {
         const span = (n - 1) * strides[i];
         if (span < 0) lo += span;
         else hi += span;
       });
-      if (lo < 0 || hi >= capacity) {
+      if (lo < 0 || hi >= elements) {
         throw new RangeError(
-          `${name}: view (offset ${offset}, shape [${shape.join(', ')}], strides [${strides.join(', ')}]) reaches elements ` +
-            `[${lo}, ${hi}] but its data holds ${capacity} ${dtype} elements`,
+          `${name}: view (offset ${offset}, shape [${dims.join(', ')}], strides [${strides.join(', ')}]) reaches elements ` +
+            `[${lo}, ${hi}] but its data holds ${elements} ${dtype} elements`,
         );
       }
     }
     this.data = data;
     this.dtype = dtype;
-    this.shape = Object.freeze([...shape]);
-    this.strides = Object.freeze([...strides]);
+    this.shape = Object.freeze(dims);
+    this.strides = Object.freeze(strides);
     this.offset = offset;
+    Object.freeze(this);
+  }
+
+  /** True for a Tensor built by the constructor (a plain object with Tensor's prototype is not one). */
+  static is(v: unknown): v is Tensor {
+    return v !== null && typeof v === 'object' && #checked in v;
+  }
+
+  /**
+   * Checks again that the view fits its data, which can change after construction: a host buffer detached
+   * (transferred) or resized, a DeviceBuffer disposed. TypeError / RangeError naming `name`.
+   */
+  recheck(name: string): this {
+    if (this.data instanceof DeviceBuffer) {
+      if (this.data.disposed) throw new TypeError(`${name}.data: its DeviceBuffer was disposed`);
+      return this;
+    }
+    const capacity = hostCapacity(name, this.data);
+    if (this.shape.includes(0)) return this;
+    let lo = this.offset, hi = this.offset;
+    this.shape.forEach((n, i) => {
+      const span = (n - 1) * this.strides[i];
+      if (span < 0) lo += span;
+      else hi += span;
+    });
+    if (lo < 0 || hi >= capacity) {
+      const gone = capacity === 0 && Reflect.apply(bufferOf, this.data, []).byteLength === 0;
+      if (gone) throw new TypeError(`${name}.data: its ArrayBuffer is detached (transferred) or empty`);
+      throw new RangeError(`${name}: view reaches elements [${lo}, ${hi}] but its data now holds ${capacity} ${this.dtype} elements`);
+    }
+    return this;
   }
 
   get device(): Device {
@@ -127,9 +193,9 @@ export class Tensor {
     if (this.data instanceof DeviceBuffer) throw new TypeError('tensor is on a CUDA device: use `await toHost(t)` first');
     return this.data;
   }
-  /** A view with new shape/strides/offset over the same data (no copy). */
-  view(shape: readonly number[], strides?: readonly number[], offset = this.offset): Tensor {
-    return new Tensor(this.data, shape, { dtype: this.dtype, strides, offset });
+  /** A view with new shape/strides/offset over the same data (no copy); `name` is the argument errors name. */
+  view(shape: readonly number[], strides?: readonly number[], offset = this.offset, name = 'tensor'): Tensor {
+    return new Tensor(this.data, shape, { dtype: this.dtype, strides, offset }, name);
   }
   /** Element (by multi-index) as a number, host tensors only; f16/bf16 converted to f32 values. */
   at(...idx: number[]): number {
@@ -158,12 +224,14 @@ export class Tensor {
  * or 'bf16'; a DeviceBuffer needs an explicit dtype. Strides/offset are in elements (default: compact row-major).
  */
 export function tensor(data: TensorData, shape: readonly number[], opts: { dtype?: DType; strides?: readonly number[]; offset?: number } = {}): Tensor {
-  return new Tensor(data, shape, opts);
+  const o = checkOptions('options', opts);
+  checkKeys('options', o, ['dtype', 'strides', 'offset']);
+  return new Tensor(data, shape, o);
 }
 
 /** Normalises an op argument (Tensor or TensorLike), with errors naming the argument. */
 export function asTensor(name: string, v: unknown): Tensor {
-  if (v instanceof Tensor) return v;
+  if (Tensor.is(v)) return v.recheck(name);
   if (v === null || typeof v !== 'object' || !('data' in v) || !('shape' in v)) {
     throw new TypeError(`${name}: expected a tensor ({ data, dtype, shape, strides?, offset? }), got ${show(v)}`);
   }
@@ -194,17 +262,42 @@ function hostArray(dtype: DType, n: number): HostArray {
 
 /** Allocates an uninitialised (host: zeroed) contiguous tensor on `device`. */
 export function empty(shape: readonly number[], dtype: DType, device: Device = { kind: 'cpu' }, stream?: Stream): Tensor {
+  copyDims('shape', shape).forEach((x, i) => checkInt(`shape[${i}]`, x, 0, 2 ** 31 - 1));
+  checkOneOf('dtype', dtype, DTYPES);
   const n = shape.reduce((a, b) => a * b, 1);
   if (device.kind === 'cpu') return new Tensor(hostArray(dtype, n), shape, { dtype });
   const buf = DeviceBuffer.alloc(n * dtypeSize(dtype), { device: device.id, stream });
   return new Tensor(buf, shape, { dtype });
 }
 
-/** Fills every byte of a tensor's data with `byte` (e.g. 0xff poisons f32 with NaN and i32 with -1). */
-export function fillBytes(t: Tensor, byte: number, stream?: Stream): void {
+/**
+ * Fills every byte of a tensor's elements with `byte` (e.g. 0xff poisons f32 with NaN and i32 with -1); nothing
+ * outside the view is written. A CUDA tensor must be contiguous.
+ */
+export function fillBytes(tensor: Tensor | TensorLike, byte: number, stream?: Stream): void {
+  const t = asTensor('tensor', tensor);
   checkInt('byte', byte, 0, 255);
-  if (t.data instanceof DeviceBuffer) native.fillBytes(t.data.native, 0, byte, t.data.byteLength, stream?.handle);
-  else new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength).fill(byte);
+  const es = dtypeSize(t.dtype);
+  if (t.data instanceof DeviceBuffer) {
+    if (!t.isContiguous) throw new RangeError('tensor: fillBytes needs a contiguous view on a CUDA device');
+    if (t.numel > 0) native.fillBytes(t.data.native, t.offset * es, byte, t.numel * es, stream?.handle);
+    return;
+  }
+  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+  if (t.isContiguous) {
+    bytes.fill(byte, t.offset * es, (t.offset + t.numel) * es);
+    return;
+  }
+  const idx = new Array<number>(t.ndim).fill(0);
+  for (let k = 0; k < t.numel; k++) {
+    let o = t.offset;
+    for (let i = 0; i < t.ndim; i++) o += idx[i] * t.strides[i];
+    bytes.fill(byte, o * es, (o + 1) * es);
+    for (let i = t.ndim - 1; i >= 0; i--) {
+      if (++idx[i] < t.shape[i]) break;
+      idx[i] = 0;
+    }
+  }
 }
 
 /** Copies a (possibly strided) tensor into a new contiguous host typed array. */

@@ -45,6 +45,13 @@ export function checkOptions(name: string, v: unknown): Record<string, unknown> 
   return v as Record<string, unknown>;
 }
 
+/** Rejects null values of an options object (`prefix` + key names the field): `??` defaults would take null for "not given". */
+export function rejectNulls(prefix: string, o: Record<string, unknown>): void {
+  for (const k of Object.keys(o)) {
+    if (o[k] === null) throw new TypeError(`${prefix}${k}: got null (omit the option for its default)`);
+  }
+}
+
 /** Rejects unknown option keys (catches typos such as `ration`). */
 export function checkKeys(name: string, o: Record<string, unknown>, allowed: readonly string[]): void {
   for (const k of Object.keys(o)) {

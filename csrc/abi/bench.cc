@@ -14,7 +14,7 @@
 
 using namespace kvt;
 
-extern "C" kvt_status kvt_bench_host_copy(void* dst, const void* src, int64_t bytes) {
+extern "C" kvt_status kvt_bench_host_copy(void* dst, const void* src, int64_t bytes) try {
   if (bytes <= 0) return KVT_OK;
   if (!dst || !src) return fail(KVT_ERR_TYPE, "hostCopy: NULL pointer");
   char* d = static_cast<char*>(dst);
@@ -25,7 +25,7 @@ extern "C" kvt_status kvt_bench_host_copy(void* dst, const void* src, int64_t by
     std::memcpy(d + lo, s + lo, size_t(hi - lo));
   });
   return KVT_OK;
-}
+} KVT_API_CATCH
 
 #if defined(KVT_WITH_CUDA)
 
@@ -36,15 +36,15 @@ static kvt_status cuda_operand(const kvt_tensor* t, const char* name, int ndim, 
   return cuda_status(set_device(v->device_id), "cudaSetDevice");
 }
 
-extern "C" kvt_status kvt_bench_keydiff(const kvt_tensor* keys, const kvt_tensor* scores, kvt_stream stream) {
+extern "C" kvt_status kvt_bench_keydiff(const kvt_tensor* keys, const kvt_tensor* scores, kvt_stream stream) try {
   View k, o;
   KVT_TRY(cuda_operand(keys, "keys", 3, kMaskFloat, &k));
   KVT_TRY(cuda_operand(scores, "out", 2, kMaskF32, &o));
   return cuda_status(cuda::baseline_keydiff(t3(k), t2(o), static_cast<cudaStream_t>(stream)), "baselineKeydiff");
-}
+} KVT_API_CATCH
 
 extern "C" kvt_status kvt_bench_select(const kvt_tensor* scores, int64_t keep, const kvt_tensor* indices,
-                                       const kvt_tensor* counts, kvt_stream stream) {
+                                       const kvt_tensor* counts, kvt_stream stream) try {
   View s, idx, cnt;
   KVT_TRY(cuda_operand(scores, "scores", 2, kMaskF32, &s));
   KVT_TRY(cuda_operand(indices, "indices", 2, kMaskI32, &idx));
@@ -52,11 +52,11 @@ extern "C" kvt_status kvt_bench_select(const kvt_tensor* scores, int64_t keep, c
   if (keep < 1 || keep > s.shape[1] || idx.shape[1] < keep) return fail(KVT_ERR_RANGE, "keep: out of range");
   return cuda_status(cuda::baseline_select(t2(s), keep, t2(idx), t2(cnt), static_cast<cudaStream_t>(stream)),
                      "baselineSelect");
-}
+} KVT_API_CATCH
 
 extern "C" kvt_status kvt_bench_gather(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* indices,
                                        const kvt_tensor* counts, const kvt_tensor* keys_out, const kvt_tensor* values_out,
-                                       kvt_stream stream) {
+                                       kvt_stream stream) try {
   View k, v, idx, cnt, ko, vo;
   KVT_TRY(cuda_operand(keys, "keys", 3, kMaskFloat, &k));
   KVT_TRY(cuda_operand(values, "values", 3, kMaskFloat, &v));
@@ -67,10 +67,10 @@ extern "C" kvt_status kvt_bench_gather(const kvt_tensor* keys, const kvt_tensor*
   return cuda_status(cuda::baseline_gather(t3(k), t3(v), t2(idx), t2(cnt), o3(ko), o3(vo),
                                            static_cast<cudaStream_t>(stream)),
                      "baselineGather");
-}
+} KVT_API_CATCH
 
 extern "C" kvt_status kvt_bench_snapkv_simt(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_tensor* scores,
-                                            kvt_stream stream) {
+                                            kvt_stream stream) try {
   View q, k, o;
   KVT_TRY(check_tensor(queries, "queries", 3, kMaskFloat, "[Hq, W, d]", &q));
   KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[Hkv, N, d]", &k));
@@ -82,7 +82,7 @@ extern "C" kvt_status kvt_bench_snapkv_simt(const kvt_tensor* queries, const kvt
   KVT_TRY(cuda_status(set_device(k.device_id), "cudaSetDevice"));
   cuda::SnapkvParams p{5, 0, float(1.0 / std::sqrt(double(k.shape[2]))), 1};
   return cuda_status(cuda::snapkv_scores(t3(q), t3(k), p, t2(o), static_cast<cudaStream_t>(stream)), "baselineSnapkv");
-}
+} KVT_API_CATCH
 
 #else  // no CUDA: the baselines cannot run
 
@@ -90,18 +90,18 @@ static kvt_status no_cuda(const char* fn) {
   return fail(KVT_ERR_UNSUPPORTED, std::string(fn) + ": this kvtrim build has no CUDA support");
 }
 
-extern "C" kvt_status kvt_bench_keydiff(const kvt_tensor*, const kvt_tensor*, kvt_stream) {
+extern "C" kvt_status kvt_bench_keydiff(const kvt_tensor*, const kvt_tensor*, kvt_stream) try {
   return no_cuda("baselineKeydiff");
-}
-extern "C" kvt_status kvt_bench_select(const kvt_tensor*, int64_t, const kvt_tensor*, const kvt_tensor*, kvt_stream) {
+} KVT_API_CATCH
+extern "C" kvt_status kvt_bench_select(const kvt_tensor*, int64_t, const kvt_tensor*, const kvt_tensor*, kvt_stream) try {
   return no_cuda("baselineSelect");
-}
+} KVT_API_CATCH
 extern "C" kvt_status kvt_bench_gather(const kvt_tensor*, const kvt_tensor*, const kvt_tensor*, const kvt_tensor*,
-                                       const kvt_tensor*, const kvt_tensor*, kvt_stream) {
+                                       const kvt_tensor*, const kvt_tensor*, kvt_stream) try {
   return no_cuda("baselineGather");
-}
-extern "C" kvt_status kvt_bench_snapkv_simt(const kvt_tensor*, const kvt_tensor*, const kvt_tensor*, kvt_stream) {
+} KVT_API_CATCH
+extern "C" kvt_status kvt_bench_snapkv_simt(const kvt_tensor*, const kvt_tensor*, const kvt_tensor*, kvt_stream) try {
   return no_cuda("baselineSnapkv");
-}
+} KVT_API_CATCH
 
 #endif

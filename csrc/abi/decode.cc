@@ -22,7 +22,7 @@ extern "C" void kvt_decode_default_opts(kvt_decode_opts* o) {
 
 extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_tensor* values,
                                            const kvt_tensor* counts, const kvt_moments* moments, const kvt_tensor* clip,
-                                           const kvt_decode_opts* opts, const kvt_tensor* out, kvt_stream stream) {
+                                           const kvt_decode_opts* opts, const kvt_tensor* out, kvt_stream stream) try {
   if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
   if (!queries) return fail(KVT_ERR_TYPE, "queries: missing tensor");
   const int qnd = queries->ndim;
@@ -74,6 +74,7 @@ extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_
   double scale = opts->scale;
   if (scale == 0.0) scale = d > 0 ? 1.0 / std::sqrt(double(d)) : 1.0;
   if (!(scale > 0.0 && scale < 1e30)) return fail(KVT_ERR_RANGE, "scale: must be a finite number > 0, got " + std::to_string(opts->scale));
+  KVT_TRY(check_distinct(o, "out"));
   const View* ins[] = {&q, &k, &v, &cnt};
   const char* in_names[] = {"queries", "keys", "values", "counts"};
   for (int i = 0; i < 4; i++) KVT_TRY(check_no_overlap(o, "out", *ins[i], in_names[i]));
@@ -109,13 +110,21 @@ extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_
     }
   }
   if (Hq == 0 || T == 0 || dv == 0) return KVT_OK;
+  // f32 clip radius: above the f32 range it is +Infinity (no clip)
+  const float clipf = clip_mode == 1 ? (opts->clip > 3.4028234663852886e38 ? INFINITY : float(opts->clip)) : 0.f;
+  if (!k.on_cuda()) {
+    const double rows = double(Hq) * double(T);
+    KVT_TRY(check_scratch(4.0 * rows * double(d) + 4.0 * rows * (double(cap) / 512 + 1) * (double(dv) + 2) +
+                              4.0 * double(Hq / Hkv) * double(T) * 512,
+                          q.span_bytes() + k.span_bytes() + v.span_bytes(), "queries", "decodeAttention", "scaled queries and per-chunk softmax states"));
+  }
 #if defined(KVT_WITH_CUDA)
   if (k.on_cuda()) {
     if (d > cuda::kDecodeMaxDim || dv > cuda::kDecodeMaxDim)
       return fail(KVT_ERR_RANGE, "keys: the CUDA decodeAttention supports d and dv up to 256, got d = " +
                                      std::to_string(d) + ", dv = " + std::to_string(dv));
     KVT_CUDA_TRY(set_device(k.device_id));
-    cuda::DecodeParams p{opts->order, float(scale), clip_mode, float(opts->clip),
+    cuda::DecodeParams p{opts->order, float(scale), clip_mode, clipf,
                          clip_mode == 2 ? t2(cl) : cuda::T2{nullptr, kF32, 0, 0, 0, 0}};
     cuda::Moments cm{};
     if (moments) cm = cuda_moments(m);
@@ -136,8 +145,8 @@ extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_
   A.order = opts->order;
   A.scale = float(scale);
   A.clip_mode = clip_mode;
-  A.clip = float(opts->clip);
+  A.clip = clipf;
   A.clip_t = cl;
   cpu::decode(A);
   return KVT_OK;
-}
+} KVT_API_CATCH

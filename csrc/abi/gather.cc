@@ -43,6 +43,7 @@ static kvt_status check_gather_args(const kvt_tensor* keys, const kvt_tensor* va
   const View* outs[] = {ko, vo, co};
   const char* out_names[] = {"keysOut", "valuesOut", "countsOut"};
   for (int o = 0; o < 3; o++) {
+    KVT_TRY(check_distinct(*outs[o], out_names[o]));
     for (int i = 0; i < 4; i++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *ins[i], in_names[i]));
     for (int p = 0; p < o; p++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *outs[p], out_names[p]));
   }
@@ -70,7 +71,7 @@ static kvt_status check_gather_args(const kvt_tensor* keys, const kvt_tensor* va
 
 extern "C" kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* indices,
                                     const kvt_tensor* counts, const kvt_tensor* keys_out, const kvt_tensor* values_out,
-                                    const kvt_tensor* counts_out, const kvt_moments* moments, kvt_stream stream) {
+                                    const kvt_tensor* counts_out, const kvt_moments* moments, kvt_stream stream) try {
   View k, v, idx, cnt, ko, vo, co;
   KVT_TRY(check_gather_args(keys, values, indices, counts, keys_out, values_out, counts_out, &k, &v, &idx, &cnt, &ko,
                             &vo, &co));
@@ -99,4 +100,4 @@ extern "C" kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* va
 #endif
   cpu::gather(k, v, idx, cnt, ko, vo, co, moments ? &m : nullptr);
   return KVT_OK;
-}
+} KVT_API_CATCH

@@ -1,6 +1,7 @@
 // C ABI entry point of the GRKV merge (docs/methods/grkv.md §4-§7, choices §11): the defaults, validation (shapes, devices,
 // options, and on the CPU backend the index lists, query positions and weights), then the CUDA launcher or the CPU
 // backend.
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -13,6 +14,9 @@
 #endif
 
 using namespace kvt;
+
+// CPU backend: query rows per KV head (G*Qs); the value step factors a dense (G*Qs)^2 system per head.
+constexpr int64_t kGrkvCpuMaxRows = 1024;
 
 // Checks every argument of kvt_grkv_merge into `a`, the CPU backend's argument bundle (also what the CUDA parameters
 // are packed from).
@@ -99,7 +103,8 @@ static kvt_status validate(const kvt_tensor* keys, const kvt_tensor* values, con
   if (!(a.o.cap_value >= 0))
     return fail(KVT_ERR_RANGE, "caps.value: must be >= 0 (Infinity = uncapped), got " + std::to_string(a.o.cap_value));
   if (a.o.accept != KVT_GRKV_ACCEPT_BEST && a.o.accept != KVT_GRKV_ACCEPT_JOINT)
-    return fail(KVT_ERR_RANGE, "acceptance: must be 'best' or 'joint'");
+    return fail(KVT_ERR_RANGE, "accept: must be KVT_GRKV_ACCEPT_BEST or KVT_GRKV_ACCEPT_JOINT ('best' or 'joint'), got " +
+                                   std::to_string(a.o.accept));
   if (!(a.o.tol >= 0) || !(a.o.tol < 1e30)) return fail(KVT_ERR_RANGE, "tol: must be finite and >= 0, got " + std::to_string(a.o.tol));
   if (a.o.scale == 0) {
     a.scale = float(1.0 / sqrt(double(a.d)));
@@ -115,6 +120,7 @@ static kvt_status validate(const kvt_tensor* keys, const kvt_tensor* values, con
   const char* out_names[] = {"keysOut", "valuesOut", "countsOut", "diagnostics"};
   for (int o = 0; o < 4; o++) {
     if (o == 3 && !a.has_dg) continue;
+    KVT_TRY(check_distinct(*outs[o], out_names[o]));
     for (int i = 0; i < 8; i++) {
       if (i == 6 && !a.has_w) continue;
       KVT_TRY(check_no_overlap(*outs[o], out_names[o], *ins[i], in_names[i]));
@@ -173,7 +179,7 @@ extern "C" kvt_status kvt_grkv_merge(const kvt_tensor* keys, const kvt_tensor* v
                                      const kvt_tensor* counts, const kvt_tensor* queries, const kvt_tensor* query_positions,
                                      const kvt_tensor* weights, const kvt_tensor* scores, const kvt_grkv_opts* opts,
                                      const kvt_tensor* keys_out, const kvt_tensor* values_out, const kvt_tensor* counts_out,
-                                     const kvt_tensor* diagnostics, kvt_stream stream) {
+                                     const kvt_tensor* diagnostics, kvt_stream stream) try {
   cpu::GrkvArgs a;
   KVT_TRY(validate(keys, values, indices, counts, queries, query_positions, weights, scores, opts, keys_out, values_out,
                    counts_out, diagnostics, a));
@@ -223,6 +229,21 @@ extern "C" kvt_status kvt_grkv_merge(const kvt_tensor* keys, const kvt_tensor* v
 #else
   (void)stream;
 #endif
+  if (a.rows > kGrkvCpuMaxRows) {
+    std::ostringstream os;
+    os << "queries: the CPU backend fits at most " << kGrkvCpuMaxRows << " query rows per KV head (a dense "
+       << "(G*Qs)^2 system per head), got G*Qs = " << a.G << "*" << a.Qs << " = " << a.rows;
+    return fail(KVT_ERR_RANGE, os.str());
+  }
+  {
+    // per head: query rows, retained rows, the attention of the rows over them, the Gram system, CG vectors in f64
+    const double H = double(a.H), rows = double(a.rows), S = double(std::min(a.cap_in, a.N)), d = double(a.d),
+                 dv = double(a.dv);
+    const double bytes = 4 * H * (double(a.N) / 512 + 1) * rows * (dv + 2) +
+                         4 * H * (rows * (3 * S + rows + d + 6 * dv + 4) + 3 * S * (d + dv)) + 40 * H * S * d;
+    KVT_TRY(check_scratch(bytes, a.k.span_bytes() + a.v.span_bytes() + a.q.span_bytes(), "keys", "grkvMerge",
+                          "per-head query rows, retained rows, attention matrices and solver vectors"));
+  }
   cpu::grkv_merge(a);
   return KVT_OK;
-}
+} KVT_API_CATCH

@@ -7,15 +7,18 @@
 
 using namespace kvt;
 
-extern "C" kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tensor* scores, kvt_stream stream) {
+extern "C" kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tensor* scores, kvt_stream stream) try {
   View k, s;
   KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
   KVT_TRY(check_tensor(scores, "out", 2, kMaskF32, "[H, N]", &s));
   KVT_TRY(check_same_device(k, "keys", s, "out"));
   KVT_TRY(check_dim(s, "out", 0, k.shape[0], "H of keys"));
   KVT_TRY(check_dim(s, "out", 1, k.shape[1], "N of keys"));
+  KVT_TRY(check_distinct(s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   if (k.numel() == 0) return KVT_OK;
+  const double H = double(k.shape[0]), N = double(k.shape[1]), d = double(k.shape[2]);
+  if (!k.on_cuda()) KVT_TRY(check_scratch(8 * H * d * (N / 1024 + 1), k.span_bytes(), "keys", "keydiffScores", "per-chunk f64 anchor sums"));
 #if defined(KVT_WITH_CUDA)
   if (k.on_cuda()) {
     KVT_CUDA_TRY(set_device(k.device_id));
@@ -26,4 +29,4 @@ extern "C" kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tenso
 #endif
   cpu::keydiff(k, s);
   return KVT_OK;
-}
+} KVT_API_CATCH

@@ -12,4 +12,10 @@ extern "C" int kvt_built_with_cuda(void) {
 #endif
 }
 
-extern "C" int kvt_num_threads(void) { return kvt::cpu::num_threads(); }
+extern "C" int kvt_num_threads(void) {
+  try {
+    return kvt::cpu::num_threads();
+  } catch (...) {  // the pool could not start its threads: every op runs on the caller's thread
+    return 1;
+  }
+}

@@ -26,7 +26,7 @@ extern "C" void kvt_momentkv_select_default_opts(kvt_momentkv_select_opts* o) {
 extern "C" kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_tensor* keys, const kvt_tensor* values,
                                           const kvt_momentkv_select_opts* opts, const kvt_tensor* indices,
                                           const kvt_tensor* counts, const kvt_moments* moments,
-                                          const kvt_tensor* evicted_round, kvt_stream stream) {
+                                          const kvt_tensor* evicted_round, kvt_stream stream) try {
   if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
   const kvt_momentkv_select_opts o = *opts;
   View s, k, v, idx, cnt, er;
@@ -68,6 +68,7 @@ extern "C" kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_te
   const char* out_names[] = {"indices", "counts", "evictedRound"};
   const int nout = evicted_round ? 3 : 2;
   for (int a = 0; a < nout; a++) {
+    KVT_TRY(check_distinct(*outs[a], out_names[a]));
     for (int i = 0; i < 3; i++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *ins[i], in_names[i]));
     for (int b = 0; b < a; b++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *outs[b], out_names[b]));
     KVT_TRY(check_moments_no_overlap(m, *outs[a], out_names[a]));
@@ -88,6 +89,10 @@ extern "C" kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_te
                                        " protected (+Infinity) tokens, more than keep = " + std::to_string(o.keep));
     }
   }
+  if (!s.on_cuda())
+    KVT_TRY(check_scratch(4.0 * double(H) * double(N) + 32.0 * double(N) * 4 + 8.0 * double(dv) * (double(d) + double(dv)),
+                          s.span_bytes() + k.span_bytes() + v.span_bytes(), "scores", "momentkvSelect",
+                          "round labels, rank keys and the summary subspace"));
 #if defined(KVT_WITH_CUDA)
   if (s.on_cuda()) {
     if (dv > 256)
@@ -104,4 +109,4 @@ extern "C" kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_te
 #endif
   cpu::momentkv_select(s, k, v, o, idx, cnt, m, evicted_round ? &er : nullptr);
   return KVT_OK;
-}
+} KVT_API_CATCH

@@ -33,7 +33,7 @@ static kvt_status check_index_lists(const View& idx, const View& cnt, int64_t N,
 }
 
 extern "C" kvt_status kvt_moments_merge(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* evicted_indices,
-                                        const kvt_tensor* counts, const kvt_moments* moments, kvt_stream stream) {
+                                        const kvt_tensor* counts, const kvt_moments* moments, kvt_stream stream) try {
   View k, v, idx, cnt;
   KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
   KVT_TRY(check_tensor(values, "values", 3, kMaskFloat, "[H, N, dv]", &v));
@@ -71,4 +71,4 @@ extern "C" kvt_status kvt_moments_merge(const kvt_tensor* keys, const kvt_tensor
   src.cnt = &cnt;
   cpu::moments_merge(k, v, src, m);
   return KVT_OK;
-}
+} KVT_API_CATCH

@@ -29,13 +29,15 @@ extern "C" void kvt_nestedkv_default_opts(kvt_nestedkv_opts* o) {
 
 extern "C" int64_t kvt_nestedkv_block_size(int64_t N) { return nkv::default_block(N); }
 
+// Finite and within the f32 range (tau and kappa are used as f32).
 static kvt_status check_finite(double v, const char* name) {
-  if (!std::isfinite(v)) return fail(KVT_ERR_RANGE, std::string(name) + ": must be finite, got " + std::to_string(v));
+  if (!(std::fabs(v) <= 3.4028234663852886e38))
+    return fail(KVT_ERR_RANGE, std::string(name) + ": must be finite (within the f32 range), got " + std::to_string(v));
   return KVT_OK;
 }
 
 extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nestedkv_opts* opts, const kvt_tensor* scores,
-                                          kvt_stream stream) {
+                                          kvt_stream stream) try {
   View k, s;
   KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
   if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
@@ -44,6 +46,7 @@ extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nest
   KVT_TRY(check_same_device(k, "keys", s, "out"));
   KVT_TRY(check_dim(s, "out", 0, k.shape[0], "H of keys"));
   KVT_TRY(check_dim(s, "out", 1, k.shape[1], "N of keys"));
+  KVT_TRY(check_distinct(s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
   if (N > 2147483647) return fail(KVT_ERR_RANGE, "keys: N must be < 2^31, got " + std::to_string(N));
@@ -79,6 +82,9 @@ extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nest
   p.tau = float(o.tau);
   p.kappa = float(o.kappa);
   p.global = o.scales == KVT_SCALES_GLOBAL;
+  if (!k.on_cuda())
+    KVT_TRY(check_scratch(12.0 * double(H) * double(N) + 12.0 * double(H) * double(p.nb) * double(d) + 8.0 * double(N),
+                          k.span_bytes(), "keys", "nestedkvScores", "3 f32 anomalies per token, 32.32 fixed-point block sums"));
 #if defined(KVT_WITH_CUDA)
   if (k.on_cuda()) {
     KVT_CUDA_TRY(set_device(k.device_id));
@@ -91,4 +97,4 @@ extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nest
 #endif
   cpu::nestedkv(k, p, s);
   return KVT_OK;
-}
+} KVT_API_CATCH

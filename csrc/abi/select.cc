@@ -14,8 +14,8 @@ using namespace kvt;
 
 // Head-wise safeguard of the adaptive budget: floor(keep * safeguard) forced tokens per head (0 for uniform).
 static int32_t select_n_safe(const kvt_select_opts& o) {
-  if (o.budget != KVT_BUDGET_ADAPTIVE) return 0;
-  return int32_t(floor(double(o.keep) * o.safeguard + 1e-9));
+  if (o.budget != KVT_BUDGET_ADAPTIVE || !(o.safeguard >= 0 && o.safeguard <= 1) || o.keep < 0) return 0;
+  return int32_t(floor(double(o.keep) * o.safeguard + 1e-9));  // in [0, keep]
 }
 
 extern "C" void kvt_select_default_opts(kvt_select_opts* o) {
@@ -28,15 +28,19 @@ extern "C" void kvt_select_default_opts(kvt_select_opts* o) {
 }
 
 extern "C" int64_t kvt_select_capacity(int64_t H, int64_t N, const kvt_select_opts* o) {
-  if (!o || H <= 0) return 0;
-  int64_t keep = std::min<int64_t>(o->keep, N);
+  if (!o || H <= 0 || N <= 0) return 0;
+  const int64_t keep = std::max<int64_t>(0, std::min<int64_t>(o->keep, N));
   if (o->budget != KVT_BUDGET_ADAPTIVE) return keep;
-  int64_t bound = H * keep - (H - 1) * int64_t(select_n_safe(*o));
+  // H*keep - (H-1)*n_safe, saturated at N (an invalid safeguard counts as 0: the larger, always sufficient bound)
+  int64_t all = 0, safe = 0, bound = 0;
+  if (__builtin_mul_overflow(H, keep, &all) || __builtin_mul_overflow(H - 1, int64_t(select_n_safe(*o)), &safe) ||
+      __builtin_sub_overflow(all, safe, &bound))
+    return N;
   return std::min<int64_t>(N, bound);
 }
 
 extern "C" kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_select_opts* opts, const kvt_tensor* indices,
-                                        const kvt_tensor* counts, kvt_stream stream) {
+                                        const kvt_tensor* counts, kvt_stream stream) try {
   View s, idx, cnt;
   KVT_TRY(check_tensor(scores, "scores", 2, kMaskF32, "[H, N]", &s));
   if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
@@ -60,10 +64,15 @@ extern "C" kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_sele
   if (idx.shape[1] < need)
     return fail(KVT_ERR_RANGE, "indices: capacity (dimension 1) must be at least " + std::to_string(need) +
                                    " for these options, got " + std::to_string(idx.shape[1]));
+  KVT_TRY(check_distinct(idx, "indices"));
+  KVT_TRY(check_distinct(cnt, "counts"));
   KVT_TRY(check_no_overlap(idx, "indices", s, "scores"));
   KVT_TRY(check_no_overlap(cnt, "counts", s, "scores"));
   KVT_TRY(check_no_overlap(cnt, "counts", idx, "indices"));
   const int32_t n_safe = select_n_safe(o);
+  if (!s.on_cuda())
+    KVT_TRY(check_scratch(8.0 * double(N) * (o.budget == KVT_BUDGET_ADAPTIVE ? double(H) : 4.0), s.span_bytes(), "scores", "selectTokens",
+                          "64-bit rank keys"));
 #if defined(KVT_WITH_CUDA)
   if (s.on_cuda()) {
     KVT_CUDA_TRY(set_device(s.device_id));
@@ -75,4 +84,4 @@ extern "C" kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_sele
 #endif
   cpu::select(s, o, n_safe, idx, cnt);
   return KVT_OK;
-}
+} KVT_API_CATCH

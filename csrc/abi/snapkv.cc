@@ -20,7 +20,7 @@ extern "C" void kvt_snapkv_default_opts(kvt_snapkv_opts* o) {
 }
 
 extern "C" kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_snapkv_opts* opts,
-                                        const kvt_tensor* scores, kvt_stream stream) {
+                                        const kvt_tensor* scores, kvt_stream stream) try {
   View q, k, s;
   KVT_TRY(check_tensor(queries, "queries", 3, kMaskFloat, "[Hq, W, d]", &q));
   KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[Hkv, N, d]", &k));
@@ -47,10 +47,18 @@ extern "C" kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_ten
   if (o.kernel < 1 || o.kernel % 2 == 0)
     return fail(KVT_ERR_RANGE, "kernel: must be a positive odd integer, got " + std::to_string(o.kernel));
   if (o.pool != KVT_POOL_AVG && o.pool != KVT_POOL_MAX) return fail(KVT_ERR_RANGE, "pool: must be 'avg' or 'max'");
-  if (!std::isfinite(o.scale)) return fail(KVT_ERR_RANGE, "scale: must be finite and nonzero");
+  if (!(std::fabs(o.scale) <= 3.4028234663852886e38))
+    return fail(KVT_ERR_RANGE, "scale: must be finite (within the f32 range; 0 = 1/sqrt(d)), got " +
+                                   std::to_string(o.scale));
   const float scale = o.scale == 0 ? float(1.0 / sqrt(double(d))) : float(o.scale);
+  KVT_TRY(check_distinct(s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   KVT_TRY(check_no_overlap(s, "out", q, "queries"));
+  if (!k.on_cuda()) {
+    const double hq = double(Hq), w = double(W), n = double(N);
+    KVT_TRY(check_scratch(12.0 * hq * w * (n / 2048 + 1) + 4.0 * hq * w + 4.0 * hq * n + 4.0 * w * (double(d) + 64) * 64,
+                          q.span_bytes() + k.span_bytes(), "queries", "snapkvScores", "per-query log-sum-exp partials and the [Hq, N] window means"));
+  }
   // The window rows of the queries, as a view [Hq, W, d].
   View qw = q;
   qw.base += (Wq - W) * q.stride[1] * dtype_size(q.dtype);
@@ -67,4 +75,4 @@ extern "C" kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_ten
 #endif
   cpu::snapkv(qw, k, p, s);
   return KVT_OK;
-}
+} KVT_API_CATCH

@@ -25,7 +25,7 @@ extern "C" void kvt_spd_default_opts(kvt_spd_opts* o) {
 }
 
 extern "C" kvt_status kvt_spd_solve(const kvt_tensor* a, const kvt_tensor* b, const kvt_spd_opts* opts,
-                                    const kvt_tensor* x, const kvt_tensor* info, kvt_stream stream) {
+                                    const kvt_tensor* x, const kvt_tensor* info, kvt_stream stream) try {
   View av, bv, xv, iv;
   KVT_TRY(check_tensor(a, "a", 3, kMaskF32, "[B, n, n]", &av));
   KVT_TRY(check_tensor(b, "b", 3, kMaskF32, "[B, n, r]", &bv));
@@ -49,6 +49,8 @@ extern "C" kvt_status kvt_spd_solve(const kvt_tensor* a, const kvt_tensor* b, co
   KVT_TRY(check_dim(xv, "out", 1, n, "n of a"));
   KVT_TRY(check_dim(xv, "out", 2, r, "r of b"));
   if (info) KVT_TRY(check_dim(iv, "info", 0, B, "B of a"));
+  KVT_TRY(check_distinct(xv, "out"));
+  if (info) KVT_TRY(check_distinct(iv, "info"));
   KVT_TRY(check_no_overlap(xv, "out", av, "a"));
   if (!same_view(xv, bv)) KVT_TRY(check_no_overlap(xv, "out", bv, "b"));
   if (info) {
@@ -57,6 +59,9 @@ extern "C" kvt_status kvt_spd_solve(const kvt_tensor* a, const kvt_tensor* b, co
     KVT_TRY(check_no_overlap(iv, "info", xv, "out"));
   }
   if (B == 0) return KVT_OK;
+  if (!av.on_cuda())
+    KVT_TRY(check_scratch(4.0 * 4 * (double(n) * double(n) + double(n) * double(r)) + 12.0 * double(B),
+                          av.span_bytes() + bv.span_bytes(), "a", "spdSolve", "per-thread factors"));
 #if defined(KVT_WITH_CUDA)
   if (av.on_cuda()) {
     if (n > cuda::kSpdMaxN) {
@@ -84,4 +89,4 @@ extern "C" kvt_status kvt_spd_solve(const kvt_tensor* a, const kvt_tensor* b, co
     return fail(KVT_ERR_RANGE, os.str());
   }
   return KVT_OK;
-}
+} KVT_API_CATCH

@@ -33,13 +33,13 @@ int64_t cholesky_inplace(float* L, int64_t n, float* pivot) {
 }
 
 void cholesky_solve(const float* L, int64_t n, float* Y, int64_t r, int64_t ldy) {
-  // forward: L Z = Y, row form (Y_i -= L_ik Z_k, then scale)
+  // forward: L Z = Y, row form (Y_i -= L_ik Z_k, then scale). No product is skipped, not even by a zero L_ik: a
+  // non-finite entry of Y then reaches every later row (0·NaN = NaN), as in the CUDA kernel (docs/performance.md §3).
   for (int64_t i = 0; i < n; i++) {
     float* yi = Y + i * ldy;
     const float* Li = L + i * n;
     for (int64_t k = 0; k < i; k++) {
       const float l = Li[k];
-      if (l == 0.0f) continue;
       const float* yk = Y + k * ldy;
       for (int64_t c = 0; c < r; c++) yi[c] -= l * yk[c];
     }
@@ -51,7 +51,6 @@ void cholesky_solve(const float* L, int64_t n, float* Y, int64_t r, int64_t ldy)
     float* yi = Y + i * ldy;
     for (int64_t k = i + 1; k < n; k++) {
       const float l = L[k * n + i];
-      if (l == 0.0f) continue;
       const float* yk = Y + k * ldy;
       for (int64_t c = 0; c < r; c++) yi[c] -= l * yk[c];
     }

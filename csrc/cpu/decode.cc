@@ -50,7 +50,7 @@ void decode(const DecodeArgs& A) {
       logits.resize(size_t(Q * L));
       for (int64_t r = 0; r < L; r++) {
         const float* kr = load_row(A.k, h, r0 + r, buf);
-        for (int64_t q = 0; q < Q; q++) logits[size_t(q * L + r)] = dot8(ah + q * d, kr, d);
+        for (int64_t q = 0; q < Q; q++) logits[size_t(q * L + r)] = mkv::logit_or_nan(dot8(ah + q * d, kr, d));
       }
       for (int64_t q = 0; q < Q; q++) {
         float mx = -INFINITY;
@@ -84,14 +84,27 @@ void decode(const DecodeArgs& A) {
         l += P[1] * f;
         for (int64_t c = 0; c < dv; c++) acc[size_t(c)] += P[2 + c] * f;
       }
-      const bool any = count_of(h) > 0 && l > 0.f;
+      // A NaN l (a non-finite logit or value) makes the row NaN: `any` does not look at l.
+      const bool any = count_of(h) > 0;
       const float lse = any ? mx + logf(l) : -INFINITY;
       const float inv = any ? 1.f / l : 0.f;
       float* o = A.out.ptr<float>() + j * A.out.stride[0] + t * A.out.stride[1];
       const int64_t os = A.out.stride[2];
       const float n = A.m ? A.m->n().ptr<float>()[h] : 0.f;
+      // The row into oe, then written whole: NaN throughout when an element is not finite.
+      auto write = [&]() {
+        bool finite = true;
+        for (int64_t c = 0; c < dv; c++) finite &= finite_f(oe[size_t(c)]);
+        for (int64_t c = 0; c < dv; c++) o[c * os] = finite ? oe[size_t(c)] : NAN;
+      };
+      if (!mkv::valid_count(n)) {
+        std::fill(oe.begin(), oe.end(), NAN);
+        write();
+        continue;
+      }
       if (!(n > 0.f)) {
-        for (int64_t c = 0; c < dv; c++) o[c * os] = any ? acc[size_t(c)] * inv : 0.f;
+        for (int64_t c = 0; c < dv; c++) oe[size_t(c)] = any ? acc[size_t(c)] * inv : 0.f;
+        write();
         continue;
       }
       const float* muk = A.m->mu_k().ptr<float>() + h * d;
@@ -114,8 +127,9 @@ void decode(const DecodeArgs& A) {
       const float lam = mkv::nc_lambda(lse, n, amu);
       for (int64_t c = 0; c < dv; c++) {
         const float orr = any ? acc[size_t(c)] * inv : 0.f;
-        o[c * os] = lam * orr + (1.f - lam) * oe[size_t(c)];
+        oe[size_t(c)] = lam * orr + (1.f - lam) * oe[size_t(c)];
       }
+      write();
     }
   });
 }

@@ -13,6 +13,7 @@ namespace cpu {
 
 static void copy_row(const View& src, int64_t h, int64_t i, const View& dst, int64_t j) {
   const int64_t d = src.shape[2], es = dtype_size(src.dtype);
+  if (d == 0) return;  // an empty row (its base may be null)
   const char* s = row_ptr(src, h, i);
   char* o = dst.base + (h * dst.stride[0] + j * dst.stride[1]) * es;
   if (src.stride[2] == 1 && dst.stride[2] == 1) {
@@ -28,6 +29,7 @@ static void copy_row(const View& src, int64_t h, int64_t i, const View& dst, int
 
 static void zero_row(const View& dst, int64_t h, int64_t j) {
   const int64_t d = dst.shape[2], es = dtype_size(dst.dtype);
+  if (d == 0) return;
   char* o = dst.base + (h * dst.stride[0] + j * dst.stride[1]) * es;
   if (dst.stride[2] == 1) {
     std::memset(o, 0, size_t(d * es));

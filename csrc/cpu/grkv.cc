@@ -21,6 +21,7 @@ static inline const char* row3(const View& t, int64_t a, int64_t b) {
 // Copies one row between views of the same dtype (bit-exact), or zero-fills it (src == nullptr).
 static void copy_row(const View& src, int64_t h, int64_t i, const View& dst, int64_t j) {
   const int64_t w = dst.shape[2], es = dtype_size(dst.dtype);
+  if (w == 0) return;  // an empty row (its base may be null)
   char* o = dst.base + (h * dst.stride[0] + j * dst.stride[1]) * es;
   if (i < 0) {
     for (int64_t c = 0; c < w; c++) std::memset(o + c * dst.stride[2] * es, 0, size_t(es));

@@ -211,7 +211,7 @@ void momentkv_select(const View& s, const View& k, const View& v, const kvt_mome
         keys.resize(size_t(nc));
         for (int64_t c = 0; c < nc; c++) {
           const int64_t i = cand[size_t(c)];
-          const float key = use ? mkv::mi_key(score(h, i), rho[size_t(c)], eps_mean) : score(h, i);
+          const float key = mkv::candidate_key(use ? mkv::mi_key(score(h, i), rho[size_t(c)], eps_mean) : score(h, i));
           keys[size_t(c)] = rank_key(key, false, i, h, H);
         }
         // Evict the mc lowest-ranked candidates (ties: the higher position ranks lower).

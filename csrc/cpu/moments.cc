@@ -192,7 +192,22 @@ void moments_merge(const View& k, const View& v, const RowSource& src, const Mom
     }
   });
   parallel_for(H, 1, [&](int64_t b, int64_t e) {
-    for (int64_t h = b; h < e; h++) merge_segments_into(m, h, d, dv, &seg[size_t(h * S * sf)], S, sf);
+    for (int64_t h = b; h < e; h++) {
+      merge_segments_into(m, h, d, dv, &seg[size_t(h * S * sf)], S, sf);
+      // Non-finite statistics (a merged row held a NaN or ±Infinity, or an overflow): the head's means and
+      // co-moment become NaN throughout (math/momentkv.h), the same on CUDA.
+      float* mk = m.mu_k().ptr<float>() + h * d;
+      float* mv = m.mu_v().ptr<float>() + h * dv;
+      float* M = m.m().ptr<float>() + h * dv * d;
+      bool finite = true;
+      for (int64_t x = 0; x < d; x++) finite &= finite_f(mk[x]);
+      for (int64_t x = 0; x < dv; x++) finite &= finite_f(mv[x]);
+      for (int64_t x = 0; x < dv * d; x++) finite &= finite_f(M[x]);
+      if (finite) continue;
+      std::fill(mk, mk + d, NAN);
+      std::fill(mv, mv + dv, NAN);
+      std::fill(M, M + dv * d, NAN);
+    }
   });
 }
 

@@ -38,13 +38,16 @@ inline const float* key_row(const View& k, int64_t h, int64_t i, std::vector<flo
   return row;
 }
 
-// k̂ of row (h, i) (S1) in f32 into out[0, d).
-inline void khat_row(const View& k, int64_t h, int64_t i, std::vector<float>& buf, float* out) {
+// k̂ of row (h, i) (S1) in f32 into out[0, d). Returns false when an element is not finite (a NaN or ±Infinity in
+// the key: the head scores NaN, math/nestedkv.h).
+inline bool khat_row(const View& k, int64_t h, int64_t i, std::vector<float>& buf, float* out) {
   const int64_t d = k.shape[2];
   double inv;
   const float* row = key_row(k, h, i, buf, &inv);
   const float invf = float(inv);
-  for (int64_t c = 0; c < d; c++) out[c] = row[c] * invf;
+  bool finite = true;
+  for (int64_t c = 0; c < d; c++) finite &= finite_f(out[c] = row[c] * invf);
+  return finite;
 }
 
 // Anchors of one layer: fixed-point sums turned into scaled f32 anchor vectors and their norms.
@@ -53,6 +56,7 @@ struct Anchors {
   std::vector<double> norm_s;  // [H]
   std::vector<float> mu_e;   // [H, nb, d]
   std::vector<double> norm_e;  // [H, nb]
+  std::vector<uint8_t> bad;    // [H]: a key of the head has a non-finite element (its scores are NaN)
 };
 
 // Norm of an anchor vector, summed in double (the CUDA finalize kernel does the same, then rounds to f32).
@@ -62,17 +66,22 @@ double anchor_norm(const float* v, int64_t d) { return sqrt(dotd(v, v, d)); }
 void anchors(const View& k, const Nkv& o, Anchors& a) {
   const int64_t H = o.H, d = o.d, nb = o.nb;
   std::vector<int64_t> bsum(size_t(H * nb * d), 0);
+  std::vector<uint8_t> bad_block(size_t(H * nb), 0);
   parallel_for(H * nb, 1, [&](int64_t u0, int64_t u1) {
     std::vector<float> buf, kh(static_cast<size_t>(d));
     for (int64_t u = u0; u < u1; u++) {
       const int64_t h = u / nb, blk = u % nb;
       int64_t* acc = &bsum[size_t(u * d)];
+      bool finite = true;
       for (int64_t i = blk * o.b; i < std::min(o.N, (blk + 1) * o.b); i++) {
-        khat_row(k, h, i, buf, kh.data());
+        finite &= khat_row(k, h, i, buf, kh.data());
         for (int64_t c = 0; c < d; c++) acc[c] += to_fixed(kh[size_t(c)]);
       }
+      bad_block[size_t(u)] = !finite;
     }
   });
+  a.bad.assign(size_t(H), 0);
+  for (int64_t u = 0; u < H * nb; u++) a.bad[size_t(u / nb)] |= bad_block[size_t(u)];
   a.mu_s.assign(size_t(H * d), 0.f);
   a.norm_s.assign(size_t(H), 0.0);
   a.mu_e.assign(size_t(H * nb * d), 0.f);
@@ -251,7 +260,8 @@ void nestedkv(const View& k, const Nkv& o, const View& out) {
       for (int64_t i = s * seg; i < std::min(N, (s + 1) * seg); i++) {
         const int64_t r = h * N + i;
         dst[i * out.stride[1]] =
-            i < o.sinks ? INFINITY
+            an.bad[size_t(h)] ? NAN
+            : i < o.sinks ? INFINITY
                         : token_score(raw[size_t(r)], o.global ? 0.f : raw[size_t(HN + r)],
                                       o.global ? 0.f : raw[size_t(2 * HN + r)], params[size_t(h)], o.tau, o.kappa,
                                       o.global);

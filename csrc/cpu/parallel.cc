@@ -1,11 +1,14 @@
 // The CPU backend's thread pool behind parallel_for (parallel.h): workers started once, chunks handed out by an
-// atomic counter, the caller working too; calls made while it is busy run inline.
+// atomic counter, the caller working too; calls made while it is busy run inline. An exception thrown by a chunk
+// (e.g. std::bad_alloc of a scratch buffer) never escapes a worker thread: the first one is rethrown on the caller
+// once every chunk has finished.
 #include "cpu/parallel.h"
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -50,13 +53,20 @@ class Pool {
       chunks_ = chunks;
       next_.store(0);
       done_ = 0;
+      error_ = nullptr;
       generation_++;
     }
     cv_.notify_all();
     work();
-    std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [&] { return done_ == chunks_; });
-    fn_ = nullptr;
+    std::exception_ptr error;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      done_cv_.wait(lk, [&] { return done_ == chunks_; });
+      fn_ = nullptr;
+      error = error_;
+      error_ = nullptr;
+    }
+    if (error) std::rethrow_exception(error);
   }
 
  private:
@@ -67,7 +77,12 @@ class Pool {
       int64_t c = next_.fetch_add(1);
       if (c >= chunks_) break;
       int64_t b = c * size_, e = std::min(n_, b + size_);
-      (*fn_)(b, e);
+      try {
+        (*fn_)(b, e);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!error_) error_ = std::current_exception();
+      }
       finished++;
     }
     in_pool_ = false;
@@ -97,6 +112,7 @@ class Pool {
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0, size_ = 0, chunks_ = 0, done_ = 0;
   std::atomic<int64_t> next_{0};
+  std::exception_ptr error_;  // the first exception of the current run (guarded by mu_)
   uint64_t generation_ = 0;
   bool stop_ = false;
   static thread_local bool in_pool_;

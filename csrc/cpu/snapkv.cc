@@ -37,7 +37,7 @@ void logits_tile(const View& k, const Snap& o, int64_t h, const std::vector<floa
   const int64_t d = o.d, n = p1 - p0;
   for (int64_t p = p0; p < p1; p++) {
     const float* row = load_row(k, h, p, buf);
-    for (int64_t t = 0; t < o.W; t++) l[t * n + (p - p0)] = fmul(o.scale, dot8(&qf[size_t(t * d)], row, d));
+    for (int64_t t = 0; t < o.W; t++) l[t * n + (p - p0)] = snap::logit_or_inf(fmul(o.scale, dot8(&qf[size_t(t * d)], row, d)));
   }
 }
 

@@ -35,9 +35,14 @@ SpdFailure spd_solve(const View& a, const View& b, float lambda, const View& x, 
       } else {
         std::fill(Y.begin(), Y.end(), std::numeric_limits<float>::quiet_NaN());
       }
+      // A non-finite solution entry (a non-finite right-hand side reaches its whole column) is written as NaN, as on
+      // CUDA (cuda/spd_device.cuh).
       float* xp = x.ptr<float>() + s * x.stride[0];
       for (int64_t i = 0; i < n; i++)
-        for (int64_t c = 0; c < r; c++) xp[i * x.stride[1] + c * x.stride[2]] = Y[size_t(i * r + c)];
+        for (int64_t c = 0; c < r; c++) {
+          const float y = Y[size_t(i * r + c)];
+          xp[i * x.stride[1] + c * x.stride[2]] = finite_f(y) ? y : std::numeric_limits<float>::quiet_NaN();
+        }
       if (info) info->ptr<int32_t>()[s * info->stride[0]] = int32_t(k);
     }
   });

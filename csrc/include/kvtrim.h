@@ -9,8 +9,11 @@
  * backend, asynchronously on `stream` (a `cudaStream_t`, NULL = legacy default stream).
  *
  * Every function returns a `kvt_status`; on failure `kvt_last_error()` returns a message naming the
- * offending argument (thread-local, valid until the next call on that thread). Inputs are never
- * modified unless the function says so; outputs are written only inside their described extent.
+ * offending argument (thread-local, valid until the next call on that thread). No C++ exception leaves
+ * a kvt_* function (an allocation failure is KVT_ERR_MEMORY). Inputs are never modified unless the
+ * function says so; outputs are written only inside their described extent. kvtrim cannot know the size
+ * of a caller's allocation: the caller keeps each view inside its memory (kvt_tensor_extent computes the
+ * byte range); every view's arithmetic is checked (no wrap-around), see README "Errors" for the limits.
  * Shapes follow the Node API (see README "API"): K/V per layer are [H, N, d] (any strides), scores
  * [H, N] f32, indices [H, cap] i32 ascending with padding -1 after counts[h], counts [H] i32.
  */
@@ -62,12 +65,19 @@ typedef enum {
   KVT_ERR_RANGE = 2,       /* shape mismatch or option out of range (RangeError in Node) */
   KVT_ERR_CUDA = 3,        /* a CUDA runtime error; the message holds the CUDA error name */
   KVT_ERR_UNSUPPORTED = 4, /* e.g. a CUDA tensor with a build that has no CUDA */
-  KVT_ERR_INTERNAL = 5
+  KVT_ERR_INTERNAL = 5,    /* a bug: an unexpected C++ exception was caught (the message names the function) */
+  KVT_ERR_MEMORY = 6       /* the CPU backend could not allocate its scratch memory (std::bad_alloc was caught) */
 } kvt_status;
 
 typedef void* kvt_stream; /* cudaStream_t */
 
 KVT_API const char* kvt_last_error(void);
+/* The bytes a view reaches, relative to `data` (byte_offset included): [*lo, *hi), both 0 for an empty view. The same
+ * checks every op applies to each tensor argument (README "Errors"): at most 4 dimensions, each in [0, 2^31 - 1],
+ * every product and sum checked for 64-bit overflow, views that repeat elements (zero or overlapping strides) at most
+ * 2^16 elements. KVT_ERR_RANGE / KVT_ERR_TYPE otherwise, with `name` (may be NULL) in the message. A runtime can
+ * check a view against its allocation with it before calling an op; kvtrim itself cannot see allocation sizes. */
+KVT_API kvt_status kvt_tensor_extent(const kvt_tensor* t, const char* name, int64_t* lo, int64_t* hi);
 KVT_API int kvt_abi_version(void);
 /* 1 when the library was compiled with CUDA kernels. */
 KVT_API int kvt_built_with_cuda(void);
@@ -98,7 +108,8 @@ KVT_API void kvt_select_default_opts(kvt_select_opts* opts);
  * for adaptive); counts [H] i32. */
 KVT_API kvt_status kvt_select_tokens(const kvt_tensor* scores, const kvt_select_opts* opts,
                                      const kvt_tensor* indices, const kvt_tensor* counts, kvt_stream stream);
-/* Smallest `cap` that is always enough for the given options. */
+/* Smallest `cap` that is always enough for the given options (keep clamped to [0, N]; an invalid safeguard counts as 0,
+ * the larger bound; saturates at N; 0 when H or N is not positive). */
 KVT_API int64_t kvt_select_capacity(int64_t H, int64_t N, const kvt_select_opts* opts);
 
 /* ---- Moment statistics of evicted tokens (docs/methods/momentkv.md §4): n [H] f32, mu_k [H,d], mu_v [H,dv],

@@ -190,6 +190,9 @@ KVT_HD bool is_forced_position(int64_t i, int64_t N, int32_t sinks, int32_t rece
 
 // ---------------------------------------------------------------------------------------------------------
 // KeyDiff (docs/methods/keydiff.md §3): score = -cos(k, anchor), anchor = mean of L2-normalised keys.
+// True for a finite value (false for ±Infinity and NaN); the same test on the host and the device.
+KVT_HD bool finite_f(float x) { return x - x == 0.0f; }
+
 KVT_HD float inv_norm_clamped(float norm2) { return 1.0f / fmaxf(sqrtf(norm2), kEps); }
 
 KVT_HD float neg_cosine(float dot, float knorm2, float anchor_norm) {

@@ -16,7 +16,6 @@ KVT_HD float round_to_storage(float x, int dt) {
   return x;
 }
 
-KVT_HD bool finite_f(float x) { return x - x == 0.0f; }
 KVT_HD bool finite_d(double x) { return x - x == 0.0; }
 
 // docs/methods/grkv.md §4: number of anchors among |P| retained prefix tokens, floor(|P|*gamma) computed in double as the reference does.

@@ -101,9 +101,16 @@ KVT_HD float sigmoid_stable(float x) {
 // Weight of the retained attention: λ = sigmoid(lse_R − ℓ_E) with ℓ_E = log n + a·mu_k. No retained row
 // (lse_R = −inf) gives λ = 0 (the summary alone). Only called when n > 0.
 KVT_HD float nc_lambda(float lse_r, float n, float a_dot_muk) {
-  if (!(lse_r > -INFINITY)) return 0.f;
+  if (lse_r == -INFINITY) return 0.f;  // no retained row (a NaN lse stays NaN)
   return sigmoid_stable(lse_r - (logf(n) + a_dot_muk));
 }
+
+// Non-finite inputs of the corrected decode (docs/methods/momentkv.md §8). A logit that is not finite (a NaN or ±Infinity
+// in the query or a retained key, or an overflow) becomes NaN, so the softmax state of its query becomes NaN (-Infinity
+// logits would otherwise drop out silently); a summary count must be finite and >= 0; an output row with any
+// non-finite element is written as NaN throughout.
+KVT_HD float logit_or_nan(float s) { return finite_f(s) ? s : NAN; }
+KVT_HD bool valid_count(float n) { return n >= 0.f && finite_f(n); }
 
 // Factor applied to C a by the optional ball clip: min(1, radius / max(‖C a‖, 1e-12)) (radius +inf: 1).
 KVT_HD float clip_factor(float norm, float radius) { return fminf(1.f, radius / fmaxf(norm, 1e-12f)); }
@@ -116,6 +123,11 @@ KVT_HD float rescale(float m_part, float m_all) { return m_part == -INFINITY ? 0
 // Moment-informed eviction (docs/methods/momentkv.md §5.2): key = score · (ρ + ε·mean ρ); protected (+inf) tokens and
 // evicted ones (NaN, never selected) are handled by the caller.
 KVT_HD float mi_key(float score, float rho, float eps_mean) { return score * (rho + eps_mean); }
+
+// The rank key of a candidate (not yet evicted) token: a NaN key — a non-finite value row of the head makes ρ, and so
+// the mean ρ of every candidate, NaN (docs/methods/momentkv.md §8) — ranks as −Infinity: below every number (evicted first,
+// the highest positions first), but above the tokens evicted in earlier rounds, which the CUDA selection marks NaN.
+KVT_HD float candidate_key(float key) { return key != key ? -INFINITY : key; }
 
 // Summary subspace (docs/methods/momentkv.md §5.2): top-r left singular vectors of C by subspace iteration on
 // S = Ĉ Ĉᵀ (Ĉ = C / max|C|) with a block of kSubspaceP(dv, r) vectors, kSubspaceIters iterations, each block

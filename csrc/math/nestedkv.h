@@ -22,6 +22,9 @@
 //  - The 10 % tail means (S5) and the mean of the normalised surprise (S6) are sums in 32.32 fixed point (values
 //    in [0, 1]): exact and order-independent; tail thresholds are exact order statistics (nth_element / radix
 //    select), so ties at the threshold cannot change the sums.
+//  - Non-finite keys (docs/methods/nestedkv.md §12): a head with any non-finite k̂ element (a NaN or ±Infinity in a
+//    key) scores NaN at every position, sinks included. The fixed-point conversions are total (clamped, NaN -> 0), so
+//    such a head's statistics are computed without undefined behaviour and then discarded.
 #pragma once
 
 #include "math/common.h"
@@ -49,8 +52,10 @@ inline int64_t tail_count(double tail, int64_t N) {
   return m < 1 ? 1 : (m > double(N) ? N : int64_t(m));
 }
 
-// f32 value (|x| <= ~1) -> 32.32 fixed point.
+// f32 value -> 32.32 fixed point. A k̂ component is in [-1, 1] up to rounding: clamped there (N < 2^31 sums fit in
+// int64), NaN -> 0 (its head is flagged and scores NaN).
 KVT_HD int64_t to_fixed(float x) {
+  x = x >= -1.0f ? (x <= 1.0f ? x : 1.0f) : (x < -1.0f ? -1.0f : 0.0f);
 #if defined(__CUDA_ARCH__)
   return __float2ll_rn(x * kFixScale);
 #else
@@ -65,8 +70,9 @@ KVT_HD float from_fixed(int64_t s) {
   return float(s) * kFixInv;
 #endif
 }
-// Values in [0, 1] for the statistic sums (unsigned).
+// Values in [0, 1] for the statistic sums (unsigned): clamped there, NaN -> 0 (only a flagged head has them).
 KVT_HD uint64_t to_ufixed(float x) {
+  x = x >= 0.0f ? (x <= 1.0f ? x : 1.0f) : 0.0f;
 #if defined(__CUDA_ARCH__)
   return __float2ull_rn(x * kFixScale);
 #else

@@ -1,6 +1,11 @@
 // Node-API module `kvtrim`: the one list of its exports. Every function the TypeScript layer (lib/binding.ts) can
-// call is a row of kExports; the NativeBuffer class is added by NativeBuffer::Init.
+// call is a row of kExports, each wrapped by Guarded so that no C++ exception but a JS error leaves a binding; the
+// NativeBuffer class is added by NativeBuffer::Init.
 #include <napi.h>
+
+#include <exception>
+#include <new>
+#include <string>
 
 #include "bindings.h"
 #include "native_buffer.h"
@@ -9,6 +14,30 @@ namespace {
 
 using namespace kvt::napi;
 
+// Runs a binding and turns any C++ exception other than a JS error into one: std::bad_alloc -> RangeError with code
+// ERR_KVTRIM_MEMORY, anything else -> Error with code ERR_KVTRIM_INTERNAL (a bug). Without it, an exception would
+// unwind into V8 and abort the process.
+template <Binding F>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
+  const char* what = nullptr;
+  bool memory = false;
+  try {
+    return F(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    memory = true;
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+    what = "unknown exception";
+  }
+  Napi::Error err = memory ? Napi::RangeError::New(info.Env(), "out of memory (an allocation in the binding failed)")
+                           : Napi::Error::New(info.Env(), std::string("internal error: ") + what);
+  err.Set("code", Napi::String::New(info.Env(), memory ? "ERR_KVTRIM_MEMORY" : "ERR_KVTRIM_INTERNAL"));
+  throw err;
+}
+
 struct Export {
   const char* name;
   Binding fn;
@@ -16,52 +45,52 @@ struct Export {
 
 const Export kExports[] = {
     // backend (backend.cc, defaults.cc)
-    {"init", Init},
-    {"defaultOptions", DefaultOptions},
+    {"init", Guarded<Init>},
+    {"defaultOptions", Guarded<DefaultOptions>},
     // streams, events, copies (native_buffer.cc)
-    {"streamCreate", StreamCreate},
-    {"streamDestroy", StreamDestroy},
-    {"streamSynchronize", StreamSynchronize},
-    {"eventCreate", EventCreate},
-    {"eventRecord", EventRecord},
-    {"eventElapsed", EventElapsed},
-    {"eventDestroy", EventDestroy},
-    {"copyToDevice", CopyToDevice},
-    {"copyToHost", CopyToHost},
-    {"copyDevice", CopyDevice},
-    {"fillBytes", FillBytes},
-    {"deviceSynchronize", DeviceSynchronize},
+    {"streamCreate", Guarded<StreamCreate>},
+    {"streamDestroy", Guarded<StreamDestroy>},
+    {"streamSynchronize", Guarded<StreamSynchronize>},
+    {"eventCreate", Guarded<EventCreate>},
+    {"eventRecord", Guarded<EventRecord>},
+    {"eventElapsed", Guarded<EventElapsed>},
+    {"eventDestroy", Guarded<EventDestroy>},
+    {"copyToDevice", Guarded<CopyToDevice>},
+    {"copyToHost", Guarded<CopyToHost>},
+    {"copyDevice", Guarded<CopyDevice>},
+    {"fillBytes", Guarded<FillBytes>},
+    {"deviceSynchronize", Guarded<DeviceSynchronize>},
     // ops
-    {"keydiffScores", KeydiffScores},
-    {"selectTokens", SelectTokens},
-    {"selectCapacity", SelectCapacity},
-    {"gatherKV", GatherKV},
-    {"nestedkvScores", NestedkvScores},
-    {"nestedkvBlockSize", NestedkvBlockSize},
-    {"snapkvScores", SnapkvScores},
-    {"momentsMerge", MomentsMerge},
-    {"decodeAttention", DecodeAttention},
-    {"momentkvSelect", MomentkvSelect},
-    {"spdSolve", SpdSolve},
-    {"grkvMerge", GrkvMerge},
+    {"keydiffScores", Guarded<KeydiffScores>},
+    {"selectTokens", Guarded<SelectTokens>},
+    {"selectCapacity", Guarded<SelectCapacity>},
+    {"gatherKV", Guarded<GatherKV>},
+    {"nestedkvScores", Guarded<NestedkvScores>},
+    {"nestedkvBlockSize", Guarded<NestedkvBlockSize>},
+    {"snapkvScores", Guarded<SnapkvScores>},
+    {"momentsMerge", Guarded<MomentsMerge>},
+    {"decodeAttention", Guarded<DecodeAttention>},
+    {"momentkvSelect", Guarded<MomentkvSelect>},
+    {"spdSolve", Guarded<SpdSolve>},
+    {"grkvMerge", Guarded<GrkvMerge>},
     // the ops' async twins (glue.h run_async): same arguments plus an abort cell, a Promise, a libuv worker thread
-    {"keydiffScoresAsync", KeydiffScoresAsync},
-    {"selectTokensAsync", SelectTokensAsync},
-    {"gatherKVAsync", GatherKVAsync},
-    {"nestedkvScoresAsync", NestedkvScoresAsync},
-    {"snapkvScoresAsync", SnapkvScoresAsync},
-    {"momentsMergeAsync", MomentsMergeAsync},
-    {"decodeAttentionAsync", DecodeAttentionAsync},
-    {"momentkvSelectAsync", MomentkvSelectAsync},
-    {"spdSolveAsync", SpdSolveAsync},
-    {"grkvMergeAsync", GrkvMergeAsync},
+    {"keydiffScoresAsync", Guarded<KeydiffScoresAsync>},
+    {"selectTokensAsync", Guarded<SelectTokensAsync>},
+    {"gatherKVAsync", Guarded<GatherKVAsync>},
+    {"nestedkvScoresAsync", Guarded<NestedkvScoresAsync>},
+    {"snapkvScoresAsync", Guarded<SnapkvScoresAsync>},
+    {"momentsMergeAsync", Guarded<MomentsMergeAsync>},
+    {"decodeAttentionAsync", Guarded<DecodeAttentionAsync>},
+    {"momentkvSelectAsync", Guarded<MomentkvSelectAsync>},
+    {"spdSolveAsync", Guarded<SpdSolveAsync>},
+    {"grkvMergeAsync", Guarded<GrkvMergeAsync>},
     // kvtrim bench (bench.cc): the CPU yardstick; the GPU baselines only where they can run
-    {"hostCopy", HostCopy},
+    {"hostCopy", Guarded<HostCopy>},
 #if defined(KVT_WITH_CUDA)
-    {"baselineKeydiff", BaselineKeydiff},
-    {"baselineSelect", BaselineSelect},
-    {"baselineGather", BaselineGather},
-    {"baselineSnapkv", BaselineSnapkv},
+    {"baselineKeydiff", Guarded<BaselineKeydiff>},
+    {"baselineSelect", Guarded<BaselineSelect>},
+    {"baselineGather", Guarded<BaselineGather>},
+    {"baselineSnapkv", Guarded<BaselineSnapkv>},
 #endif
 };
 

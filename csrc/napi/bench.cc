@@ -11,28 +11,24 @@ namespace napi {
 // hostCopy(dst: TypedArray, src: TypedArray): copies min(byteLength) bytes with the CPU backend's threads.
 Napi::Value HostCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() || !info[1].IsTypedArray()) throw Napi::TypeError::New(env, "hostCopy: expected two typed arrays");
-  Napi::TypedArray d = info[0].As<Napi::TypedArray>(), s = info[1].As<Napi::TypedArray>();
-  char* dst = static_cast<char*>(d.ArrayBuffer().Data()) + d.ByteOffset();
-  const char* src = static_cast<const char*>(s.ArrayBuffer().Data()) + s.ByteOffset();
-  const int64_t n = int64_t(d.ByteLength() < s.ByteLength() ? d.ByteLength() : s.ByteLength());
-  check(env, kvt_bench_host_copy(dst, src, n));
+  const HostMemory d = host_memory(info[0], "dst"), s = host_memory(info[1], "src");
+  check(env, kvt_bench_host_copy(d.data, s.data, int64_t(d.bytes < s.bytes ? d.bytes : s.bytes)));
   return env.Undefined();
 }
 
 // baselineKeydiff(keys, out, stream)
 Napi::Value BaselineKeydiff(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), o = parse_tensor(info[1], "out");
-  check(info.Env(), kvt_bench_keydiff(k.ptr(), o.ptr(), parse_stream(info[2])));
+  check(info.Env(), kvt_bench_keydiff(k.use(), o.use(), parse_stream(info[2])));
   return info.Env().Undefined();
 }
 
 // baselineSelect(scores, keep, indices, counts, stream)
 Napi::Value BaselineSelect(const Napi::CallbackInfo& info) {
   TensorArg s = parse_tensor(info[0], "scores");
-  int64_t keep = info[1].As<Napi::Number>().Int64Value();
+  const int64_t keep = arg_int(info[1], "keep");
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
-  check(info.Env(), kvt_bench_select(s.ptr(), keep, idx.ptr(), cnt.ptr(), parse_stream(info[4])));
+  check(info.Env(), kvt_bench_select(s.use(), keep, idx.use(), cnt.use(), parse_stream(info[4])));
   return info.Env().Undefined();
 }
 
@@ -41,14 +37,14 @@ Napi::Value BaselineGather(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   TensorArg ko = parse_tensor(info[4], "keysOut"), vo = parse_tensor(info[5], "valuesOut");
-  check(info.Env(), kvt_bench_gather(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), ko.ptr(), vo.ptr(), parse_stream(info[6])));
+  check(info.Env(), kvt_bench_gather(k.use(), v.use(), idx.use(), cnt.use(), ko.use(), vo.use(), parse_stream(info[6])));
   return info.Env().Undefined();
 }
 
 // baselineSnapkv(queries, keys, out, stream)
 Napi::Value BaselineSnapkv(const Napi::CallbackInfo& info) {
   TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys"), o = parse_tensor(info[2], "out");
-  check(info.Env(), kvt_bench_snapkv_simt(q.ptr(), k.ptr(), o.ptr(), parse_stream(info[3])));
+  check(info.Env(), kvt_bench_snapkv_simt(q.use(), k.use(), o.use(), parse_stream(info[3])));
   return info.Env().Undefined();
 }
 

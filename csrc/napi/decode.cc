@@ -20,9 +20,7 @@ Napi::Object DecodeDefaults(Napi::Env env) {
 static OpCall prepare_decode(const Napi::CallbackInfo& info) {
   TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys");
   TensorArg v = parse_tensor(info[2], "values"), cnt = parse_tensor(info[3], "counts");
-  TensorArg parts[4];
-  kvt_moments unused{};
-  const bool has_m = parse_moments(info[4], parts, &unused);
+  MomentsArg m = parse_moments(info[4], false);
   TensorArg clip = parse_tensor(info[5], "clip", true);
   Napi::Object o = opts_object(info[6]);
   kvt_decode_opts opts;
@@ -33,9 +31,10 @@ static OpCall prepare_decode(const Napi::CallbackInfo& info) {
   opts.clip = get_num(o, "clip", opts.clip);
   TensorArg out = parse_tensor(info[7], "out");
   kvt_stream st = parse_stream(info[8]);
+  resolve(q, k, v, cnt, m, clip, out);
   return [=] {
-    kvt_moments m = moments_of(parts);
-    return kvt_decode_attention(q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), has_m ? &m : nullptr, clip.ptr(), &opts, out.ptr(), st);
+    kvt_moments mm;
+    return kvt_decode_attention(q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), m.fill(&mm), clip.ptr(), &opts, out.ptr(), st);
   };
 }
 Napi::Value DecodeAttention(const Napi::CallbackInfo& info) { return run_now(info, prepare_decode); }

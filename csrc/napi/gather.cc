@@ -11,13 +11,12 @@ static OpCall prepare_gather(const Napi::CallbackInfo& info) {
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   TensorArg ko = parse_tensor(info[4], "keysOut"), vo = parse_tensor(info[5], "valuesOut");
   TensorArg co = parse_tensor(info[6], "countsOut");
-  TensorArg parts[4];
-  kvt_moments unused{};
-  const bool has_m = parse_moments(info[7], parts, &unused);
+  MomentsArg m = parse_moments(info[7], false);
   kvt_stream st = parse_stream(info[8]);
+  resolve(k, v, idx, cnt, ko, vo, co, m);
   return [=] {
-    kvt_moments m = moments_of(parts);
-    return kvt_gather_kv(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), ko.ptr(), vo.ptr(), co.ptr(), has_m ? &m : nullptr, st);
+    kvt_moments mm;
+    return kvt_gather_kv(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), ko.ptr(), vo.ptr(), co.ptr(), m.fill(&mm), st);
   };
 }
 Napi::Value GatherKV(const Napi::CallbackInfo& info) { return run_now(info, prepare_gather); }

@@ -1,7 +1,9 @@
 // The shared argument handling of the bindings (glue.h): JS exceptions from kvt_status, option objects, streams,
-// tensor descriptors checked against their JS buffers, moment states.
+// tensor descriptors checked against their JS buffers when they are used, moment states.
 #include "glue.h"
 
+#include <cmath>
+#include <iomanip>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -12,14 +14,107 @@
 namespace kvt {
 namespace napi {
 
+namespace {
+
+constexpr double kMaxSafe = 9007199254740991.0;  // 2^53 - 1: JS integers beyond it are not exact
+
 // "[a, b, c]", the way the C ABI prints shapes in its messages.
-static std::string dims_str(const int64_t* v, int n) {
+std::string dims_str(const int64_t* v, int n) {
   std::ostringstream os;
   os << "[";
   for (int i = 0; i < n; i++) os << (i ? ", " : "") << v[i];
   os << "]";
   return os.str();
 }
+
+// How a JS value prints in a message.
+std::string show(const Napi::Value& v) {
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsNumber()) {
+    const double x = v.As<Napi::Number>().DoubleValue();
+    if (std::isnan(x)) return "NaN";
+    if (std::isinf(x)) return x > 0 ? "Infinity" : "-Infinity";
+    std::ostringstream os;
+    os << std::setprecision(17) << x;
+    return os.str();
+  }
+  if (v.IsString()) return "'" + v.As<Napi::String>().Utf8Value() + "'";
+  if (v.IsBigInt()) return "a bigint";
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "true" : "false";
+  if (v.IsArray()) return "an array";
+  if (v.IsTypedArray()) return "a typed array";
+  if (v.IsFunction()) return "a function";
+  if (v.IsObject()) return "an object";
+  return "a symbol";
+}
+
+// An integer-valued JS number in [lo, hi] (TypeError for a non-number or a fraction, RangeError outside).
+int64_t int_value(const Napi::Value& v, const std::string& name, double lo, double hi) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), name + ": expected an integer, got " + show(v));
+  const double x = v.As<Napi::Number>().DoubleValue();
+  if (!(std::floor(x) == x)) throw Napi::TypeError::New(v.Env(), name + ": expected an integer, got " + show(v));
+  if (!(x >= lo && x <= hi)) {
+    std::ostringstream os;
+    os << std::setprecision(17) << name << ": must be in [" << lo << ", " << hi << "], got " << x;
+    throw Napi::RangeError::New(v.Env(), os.str());
+  }
+  return int64_t(x);
+}
+
+bool parse_dtype(const std::string& s, kvt_dtype* dt, int* es) {
+  if (s == "f32") *dt = {KVT_DTYPE_FLOAT, 32, 1}, *es = 4;
+  else if (s == "f16") *dt = {KVT_DTYPE_FLOAT, 16, 1}, *es = 2;
+  else if (s == "bf16") *dt = {KVT_DTYPE_BFLOAT, 16, 1}, *es = 2;
+  else if (s == "i32") *dt = {KVT_DTYPE_INT, 32, 1}, *es = 4;
+  else return false;
+  return true;
+}
+
+// The typed array kind that holds a dtype: Float32Array f32, Int32Array i32, Uint16Array f16 / bf16.
+napi_typedarray_type array_type_of(const kvt_dtype& dt) {
+  if (dt.code == KVT_DTYPE_INT) return napi_int32_array;
+  return dt.bits == 32 ? napi_float32_array : napi_uint16_array;
+}
+
+const char* array_type_name(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: return "Int8Array";
+    case napi_uint8_array: return "Uint8Array";
+    case napi_uint8_clamped_array: return "Uint8ClampedArray";
+    case napi_int16_array: return "Int16Array";
+    case napi_uint16_array: return "Uint16Array";
+    case napi_int32_array: return "Int32Array";
+    case napi_uint32_array: return "Uint32Array";
+    case napi_float32_array: return "Float32Array";
+    case napi_float64_array: return "Float64Array";
+    case napi_bigint64_array: return "BigInt64Array";
+    case napi_biguint64_array: return "BigUint64Array";
+    default: return "a typed array";
+  }
+}
+
+size_t array_elem_size(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array:
+    case napi_uint8_array:
+    case napi_uint8_clamped_array: return 1;
+    case napi_int16_array:
+    case napi_uint16_array: return 2;
+    case napi_int32_array:
+    case napi_uint32_array:
+    case napi_float32_array: return 4;
+    default: return 8;
+  }
+}
+
+const char* dtype_str(const kvt_dtype& dt) {
+  if (dt.code == KVT_DTYPE_INT) return "i32";
+  if (dt.code == KVT_DTYPE_BFLOAT) return "bf16";
+  return dt.bits == 32 ? "f32" : "f16";
+}
+
+}  // namespace
 
 static Napi::Error coded(Napi::Env env, const std::string& msg, const char* code) {
   Napi::Error e = Napi::Error::New(env, msg);
@@ -30,7 +125,7 @@ static Napi::Error coded(Napi::Env env, const std::string& msg, const char* code
 void throw_coded(Napi::Env env, const std::string& msg, const char* code) { throw coded(env, msg, code); }
 
 // The JS values whose memory a call being prepared for run_async points into (typed arrays, DeviceBuffers), recorded
-// by parse_tensor, and whether any of them is device memory. Set only while a Prepare runs on this thread.
+// by TensorArg::resolve, and whether any of them is device memory. Set only while a Prepare runs on this thread.
 struct Pins {
   std::vector<Napi::Reference<Napi::Value>> refs;
   bool device = false;
@@ -43,6 +138,11 @@ Napi::Error status_error(Napi::Env env, kvt_status st, const std::string& msg) {
     case KVT_ERR_RANGE: return Napi::RangeError::New(env, msg);
     case KVT_ERR_CUDA: return coded(env, msg, "ERR_KVTRIM_CUDA");
     case KVT_ERR_UNSUPPORTED: return coded(env, msg, "ERR_KVTRIM_UNSUPPORTED");
+    case KVT_ERR_MEMORY: {
+      Napi::Error e = Napi::RangeError::New(env, msg);
+      e.Set("code", Napi::String::New(env, "ERR_KVTRIM_MEMORY"));
+      return e;
+    }
     default: return coded(env, msg.empty() ? "internal error" : msg, "ERR_KVTRIM_INTERNAL");
   }
 }
@@ -51,128 +151,180 @@ void throw_status(Napi::Env env, kvt_status st) { throw status_error(env, st, kv
 
 int32_t get_int(const Napi::Object& o, const char* key, int32_t dflt) {
   Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
+  if (v.IsUndefined()) return dflt;
+  return int32_t(int_value(v, key, -2147483648.0, 2147483647.0));
 }
 double get_num(const Napi::Object& o, const char* key, double dflt) {
   Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : dflt;
+  if (v.IsUndefined()) return dflt;
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string(key) + ": expected a number, got " + show(v));
+  return v.As<Napi::Number>().DoubleValue();
 }
+int64_t arg_int(const Napi::Value& v, const char* name) { return int_value(v, name, -kMaxSafe, kMaxSafe); }
 
 kvt_stream parse_stream(const Napi::Value& v) {
   if (v.IsUndefined() || v.IsNull()) return nullptr;
-  if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), "stream: expected a bigint handle");
+  if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), "stream: expected a bigint handle, got " + show(v));
   bool lossless = true;
   uint64_t h = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) throw Napi::RangeError::New(v.Env(), "stream: the handle is not an unsigned 64-bit value");
   return reinterpret_cast<kvt_stream>(uintptr_t(h));
 }
 
-static bool parse_dtype(const std::string& s, kvt_dtype* dt, int* es) {
-  if (s == "f32") *dt = {KVT_DTYPE_FLOAT, 32, 1}, *es = 4;
-  else if (s == "f16") *dt = {KVT_DTYPE_FLOAT, 16, 1}, *es = 2;
-  else if (s == "bf16") *dt = {KVT_DTYPE_BFLOAT, 16, 1}, *es = 2;
-  else if (s == "i32") *dt = {KVT_DTYPE_INT, 32, 1}, *es = 4;
-  else return false;
-  return true;
+HostMemory host_memory(const Napi::Value& v, const char* name) {
+  napi_env env = v.Env();
+  HostMemory m;
+  size_t length = 0, offset = 0;
+  void* data = nullptr;
+  napi_value buffer = nullptr;
+  if (!v.IsTypedArray() || napi_get_typedarray_info(env, v, &m.type, &length, &data, &buffer, &offset) != napi_ok)
+    throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected a typed array, got " + show(v));
+  bool plain = false, detached = false;
+  if (napi_is_arraybuffer(env, buffer, &plain) != napi_ok || !plain)
+    throw Napi::TypeError::New(v.Env(), std::string(name) +
+                                            ": a typed array over a SharedArrayBuffer is not accepted: another thread "
+                                            "could change it while an op reads it (e.g. indices after their check); "
+                                            "copy it into an ordinary typed array");
+  if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached)
+    throw Napi::TypeError::New(v.Env(), std::string(name) + ": its ArrayBuffer is detached (transferred)");
+  m.data = static_cast<char*>(data);
+  m.bytes = length * array_elem_size(m.type);
+  return m;
+}
+
+TensorArg& TensorArg::operator=(const TensorArg& o) {
+  t = o.t;
+  for (int i = 0; i < 4; i++) {
+    shape[i] = o.shape[i];
+    strides[i] = o.strides[i];
+  }
+  offset = o.offset;
+  elem_size = o.elem_size;
+  present = o.present;
+  resolved = o.resolved;
+  name = o.name;
+  data = o.data;
+  t.shape = shape;
+  t.strides = o.t.strides ? strides : nullptr;
+  return *this;
 }
 
 TensorArg parse_tensor(const Napi::Value& v, const char* name, bool optional) {
   Napi::Env env = v.Env();
+  const std::string n(name);
   TensorArg a;
+  a.name = name;
   if (v.IsUndefined() || v.IsNull()) {
     if (optional) return a;
-    throw Napi::TypeError::New(env, std::string(name) + ": expected a tensor, got " + (v.IsNull() ? "null" : "undefined"));
+    throw Napi::TypeError::New(env, n + ": expected a tensor, got " + show(v));
   }
-  if (!v.IsObject()) throw Napi::TypeError::New(env, std::string(name) + ": expected a tensor object");
+  if (!v.IsObject()) throw Napi::TypeError::New(env, n + ": expected a tensor object, got " + show(v));
   Napi::Object o = v.As<Napi::Object>();
-  std::string dts = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
-  int es = 0;
-  if (!parse_dtype(dts, &a.t.dtype, &es))
-    throw Napi::TypeError::New(env, std::string(name) + ": unknown dtype '" + dts + "'");
-  Napi::Value sv = o.Get("shape"), stv = o.Get("strides");
-  if (!sv.IsArray()) throw Napi::TypeError::New(env, std::string(name) + ": shape must be an array");
+  Napi::Value dv = o.Get("dtype");
+  const std::string dts = dv.IsString() ? dv.As<Napi::String>().Utf8Value() : "";
+  if (!parse_dtype(dts, &a.t.dtype, &a.elem_size))
+    throw Napi::TypeError::New(env, n + ".dtype: expected 'f32', 'f16', 'bf16' or 'i32', got " + show(dv));
+  Napi::Value sv = o.Get("shape");
+  if (!sv.IsArray()) throw Napi::TypeError::New(env, n + ".shape: expected an array, got " + show(sv));
   Napi::Array sa = sv.As<Napi::Array>();
   const uint32_t nd = sa.Length();
-  if (nd > 4) throw Napi::RangeError::New(env, std::string(name) + ": at most 4 dimensions are supported");
-  Napi::Array st = stv.IsArray() ? stv.As<Napi::Array>() : Napi::Array::New(env);
-  if (stv.IsArray() && st.Length() != nd)
-    throw Napi::RangeError::New(env, std::string(name) + ": strides must have one entry per dimension");
-  int64_t expect = 1;
-  for (int i = int(nd) - 1; i >= 0; i--) {
-    int64_t n = sa.Get(uint32_t(i)).As<Napi::Number>().Int64Value();
-    if (n < 0) throw Napi::RangeError::New(env, std::string(name) + ": negative dimension");
-    a.shape[i] = n;
-    a.strides[i] = stv.IsArray() ? st.Get(uint32_t(i)).As<Napi::Number>().Int64Value() : expect;
-    expect *= n;
+  if (nd > 4) throw Napi::RangeError::New(env, n + ".shape: at most 4 dimensions, got " + std::to_string(nd));
+  for (uint32_t i = 0; i < nd; i++)
+    a.shape[i] = int_value(sa.Get(i), n + ".shape[" + std::to_string(i) + "]", 0, kMaxSafe);
+  Napi::Value stv = o.Get("strides");
+  const bool has_strides = !stv.IsUndefined() && !stv.IsNull();
+  if (has_strides) {
+    if (!stv.IsArray()) throw Napi::TypeError::New(env, n + ".strides: expected an array, got " + show(stv));
+    Napi::Array st = stv.As<Napi::Array>();
+    if (st.Length() != nd)
+      throw Napi::RangeError::New(env, n + ".strides: expected " + std::to_string(nd) + " entries (one per dimension), got " +
+                                           std::to_string(st.Length()));
+    for (uint32_t i = 0; i < nd; i++)
+      a.strides[i] = int_value(st.Get(i), n + ".strides[" + std::to_string(i) + "]", -kMaxSafe, kMaxSafe);
   }
-  int64_t offset = o.Get("offset").IsNumber() ? o.Get("offset").As<Napi::Number>().Int64Value() : 0;
-  // Data: a host TypedArray or a native device buffer.
-  Napi::Value dv = o.Get("data");
-  char* base = nullptr;
-  int64_t capacity = 0;
-  if (dv.IsTypedArray()) {
-    Napi::TypedArray ta = dv.As<Napi::TypedArray>();
-    if (int(ta.ElementSize()) != es)
-      throw Napi::TypeError::New(env, std::string(name) + ": dtype " + dts + " does not match the element size of its typed array");
-    Napi::ArrayBuffer ab = ta.ArrayBuffer();
-    base = static_cast<char*>(ab.Data()) + ta.ByteOffset();
-    capacity = int64_t(ta.ByteLength());
-    a.t.device = {KVT_DEVICE_CPU, 0};
-  } else if (NativeBuffer* nb = NativeBuffer::From(dv)) {
-    if (nb->freed()) throw Napi::TypeError::New(env, std::string(name) + ": its DeviceBuffer was disposed");
-    base = static_cast<char*>(nb->ptr());
-    capacity = int64_t(nb->bytes());
-    a.t.device = {KVT_DEVICE_CUDA, nb->device()};
-  } else {
-    throw Napi::TypeError::New(env, std::string(name) + ": data must be a typed array or a DeviceBuffer");
-  }
-  // Bounds: every addressed element must lie inside the buffer.
-  int64_t lo = offset, hi = offset;
-  bool empty = false;
-  for (uint32_t i = 0; i < nd; i++) {
-    if (a.shape[i] == 0) empty = true;
-    int64_t span = (a.shape[i] - 1) * a.strides[i];
-    if (span < 0) lo += span; else hi += span;
-  }
-  if (!empty && (lo < 0 || (hi + 1) * es > capacity)) {
-    std::ostringstream os;
-    os << name << ": view (offset " << offset << ", shape " << dims_str(a.shape, int(nd)) << ", strides "
-       << dims_str(a.strides, int(nd)) << ") reaches elements [" << lo << ", " << hi << "] but its buffer holds "
-       << capacity / es << " elements";
-    throw Napi::RangeError::New(env, os.str());
-  }
-  if (t_pins) {
-    t_pins->refs.push_back(Napi::Persistent(dv));
-    t_pins->device = t_pins->device || a.t.device.device_type != KVT_DEVICE_CPU;
-  }
-  a.t.data = base;
-  a.t.byte_offset = uint64_t(offset * es);
+  Napi::Value ov = o.Get("offset");
+  a.offset = ov.IsUndefined() ? 0 : int_value(ov, n + ".offset", 0, kMaxSafe);
+  a.data = o.Get("data");
+  if (!a.data.IsTypedArray() && !NativeBuffer::From(a.data))
+    throw Napi::TypeError::New(env, n + ".data: expected a typed array or a DeviceBuffer, got " + show(a.data));
   a.t.ndim = int32_t(nd);
   a.t.shape = a.shape;
-  a.t.strides = a.strides;
+  a.t.strides = has_strides ? a.strides : nullptr;
+  a.t.byte_offset = uint64_t(a.offset) * uint64_t(a.elem_size);  // < 2^56: no wrap
   a.present = true;
   return a;
 }
 
+void TensorArg::resolve() {
+  if (!present) return;
+  Napi::Env env = data.Env();
+  const std::string n(name);
+  int64_t capacity = 0;
+  if (data.IsTypedArray()) {
+    const HostMemory m = host_memory(data, name);
+    if (m.type != array_type_of(t.dtype))
+      throw Napi::TypeError::New(env, n + ": dtype " + dtype_str(t.dtype) + " data must be a " +
+                                          array_type_name(array_type_of(t.dtype)) + ", got " + array_type_name(m.type));
+    t.data = m.data;
+    capacity = int64_t(m.bytes);
+    t.device = {KVT_DEVICE_CPU, 0};
+  } else if (NativeBuffer* nb = NativeBuffer::From(data)) {
+    if (nb->freed()) throw Napi::TypeError::New(env, n + ": its DeviceBuffer was disposed");
+    t.data = nb->ptr();
+    capacity = int64_t(nb->bytes());
+    t.device = {KVT_DEVICE_CUDA, nb->device()};
+  } else {
+    throw Napi::TypeError::New(env, n + ".data: expected a typed array or a DeviceBuffer, got " + show(data));
+  }
+  int64_t lo = 0, hi = 0;
+  const kvt_status st = kvt_tensor_extent(&t, name, &lo, &hi);
+  if (st != KVT_OK) throw_status(env, st);
+  if (hi > lo && (lo < 0 || hi > capacity)) {
+    std::ostringstream os;
+    os << n << ": view (offset " << offset << ", shape " << dims_str(shape, t.ndim);
+    if (t.strides) os << ", strides " << dims_str(strides, t.ndim);
+    os << ") reaches elements [" << lo / elem_size << ", " << hi / elem_size - 1 << "] but its buffer holds "
+       << capacity / elem_size << " elements";
+    throw Napi::RangeError::New(env, os.str());
+  }
+  if (t_pins) {
+    t_pins->refs.push_back(Napi::Persistent(data));
+    t_pins->device = t_pins->device || t.device.device_type != KVT_DEVICE_CPU;
+  }
+  resolved = true;
+}
+
 Napi::Object opts_object(const Napi::Value& v, const char* name) {
-  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected an object");
+  if (!v.IsObject() || v.IsArray()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected an object, got " + show(v));
   return v.As<Napi::Object>();
 }
 
-// Moment state argument {n, muK, muV, m} of tensors, or undefined.
-bool parse_moments(const Napi::Value& v, TensorArg* parts, kvt_moments* m) {
-  if (v.IsUndefined() || v.IsNull()) return false;
-  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), "moments: expected a MomentState");
+MomentsArg parse_moments(const Napi::Value& v, bool required) {
+  MomentsArg a;
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) throw Napi::TypeError::New(v.Env(), "moments: expected a MomentState, got " + show(v));
+    return a;
+  }
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), "moments: expected a MomentState, got " + show(v));
   Napi::Object o = v.As<Napi::Object>();
-  parts[0] = parse_tensor(o.Get("n"), "moments.n");
-  parts[1] = parse_tensor(o.Get("muK"), "moments.muK");
-  parts[2] = parse_tensor(o.Get("muV"), "moments.muV");
-  parts[3] = parse_tensor(o.Get("m"), "moments.m");
-  m->n = parts[0].t;
-  m->mu_k = parts[1].t;
-  m->mu_v = parts[2].t;
-  m->m = parts[3].t;
-  return true;
+  a.parts[0] = parse_tensor(o.Get("n"), "moments.n");
+  a.parts[1] = parse_tensor(o.Get("muK"), "moments.muK");
+  a.parts[2] = parse_tensor(o.Get("muV"), "moments.muV");
+  a.parts[3] = parse_tensor(o.Get("m"), "moments.m");
+  a.present = true;
+  return a;
 }
+
+void MomentsArg::resolve() {
+  for (TensorArg& p : parts) p.resolve();
+}
+
+const kvt_moments* MomentsArg::fill(kvt_moments* m) const {
+  if (!present) return nullptr;
+  *m = kvt_moments{parts[0].t, parts[1].t, parts[2].t, parts[3].t};
+  return m;
+}
+
 
 Napi::Value run_now(const Napi::CallbackInfo& info, Prepare prepare) {
   OpCall call = prepare(info);

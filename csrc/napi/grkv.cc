@@ -45,6 +45,7 @@ static OpCall prepare_grkv(const Napi::CallbackInfo& info) {
   TensorArg ko = parse_tensor(info[9], "keysOut"), vo = parse_tensor(info[10], "valuesOut");
   TensorArg co = parse_tensor(info[11], "countsOut"), dg = parse_tensor(info[12], "diagnostics", true);
   kvt_stream st = parse_stream(info[13]);
+  resolve(k, v, idx, cnt, q, qp, w, sc, ko, vo, co, dg);
   return [=] {
     return kvt_grkv_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), q.ptr(), qp.ptr(), w.ptr(), sc.ptr(), &opts, ko.ptr(),
                           vo.ptr(), co.ptr(), dg.ptr(), st);

@@ -9,6 +9,7 @@ namespace napi {
 static OpCall prepare_keydiff(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), o = parse_tensor(info[1], "out");
   kvt_stream st = parse_stream(info[2]);
+  resolve(k, o);
   return [=] { return kvt_keydiff_scores(k.ptr(), o.ptr(), st); };
 }
 Napi::Value KeydiffScores(const Napi::CallbackInfo& info) { return run_now(info, prepare_keydiff); }

@@ -29,14 +29,13 @@ static OpCall prepare_momentkv_select(const Napi::CallbackInfo& info) {
   opts.mi = get_int(o, "mi", opts.mi);
   opts.eps = get_num(o, "eps", opts.eps);
   TensorArg idx = parse_tensor(info[4], "indices"), cnt = parse_tensor(info[5], "counts");
-  TensorArg parts[4];
-  kvt_moments unused{};
-  if (!parse_moments(info[6], parts, &unused)) throw Napi::TypeError::New(info.Env(), "moments: expected a MomentState");
+  MomentsArg m = parse_moments(info[6], true);
   TensorArg er = parse_tensor(info[7], "evictedRound", true);
   kvt_stream st = parse_stream(info[8]);
+  resolve(s, k, v, idx, cnt, m, er);
   return [=] {
-    kvt_moments m = moments_of(parts);
-    return kvt_momentkv_select(s.ptr(), k.ptr(), v.ptr(), &opts, idx.ptr(), cnt.ptr(), &m, er.ptr(), st);
+    kvt_moments mm;
+    return kvt_momentkv_select(s.ptr(), k.ptr(), v.ptr(), &opts, idx.ptr(), cnt.ptr(), m.fill(&mm), er.ptr(), st);
   };
 }
 Napi::Value MomentkvSelect(const Napi::CallbackInfo& info) { return run_now(info, prepare_momentkv_select); }

@@ -8,14 +8,13 @@ namespace napi {
 // momentsMerge(keys, values, indices, counts, moments, stream)
 static OpCall prepare_moments(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
-  TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
-  TensorArg parts[4];
-  kvt_moments unused{};
-  if (!parse_moments(info[4], parts, &unused)) throw Napi::TypeError::New(info.Env(), "moments: expected a MomentState");
+  TensorArg idx = parse_tensor(info[2], "evictedIndices"), cnt = parse_tensor(info[3], "counts");
+  MomentsArg m = parse_moments(info[4], true);
   kvt_stream st = parse_stream(info[5]);
+  resolve(k, v, idx, cnt, m);
   return [=] {
-    kvt_moments m = moments_of(parts);
-    return kvt_moments_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), &m, st);
+    kvt_moments mm;
+    return kvt_moments_merge(k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), m.fill(&mm), st);
   };
 }
 Napi::Value MomentsMerge(const Napi::CallbackInfo& info) { return run_now(info, prepare_moments); }

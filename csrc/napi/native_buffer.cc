@@ -65,10 +65,7 @@ uint64_t big_u64(const Napi::Value& v, const char* name) {
   return v.As<Napi::BigInt>().Uint64Value(&lossless);
 }
 
-int64_t num_i64(const Napi::Value& v, const char* name) {
-  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected a number");
-  return v.As<Napi::Number>().Int64Value();
-}
+int64_t num_i64(const Napi::Value& v, const char* name) { return arg_int(v, name); }
 
 // A promise-returning background job (stream synchronisation, device-to-host copies).
 class CudaJob : public Napi::AsyncWorker {
@@ -112,6 +109,16 @@ NativeBuffer* NativeBuffer::From(const Napi::Value& v) {
 
 // new NativeBuffer('alloc', bytes, device, stream?) | new NativeBuffer('wrap', ptr: bigint, bytes, device)
 NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBuffer>(info) {
+  try {
+    construct(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {  // no C++ exception other than a JS error leaves a binding
+    throw Napi::Error::New(info.Env(), std::string("DeviceBuffer: internal error: ") + e.what());
+  }
+}
+
+void NativeBuffer::construct(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   info.This().As<Napi::Object>().TypeTag(&kBufferTag);
   std::string mode = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
@@ -119,6 +126,7 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
 #if defined(KVT_WITH_CUDA)
   if (mode == "alloc") {
     int64_t bytes = num_i64(info[1], "bytes");
+    if (bytes < 0) throw Napi::RangeError::New(env, "bytes: must be >= 0");
     device_ = int(num_i64(info[2], "device"));
     use_device(env, device_);
     bytes_ = size_t(bytes);
@@ -134,7 +142,9 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
     }
   } else if (mode == "wrap") {
     ptr_ = reinterpret_cast<void*>(uintptr_t(big_u64(info[1], "ptr")));
-    bytes_ = size_t(num_i64(info[2], "bytes"));
+    const int64_t bytes = num_i64(info[2], "bytes");
+    if (bytes < 0) throw Napi::RangeError::New(env, "bytes: must be >= 0");
+    bytes_ = size_t(bytes);
     device_ = int(num_i64(info[3], "device"));
     owned_ = false;
   } else {
@@ -263,11 +273,15 @@ Napi::Value EventDestroy(const Napi::CallbackInfo& info) {
 #endif
 }
 #if defined(KVT_WITH_CUDA)
+// [off, off + bytes) must lie inside a buffer of `size` bytes (offsets are safe integers: the sum cannot wrap).
+static bool range_ok(int64_t off, int64_t bytes, size_t size) {
+  return off >= 0 && bytes >= 0 && uint64_t(off) + uint64_t(bytes) <= uint64_t(size);
+}
 static char* buffer_at(Napi::Env env, const Napi::Value& b, int64_t off, int64_t bytes, const char* name) {
   NativeBuffer* nb = NativeBuffer::From(b);
   if (!nb) throw Napi::TypeError::New(env, std::string(name) + ": expected a DeviceBuffer");
   if (nb->freed()) throw Napi::TypeError::New(env, std::string(name) + ": its DeviceBuffer was disposed");
-  if (off < 0 || bytes < 0 || uint64_t(off + bytes) > nb->bytes())
+  if (!range_ok(off, bytes, nb->bytes()))
     throw Napi::RangeError::New(env, std::string(name) + ": byte range [" + std::to_string(off) + ", " +
                                          std::to_string(off + bytes) + ") exceeds its " + std::to_string(nb->bytes()) +
                                          "-byte buffer");
@@ -275,11 +289,9 @@ static char* buffer_at(Napi::Env env, const Napi::Value& b, int64_t off, int64_t
   return static_cast<char*>(nb->ptr()) + off;
 }
 static char* host_at(Napi::Env env, const Napi::Value& v, int64_t off, int64_t bytes, const char* name) {
-  if (!v.IsTypedArray()) throw Napi::TypeError::New(env, std::string(name) + ": expected a typed array");
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  if (off < 0 || bytes < 0 || uint64_t(off + bytes) > ta.ByteLength())
-    throw Napi::RangeError::New(env, std::string(name) + ": byte range exceeds the typed array");
-  return static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset() + off;
+  const HostMemory m = host_memory(v, name);
+  if (!range_ok(off, bytes, m.bytes)) throw Napi::RangeError::New(env, std::string(name) + ": byte range exceeds the typed array");
+  return m.data + off;
 }
 #endif
 

@@ -29,6 +29,7 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
 
  private:
   Napi::Value Free(const Napi::CallbackInfo& info);
+  void construct(const Napi::CallbackInfo& info);
   void release();
 
   void* ptr_ = nullptr;

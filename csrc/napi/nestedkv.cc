@@ -42,6 +42,8 @@ static OpCall prepare_nestedkv(const Napi::CallbackInfo& info) {
       if (!e.IsNumber()) throw Napi::TypeError::New(info.Env(), "prior: expected 3 numbers");
       o.prior[x] = e.As<Napi::Number>().DoubleValue();
     }
+  } else if (!pr.IsUndefined()) {
+    throw Napi::TypeError::New(info.Env(), "prior: expected an array of 3 numbers");
   }
   o.beta = get_num(ob, "beta", o.beta);
   o.tau = get_num(ob, "tau", o.tau);
@@ -51,6 +53,7 @@ static OpCall prepare_nestedkv(const Napi::CallbackInfo& info) {
   o.scales = get_int(ob, "scales", o.scales);
   TensorArg out = parse_tensor(info[2], "out");
   kvt_stream st = parse_stream(info[3]);
+  resolve(k, out);
   return [=] { return kvt_nestedkv_scores(k.ptr(), &o, out.ptr(), st); };
 }
 Napi::Value NestedkvScores(const Napi::CallbackInfo& info) { return run_now(info, prepare_nestedkv); }
@@ -60,7 +63,7 @@ Napi::Value NestedkvScoresAsync(const Napi::CallbackInfo& info) {
 
 // nestedkvBlockSize(N) -> number
 Napi::Value NestedkvBlockSize(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(kvt_nestedkv_block_size(info[0].As<Napi::Number>().Int64Value())));
+  return Napi::Number::New(info.Env(), double(kvt_nestedkv_block_size(arg_int(info[0], "N"))));
 }
 
 }  // namespace napi

@@ -36,6 +36,7 @@ static OpCall prepare_select(const Napi::CallbackInfo& info) {
   kvt_select_opts o = select_opts(info[1]);
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   kvt_stream st = parse_stream(info[4]);
+  resolve(s, idx, cnt);
   return [=] { return kvt_select_tokens(s.ptr(), &o, idx.ptr(), cnt.ptr(), st); };
 }
 Napi::Value SelectTokens(const Napi::CallbackInfo& info) { return run_now(info, prepare_select); }
@@ -46,7 +47,7 @@ Napi::Value SelectTokensAsync(const Napi::CallbackInfo& info) {
 // selectCapacity(H, N, opts) -> number
 Napi::Value SelectCapacity(const Napi::CallbackInfo& info) {
   kvt_select_opts o = select_opts(info[2]);
-  int64_t H = info[0].As<Napi::Number>().Int64Value(), N = info[1].As<Napi::Number>().Int64Value();
+  const int64_t H = arg_int(info[0], "H"), N = arg_int(info[1], "N");
   return Napi::Number::New(info.Env(), double(kvt_select_capacity(H, N, &o)));
 }
 

@@ -28,6 +28,7 @@ static OpCall prepare_snapkv(const Napi::CallbackInfo& info) {
   o.scale = get_num(ob, "scale", o.scale);
   TensorArg out = parse_tensor(info[3], "out");
   kvt_stream st = parse_stream(info[4]);
+  resolve(q, k, out);
   return [=] { return kvt_snapkv_scores(q.ptr(), k.ptr(), &o, out.ptr(), st); };
 }
 Napi::Value SnapkvScores(const Napi::CallbackInfo& info) { return run_now(info, prepare_snapkv); }

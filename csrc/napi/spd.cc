@@ -24,6 +24,7 @@ static OpCall prepare_spd(const Napi::CallbackInfo& info) {
   opts.lambda = get_num(o, "lambda", opts.lambda);
   opts.check = get_int(o, "check", opts.check);
   kvt_stream st = parse_stream(info[5]);
+  resolve(a, b, x, in);
   return [=] { return kvt_spd_solve(a.ptr(), b.ptr(), &opts, x.ptr(), in.ptr(), st); };
 }
 Napi::Value SpdSolve(const Napi::CallbackInfo& info) { return run_now(info, prepare_spd); }

@@ -2,7 +2,8 @@
  * Fidelity metric: relative error of the attention output of queries over a compressed cache against the full
  * cache, ‖o − o_full‖ / ‖o_full‖ per (query head, query), through `decodeAttention` on either backend.
  */
-import { Tensor, TensorLike, asTensor, tensor, toDevice, toHost, hostContiguous } from '../tensor';
+import { Tensor, TensorLike, asTensor, checkDtype, checkRank, tensor, toDevice, toHost, hostContiguous } from '../tensor';
+import { show } from '../validate';
 import { decodeAttention } from '../ops/decode';
 import type { MomentTensors } from '../ops/moments';
 import type { Stream } from '../device';
@@ -69,15 +70,46 @@ export function fullAttention(queries: Tensor, keys: Tensor, values: Tensor, sca
   return decodeAttention({ queries, keys, values, counts, scale, stream });
 }
 
+/** Runs decodeAttention on the compressed cache, naming its arguments `compressed.*` in errors. */
+function decodeCompressed(args: Parameters<typeof decodeAttention>[0]): Tensor {
+  try {
+    return decodeAttention(args);
+  } catch (e) {
+    if (e instanceof Error && /^(keys|values|counts|moments)[:.[]/.test(e.message)) e.message = `compressed.${e.message}`;
+    throw e;
+  }
+}
+
 export async function attentionError(args: AttentionErrorArgs): Promise<AttentionErrors> {
   const o = opts('args', args, ['queries', 'keys', 'values', 'compressed', 'order', 'scale', 'reference', 'stream']) as unknown as AttentionErrorArgs;
-  const q = asTensor('queries', o.queries), k = asTensor('keys', o.keys), v = asTensor('values', o.values);
-  if (o.compressed === null || typeof o.compressed !== 'object') throw new TypeError('compressed: expected { keys, values, counts, moments? }');
-  const c = o.compressed;
-  const ref = o.reference !== undefined ? asTensor('reference', o.reference) : fullAttention(q, k, v, o.scale, o.stream);
-  const got = decodeAttention({ queries: q, keys: c.keys, values: c.values, counts: c.counts, moments: c.moments, order: o.order, scale: o.scale, stream: o.stream });
+  const q = checkDtype('queries', asTensor('queries', o.queries), ['f32', 'f16', 'bf16']);
+  if (q.ndim !== 2 && q.ndim !== 3) throw new TypeError(`queries: expected a 2-D [Hq, d] or 3-D [Hq, T, d] tensor, got ${q.ndim}-D [${q.shape.join(', ')}]`);
+  const k = checkDtype('keys', checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]'), ['f32', 'f16', 'bf16']);
+  const v = checkDtype('values', checkRank('values', asTensor('values', o.values), 3, '[H, N, dv]'), ['f32', 'f16', 'bf16']);
+  const [H, N, d] = k.shape;
   const dv = v.shape[2];
+  if (v.shape[0] !== H || v.shape[1] !== N) throw new RangeError(`values: expected shape [${H}, ${N}, dv] (H and N of keys), got [${v.shape.join(', ')}]`);
+  if (o.compressed === null || typeof o.compressed !== 'object') throw new TypeError(`compressed: expected { keys, values, counts, moments? }, got ${show(o.compressed)}`);
+  const c = o.compressed;
+  const ck = checkRank('compressed.keys', asTensor('compressed.keys', c.keys), 3, '[H, cap, d]');
+  const cv = checkRank('compressed.values', asTensor('compressed.values', c.values), 3, '[H, cap, dv]');
+  const cc = checkDtype('compressed.counts', checkRank('compressed.counts', asTensor('compressed.counts', c.counts), 1, '[H]'), ['i32']);
+  if (ck.shape[0] !== H || ck.shape[2] !== d) throw new RangeError(`compressed.keys: expected shape [${H}, cap, ${d}] (H and d of keys), got [${ck.shape.join(', ')}]`);
+  if (cv.shape[0] !== H || cv.shape[1] !== ck.shape[1] || cv.shape[2] !== dv) {
+    throw new RangeError(`compressed.values: expected shape [${H}, ${ck.shape[1]}, ${dv}] (H of keys, cap of compressed.keys, dv of values), got [${cv.shape.join(', ')}]`);
+  }
+  if (cc.shape[0] !== H) throw new RangeError(`compressed.counts: expected shape [${H}], got [${cc.shape.join(', ')}]`);
+  const outShape = q.ndim === 3 ? [q.shape[0], q.shape[1], dv] : [q.shape[0], dv];
+  let ref: Tensor;
+  if (o.reference !== undefined) {
+    ref = checkDtype('reference', asTensor('reference', o.reference), ['f32']);
+    if (ref.ndim !== outShape.length || ref.shape.some((x, i) => x !== outShape[i])) {
+      throw new RangeError(`reference: expected shape [${outShape.join(', ')}] (the full-cache output of these queries), got [${ref.shape.join(', ')}]`);
+    }
+  } else {
+    ref = fullAttention(q, k, v, o.scale, o.stream);
+  }
+  const got = decodeCompressed({ queries: q, keys: ck, values: cv, counts: cc, moments: c.moments, order: o.order, scale: o.scale, stream: o.stream });
   const a = hostContiguous(await toHost(got, { stream: o.stream })), b = hostContiguous(await toHost(ref, { stream: o.stream }));
-  if (a.length !== b.length) throw new RangeError(`reference: expected ${a.length} elements ([Hq, T, dv]), got ${b.length}`);
-  return summarize(rowErrors(a, b, a.length / dv, dv));
+  return summarize(rowErrors(a, b, a.length / Math.max(dv, 1), dv));
 }

@@ -36,6 +36,7 @@ import { FormatError, NpyArray, NpyData, readNpy, writeNpy } from './npy';
 import { openSafetensors, SafetensorsTensor, writeSafetensors, WriteTensor } from './safetensors';
 import type { Trace } from '../trace';
 import { f16ArrayToF32, bf16ArrayToF32, f32ToF16, f32ToBf16 } from '../half';
+import { checkKeys, checkOptions, show } from '../validate';
 
 export interface DumpLayer {
   /** [Hkv, N, d] */
@@ -124,10 +125,20 @@ function swap01(src: Float32Array, A: number, B: number, C: number): Float32Arra
 
 /** Load a dump directory or `.safetensors` file (see the module comment for the format). */
 export function loadDump(p: string, opts: LoadDumpOptions = {}): Dump {
+  if (typeof p !== 'string' || p === '') throw new TypeError(`loadDump: path must be a non-empty string, got ${show(p)}`);
+  const given = checkOptions('loadDump: options', opts);
+  checkKeys('loadDump: options', given, ['layout', 'u16', 'allowNonFinite', 'queries']);
+  for (const [k, v] of Object.entries(given)) if (v === null) throw new TypeError(`loadDump: ${k} is null (omit the option for its default)`);
   const layout = opts.layout ?? 'hnd';
   if (layout !== 'hnd' && layout !== 'nhd') throw new TypeError(`loadDump: layout must be 'hnd' or 'nhd', got ${JSON.stringify(layout)}`);
   if (opts.queries !== undefined && opts.queries !== 'last' && opts.queries !== 'all-positions') {
     throw new TypeError(`loadDump: queries must be 'last' or 'all-positions', got ${JSON.stringify(opts.queries)}`);
+  }
+  if (opts.u16 !== undefined && opts.u16 !== 'bf16' && opts.u16 !== 'f16') {
+    throw new TypeError(`loadDump: u16 must be 'bf16' or 'f16', got ${JSON.stringify(opts.u16)}`);
+  }
+  if (opts.allowNonFinite !== undefined && typeof opts.allowNonFinite !== 'boolean') {
+    throw new TypeError(`loadDump: allowNonFinite must be a boolean, got ${show(opts.allowNonFinite)}`);
   }
   let st: fs.Stats;
   try {

@@ -323,6 +323,7 @@ export function writeNpy(
     else if (opts.dtype === 'bf16') descr = '<V2';
     else throw new TypeError(`writeNpy: Uint16Array data needs opts.dtype 'f16' or 'bf16'`);
   } else throw new TypeError('writeNpy: data must be a Float32Array, Float64Array, Int32Array or Uint16Array');
+  if (!Array.isArray(shape)) throw new TypeError(`writeNpy: shape must be an array, got ${typeof shape}`);
   if (!shape.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new RangeError(`writeNpy: bad shape [${shape.join(', ')}]`);
   const count = shape.reduce((a, b) => a * b, 1);
   if (count !== data.length) throw new RangeError(`writeNpy: shape [${shape.join(', ')}] holds ${count} elements, data has ${data.length}`);

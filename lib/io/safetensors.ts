@@ -262,6 +262,7 @@ export function writeSafetensors(tensors: Map<string, WriteTensor>, metadata?: R
       dtype = t.dtype;
     } else throw new TypeError(`writeSafetensors: tensor '${name}': data must be a Float32Array, Float64Array, Int32Array or Uint16Array`);
     if (t.dtype !== undefined && t.dtype !== dtype) throw new TypeError(`writeSafetensors: tensor '${name}': dtype ${t.dtype} does not match its ${t.data.constructor.name}`);
+    if (!Array.isArray(t.shape)) throw new TypeError(`writeSafetensors: tensor '${name}': shape must be an array, got ${typeof t.shape}`);
     const count = t.shape.reduce((a, b) => a * b, 1);
     if (!t.shape.every((v) => Number.isSafeInteger(v) && v >= 0) || count !== t.data.length) {
       throw new RangeError(`writeSafetensors: tensor '${name}': shape [${t.shape.join(', ')}] does not hold ${t.data.length} elements`);

@@ -2,16 +2,21 @@
 import type { AbortCell } from '../binding';
 import { Stream } from '../device';
 import { Device, DType, Tensor, asTensor, checkDtype, checkRank, empty, sameDevice } from '../tensor';
-import { checkOptions, checkKeys, show } from '../validate';
+import { checkOptions, checkKeys, rejectNulls, show } from '../validate';
 
 export interface StreamOpt {
   /** CUDA stream to enqueue on (CUDA tensors only; default stream when omitted). */
   stream?: Stream;
 }
 
+/**
+ * An options argument: an object (or undefined) with known keys only. A key set to null is an error (omit it for the
+ * default): `??` defaults would otherwise take null for "not given" silently.
+ */
 export function opts(name: string, v: unknown, allowed: readonly string[]): Record<string, unknown> {
   const o = checkOptions(name, v);
   checkKeys(name, o, allowed);
+  rejectNulls('', o);
   return o;
 }
 

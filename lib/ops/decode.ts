@@ -83,7 +83,7 @@ function plan(args: unknown, async: boolean) {
   const D = DEFAULTS.decode;
   const order = o.order === undefined ? D.order : o.order;
   if (order !== 0 && order !== 1) throw new RangeError(`order: expected 0 or 1, got ${show(order)}`);
-  const scale = o.scale === undefined ? scaleOr(D.scale, d) : checkNum('scale', o.scale, 0, Number.MAX_VALUE, { minOpen: true });
+  const scale = o.scale === undefined ? scaleOr(D.scale, d) : checkNum('scale', o.scale, 0, 1e30, { minOpen: true, maxOpen: true });
   const clip = o.clip === undefined ? D.clip ?? undefined : o.clip;
   let clipT: Tensor | undefined;
   let useClip = 0, clipR = 0;

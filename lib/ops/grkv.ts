@@ -8,9 +8,12 @@
 import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, tensor, toDevice, toHost, hostContiguous } from '../tensor';
-import { checkInt, checkNum, checkOneOf, checkOptions, checkKeys, show } from '../validate';
+import { checkInt, checkNum, checkOneOf, checkOptions, checkKeys, rejectNulls, show } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 import type { CompactKV } from './gather';
+
+/** The largest finite f32 (weights are stored as f32). */
+const F32_MAX = 3.4028234663852886e38;
 
 /** Relative Frobenius caps per KV head: ‖ΔK‖ ≤ key·‖K0_M‖, ‖ΔV‖ ≤ value·‖V0_M‖ (Infinity = uncapped). */
 export interface GrkvCaps {
@@ -179,7 +182,7 @@ function plan(args: unknown, async: boolean) {
   const stream = streamOf(o, k.device);
   let w: Tensor | undefined;
   if (typeof o.weights === 'number') {
-    const wv = checkNum('weights', o.weights, 0, Number.MAX_VALUE);
+    const wv = checkNum('weights', o.weights, 0, F32_MAX);
     const host = tensor(new Float32Array(q.shape[1]).fill(wv), [q.shape[1]]);
     w = k.onCuda ? toDevice(host, { device: (k.device as { id: number }).id, stream }) : host;
   } else if (o.weights !== undefined) {
@@ -187,18 +190,19 @@ function plan(args: unknown, async: boolean) {
   }
   const caps = checkOptions('caps', o.caps);
   checkKeys('caps', caps, ['key', 'value']);
+  rejectNulls('caps.', caps);
   const D = DEFAULTS.grkv;
   const capKey = checkNum('caps.key', caps.key ?? D.caps.key, 0, Infinity);
   const capValue = checkNum('caps.value', caps.value ?? D.caps.value, 0, Infinity);
   const nopts = {
     window: checkInt('window', o.window ?? D.window, 0, 2 ** 31 - 1),
     gamma: checkNum('gamma', o.gamma ?? D.gamma, 0, 1),
-    lambda: checkNum('lambda', o.lambda ?? D.lambda, 0, Number.MAX_VALUE, { minOpen: true }),
+    lambda: checkNum('lambda', o.lambda ?? D.lambda, 0, 1e30, { minOpen: true, maxOpen: true }),
     capKey,
     capValue,
     cgIters: checkInt('cgIters', o.cgIters ?? D.cgIters, 0, 100000),
-    tol: checkNum('tol', o.tol ?? D.tol, 0, Number.MAX_VALUE),
-    scale: o.scale === undefined ? D.scale : checkNum('scale', o.scale, 0, Number.MAX_VALUE, { minOpen: true }),
+    tol: checkNum('tol', o.tol ?? D.tol, 0, 1e30, { maxOpen: true }),
+    scale: o.scale === undefined ? D.scale : checkNum('scale', o.scale, 0, 1e30, { minOpen: true, maxOpen: true }),
     accept: checkOneOf('acceptance', o.acceptance ?? D.acceptance, ['best', 'joint'] as const) === 'joint' ? 1 : 0,
   };
   const cap = o.cap === undefined ? Math.max(1, idx.shape[1]) : checkInt('cap', o.cap, 1, 2 ** 31 - 1);

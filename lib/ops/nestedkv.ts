@@ -48,9 +48,10 @@ export function nestedkvBlockSize(N: number): number {
 
 const I32_MAX = 2 ** 31 - 1;
 
+/** A finite number within the f32 range (tau and kappa are used as f32; the C ABI checks the same). */
 function finite(name: string, v: unknown): number {
   if (typeof v !== 'number' || Number.isNaN(v)) throw new TypeError(`${name}: expected a number, got ${show(v)}`);
-  if (!Number.isFinite(v)) throw new RangeError(`${name}: must be finite, got ${v}`);
+  if (!(Math.abs(v) <= 3.4028234663852886e38)) throw new RangeError(`${name}: must be finite (within the f32 range), got ${v}`);
   return v;
 }
 
@@ -59,8 +60,10 @@ function checkPrior(v: unknown): number[] {
   const a = Array.from(v as ArrayLike<unknown>);
   if (a.length !== 3) throw new RangeError(`prior: expected 3 weights (stable, episodic, current), got ${a.length}`);
   const p = a.map((x, i) => {
-    const n = finite(`prior[${i}]`, x);
-    if (n < 0) throw new RangeError(`prior[${i}]: must be >= 0, got ${n}`);
+    if (typeof x !== 'number' || Number.isNaN(x)) throw new TypeError(`prior[${i}]: expected a number, got ${show(x)}`);
+    if (!Number.isFinite(x)) throw new RangeError(`prior[${i}]: must be finite, got ${x}`);
+    if (x < 0) throw new RangeError(`prior[${i}]: must be >= 0, got ${x}`);
+    const n = x;
     return n;
   });
   if (!p.some((x) => x > 0)) throw new RangeError('prior: at least one weight must be positive');

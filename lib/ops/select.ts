@@ -38,6 +38,7 @@ export interface Selection {
 
 /** Tokens kept per head for compression ratio r: max(1, ⌊N·(1−r)⌋), robust to float round-off. */
 export function keepFromRatio(N: number, ratio: number): number {
+  checkInt('N', N, 0, 2 ** 31 - 1);
   checkNum('ratio', ratio, 0, 1, { maxOpen: true });
   return Math.max(1, Math.min(N, Math.floor(N * (1 - ratio) + 1e-9)));
 }
@@ -58,8 +59,17 @@ interface NativeSelectOpts {
 
 /** Smallest indices capacity that always suffices for these options. */
 export function selectCapacity(H: number, N: number, o: { keep: number; budget?: Budget; safeguard?: number }): number {
+  checkInt('H', H, 0, 2 ** 31 - 1);
+  checkInt('N', N, 0, 2 ** 31 - 1);
+  const c = opts('options', o, ['keep', 'budget', 'safeguard', 'sinks', 'recent']);
   const D = DEFAULTS.select;
-  const n = { keep: o.keep, budget: (o.budget ?? D.budget) === 'adaptive' ? 1 : 0, safeguard: o.safeguard ?? D.safeguard, sinks: 0, recent: 0 };
+  const n = {
+    keep: checkInt('keep', c.keep, 1, Math.max(1, N)),
+    budget: checkOneOf('budget', c.budget ?? D.budget, ['uniform', 'adaptive'] as const) === 'adaptive' ? 1 : 0,
+    safeguard: checkNum('safeguard', c.safeguard ?? D.safeguard, 0, 1),
+    sinks: 0,
+    recent: 0,
+  };
   return native.selectCapacity(H, N, n);
 }
 

@@ -74,7 +74,9 @@ function plan(queries: Tensor | TensorLike, keys: Tensor | TensorLike, options: 
   let scale = scaleOr(D.scale, d);
   if (o.scale !== undefined) {
     if (typeof o.scale !== 'number' || Number.isNaN(o.scale)) throw new TypeError(`scale: expected a number, got ${show(o.scale)}`);
-    if (!Number.isFinite(o.scale) || o.scale === 0) throw new RangeError(`scale: must be finite and nonzero, got ${o.scale}`);
+    if (!(Math.abs(o.scale) <= 3.4028234663852886e38) || o.scale === 0) {
+      throw new RangeError(`scale: must be finite and nonzero (within the f32 range), got ${o.scale}`);
+    }
     scale = o.scale;
   }
   if (!sameDevice(q.device, k.device)) throw new TypeError('queries: must be on the same device as keys');

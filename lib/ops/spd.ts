@@ -117,8 +117,8 @@ function plan(args: unknown, async: boolean) {
   const single = a.ndim === 2;
   if (single) {
     if (b.ndim !== 2) throw new TypeError(`b: expected a 2-D tensor [n, r] to match a 2-D a, got ${b.ndim}-D [${b.shape.join(', ')}]`);
-    a = a.view([1, ...a.shape], [0, ...a.strides]);
-    b = b.view([1, ...b.shape], [0, ...b.strides]);
+    a = a.view([1, ...a.shape], [0, ...a.strides], a.offset, 'a');
+    b = b.view([1, ...b.shape], [0, ...b.strides], b.offset, 'b');
   }
   checkRank('a', a, 3, '[B, n, n]');
   checkRank('b', b, 3, '[B, n, r]');
@@ -127,13 +127,13 @@ function plan(args: unknown, async: boolean) {
   if (b.shape[0] !== B || b.shape[1] !== n) {
     throw new RangeError(`b: expected shape [${B}, ${n}, r] to match a [${a.shape.join(', ')}], got [${b.shape.join(', ')}]`);
   }
-  const lambda = checkNum('lambda', o.lambda ?? DEFAULTS.spd.lambda, 0, Number.MAX_VALUE);
+  const lambda = checkNum('lambda', o.lambda ?? DEFAULTS.spd.lambda, 0, 1e30, { maxOpen: true });
   const throwOnError = checkBool('throwOnError', o.throwOnError ?? DEFAULTS.spd.throwOnError);
   const stream = streamOf(o, a.device);
   const xShape = single ? [n, b.shape[2]] : [B, n, b.shape[2]];
   let x = output('out', o.out, xShape, 'f32', a.device, stream);
   const xOut = x;
-  if (single) x = x.view([1, ...x.shape], [0, ...x.strides]);
+  if (single) x = x.view([1, ...x.shape], [0, ...x.strides], x.offset, 'out');
   const info = output('info', o.info, [B], 'i32', a.device, stream);
   const nargs: Parameters<Native['spdSolve']> = [
     a.toNative(), b.toNative(), x.toNative(), info.toNative(), { lambda, check: throwOnError ? 1 : 0 }, stream?.handle,

@@ -87,8 +87,8 @@ export const TRACE_DEFAULTS: Readonly<Required<TraceOptions>> = Object.freeze({
 
 export function resolveOptions(opts: TraceOptions | undefined): Required<TraceOptions> {
   const o: Required<TraceOptions> = { ...TRACE_DEFAULTS };
-  if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
-    throw new TypeError(`generateTrace: options must be an object, got ${opts === null ? 'null' : typeof opts}`);
+  if (opts !== undefined && (opts === null || typeof opts !== 'object' || Array.isArray(opts))) {
+    throw new TypeError(`generateTrace: options must be an object, got ${opts === null ? 'null' : Array.isArray(opts) ? 'an array' : typeof opts}`);
   }
   for (const [k, v] of Object.entries(opts ?? {})) {
     if (v === undefined) continue;
