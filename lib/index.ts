@@ -74,6 +74,29 @@ export { grkvMerge, grkvSurrogates, decodeGrkvDiagnostics, GRKV_DIAG_COLS } from
 export type { GrkvMergeArgs, GrkvResult, GrkvCaps, GrkvHeadDiagnostics, GrkvCandidate, GrkvSource, GrkvSurrogates } from './ops/grkv';
 
 
+// ==== Runtime-shaped caches (docs/runtime-caches.md) ====
+export { raggedSeqs, pagedSeqs, seqLengths } from './ops/batch';
+export type { Seqs, RaggedSeqs, PaddedSeqs, PagedSeqs, PageLayout, BatchCache, QueryBatch } from './ops/batch';
+export { keydiffScoresBatched } from './ops/keydiff';
+export type { BatchedScoreOptions } from './ops/keydiff';
+export { nestedkvScoresBatched } from './ops/nestedkv';
+export { snapkvScoresBatched } from './ops/snapkv';
+export { selectTokensBatched } from './ops/select';
+export type { BatchedSelectOptions } from './ops/select';
+export { gatherKVBatched } from './ops/gather';
+export type { GatherBatchedArgs } from './ops/gather';
+export { decodeAttentionBatched } from './ops/decode';
+export type { DecodeAttentionBatchedArgs } from './ops/decode';
+export { momentkvSelectBatched } from './ops/momentkv_select';
+export type { MomentkvSelectBatchedArgs } from './ops/momentkv_select';
+export { grkvMergeBatched } from './ops/grkv';
+export type { GrkvMergeBatchedArgs } from './ops/grkv';
+export { compactInPlace, compactPageTable } from './ops/compact';
+export type { CompactInPlaceArgs, CompactInPlaceResult } from './ops/compact';
+export { TpSelection, tpSelectTokens } from './ops/tp_select';
+export type { TpSelectOptions } from './ops/tp_select';
+
+
 // ==== compress() pipeline, traces, metrics ====
 export { compress, compressCache, methodScores } from './compress';
 export type { CompressInput, CompressOptions, Compressed } from './compress';

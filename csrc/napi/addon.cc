@@ -44,6 +44,23 @@ const Export kExports[] = {
     {"momentkvSelect", MomentkvSelect},
     {"spdSolve", SpdSolve},
     {"grkvMerge", GrkvMerge},
+    // runtime-shaped caches (docs/runtime-caches.md)
+    {"keydiffScoresBatched", KeydiffScoresBatched},
+    {"nestedkvScoresBatched", NestedkvScoresBatched},
+    {"snapkvScoresBatched", SnapkvScoresBatched},
+    {"selectTokensBatched", SelectTokensBatched},
+    {"gatherKVBatched", GatherKVBatched},
+    {"momentsMergeBatched", MomentsMergeBatched},
+    {"decodeAttentionBatched", DecodeAttentionBatched},
+    {"momentkvSelectBatched", MomentkvSelectBatched},
+    {"grkvMergeBatched", GrkvMergeBatched},
+    {"compactInPlace", CompactInPlace},
+    {"tpSelectRounds", TpSelectRounds},
+    {"tpSelectStateWords", TpSelectStateWords},
+    {"tpSelectBegin", TpSelectBegin},
+    {"tpSelectHistogram", TpSelectHistogram},
+    {"tpSelectAdvance", TpSelectAdvance},
+    {"tpSelectFinish", TpSelectFinish},
     // kvtrim bench (bench.cc): the CPU yardstick; the GPU baselines only where they can run
     {"hostCopy", HostCopy},
 #if defined(KVT_WITH_CUDA)

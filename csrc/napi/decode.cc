@@ -1,5 +1,6 @@
 // Binding of decodeAttention (C ABI kvt_decode_attention) and the defaults of its options.
 #include "bindings.h"
+#include "batch.h"
 #include "glue.h"
 
 namespace kvt {
@@ -16,6 +17,18 @@ Napi::Object DecodeDefaults(Napi::Env env) {
   return d;
 }
 
+// {order, scale, useClip, clip} over kvt_decode_default_opts.
+static kvt_decode_opts decode_opts(const Napi::Value& v) {
+  Napi::Object o = opts_object(v);
+  kvt_decode_opts opts;
+  kvt_decode_default_opts(&opts);
+  opts.order = get_int(o, "order", opts.order);
+  opts.use_clip = get_int(o, "useClip", opts.use_clip);
+  opts.scale = get_num(o, "scale", opts.scale);
+  opts.clip = get_num(o, "clip", opts.clip);
+  return opts;
+}
+
 // decodeAttention(queries, keys, values, counts, moments?, clip?, {order, scale, useClip, clip}, out, stream)
 Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys");
@@ -24,16 +37,26 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   kvt_moments m{};
   const bool has_m = parse_moments(info[4], parts, &m);
   TensorArg clip = parse_tensor(info[5], "clip", true);
-  Napi::Object o = opts_object(info[6]);
-  kvt_decode_opts opts;
-  kvt_decode_default_opts(&opts);
-  opts.order = get_int(o, "order", opts.order);
-  opts.use_clip = get_int(o, "useClip", opts.use_clip);
-  opts.scale = get_num(o, "scale", opts.scale);
-  opts.clip = get_num(o, "clip", opts.clip);
+  const kvt_decode_opts opts = decode_opts(info[6]);
   TensorArg out = parse_tensor(info[7], "out");
   check(info.Env(), kvt_decode_attention(q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), has_m ? &m : nullptr, clip.ptr(), &opts,
                                          out.ptr(), parse_stream(info[8])));
+  return info.Env().Undefined();
+}
+
+// decodeAttentionBatched(seqs, queries, keys, values, counts, moments?, clip?, opts, out, stream)
+Napi::Value DecodeAttentionBatched(const Napi::CallbackInfo& info) {
+  SeqsArg sq = parse_seqs(info[0], "seqs");
+  TensorArg q = parse_tensor(info[1], "queries"), k = parse_tensor(info[2], "keys");
+  TensorArg v = parse_tensor(info[3], "values"), cnt = parse_tensor(info[4], "counts");
+  TensorArg parts[4];
+  kvt_moments m{};
+  const bool has_m = parse_moments(info[5], parts, &m);
+  TensorArg clip = parse_tensor(info[6], "clip", true);
+  const kvt_decode_opts opts = decode_opts(info[7]);
+  TensorArg out = parse_tensor(info[8], "out");
+  check(info.Env(), kvt_decode_attention_batched(sq.ptr(), q.ptr(), k.ptr(), v.ptr(), cnt.ptr(), has_m ? &m : nullptr,
+                                                 clip.ptr(), &opts, out.ptr(), parse_stream(info[9])));
   return info.Env().Undefined();
 }
 

@@ -1,6 +1,7 @@
 // Bindings of selectTokens and selectCapacity (C ABI kvt_select_tokens, kvt_select_capacity) and the defaults of
 // their options.
 #include "bindings.h"
+#include "batch.h"
 #include "glue.h"
 
 namespace kvt {
@@ -36,6 +37,17 @@ Napi::Value SelectTokens(const Napi::CallbackInfo& info) {
   kvt_select_opts o = select_opts(info[1]);
   TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
   check(info.Env(), kvt_select_tokens(s.ptr(), &o, idx.ptr(), cnt.ptr(), parse_stream(info[4])));
+  return info.Env().Undefined();
+}
+
+// selectTokensBatched(seqs, scores, opts, keep?, indices, counts, stream)
+Napi::Value SelectTokensBatched(const Napi::CallbackInfo& info) {
+  SeqsArg sq = parse_seqs(info[0], "seqs");
+  TensorArg s = parse_tensor(info[1], "scores");
+  kvt_select_opts o = select_opts(info[2]);
+  TensorArg keep = parse_tensor(info[3], "keep", true);
+  TensorArg idx = parse_tensor(info[4], "indices"), cnt = parse_tensor(info[5], "counts");
+  check(info.Env(), kvt_select_tokens_batched(sq.ptr(), s.ptr(), &o, keep.ptr(), idx.ptr(), cnt.ptr(), parse_stream(info[6])));
   return info.Env().Undefined();
 }
 

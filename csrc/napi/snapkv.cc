@@ -1,5 +1,6 @@
 // Binding of snapkvScores (C ABI kvt_snapkv_scores) and the defaults of the SnapKV options.
 #include "bindings.h"
+#include "batch.h"
 #include "glue.h"
 
 namespace kvt {
@@ -16,18 +17,36 @@ Napi::Object SnapkvDefaults(Napi::Env env) {
   return d;
 }
 
-// snapkvScores(queries, keys, opts, out, stream); opts = {window, kernel, pool (0 avg | 1 max), scale}
-Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
-  TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys");
-  Napi::Object ob = opts_object(info[2]);
+// {window, kernel, pool (0 avg | 1 max), scale} over kvt_snapkv_default_opts.
+static kvt_snapkv_opts snapkv_opts(const Napi::Value& v) {
+  Napi::Object ob = opts_object(v);
   kvt_snapkv_opts o;
   kvt_snapkv_default_opts(&o);
   o.window = get_int(ob, "window", o.window);
   o.kernel = get_int(ob, "kernel", o.kernel);
   o.pool = get_int(ob, "pool", o.pool);
   o.scale = get_num(ob, "scale", o.scale);
+  return o;
+}
+
+// snapkvScores(queries, keys, opts, out, stream); opts = {window, kernel, pool (0 avg | 1 max), scale}
+Napi::Value SnapkvScores(const Napi::CallbackInfo& info) {
+  TensorArg q = parse_tensor(info[0], "queries"), k = parse_tensor(info[1], "keys");
+  const kvt_snapkv_opts o = snapkv_opts(info[2]);
   TensorArg out = parse_tensor(info[3], "out");
   check(info.Env(), kvt_snapkv_scores(q.ptr(), k.ptr(), &o, out.ptr(), parse_stream(info[4])));
+  return info.Env().Undefined();
+}
+
+// snapkvScoresBatched(seqs, keys, qseqs, queries, opts, out, stream)
+Napi::Value SnapkvScoresBatched(const Napi::CallbackInfo& info) {
+  SeqsArg sq = parse_seqs(info[0], "seqs");
+  TensorArg k = parse_tensor(info[1], "keys");
+  SeqsArg qs = parse_seqs(info[2], "qseqs");
+  TensorArg q = parse_tensor(info[3], "queries");
+  const kvt_snapkv_opts o = snapkv_opts(info[4]);
+  TensorArg out = parse_tensor(info[5], "out");
+  check(info.Env(), kvt_snapkv_scores_batched(sq.ptr(), k.ptr(), qs.ptr(), q.ptr(), &o, out.ptr(), parse_stream(info[6])));
   return info.Env().Undefined();
 }
 

@@ -8,6 +8,7 @@ import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt } from '../validate';
 import { StreamOpt, opts, output, streamOf } from './common';
 import { MomentTensors, momentsNative } from './moments';
+import { BatchCache, checkCache } from './batch';
 
 export interface GatherArgs extends StreamOpt {
   keys: Tensor | TensorLike;
@@ -43,5 +44,46 @@ export function gatherKV(args: GatherArgs): CompactKV {
   const co = output('countsOut', o.countsOut, [H], 'i32', k.device, stream);
   const mom = o.moments === undefined ? undefined : momentsNative('moments', o.moments);
   native.gatherKV(k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), ko.toNative(), vo.toNative(), co.toNative(), mom, stream?.handle);
+  return { keys: ko, values: vo, counts: co };
+}
+
+export interface GatherBatchedArgs extends StreamOpt {
+  /** The batch cache (keys and values; ragged, padded or paged), read in place. */
+  cache: BatchCache;
+  /** i32 [B, H, cap_in]: kept positions per sequence and head (a selectTokensBatched result). */
+  indices: Tensor | TensorLike;
+  /** i32 [B, H]. */
+  counts: Tensor | TensorLike;
+  /** Output capacity (default: the capacity of `indices`). */
+  cap?: number;
+  /** A state of B·H virtual heads (head h of sequence b at row b·H + h) to merge the evicted rows into. */
+  moments?: MomentTensors;
+  keysOut?: Tensor | TensorLike;
+  valuesOut?: Tensor | TensorLike;
+  countsOut?: Tensor | TensorLike;
+}
+
+/**
+ * Compaction of every sequence of a batch cache (docs/runtime-caches.md §3) into `[B, H, cap, d]` / `[B, H, cap, dv]`
+ * and counts `[B, H]`, out of place; equal to gatherKV per sequence. For compaction inside the cache itself (pages
+ * freed) see compactInPlace.
+ */
+export function gatherKVBatched(args: GatherBatchedArgs): CompactKV {
+  const o = opts('args', args, ['cache', 'indices', 'counts', 'cap', 'moments', 'keysOut', 'valuesOut', 'countsOut', 'stream']);
+  const c = checkCache('cache', o.cache, true);
+  const idx = checkRank('indices', asTensor('indices', o.indices), 3, '[B, H, cap]');
+  const cnt = checkRank('counts', asTensor('counts', o.counts), 2, '[B, H]');
+  const B = idx.shape[0];
+  const cap = o.cap === undefined ? Math.max(1, idx.shape[2]) : checkInt('cap', o.cap, 1, 2 ** 31 - 1);
+  const dev = c.keys.device;
+  const stream = streamOf(o, dev);
+  const ko = output('keysOut', o.keysOut, [B, c.H, cap, c.d], c.keys.dtype, dev, stream);
+  const vo = output('valuesOut', o.valuesOut, [B, c.H, cap, c.dv], c.values!.dtype, dev, stream);
+  const co = output('countsOut', o.countsOut, [B, c.H], 'i32', dev, stream);
+  const mom = o.moments === undefined ? undefined : momentsNative('moments', o.moments);
+  native.gatherKVBatched(
+    c.table.toNative(), c.keys.toNative(), c.values!.toNative(), idx.toNative(), cnt.toNative(), ko.toNative(), vo.toNative(), co.toNative(),
+    mom, stream?.handle,
+  );
   return { keys: ko, values: vo, counts: co };
 }

@@ -20,6 +20,7 @@ import { StreamOpt, opts, output, streamOf } from './common';
 import { gatherKV } from './gather';
 import { MomentState, MomentTensors, ensureMoments, momentsNative } from './moments';
 import { resolveKeep } from './select';
+import { BatchCache, checkCache, resolveBatchKeep, tokenOutput } from './batch';
 
 export interface MomentkvSelectArgs extends StreamOpt {
   /** Base eviction scores f32 [H, N] (higher = keep; e.g. snapkvScores); +Infinity = protected. */
@@ -68,6 +69,16 @@ export function momentkvSelect(args: MomentkvSelectArgs): MomentkvSelection {
   return selectImpl(opts('args', args, SELECT_KEYS));
 }
 
+/** Rounds, r, mi (native 0 | 1) and eps of checked options. */
+function roundOptions(o: Record<string, unknown>): { rounds: number; r: number; mi: number; eps: number } {
+  const D = DEFAULTS.momentkvSelect;
+  const mi = o.mi === undefined ? D.mi : checkBool('mi', o.mi);
+  const rounds = checkInt('rounds', o.rounds ?? D.rounds, 1, 1 << 20);
+  const r = checkInt('r', o.r ?? D.r, 0, 8);
+  const eps = checkNum('eps', o.eps ?? D.eps, 0, 1e30);
+  return { rounds, r, mi: mi ? 1 : 0, eps };
+}
+
 function selectImpl(o: Record<string, unknown>): MomentkvSelection {
   const s = checkDtype('scores', checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]'), ['f32']);
   const k = checkDtype('keys', checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]'), ['f32', 'f16', 'bf16']);
@@ -80,11 +91,7 @@ function selectImpl(o: Record<string, unknown>): MomentkvSelection {
     if (!sameDevice(t.device, s.device)) throw new TypeError(`${name}: must be on the same device as scores`);
   }
   const keep = resolveKeep(N, o);
-  const D = DEFAULTS.momentkvSelect;
-  const mi = o.mi === undefined ? D.mi : checkBool('mi', o.mi);
-  const rounds = checkInt('rounds', o.rounds ?? D.rounds, 1, 1 << 20);
-  const r = checkInt('r', o.r ?? D.r, 0, 8);
-  const eps = checkNum('eps', o.eps ?? D.eps, 0, 1e30);
+  const { rounds, r, mi, eps } = roundOptions(o);
   const stream = streamOf(o, s.device);
   const moments = ensureMoments(o.moments, H, k.shape[2], v.shape[2], s.device, stream);
   const cap = o.cap === undefined ? (o.indices === undefined ? keep : asTensor('indices', o.indices).shape[1] ?? keep) : checkInt('cap', o.cap, keep, 2 ** 31 - 1);
@@ -95,7 +102,7 @@ function selectImpl(o: Record<string, unknown>): MomentkvSelection {
   if (o.evictedRound === true) er = output('evictedRound', undefined, [H, N], 'i32', s.device, stream);
   else if (o.evictedRound !== undefined && o.evictedRound !== false) er = output('evictedRound', o.evictedRound, [H, N], 'i32', s.device, stream);
   native.momentkvSelect(
-    s.toNative(), k.toNative(), v.toNative(), { keep, rounds, r, mi: mi ? 1 : 0, eps },
+    s.toNative(), k.toNative(), v.toNative(), { keep, rounds, r, mi, eps },
     indices.toNative(), counts.toNative(), momentsNative('moments', moments), er?.toNative(), stream?.handle,
   );
   return { indices, counts, moments, ...(er ? { evictedRound: er } : {}) };
@@ -142,4 +149,54 @@ export function momentkvCompress(args: MomentkvCompressArgs): MomentkvCache {
     ...(stream ? { stream } : {}),
   });
   return { ...compact, moments: sel.moments, indices: sel.indices, ...(sel.evictedRound ? { evictedRound: sel.evictedRound } : {}) };
+}
+
+export interface MomentkvSelectBatchedArgs extends StreamOpt {
+  /** Base scores per token ([H, T] ragged, [B, H, L] otherwise; +Infinity = protected). */
+  scores: Tensor | TensorLike;
+  /** The batch cache (keys and values). */
+  cache: BatchCache;
+  /** Tokens kept per head: a number or an i32 [B] tensor (sequence b keeps min(keep_b, n_b)). One of keep / ratio. */
+  keep?: number | Tensor | TensorLike;
+  ratio?: number;
+  rounds?: number;
+  r?: number;
+  eps?: number;
+  mi?: boolean;
+  /** A state of B·H virtual heads (default: a fresh one). */
+  moments?: MomentTensors;
+  cap?: number;
+  indices?: Tensor | TensorLike;
+  counts?: Tensor | TensorLike;
+  /** true, or a preallocated i32 per-token tensor (the layout of `scores`). */
+  evictedRound?: boolean | Tensor | TensorLike;
+}
+
+/**
+ * Moment-informed eviction of every sequence of a batch cache (docs/runtime-caches.md §3): indices i32 [B, H, cap],
+ * counts [B, H]; equal to momentkvSelect per sequence with keep_b.
+ */
+export function momentkvSelectBatched(args: MomentkvSelectBatchedArgs): MomentkvSelection {
+  const o = opts('args', args, ['scores', 'cache', 'keep', 'ratio', 'rounds', 'r', 'eps', 'mi', 'moments', 'cap', 'indices', 'counts', 'evictedRound', 'stream']);
+  const c = checkCache('cache', o.cache, true);
+  const s = checkDtype('scores', asTensor('scores', o.scores), ['f32']);
+  const table = c.table;
+  const B = table.B;
+  const keep = resolveBatchKeep(table, o);
+  const { rounds, r, mi, eps } = roundOptions(o);
+  const dev = c.keys.device;
+  const stream = streamOf(o, dev);
+  const moments = ensureMoments(o.moments, B * c.H, c.d, c.dv, dev, stream);
+  const cap = o.cap !== undefined ? checkInt('cap', o.cap, 1, 2 ** 31 - 1) : o.indices !== undefined ? asTensor('indices', o.indices).shape[2] : Math.max(1, keep.max ?? 1);
+  const indices = output('indices', o.indices, [B, c.H, cap], 'i32', dev, stream);
+  const counts = output('counts', o.counts, [B, c.H], 'i32', dev, stream);
+  let er: Tensor | undefined;
+  if (o.evictedRound !== undefined && o.evictedRound !== false) {
+    er = tokenOutput('evictedRound', o.evictedRound === true ? undefined : o.evictedRound, table, c.H, 'i32', dev, c.keys, table.layout === 'ragged' ? undefined : s.shape[2], stream);
+  }
+  native.momentkvSelectBatched(
+    table.toNative(), s.toNative(), c.keys.toNative(), c.values!.toNative(), { keep: keep.scalar, rounds, r, mi, eps }, keep.tensor?.toNative(),
+    indices.toNative(), counts.toNative(), momentsNative('moments', moments), er?.toNative(), stream?.handle,
+  );
+  return { indices, counts, moments, ...(er ? { evictedRound: er } : {}) };
 }

@@ -10,6 +10,7 @@ import { native, NativeMoments } from '../binding';
 import { DeviceBuffer, Stream } from '../device';
 import { Device, Tensor, TensorLike, asTensor, checkDtype, checkRank, empty, fillBytes, sameDevice } from '../tensor';
 import { checkInt, show } from '../validate';
+import { BatchCache, checkCache } from './batch';
 import { StreamOpt, opts, streamOf } from './common';
 
 /** The four tensors of a moment state (what ops accept as `moments`). */
@@ -146,6 +147,26 @@ export class MomentState implements MomentTensors {
     if (!sameDevice(k.device, this.device)) throw new TypeError('keys: must be on the device of the moment state');
     const stream = streamOf(o, k.device);
     native.momentsMerge(k.toNative(), v.toNative(), idx.toNative(), cnt.toNative(), momentsNative('moments', this), stream?.handle);
+    return this;
+  }
+
+  /**
+   * Merges the listed rows of every sequence of a batch cache (docs/runtime-caches.md §3) into this state of B·H virtual
+   * heads (head h of sequence b at row b·H + h): evictedIndices i32 [B, H, cap], counts i32 [B, H]. Equal to merge per
+   * sequence into its H heads. Returns this.
+   */
+  mergeBatched(cache: BatchCache, evictedIndices: Tensor | TensorLike, counts: Tensor | TensorLike, options?: StreamOpt): this {
+    const o = opts('options', options, ['stream']);
+    const c = checkCache('cache', cache, true);
+    const idx = checkRank('evictedIndices', asTensor('evictedIndices', evictedIndices), 3, '[B, H, cap]');
+    const cnt = checkRank('counts', asTensor('counts', counts), 2, '[B, H]');
+    if (idx.shape[0] * c.H !== this.H) throw new RangeError(`moments: the state has ${this.H} heads, the batch B·H = ${idx.shape[0]}·${c.H}`);
+    if (c.d !== this.d || c.dv !== this.dv) throw new RangeError(`cache: d, dv (${c.d}, ${c.dv}) must equal the state's (${this.d}, ${this.dv})`);
+    if (!sameDevice(c.keys.device, this.device)) throw new TypeError('cache: must be on the device of the moment state');
+    const stream = streamOf(o, c.keys.device);
+    native.momentsMergeBatched(
+      c.table.toNative(), c.keys.toNative(), c.values!.toNative(), idx.toNative(), cnt.toNative(), momentsNative('moments', this), stream?.handle,
+    );
     return this;
   }
 

@@ -9,10 +9,11 @@
  * Pair it with `selectTokens(scores, { ratio, budget: 'adaptive', safeguard: 0.2 })` for the paper's head-wise
  * budget (docs/methods/nestedkv.md §4). `scales: 'global'` is the single-anchor ablation (a* = min-max of KeyDiff's score, docs/methods/nestedkv.md §3.8, §7).
  */
-import { native } from '../binding';
+import { native, NativeNestedkvOpts } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt, checkNum, checkOneOf, show } from '../validate';
+import { BatchCache, checkCache, tokenOutput } from './batch';
 import { StreamOpt, opts, output, streamOf } from './common';
 
 export type NestedkvScales = 'all' | 'global';
@@ -67,13 +68,10 @@ function checkPrior(v: unknown): number[] {
   return p;
 }
 
-/** NestedKV scores f32 [H, N] of keys [H, N, d] (f32 | f16 | bf16, any strides). */
-export function nestedkvScores(keys: Tensor | TensorLike, options?: NestedkvOptions): Tensor {
-  const o = opts('options', options, ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'stream']);
-  const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
-  const [H, N] = k.shape;
+/** The native options (`kvt_nestedkv_opts`) of checked option values, defaults from DEFAULTS. */
+function nativeOptions(o: Record<string, unknown>): NativeNestedkvOpts {
   const D = DEFAULTS.nestedkv;
-  const n = {
+  return {
     window: checkInt('window', o.window ?? D.window, 1, I32_MAX),
     block: o.block === undefined ? D.block : checkInt('block', o.block, 1, I32_MAX),
     prior: o.prior === undefined ? [...D.prior] : checkPrior(o.prior),
@@ -84,8 +82,31 @@ export function nestedkvScores(keys: Tensor | TensorLike, options?: NestedkvOpti
     sinks: checkInt('sinks', o.sinks ?? D.sinks, 0, I32_MAX),
     scales: checkOneOf('scales', o.scales ?? D.scales, ['all', 'global'] as const) === 'global' ? 1 : 0,
   };
+}
+
+/** NestedKV scores f32 [H, N] of keys [H, N, d] (f32 | f16 | bf16, any strides). */
+export function nestedkvScores(keys: Tensor | TensorLike, options?: NestedkvOptions): Tensor {
+  const o = opts('options', options, ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'stream']);
+  const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
+  const [H, N] = k.shape;
+  const n = nativeOptions(o);
   const stream = streamOf(o, k.device);
   const out = output('out', o.out, [H, N], 'f32', k.device, stream);
   native.nestedkvScores(k.toNative(), n, out.toNative(), stream?.handle);
+  return out;
+}
+
+/**
+ * NestedKV scores of every sequence of a batch cache (docs/runtime-caches.md §3): each sequence with its own default
+ * block size clip(⌊n_b/32⌋, 128, 256) and tail count; equal to nestedkvScores per sequence. Output as
+ * keydiffScoresBatched ([H, T] ragged, [B, H, L] otherwise).
+ */
+export function nestedkvScoresBatched(cache: BatchCache, options?: Omit<NestedkvOptions, 'out'> & { out?: Tensor | TensorLike; maxLength?: number }): Tensor {
+  const o = opts('options', options, ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'maxLength', 'stream']);
+  const c = checkCache('cache', cache, false);
+  const n = nativeOptions(o);
+  const stream = streamOf(o, c.keys.device);
+  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, o.maxLength as number | undefined, stream);
+  native.nestedkvScoresBatched(c.table.toNative(), c.keys.toNative(), n, out.toNative(), stream?.handle);
   return out;
 }
