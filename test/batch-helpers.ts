@@ -5,7 +5,7 @@
  * same stored values, which the per-sequence op runs on as the reference.
  */
 import type { Test } from 'tap';
-import { Tensor, tensor, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../lib/index';
+import { MomentState, Tensor, tensor, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32, selectTokensBatched } from '../lib/index';
 import type { BatchCache, DType, Seqs } from '../lib/index';
 import { Rng } from '../lib/rng';
 
@@ -290,4 +290,18 @@ export function layoutCases(): { layout: BatchLayout; pageSize: number }[] {
     { layout: 'HND', pageSize: 64 },
     { layout: 'NHD', pageSize: 64 },
   ];
+}
+
+/** A random selection per sequence (uniform budget) as [B, H, cap] / [B, H]. */
+export function randomSelection(rng: Rng, tb: TestTable, H: number, ratio = 0.6) {
+  const scores = fillTokens(tokenTensor(tb, H), tb, (b) => Float32Array.from({ length: H * tb.lengths[b] }, () => rng.normal()));
+  return selectTokensBatched(scores, tb.seqs, { ratio });
+}
+
+/** Rows [b·H, b·H + H) of the four moment tensors as flat arrays. */
+export function momentRows(m: MomentState, b: number, H: number): number[][] {
+  return [m.n, m.muK, m.muV, m.m].map((x) => {
+    const per = x.numel / m.H;
+    return flat(x).slice(b * H * per, (b + 1) * H * per);
+  });
 }
