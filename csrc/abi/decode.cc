@@ -32,6 +32,29 @@ static kvt_status check_opts(const kvt_decode_opts& o, int64_t d, double* scale)
   return KVT_OK;
 }
 
+// The clip: a per-head f32 tensor of n radii >= 0 (mode 2), the scalar radius of opts (mode 1), or none (0).
+static kvt_status check_clip(const kvt_tensor* clip, const kvt_decode_opts& opts, const View& k, const View& out, int64_t n,
+                             const char* dims, const char* what, View* cl, int* mode) {
+  *mode = 0;
+  if (clip) {
+    KVT_TRY(check_tensor(clip, "clip", 1, kMaskF32, dims, cl));
+    KVT_TRY(check_same_device(k, "keys", *cl, "clip"));
+    KVT_TRY(check_dim(*cl, "clip", 0, n, what));
+    KVT_TRY(check_no_overlap(out, "out", *cl, "clip"));
+    *mode = 2;
+    if (!cl->on_cuda())
+      for (int64_t h = 0; h < n; h++) {
+        const float x = cl->ptr<float>()[h * cl->stride[0]];
+        if (!(x >= 0.f))
+          return fail(KVT_ERR_RANGE, "clip: clip[" + std::to_string(h) + "] = " + std::to_string(x) + " must be >= 0");
+      }
+  } else if (opts.use_clip) {
+    if (!(opts.clip >= 0.0)) return fail(KVT_ERR_RANGE, "clip: must be >= 0, got " + std::to_string(opts.clip));
+    *mode = 1;
+  }
+  return KVT_OK;
+}
+
 extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_tensor* values,
                                            const kvt_tensor* counts, const kvt_moments* moments, const kvt_tensor* clip,
                                            const kvt_decode_opts* opts, const kvt_tensor* out, kvt_stream stream) {
@@ -94,22 +117,7 @@ extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_
   }
   int clip_mode = 0;
   View cl;
-  if (clip) {
-    KVT_TRY(check_tensor(clip, "clip", 1, kMaskF32, "[Hkv]", &cl));
-    KVT_TRY(check_same_device(k, "keys", cl, "clip"));
-    KVT_TRY(check_dim(cl, "clip", 0, Hkv, "Hkv of keys"));
-    KVT_TRY(check_no_overlap(o, "out", cl, "clip"));
-    clip_mode = 2;
-    if (!cl.on_cuda())
-      for (int64_t h = 0; h < Hkv; h++) {
-        const float x = cl.ptr<float>()[h * cl.stride[0]];
-        if (!(x >= 0.f))
-          return fail(KVT_ERR_RANGE, "clip: clip[" + std::to_string(h) + "] = " + std::to_string(x) + " must be >= 0");
-      }
-  } else if (opts->use_clip) {
-    if (!(opts->clip >= 0.0)) return fail(KVT_ERR_RANGE, "clip: must be >= 0, got " + std::to_string(opts->clip));
-    clip_mode = 1;
-  }
+  KVT_TRY(check_clip(clip, *opts, k, o, Hkv, "[Hkv]", "Hkv of keys", &cl, &clip_mode));
   if (!k.on_cuda()) {
     for (int64_t h = 0; h < Hkv; h++) {
       const int64_t c = cnt.ptr<int32_t>()[h * cnt.stride[0]];
@@ -192,21 +200,7 @@ extern "C" kvt_status kvt_decode_attention_batched(const kvt_seqs* seqs, const k
     KVT_TRY(check_moments_no_overlap(m, o, "out"));
   }
   int clip_mode = 0;
-  if (clip) {
-    KVT_TRY(check_tensor(clip, "clip", 1, kMaskF32, "[B * Hkv]", &cl));
-    KVT_TRY(check_same_device(k, "keys", cl, "clip"));
-    KVT_TRY(check_dim(cl, "clip", 0, b.B * Hkv, "B * Hkv"));
-    KVT_TRY(check_no_overlap(o, "out", cl, "clip"));
-    clip_mode = 2;
-    if (!cl.on_cuda())
-      for (int64_t h = 0; h < b.B * Hkv; h++)
-        if (!(cl.ptr<float>()[h * cl.stride[0]] >= 0.f))
-          return fail(KVT_ERR_RANGE, "clip: clip[" + std::to_string(h) + "] = " + std::to_string(cl.ptr<float>()[h * cl.stride[0]]) +
-                                         " must be >= 0");
-  } else if (opts->use_clip) {
-    if (!(opts->clip >= 0.0)) return fail(KVT_ERR_RANGE, "clip: must be >= 0, got " + std::to_string(opts->clip));
-    clip_mode = 1;
-  }
+  KVT_TRY(check_clip(clip, *opts, k, o, b.B * Hkv, "[B * Hkv]", "B * Hkv", &cl, &clip_mode));
   if (b.on_cuda) return batched_cuda_pending("decodeAttentionBatched");  // CUDA: cuda::decode_attention_batched
   for (int64_t i = 0; i < b.B; i++)
     for (int64_t h = 0; h < Hkv; h++) {

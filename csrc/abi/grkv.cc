@@ -42,6 +42,23 @@ static kvt_status check_opts(cpu::GrkvArgs& a) {
   return KVT_OK;
 }
 
+// Outputs never overlap inputs or each other (whole tensors, also for the batched entry point).
+static kvt_status check_outputs(const cpu::GrkvArgs& a) {
+  const View* ins[] = {&a.k, &a.v, &a.idx, &a.cnt, &a.q, &a.qp, &a.w, &a.sc};
+  const char* in_names[] = {"keys", "values", "indices", "counts", "queries", "queryPositions", "weights", "scores"};
+  const View* outs[] = {&a.ko, &a.vo, &a.co, &a.dg};
+  const char* out_names[] = {"keysOut", "valuesOut", "countsOut", "diagnostics"};
+  for (int o = 0; o < 4; o++) {
+    if (o == 3 && !a.has_dg) continue;
+    for (int i = 0; i < 8; i++) {
+      if (i == 6 && !a.has_w) continue;
+      KVT_TRY(check_no_overlap(*outs[o], out_names[o], *ins[i], in_names[i]));
+    }
+    for (int p = 0; p < o; p++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *outs[p], out_names[p]));
+  }
+  return KVT_OK;
+}
+
 // Checks every argument of kvt_grkv_merge into `a`, the CPU backend's argument bundle (also what the CUDA parameters
 // are packed from).
 static kvt_status validate(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* indices,
@@ -115,19 +132,7 @@ static kvt_status validate(const kvt_tensor* keys, const kvt_tensor* values, con
     KVT_TRY(check_dim(a.dg, "diagnostics", 1, kGrkvDiagCols, "KVT_GRKV_DIAG_COLS"));
   }
   KVT_TRY(check_opts(a));
-  // outputs never overlap inputs or each other
-  const View* ins[] = {&a.k, &a.v, &a.idx, &a.cnt, &a.q, &a.qp, &a.w, &a.sc};
-  const char* in_names[] = {"keys", "values", "indices", "counts", "queries", "queryPositions", "weights", "scores"};
-  const View* outs[] = {&a.ko, &a.vo, &a.co, &a.dg};
-  const char* out_names[] = {"keysOut", "valuesOut", "countsOut", "diagnostics"};
-  for (int o = 0; o < 4; o++) {
-    if (o == 3 && !a.has_dg) continue;
-    for (int i = 0; i < 8; i++) {
-      if (i == 6 && !a.has_w) continue;
-      KVT_TRY(check_no_overlap(*outs[o], out_names[o], *ins[i], in_names[i]));
-    }
-    for (int p = 0; p < o; p++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *outs[p], out_names[p]));
-  }
+  KVT_TRY(check_outputs(a));
   if (!a.k.on_cuda()) {  // host memory: check the data itself (the CUDA kernels clamp instead)
     for (int64_t h = 0; h < a.H; h++) {
       const int64_t c = a.cnt.ptr<int32_t>()[h * a.cnt.stride[0]];
@@ -295,18 +300,7 @@ extern "C" kvt_status kvt_grkv_merge_batched(const kvt_seqs* seqs, const kvt_ten
                                    std::to_string(a.H));
   a.G = a.Hq / a.H;
   KVT_TRY(check_opts(a));
-  const View* ins[] = {&a.k, &a.v, &a.idx, &a.cnt, &a.q, &a.qp, &a.w, &a.sc};
-  const char* in_names[] = {"keys", "values", "indices", "counts", "queries", "queryPositions", "weights", "scores"};
-  const View* outs[] = {&a.ko, &a.vo, &a.co, &a.dg};
-  const char* out_names[] = {"keysOut", "valuesOut", "countsOut", "diagnostics"};
-  for (int o = 0; o < 4; o++) {
-    if (o == 3 && !a.has_dg) continue;
-    for (int i = 0; i < 8; i++) {
-      if (i == 6 && !a.has_w) continue;
-      KVT_TRY(check_no_overlap(*outs[o], out_names[o], *ins[i], in_names[i]));
-    }
-    for (int p = 0; p < o; p++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *outs[p], out_names[p]));
-  }
+  KVT_TRY(check_outputs(a));
   if (b.on_cuda) return batched_cuda_pending("grkvMergeBatched");  // CUDA: cuda::grkv_merge_batched
   KVT_TRY(check_index_lists(b, a.idx, "indices", a.cnt, a.cap));
   // The queries of sequence s as a per-sequence view; its positions and weights as [Qs_s] views.

@@ -53,6 +53,23 @@ static kvt_status check_scores(const View& s, int64_t keep, const std::string& s
   return KVT_OK;
 }
 
+// Outputs and the state never overlap the inputs or each other (whole tensors, also for the batched entry point).
+static kvt_status check_overlaps(const View& s, const View& k, const View& v, const View& idx, const View& cnt,
+                                 const View* er, const MomentViews& m) {
+  const View* ins[] = {&s, &k, &v};
+  const char* in_names[] = {"scores", "keys", "values"};
+  const View* outs[] = {&idx, &cnt, er};
+  const char* out_names[] = {"indices", "counts", "evictedRound"};
+  const int nout = er ? 3 : 2;
+  for (int a = 0; a < nout; a++) {
+    for (int i = 0; i < 3; i++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *ins[i], in_names[i]));
+    for (int c = 0; c < a; c++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *outs[c], out_names[c]));
+    KVT_TRY(check_moments_no_overlap(m, *outs[a], out_names[a]));
+  }
+  for (int i = 0; i < 3; i++) KVT_TRY(check_moments_no_overlap(m, *ins[i], in_names[i]));
+  return KVT_OK;
+}
+
 extern "C" kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_tensor* keys, const kvt_tensor* values,
                                           const kvt_momentkv_select_opts* opts, const kvt_tensor* indices,
                                           const kvt_tensor* counts, const kvt_moments* moments,
@@ -89,17 +106,7 @@ extern "C" kvt_status kvt_momentkv_select(const kvt_tensor* scores, const kvt_te
                                    ", got " + std::to_string(idx.shape[1]));
   MomentViews m;
   KVT_TRY(check_moments(moments, s, "scores", H, d, dv, &m));
-  const View* ins[] = {&s, &k, &v};
-  const char* in_names[] = {"scores", "keys", "values"};
-  const View* outs[] = {&idx, &cnt, &er};
-  const char* out_names[] = {"indices", "counts", "evictedRound"};
-  const int nout = evicted_round ? 3 : 2;
-  for (int a = 0; a < nout; a++) {
-    for (int i = 0; i < 3; i++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *ins[i], in_names[i]));
-    for (int b = 0; b < a; b++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *outs[b], out_names[b]));
-    KVT_TRY(check_moments_no_overlap(m, *outs[a], out_names[a]));
-  }
-  for (int i = 0; i < 3; i++) KVT_TRY(check_moments_no_overlap(m, *ins[i], in_names[i]));
+  KVT_TRY(check_overlaps(s, k, v, idx, cnt, evicted_round ? &er : nullptr, m));
   if (!s.on_cuda()) KVT_TRY(check_scores(s, o.keep, ""));
 #if defined(KVT_WITH_CUDA)
   if (s.on_cuda()) {
@@ -143,17 +150,7 @@ extern "C" kvt_status kvt_momentkv_select_batched(const kvt_seqs* seqs, const kv
   KVT_TRY(check_opts(o));
   MomentViews m;
   KVT_TRY(check_batch_moments(b, moments, k, H, d, dv, &m));
-  const View* ins[] = {&s, &k, &v};
-  const char* in_names[] = {"scores", "keys", "values"};
-  const View* outs[] = {&idx, &cnt, &er};
-  const char* out_names[] = {"indices", "counts", "evictedRound"};
-  const int nout = evicted_round ? 3 : 2;
-  for (int a = 0; a < nout; a++) {
-    for (int i = 0; i < 3; i++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *ins[i], in_names[i]));
-    for (int c = 0; c < a; c++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *outs[c], out_names[c]));
-    KVT_TRY(check_moments_no_overlap(m, *outs[a], out_names[a]));
-  }
-  for (int i = 0; i < 3; i++) KVT_TRY(check_moments_no_overlap(m, *ins[i], in_names[i]));
+  KVT_TRY(check_overlaps(s, k, v, idx, cnt, evicted_round ? &er : nullptr, m));
   std::vector<int32_t> kb;
   KVT_TRY(resolve_keep(b, o.keep, keep, &kb));
   if (b.on_cuda) return batched_cuda_pending("momentkvSelectBatched");  // CUDA: cuda::momentkv_select_batched

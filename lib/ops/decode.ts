@@ -62,7 +62,7 @@ function decodeOptions(o: Record<string, unknown>, d: number, nclip: number, dim
     clipR = clip;
   } else if (clip !== undefined) {
     clipT = checkDtype('clip', checkRank('clip', asTensor('clip', clip), 1, dims), ['f32']);
-    if (clipT.shape[0] !== nclip) throw new RangeError(`clip: expected shape ${dims} = [${nclip}], got [${clipT.shape.join(', ')}]`);
+    if (clipT.shape[0] !== nclip) throw new RangeError(`clip: expected shape [${nclip}] (${dims === '[Hkv]' ? 'Hkv of keys' : 'B·Hkv'}), got [${clipT.shape.join(', ')}]`);
     if (!sameDevice(clipT.device, k.device)) throw new TypeError('clip: must be on the same device as keys');
   }
   return { order, scale, useClip, clip: clipR, ...(clipT ? { clipT } : {}) };
@@ -101,17 +101,13 @@ export function decodeAttention(args: DecodeAttentionArgs): Tensor {
   return out;
 }
 
-export interface DecodeAttentionBatchedArgs extends StreamOpt {
+export interface DecodeAttentionBatchedArgs extends Omit<DecodeAttentionArgs, 'queries' | 'keys' | 'values' | 'counts' | 'clip' | 'out'> {
   /** [B, Hq, d] (one token per sequence and head) or [B, Hq, T, d]; f32 | f16 | bf16. */
   queries: Tensor | TensorLike;
-  /** The batch cache (keys and values of one dtype), read in place: sequence b's rows 0 … n_b − 1. */
+  /** The batch cache (keys and values of one dtype), read in place; `moments` holds B·Hkv virtual heads. */
   cache: BatchCache;
   /** i32 [B, Hkv]: rows read per sequence and KV head (rows j < counts[b, h] ≤ n_b), e.g. after compactInPlace. */
   counts: Tensor | TensorLike;
-  /** A state of B·Hkv virtual heads (row b·Hkv + h). */
-  moments?: MomentTensors;
-  order?: 0 | 1;
-  scale?: number;
   /** A radius for all heads, or f32 [B·Hkv] per virtual head. */
   clip?: number | Tensor | TensorLike;
   /** Preallocated f32 [B, Hq, dv] / [B, Hq, T, dv]. */

@@ -47,20 +47,13 @@ export function gatherKV(args: GatherArgs): CompactKV {
   return { keys: ko, values: vo, counts: co };
 }
 
-export interface GatherBatchedArgs extends StreamOpt {
-  /** The batch cache (keys and values; ragged, padded or paged), read in place. */
+export interface GatherBatchedArgs extends Omit<GatherArgs, 'keys' | 'values' | 'indices' | 'counts'> {
+  /** The batch cache (keys and values; ragged, padded or paged), read in place; `moments` holds B·H virtual heads. */
   cache: BatchCache;
   /** i32 [B, H, cap_in]: kept positions per sequence and head (a selectTokensBatched result). */
   indices: Tensor | TensorLike;
   /** i32 [B, H]. */
   counts: Tensor | TensorLike;
-  /** Output capacity (default: the capacity of `indices`). */
-  cap?: number;
-  /** A state of B·H virtual heads (head h of sequence b at row b·H + h) to merge the evicted rows into. */
-  moments?: MomentTensors;
-  keysOut?: Tensor | TensorLike;
-  valuesOut?: Tensor | TensorLike;
-  countsOut?: Tensor | TensorLike;
 }
 
 /**

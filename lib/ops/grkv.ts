@@ -262,7 +262,8 @@ export function grkvSurrogates(N: number, options: { source: GrkvSource; count?:
   return { capturePositions: Int32Array.from(capture), queryPositions, weights };
 }
 
-export interface GrkvMergeBatchedArgs extends StreamOpt {
+export interface GrkvMergeBatchedArgs
+  extends Omit<GrkvMergeArgs, 'keys' | 'values' | 'selection' | 'queries' | 'queryPositions' | 'weights' | 'scores' | 'diagnostics'> {
   /** The full batch cache (keys and values of one dtype), read in place. */
   cache: BatchCache;
   /** The eviction result per sequence: indices i32 [B, H, cap_in], counts i32 [B, H] (selectTokensBatched). */
@@ -275,18 +276,6 @@ export interface GrkvMergeBatchedArgs extends StreamOpt {
   weights?: Tensor | TensorLike;
   /** Raw SnapKV scores per token ([H, T] ragged, [B, H, L] otherwise). */
   scores: Tensor | TensorLike;
-  window?: number;
-  gamma?: number;
-  lambda?: number;
-  caps?: GrkvCaps;
-  cgIters?: number;
-  tol?: number;
-  scale?: number;
-  acceptance?: 'best' | 'joint';
-  cap?: number;
-  keysOut?: Tensor | TensorLike;
-  valuesOut?: Tensor | TensorLike;
-  countsOut?: Tensor | TensorLike;
   /** `true` or a preallocated f32 [B, H, 14]. */
   diagnostics?: boolean | Tensor | TensorLike;
 }

@@ -151,23 +151,13 @@ export function momentkvCompress(args: MomentkvCompressArgs): MomentkvCache {
   return { ...compact, moments: sel.moments, indices: sel.indices, ...(sel.evictedRound ? { evictedRound: sel.evictedRound } : {}) };
 }
 
-export interface MomentkvSelectBatchedArgs extends StreamOpt {
+export interface MomentkvSelectBatchedArgs extends Omit<MomentkvSelectArgs, 'scores' | 'keys' | 'values' | 'keep' | 'evictedRound'> {
   /** Base scores per token ([H, T] ragged, [B, H, L] otherwise; +Infinity = protected). */
   scores: Tensor | TensorLike;
-  /** The batch cache (keys and values). */
+  /** The batch cache (keys and values); `moments` holds B·H virtual heads. */
   cache: BatchCache;
   /** Tokens kept per head: a number or an i32 [B] tensor (sequence b keeps min(keep_b, n_b)). One of keep / ratio. */
   keep?: number | Tensor | TensorLike;
-  ratio?: number;
-  rounds?: number;
-  r?: number;
-  eps?: number;
-  mi?: boolean;
-  /** A state of B·H virtual heads (default: a fresh one). */
-  moments?: MomentTensors;
-  cap?: number;
-  indices?: Tensor | TensorLike;
-  counts?: Tensor | TensorLike;
   /** true, or a preallocated i32 per-token tensor (the layout of `scores`). */
   evictedRound?: boolean | Tensor | TensorLike;
 }
