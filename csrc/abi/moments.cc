@@ -94,7 +94,7 @@ extern "C" kvt_status kvt_moments_merge_batched(const kvt_seqs* seqs, const kvt_
   const View* views[] = {&k, &v, &idx, &cnt};
   const char* names[] = {"keys", "values", "evictedIndices", "counts"};
   for (int i = 0; i < 4; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));
-  if (b.on_cuda) return batched_cuda_pending("momentsMergeBatched");  // CUDA: cuda::moments_merge_batched
+  if (b.on_cuda) return batched_cuda_pending("MomentState.mergeBatched");  // CUDA: cuda::moments_merge_batched
   KVT_TRY(check_index_lists(b, idx, "evictedIndices", cnt, idx.shape[2]));
   cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
                     [&](int64_t i) {
