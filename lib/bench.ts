@@ -21,6 +21,7 @@ import { decodeBenches } from './benches/decode';
 import { momentkvSelectBenches } from './benches/momentkv_select';
 import { spdBenches } from './benches/spd';
 import { grkvBenches } from './benches/grkv';
+import { batchedBenches } from './benches/batched';
 // ==== end of bench lists ====
 
 /** Every bench case, one list per op (the order is the table's and fixes each case's seeded inputs). */
@@ -36,6 +37,7 @@ export function allBenches(): BenchCase[] {
     ...momentkvSelectBenches,
     ...spdBenches,
     ...grkvBenches,
+    ...batchedBenches,
     // ==== add op lists here ====
   ];
 }
@@ -155,7 +157,7 @@ export function runBench(o: BenchOptions = {}): BenchReport {
     alloc: (shape, dt) => own(empty(shape, dt, backend === 'cuda' ? { kind: 'cuda', id: device } : { kind: 'cpu' }, stream)),
   };
   const bw = measureBandwidth(backend, device, stream);
-  const cases = allBenches().filter((c) => !o.filter || c.op.toLowerCase().includes(o.filter.toLowerCase()));
+  const cases = allBenches().filter((c) => (!o.filter || c.op.toLowerCase().includes(o.filter.toLowerCase())) && (!c.backends || c.backends.includes(backend)));
   const rows: BenchRow[] = [];
   const total = cases.length * Ns.length;
   let done = 0;

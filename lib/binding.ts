@@ -143,6 +143,28 @@ export interface NativeGrkvOpts {
   accept: number;
 }
 
+/** A sequence table (`kvt_seqs`, docs/runtime-caches.md §1): layout 0 ragged | 1 padded | 2 NHD | 3 HND. */
+export interface NativeSeqs {
+  layout: number;
+  pageSize: number;
+  indptr?: NativeTensor;
+  lengths?: NativeTensor;
+  indices?: NativeTensor;
+  lastPageLen?: NativeTensor;
+}
+
+/** A shard's tensor-parallel selection problem (`kvt_tp_select`, docs/runtime-caches.md §5). */
+export interface NativeTpProblem {
+  seqs?: NativeSeqs;
+  scores: NativeTensor;
+  keep?: NativeTensor;
+  select: NativeSelectOpts;
+  headOffset: number;
+  totalHeads: number;
+  radixBits: number;
+  state: NativeTensor;
+}
+
 /**
  * The raw addon surface (internal; the typed API in index.ts wraps it): every export of csrc/napi/*.cc, with its
  * argument order. Outputs are written in place; ops enqueue on `stream` (CUDA) and return nothing.
@@ -204,6 +226,58 @@ export interface Native {
   momentkvSelectAsync: AsyncOf<Native['momentkvSelect']>;
   spdSolveAsync: AsyncOf<Native['spdSolve']>;
   grkvMergeAsync: AsyncOf<Native['grkvMerge']>;
+  // runtime-shaped caches (docs/runtime-caches.md): batched forms in each op's binding file, compact.cc, tp_select.cc
+  keydiffScoresBatched(seqs: NativeSeqs, keys: NativeTensor, out: NativeTensor, stream?: NativeStream): void;
+  nestedkvScoresBatched(seqs: NativeSeqs, keys: NativeTensor, opts: NativeNestedkvOpts, out: NativeTensor, stream?: NativeStream): void;
+  snapkvScoresBatched(
+    seqs: NativeSeqs, keys: NativeTensor, qseqs: NativeSeqs, queries: NativeTensor, opts: NativeSnapkvOpts, out: NativeTensor, stream?: NativeStream,
+  ): void;
+  selectTokensBatched(
+    seqs: NativeSeqs, scores: NativeTensor, opts: NativeSelectOpts, keep: NativeTensor | undefined, indices: NativeTensor, counts: NativeTensor,
+    stream?: NativeStream,
+  ): void;
+  gatherKVBatched(
+    seqs: NativeSeqs, keys: NativeTensor, values: NativeTensor, indices: NativeTensor, counts: NativeTensor, keysOut: NativeTensor,
+    valuesOut: NativeTensor, countsOut: NativeTensor, moments: NativeMoments | undefined, stream?: NativeStream,
+  ): void;
+  momentsMergeBatched(
+    seqs: NativeSeqs, keys: NativeTensor, values: NativeTensor, indices: NativeTensor, counts: NativeTensor, moments: NativeMoments, stream?: NativeStream,
+  ): void;
+  decodeAttentionBatched(
+    seqs: NativeSeqs, queries: NativeTensor, keys: NativeTensor, values: NativeTensor, counts: NativeTensor, moments: NativeMoments | undefined,
+    clip: NativeTensor | undefined, opts: NativeDecodeOpts, out: NativeTensor, stream?: NativeStream,
+  ): void;
+  momentkvSelectBatched(
+    seqs: NativeSeqs, scores: NativeTensor, keys: NativeTensor, values: NativeTensor, opts: NativeMomentkvSelectOpts, keep: NativeTensor | undefined,
+    indices: NativeTensor, counts: NativeTensor, moments: NativeMoments, evictedRound: NativeTensor | undefined, stream?: NativeStream,
+  ): void;
+  grkvMergeBatched(
+    seqs: NativeSeqs, keys: NativeTensor, values: NativeTensor, indices: NativeTensor, counts: NativeTensor, qseqs: NativeSeqs, queries: NativeTensor,
+    queryPositions: NativeTensor, weights: NativeTensor | undefined, scores: NativeTensor, opts: NativeGrkvOpts, keysOut: NativeTensor,
+    valuesOut: NativeTensor, countsOut: NativeTensor, diagnostics: NativeTensor | undefined, stream?: NativeStream,
+  ): void;
+  compactInPlace(
+    seqs: NativeSeqs, keys: NativeTensor, values: NativeTensor, indices: NativeTensor, counts: NativeTensor, moments: NativeMoments | undefined,
+    outputs: { lengths?: NativeTensor; pageCounts?: NativeTensor; lastPageLen?: NativeTensor; freed?: NativeTensor; freedCount?: NativeTensor },
+    stream?: NativeStream,
+  ): void;
+  // async twins of the runtime-shaped ops
+  keydiffScoresBatchedAsync: AsyncOf<Native['keydiffScoresBatched']>;
+  nestedkvScoresBatchedAsync: AsyncOf<Native['nestedkvScoresBatched']>;
+  snapkvScoresBatchedAsync: AsyncOf<Native['snapkvScoresBatched']>;
+  selectTokensBatchedAsync: AsyncOf<Native['selectTokensBatched']>;
+  gatherKVBatchedAsync: AsyncOf<Native['gatherKVBatched']>;
+  momentsMergeBatchedAsync: AsyncOf<Native['momentsMergeBatched']>;
+  decodeAttentionBatchedAsync: AsyncOf<Native['decodeAttentionBatched']>;
+  momentkvSelectBatchedAsync: AsyncOf<Native['momentkvSelectBatched']>;
+  grkvMergeBatchedAsync: AsyncOf<Native['grkvMergeBatched']>;
+  compactInPlaceAsync: AsyncOf<Native['compactInPlace']>;
+  tpSelectRounds(radixBits: number): number;
+  tpSelectStateWords(shardHeads: number): number;
+  tpSelectBegin(problem: NativeTpProblem, stream?: NativeStream): void;
+  tpSelectHistogram(problem: NativeTpProblem, round: number, hist: NativeTensor, stream?: NativeStream): void;
+  tpSelectAdvance(problem: NativeTpProblem, round: number, histSum: NativeTensor, stream?: NativeStream): void;
+  tpSelectFinish(problem: NativeTpProblem, indices: NativeTensor, counts: NativeTensor, stream?: NativeStream): void;
   /** The defaults of every op's options (csrc/napi/defaults.cc, from the C `kvt_<op>_default_opts`). */
   defaultOptions(): Defaults;
   // bench support (bench.cc): the CPU backend's threaded memcpy, the yardstick of `kvtrim bench` on the CPU
@@ -262,6 +336,32 @@ export const NATIVE_EXPORTS = {
   momentkvSelectAsync: 'all',
   spdSolveAsync: 'all',
   grkvMergeAsync: 'all',
+  keydiffScoresBatched: 'all',
+  nestedkvScoresBatched: 'all',
+  snapkvScoresBatched: 'all',
+  selectTokensBatched: 'all',
+  gatherKVBatched: 'all',
+  momentsMergeBatched: 'all',
+  decodeAttentionBatched: 'all',
+  momentkvSelectBatched: 'all',
+  grkvMergeBatched: 'all',
+  compactInPlace: 'all',
+  keydiffScoresBatchedAsync: 'all',
+  nestedkvScoresBatchedAsync: 'all',
+  snapkvScoresBatchedAsync: 'all',
+  selectTokensBatchedAsync: 'all',
+  gatherKVBatchedAsync: 'all',
+  momentsMergeBatchedAsync: 'all',
+  decodeAttentionBatchedAsync: 'all',
+  momentkvSelectBatchedAsync: 'all',
+  grkvMergeBatchedAsync: 'all',
+  compactInPlaceAsync: 'all',
+  tpSelectRounds: 'all',
+  tpSelectStateWords: 'all',
+  tpSelectBegin: 'all',
+  tpSelectHistogram: 'all',
+  tpSelectAdvance: 'all',
+  tpSelectFinish: 'all',
   hostCopy: 'all',
   baselineKeydiff: 'cuda',
   baselineSelect: 'cuda',

@@ -107,6 +107,29 @@ export { grkvMerge, grkvMergeAsync, grkvSurrogates, decodeGrkvDiagnostics, GRKV_
 export type { GrkvMergeArgs, GrkvResult, GrkvCaps, GrkvHeadDiagnostics, GrkvCandidate, GrkvSource, GrkvSurrogates } from './ops/grkv';
 
 
+// ==== Runtime-shaped caches (docs/runtime-caches.md) ====
+export { raggedSeqs, pagedSeqs, seqLengths } from './ops/batch';
+export type { Seqs, RaggedSeqs, PaddedSeqs, PagedSeqs, PageLayout, BatchCache, QueryBatch } from './ops/batch';
+export { keydiffScoresBatched, keydiffScoresBatchedAsync } from './ops/keydiff';
+export type { BatchedScoreOptions } from './ops/keydiff';
+export { nestedkvScoresBatched, nestedkvScoresBatchedAsync } from './ops/nestedkv';
+export { snapkvScoresBatched, snapkvScoresBatchedAsync } from './ops/snapkv';
+export { selectTokensBatched, selectTokensBatchedAsync } from './ops/select';
+export type { BatchedSelectOptions } from './ops/select';
+export { gatherKVBatched, gatherKVBatchedAsync } from './ops/gather';
+export type { GatherBatchedArgs } from './ops/gather';
+export { decodeAttentionBatched, decodeAttentionBatchedAsync } from './ops/decode';
+export type { DecodeAttentionBatchedArgs } from './ops/decode';
+export { momentkvSelectBatched, momentkvSelectBatchedAsync } from './ops/momentkv_select';
+export type { MomentkvSelectBatchedArgs } from './ops/momentkv_select';
+export { grkvMergeBatched, grkvMergeBatchedAsync } from './ops/grkv';
+export type { GrkvMergeBatchedArgs } from './ops/grkv';
+export { compactInPlace, compactInPlaceAsync, compactPageTable } from './ops/compact';
+export type { CompactInPlaceArgs, CompactInPlaceResult } from './ops/compact';
+export { TpSelection, tpSelectTokens } from './ops/tp_select';
+export type { TpSelectOptions } from './ops/tp_select';
+
+
 // ==== compress() pipeline, traces, metrics ====
 export { compress, compressAsync, compressCache, compressCacheAsync, methodScores, methodScoresAsync } from './compress';
 export type { CompressInput, CompressOptions, Compressed } from './compress';

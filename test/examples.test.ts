@@ -6,7 +6,7 @@ import { backendInfo } from '../lib/index';
 
 const root = path.join(__dirname, '..');
 
-for (const ex of ['host.js', 'pipeline.js', 'device.js']) {
+for (const ex of ['host.js', 'pipeline.js', 'device.js', 'runtime.js']) {
   t.test(`examples/${ex}`, async (t) => {
     const r = spawnSync(process.execPath, [path.join(root, 'examples', ex)], { cwd: root, encoding: 'utf8', timeout: 300000 });
     t.equal(r.status, 0, r.stderr);
@@ -19,6 +19,9 @@ for (const ex of ['host.js', 'pipeline.js', 'device.js']) {
       t.match(r.stdout, /nestedkv \(adaptive budgets\)\s+kept 409\/4096 per head, median error 0\.\d+/);
       t.match(r.stdout, /snapkv \+ GRKV merge/);
       t.match(r.stdout, /momentkv \(\+ moment summary\)/);
+    } else if (ex === 'runtime.js') {
+      t.match(r.stdout, /pages: 19\+2\+12 -> \d+\+1\+\d+; \d+ freed, \d+ free/);
+      t.match(r.stdout, /after the append: rows per head (\d+ ){11}\d+; decode output \[3, 4, 64\]/);
     } else if (backendInfo().cuda) {
       t.match(r.stdout, /kept per head: /);
     } else {
@@ -30,7 +33,7 @@ for (const ex of ['host.js', 'pipeline.js', 'device.js']) {
 t.test('the README embeds the examples verbatim', async (t) => {
   const fs = await import('node:fs');
   const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
-  for (const ex of ['host.js', 'device.js']) {
+  for (const ex of ['host.js', 'device.js', 'runtime.js']) {
     t.ok(readme.includes('```js\n' + fs.readFileSync(path.join(root, 'examples', ex), 'utf8') + '```'), `examples/${ex}`);
   }
 });

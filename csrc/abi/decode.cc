@@ -4,7 +4,9 @@
 #include <string>
 
 #include "abi/moment_state.h"
+#include "abi/batch.h"
 #include "abi/validate.h"
+#include "cpu/batch.h"
 #include "cpu/ops.h"
 #if defined(KVT_WITH_CUDA)
 #include "abi/cuda_glue.h"
@@ -18,6 +20,39 @@ extern "C" void kvt_decode_default_opts(kvt_decode_opts* o) {
   o->use_clip = 0;
   o->scale = 0;
   o->clip = 0;
+}
+
+// The option checks shared by the per-sequence and the batched entry points; `*scale` receives the logit scale.
+static kvt_status check_opts(const kvt_decode_opts& o, int64_t d, double* scale) {
+  if (o.order != 0 && o.order != 1) return fail(KVT_ERR_RANGE, "order: must be 0 or 1, got " + std::to_string(o.order));
+  double s = o.scale;
+  if (s == 0.0) s = d > 0 ? 1.0 / std::sqrt(double(d)) : 1.0;
+  if (!(s > 0.0 && s < 1e30)) return fail(KVT_ERR_RANGE, "scale: must be a finite number > 0, got " + std::to_string(o.scale));
+  *scale = s;
+  return KVT_OK;
+}
+
+// The clip: a per-head f32 tensor of n radii >= 0 (mode 2), the scalar radius of opts (mode 1), or none (0).
+static kvt_status check_clip(const kvt_tensor* clip, const kvt_decode_opts& opts, const View& k, const View& out, int64_t n,
+                             const char* dims, const char* what, View* cl, int* mode) {
+  *mode = 0;
+  if (clip) {
+    KVT_TRY(check_tensor(clip, "clip", 1, kMaskF32, dims, cl));
+    KVT_TRY(check_same_device(k, "keys", *cl, "clip"));
+    KVT_TRY(check_dim(*cl, "clip", 0, n, what));
+    KVT_TRY(check_no_overlap(out, "out", *cl, "clip"));
+    *mode = 2;
+    if (!cl->on_cuda())
+      for (int64_t h = 0; h < n; h++) {
+        const float x = cl->ptr<float>()[h * cl->stride[0]];
+        if (!(x >= 0.f))
+          return fail(KVT_ERR_RANGE, "clip: clip[" + std::to_string(h) + "] = " + std::to_string(x) + " must be >= 0");
+      }
+  } else if (opts.use_clip) {
+    if (!(opts.clip >= 0.0)) return fail(KVT_ERR_RANGE, "clip: must be >= 0, got " + std::to_string(opts.clip));
+    *mode = 1;
+  }
+  return KVT_OK;
 }
 
 extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_tensor* values,
@@ -70,10 +105,8 @@ extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_
     return fail(KVT_ERR_RANGE, "out: expected shape " + (qnd == 2 ? shape_str(want2, 2) : shape_str(want, 3)) +
                                    ", got " + shape_str(out->shape, qnd));
   }
-  if (opts->order != 0 && opts->order != 1) return fail(KVT_ERR_RANGE, "order: must be 0 or 1, got " + std::to_string(opts->order));
-  double scale = opts->scale;
-  if (scale == 0.0) scale = d > 0 ? 1.0 / std::sqrt(double(d)) : 1.0;
-  if (!(scale > 0.0 && scale < 1e30)) return fail(KVT_ERR_RANGE, "scale: must be a finite number > 0, got " + std::to_string(opts->scale));
+  double scale;
+  KVT_TRY(check_opts(*opts, d, &scale));
   KVT_TRY(check_distinct(o, "out"));
   const View* ins[] = {&q, &k, &v, &cnt};
   const char* in_names[] = {"queries", "keys", "values", "counts"};
@@ -85,22 +118,7 @@ extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_
   }
   int clip_mode = 0;
   View cl;
-  if (clip) {
-    KVT_TRY(check_tensor(clip, "clip", 1, kMaskF32, "[Hkv]", &cl));
-    KVT_TRY(check_same_device(k, "keys", cl, "clip"));
-    KVT_TRY(check_dim(cl, "clip", 0, Hkv, "Hkv of keys"));
-    KVT_TRY(check_no_overlap(o, "out", cl, "clip"));
-    clip_mode = 2;
-    if (!cl.on_cuda())
-      for (int64_t h = 0; h < Hkv; h++) {
-        const float x = cl.ptr<float>()[h * cl.stride[0]];
-        if (!(x >= 0.f))
-          return fail(KVT_ERR_RANGE, "clip: clip[" + std::to_string(h) + "] = " + std::to_string(x) + " must be >= 0");
-      }
-  } else if (opts->use_clip) {
-    if (!(opts->clip >= 0.0)) return fail(KVT_ERR_RANGE, "clip: must be >= 0, got " + std::to_string(opts->clip));
-    clip_mode = 1;
-  }
+  KVT_TRY(check_clip(clip, *opts, k, o, Hkv, "[Hkv]", "Hkv of keys", &cl, &clip_mode));
   if (!k.on_cuda()) {
     for (int64_t h = 0; h < Hkv; h++) {
       const int64_t c = cnt.ptr<int32_t>()[h * cnt.stride[0]];
@@ -148,5 +166,89 @@ extern "C" kvt_status kvt_decode_attention(const kvt_tensor* queries, const kvt_
   A.clip = clipf;
   A.clip_t = cl;
   cpu::decode(A);
+  return KVT_OK;
+} KVT_API_CATCH
+
+// Batched (docs/runtime-caches.md §3): sequence b's queries over its rows j < counts[b, h] (<= n_b), read in place.
+extern "C" kvt_status kvt_decode_attention_batched(const kvt_seqs* seqs, const kvt_tensor* queries, const kvt_tensor* keys,
+                                                   const kvt_tensor* values, const kvt_tensor* counts,
+                                                   const kvt_moments* moments, const kvt_tensor* clip,
+                                                   const kvt_decode_opts* opts, const kvt_tensor* out, kvt_stream stream) try {
+  (void)stream;
+  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
+  if (!queries) return fail(KVT_ERR_TYPE, "queries: missing tensor");
+  const int qnd = queries->ndim;
+  if (qnd != 3 && qnd != 4)
+    return fail(KVT_ERR_TYPE, "queries: expected a 3-D [B, Hq, d] or 4-D [B, Hq, T, d] tensor, got " + std::to_string(qnd) + "-D");
+  Batch b;
+  View q, k, v, cnt, o, cl;
+  int64_t Hkv, d, Hv, dv;
+  KVT_TRY(check_seqs(seqs, "seqs", &b));
+  KVT_TRY(check_seq_data(b, keys, "keys", kMaskFloat, &k, &Hkv, &d));
+  KVT_TRY(check_seq_data(b, values, "values", 1u << k.dtype, &v, &Hv, &dv));
+  if (Hv != Hkv) return fail(KVT_ERR_RANGE, "values: expected Hkv = " + std::to_string(Hkv) + " heads like keys, got " + std::to_string(Hv));
+  KVT_TRY(check_seq_tensor(b, queries, "queries", qnd, kMaskFloat, qnd == 3 ? "[B, Hq, d]" : "[B, Hq, T, d]", -1, &q));
+  KVT_TRY(check_seq_tensor(b, counts, "counts", 2, kMaskI32, "[B, Hkv]", Hkv, &cnt));
+  KVT_TRY(check_seq_tensor(b, out, "out", qnd, kMaskF32, qnd == 3 ? "[B, Hq, dv]" : "[B, Hq, T, dv]", q.shape[1], &o));
+  const int64_t Hq = q.shape[1], T = qnd == 4 ? q.shape[2] : 1;
+  if (Hkv < 1) return fail(KVT_ERR_RANGE, "keys: Hkv must be >= 1");
+  if (Hq % Hkv != 0)
+    return fail(KVT_ERR_RANGE, "queries: Hq (" + std::to_string(Hq) + ") must be a multiple of Hkv (" + std::to_string(Hkv) +
+                                   ") for grouped-query attention");
+  KVT_TRY(check_dim(q, "queries", qnd - 1, d, "d of keys"));
+  if (qnd == 4) KVT_TRY(check_dim(o, "out", 2, T, "T of queries"));
+  KVT_TRY(check_dim(o, "out", qnd - 1, dv, "dv of values"));
+  double scale;
+  KVT_TRY(check_opts(*opts, d, &scale));
+  const View* ins[] = {&q, &k, &v, &cnt};
+  const char* in_names[] = {"queries", "keys", "values", "counts"};
+  KVT_TRY(check_distinct(o, "out"));
+  for (int i = 0; i < 4; i++) KVT_TRY(check_no_overlap(o, "out", *ins[i], in_names[i]));
+  MomentViews m;
+  if (moments) {
+    KVT_TRY(check_batch_moments(b, moments, k, Hkv, d, dv, &m));
+    KVT_TRY(check_moments_no_overlap(m, o, "out"));
+  }
+  int clip_mode = 0;
+  KVT_TRY(check_clip(clip, *opts, k, o, b.B * Hkv, "[B * Hkv]", "B * Hkv", &cl, &clip_mode));
+  if (b.on_cuda) return batched_cuda_pending("decodeAttentionBatched");  // CUDA: cuda::decode_attention_batched
+  for (int64_t i = 0; i < b.B; i++)
+    for (int64_t h = 0; h < Hkv; h++) {
+      const int64_t c = cnt.ptr<int32_t>()[i * cnt.stride[0] + h * cnt.stride[1]];
+      if (c < 0 || c > b.len(i))
+        return fail(KVT_ERR_RANGE, "counts: counts[" + std::to_string(i) + ", " + std::to_string(h) + "] = " + std::to_string(c) +
+                                       " must be in [0, " + std::to_string(b.len(i)) + "] (the rows of sequence " + std::to_string(i) + ")");
+    }
+  if (Hq == 0 || T == 0 || dv == 0) return KVT_OK;
+  cpu::for_each_seq(b.B, [&](int64_t i) { return Hq * T * b.len(i) / Hkv; },
+                    [&](int64_t i) {
+                      cpu::DecodeArgs A;
+                      A.q = seq_slice(q, i);
+                      A.out = seq_slice(o, i);
+                      if (qnd == 3) {  // [Hq, d] as [Hq, 1, d]
+                        for (View* x : {&A.q, &A.out}) {
+                          x->shape[2] = x->shape[1];
+                          x->stride[2] = x->stride[1];
+                          x->shape[1] = 1;
+                          x->stride[1] = 0;
+                          x->ndim = 3;
+                        }
+                      }
+                      A.k = seq_view(b, k, i);
+                      A.v = seq_view(b, v, i);
+                      A.cnt = seq_slice(cnt, i);
+                      const MomentViews mi = moments ? moments_slice(m, i, Hkv) : MomentViews();
+                      A.m = moments ? &mi : nullptr;
+                      A.order = opts->order;
+                      A.scale = float(scale);
+                      A.clip_mode = clip_mode;
+                      A.clip = float(opts->clip);
+                      if (clip_mode == 2) {
+                        A.clip_t = cl;
+                        A.clip_t.base += i * Hkv * cl.stride[0] * 4;
+                        A.clip_t.shape[0] = Hkv;
+                      }
+                      cpu::decode(A);
+                    });
   return KVT_OK;
 } KVT_API_CATCH

@@ -3,7 +3,9 @@
 #include <string>
 
 #include "abi/moment_state.h"
+#include "abi/batch.h"
 #include "abi/validate.h"
+#include "cpu/batch.h"
 #include "cpu/ops.h"
 #if defined(KVT_WITH_CUDA)
 #include "abi/cuda_glue.h"
@@ -99,5 +101,55 @@ extern "C" kvt_status kvt_gather_kv(const kvt_tensor* keys, const kvt_tensor* va
   (void)stream;
 #endif
   cpu::gather(k, v, idx, cnt, ko, vo, co, moments ? &m : nullptr);
+  return KVT_OK;
+} KVT_API_CATCH
+
+// Batched (docs/runtime-caches.md §3): sequence b's kept rows into keys_out[b] / values_out[b], evicted rows into the
+// moment state's virtual heads b*H .. b*H + H - 1.
+extern "C" kvt_status kvt_gather_kv_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* values,
+                                            const kvt_tensor* indices, const kvt_tensor* counts, const kvt_tensor* keys_out,
+                                            const kvt_tensor* values_out, const kvt_tensor* counts_out,
+                                            const kvt_moments* moments, kvt_stream stream) try {
+  (void)stream;
+  Batch b;
+  View k, v, idx, cnt, ko, vo, co;
+  int64_t H, d, Hv, dv;
+  KVT_TRY(check_seqs(seqs, "seqs", &b));
+  KVT_TRY(check_seq_data(b, keys, "keys", kMaskFloat, &k, &H, &d));
+  KVT_TRY(check_seq_data(b, values, "values", kMaskFloat, &v, &Hv, &dv));
+  if (Hv != H) return fail(KVT_ERR_RANGE, "values: expected H = " + std::to_string(H) + " heads like keys, got " + std::to_string(Hv));
+  KVT_TRY(check_seq_tensor(b, indices, "indices", 3, kMaskI32, "[B, H, cap]", H, &idx));
+  KVT_TRY(check_seq_tensor(b, counts, "counts", 2, kMaskI32, "[B, H]", H, &cnt));
+  KVT_TRY(check_seq_tensor(b, keys_out, "keysOut", 4, 1u << k.dtype, "[B, H, cap, d]", H, &ko));
+  KVT_TRY(check_seq_tensor(b, values_out, "valuesOut", 4, 1u << v.dtype, "[B, H, cap, dv]", H, &vo));
+  KVT_TRY(check_seq_tensor(b, counts_out, "countsOut", 2, kMaskI32, "[B, H]", H, &co));
+  KVT_TRY(check_dim(ko, "keysOut", 3, d, "d of keys"));
+  KVT_TRY(check_dim(vo, "valuesOut", 2, ko.shape[2], "cap of keysOut"));
+  KVT_TRY(check_dim(vo, "valuesOut", 3, dv, "dv of values"));
+  if (ko.shape[2] < 1) return fail(KVT_ERR_RANGE, "keysOut: capacity (dimension 2) must be >= 1");
+  const View* ins[] = {&k, &v, &idx, &cnt};
+  const char* in_names[] = {"keys", "values", "indices", "counts"};
+  const View* outs[] = {&ko, &vo, &co};
+  const char* out_names[] = {"keysOut", "valuesOut", "countsOut"};
+  for (int o = 0; o < 3; o++) {
+    KVT_TRY(check_distinct(*outs[o], out_names[o]));
+    for (int i = 0; i < 4; i++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *ins[i], in_names[i]));
+    for (int p = 0; p < o; p++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *outs[p], out_names[p]));
+  }
+  MomentViews m;
+  if (moments) {
+    KVT_TRY(check_batch_moments(b, moments, k, H, d, dv, &m));
+    const View* views[] = {&k, &v, &idx, &cnt, &ko, &vo, &co};
+    const char* names[] = {"keys", "values", "indices", "counts", "keysOut", "valuesOut", "countsOut"};
+    for (int i = 0; i < 7; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));
+  }
+  if (b.on_cuda) return batched_cuda_pending("gatherKVBatched");  // CUDA: cuda::gather_kv_batched
+  KVT_TRY(check_index_lists(b, idx, "indices", cnt, ko.shape[2]));
+  cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
+                    [&](int64_t i) {
+                      const MomentViews mi = moments ? moments_slice(m, i, H) : MomentViews();
+                      cpu::gather(seq_view(b, k, i), seq_view(b, v, i), seq_slice(idx, i), seq_slice(cnt, i),
+                                  seq_slice(ko, i), seq_slice(vo, i), seq_slice(co, i), moments ? &mi : nullptr);
+                    });
   return KVT_OK;
 } KVT_API_CATCH

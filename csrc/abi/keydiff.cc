@@ -1,5 +1,7 @@
 // C ABI entry point of KeyDiff scoring (docs/methods/keydiff.md §3): validation, then the CUDA launcher or the CPU backend.
+#include "abi/batch.h"
 #include "abi/validate.h"
+#include "cpu/batch.h"
 #include "cpu/ops.h"
 #if defined(KVT_WITH_CUDA)
 #include "abi/cuda_glue.h"
@@ -28,5 +30,25 @@ extern "C" kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tenso
   (void)stream;
 #endif
   cpu::keydiff(k, s);
+  return KVT_OK;
+} KVT_API_CATCH
+
+// Batched (docs/runtime-caches.md §3): every sequence's scores, read in place through its view.
+extern "C" kvt_status kvt_keydiff_scores_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* scores,
+                                                 kvt_stream stream) try {
+  (void)stream;
+  Batch b;
+  View k, s;
+  int64_t H, d;
+  KVT_TRY(check_seqs(seqs, "seqs", &b));
+  KVT_TRY(check_seq_data(b, keys, "keys", kMaskFloat, &k, &H, &d));
+  KVT_TRY(check_token_tensor(b, scores, "out", kMaskF32, H, &s));
+  KVT_TRY(check_distinct(s, "out"));
+  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
+  if (b.on_cuda) return batched_cuda_pending("keydiffScoresBatched");  // CUDA: cuda::keydiff_scores_batched
+  cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
+                    [&](int64_t i) {
+                      if (b.len(i) > 0) cpu::keydiff(seq_view(b, k, i), token_view(b, s, i));
+                    });
   return KVT_OK;
 } KVT_API_CATCH

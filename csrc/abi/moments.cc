@@ -3,7 +3,9 @@
 #include <string>
 
 #include "abi/moment_state.h"
+#include "abi/batch.h"
 #include "abi/validate.h"
+#include "cpu/batch.h"
 #include "cpu/ops.h"
 #if defined(KVT_WITH_CUDA)
 #include "abi/cuda_glue.h"
@@ -70,5 +72,39 @@ extern "C" kvt_status kvt_moments_merge(const kvt_tensor* keys, const kvt_tensor
   src.idx = &idx;
   src.cnt = &cnt;
   cpu::moments_merge(k, v, src, m);
+  return KVT_OK;
+} KVT_API_CATCH
+
+// Batched (docs/runtime-caches.md §3): sequence b's listed rows into virtual heads b*H .. b*H + H - 1.
+extern "C" kvt_status kvt_moments_merge_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* values,
+                                                const kvt_tensor* evicted_indices, const kvt_tensor* counts,
+                                                const kvt_moments* moments, kvt_stream stream) try {
+  (void)stream;
+  Batch b;
+  View k, v, idx, cnt;
+  int64_t H, d, Hv, dv;
+  KVT_TRY(check_seqs(seqs, "seqs", &b));
+  KVT_TRY(check_seq_data(b, keys, "keys", kMaskFloat, &k, &H, &d));
+  KVT_TRY(check_seq_data(b, values, "values", kMaskFloat, &v, &Hv, &dv));
+  if (Hv != H) return fail(KVT_ERR_RANGE, "values: expected H = " + std::to_string(H) + " heads like keys, got " + std::to_string(Hv));
+  KVT_TRY(check_seq_tensor(b, evicted_indices, "evictedIndices", 3, kMaskI32, "[B, H, cap]", H, &idx));
+  KVT_TRY(check_seq_tensor(b, counts, "counts", 2, kMaskI32, "[B, H]", H, &cnt));
+  MomentViews m;
+  KVT_TRY(check_batch_moments(b, moments, k, H, d, dv, &m));
+  const View* views[] = {&k, &v, &idx, &cnt};
+  const char* names[] = {"keys", "values", "evictedIndices", "counts"};
+  for (int i = 0; i < 4; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));
+  if (b.on_cuda) return batched_cuda_pending("MomentState.mergeBatched");  // CUDA: cuda::moments_merge_batched
+  KVT_TRY(check_index_lists(b, idx, "evictedIndices", cnt, idx.shape[2]));
+  cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
+                    [&](int64_t i) {
+                      if (H == 0 || b.len(i) == 0 || idx.shape[2] == 0) return;
+                      const View ii = seq_slice(idx, i), ci = seq_slice(cnt, i);
+                      cpu::RowSource src;
+                      src.mode = cpu::RowSource::kList;
+                      src.idx = &ii;
+                      src.cnt = &ci;
+                      cpu::moments_merge(seq_view(b, k, i), seq_view(b, v, i), src, moments_slice(m, i, H));
+                    });
   return KVT_OK;
 } KVT_API_CATCH

@@ -3,7 +3,9 @@
 #include <cmath>
 #include <string>
 
+#include "abi/batch.h"
 #include "abi/validate.h"
+#include "cpu/batch.h"
 #include "cpu/ops.h"
 #include "math/nestedkv.h"
 #if defined(KVT_WITH_CUDA)
@@ -36,20 +38,8 @@ static kvt_status check_finite(double v, const char* name) {
   return KVT_OK;
 }
 
-extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nestedkv_opts* opts, const kvt_tensor* scores,
-                                          kvt_stream stream) try {
-  View k, s;
-  KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
-  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
-  const kvt_nestedkv_opts o = *opts;
-  KVT_TRY(check_tensor(scores, "out", 2, kMaskF32, "[H, N]", &s));
-  KVT_TRY(check_same_device(k, "keys", s, "out"));
-  KVT_TRY(check_dim(s, "out", 0, k.shape[0], "H of keys"));
-  KVT_TRY(check_dim(s, "out", 1, k.shape[1], "N of keys"));
-  KVT_TRY(check_distinct(s, "out"));
-  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
-  const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
-  if (N > 2147483647) return fail(KVT_ERR_RANGE, "keys: N must be < 2^31, got " + std::to_string(N));
+// The option checks shared by the per-sequence and the batched entry points.
+static kvt_status check_opts(const kvt_nestedkv_opts& o) {
   KVT_TRY(check_range(o.window, 1, 2147483647.0, "window"));
   KVT_TRY(check_range(o.block, 0, 2147483647.0, "block"));
   for (int x = 0; x < 3; x++) {
@@ -66,8 +56,11 @@ extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nest
   KVT_TRY(check_range(o.sinks, 0, 2147483647.0, "sinks"));
   if (o.scales != KVT_SCALES_ALL && o.scales != KVT_SCALES_GLOBAL)
     return fail(KVT_ERR_RANGE, "scales: must be 'all' or 'global'");
-  if (H == 0 || N == 0) return KVT_OK;
-  if (d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, 3));
+  return KVT_OK;
+}
+
+// The CPU parameters of one sequence of N tokens (the default block size depends on N).
+static cpu::NestedkvParams params(const kvt_nestedkv_opts& o, int64_t H, int64_t N, int64_t d) {
   cpu::NestedkvParams p;
   p.H = H;
   p.N = N;
@@ -82,9 +75,34 @@ extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nest
   p.tau = float(o.tau);
   p.kappa = float(o.kappa);
   p.global = o.scales == KVT_SCALES_GLOBAL;
-  if (!k.on_cuda())
-    KVT_TRY(check_scratch(12.0 * double(H) * double(N) + 12.0 * double(H) * double(p.nb) * double(d) + 8.0 * double(N),
-                          k.span_bytes(), "keys", "nestedkvScores", "3 f32 anomalies per token, 32.32 fixed-point block sums"));
+  return p;
+}
+
+// The CPU scratch of one sequence: 3 f32 anomalies per token and 32.32 fixed-point block sums.
+static kvt_status check_cpu_scratch(const cpu::NestedkvParams& p, int64_t span_bytes) {
+  return check_scratch(12.0 * double(p.H) * double(p.N) + 12.0 * double(p.H) * double(p.nb) * double(p.d) + 8.0 * double(p.N),
+                       span_bytes, "keys", "nestedkvScores", "3 f32 anomalies per token, 32.32 fixed-point block sums");
+}
+
+extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nestedkv_opts* opts, const kvt_tensor* scores,
+                                          kvt_stream stream) try {
+  View k, s;
+  KVT_TRY(check_tensor(keys, "keys", 3, kMaskFloat, "[H, N, d]", &k));
+  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
+  const kvt_nestedkv_opts o = *opts;
+  KVT_TRY(check_tensor(scores, "out", 2, kMaskF32, "[H, N]", &s));
+  KVT_TRY(check_same_device(k, "keys", s, "out"));
+  KVT_TRY(check_dim(s, "out", 0, k.shape[0], "H of keys"));
+  KVT_TRY(check_dim(s, "out", 1, k.shape[1], "N of keys"));
+  KVT_TRY(check_distinct(s, "out"));
+  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
+  const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
+  if (N > 2147483647) return fail(KVT_ERR_RANGE, "keys: N must be < 2^31, got " + std::to_string(N));
+  KVT_TRY(check_opts(o));
+  if (H == 0 || N == 0) return KVT_OK;
+  if (d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, 3));
+  const cpu::NestedkvParams p = params(o, H, N, d);
+  if (!k.on_cuda()) KVT_TRY(check_cpu_scratch(p, k.span_bytes()));
 #if defined(KVT_WITH_CUDA)
   if (k.on_cuda()) {
     KVT_CUDA_TRY(set_device(k.device_id));
@@ -96,5 +114,32 @@ extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nest
   (void)stream;
 #endif
   cpu::nestedkv(k, p, s);
+  return KVT_OK;
+} KVT_API_CATCH
+
+// Batched (docs/runtime-caches.md §3): sequence b with its own default block size and tail count.
+extern "C" kvt_status kvt_nestedkv_scores_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_nestedkv_opts* opts,
+                                                  const kvt_tensor* scores, kvt_stream stream) try {
+  (void)stream;
+  Batch b;
+  View k, s;
+  int64_t H, d;
+  KVT_TRY(check_seqs(seqs, "seqs", &b));
+  KVT_TRY(check_seq_data(b, keys, "keys", kMaskFloat, &k, &H, &d));
+  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
+  const kvt_nestedkv_opts o = *opts;
+  KVT_TRY(check_opts(o));
+  KVT_TRY(check_token_tensor(b, scores, "out", kMaskF32, H, &s));
+  KVT_TRY(check_distinct(s, "out"));
+  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
+  if (H > 0 && d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, k.ndim));
+  if (b.on_cuda) return batched_cuda_pending("nestedkvScoresBatched");  // CUDA: cuda::nestedkv_scores_batched
+  for (int64_t i = 0; i < b.B; i++)
+    if (H > 0 && b.len(i) > 0) KVT_TRY(check_cpu_scratch(params(o, H, b.len(i), d), k.span_bytes()));
+  cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
+                    [&](int64_t i) {
+                      const int64_t N = b.len(i);
+                      if (H > 0 && N > 0) cpu::nestedkv(seq_view(b, k, i), params(o, H, N, d), token_view(b, s, i));
+                    });
   return KVT_OK;
 } KVT_API_CATCH

@@ -3,7 +3,9 @@
 #include <cmath>
 #include <string>
 
+#include "abi/batch.h"
 #include "abi/validate.h"
+#include "cpu/batch.h"
 #include "cpu/ops.h"
 #if defined(KVT_WITH_CUDA)
 #include "abi/cuda_glue.h"
@@ -17,6 +19,16 @@ extern "C" void kvt_snapkv_default_opts(kvt_snapkv_opts* o) {
   o->kernel = 5;
   o->pool = KVT_POOL_AVG;
   o->scale = 0;
+}
+
+// The option checks shared by the per-sequence and the batched entry points (the window depends on the sequence).
+static kvt_status check_opts(const kvt_snapkv_opts& o) {
+  if (o.kernel < 1 || o.kernel % 2 == 0)
+    return fail(KVT_ERR_RANGE, "kernel: must be a positive odd integer, got " + std::to_string(o.kernel));
+  if (o.pool != KVT_POOL_AVG && o.pool != KVT_POOL_MAX) return fail(KVT_ERR_RANGE, "pool: must be 'avg' or 'max'");
+  if (!(std::fabs(o.scale) <= 3.4028234663852886e38))
+    return fail(KVT_ERR_RANGE, "scale: must be finite (within the f32 range; 0 = 1/sqrt(d)), got " + std::to_string(o.scale));
+  return KVT_OK;
 }
 
 extern "C" kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_tensor* keys, const kvt_snapkv_opts* opts,
@@ -44,12 +56,7 @@ extern "C" kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_ten
   if (W >= N)
     return fail(KVT_ERR_RANGE, "window: must be smaller than N = " + std::to_string(N) + " (a prefix must remain), got " +
                                    std::to_string(W));
-  if (o.kernel < 1 || o.kernel % 2 == 0)
-    return fail(KVT_ERR_RANGE, "kernel: must be a positive odd integer, got " + std::to_string(o.kernel));
-  if (o.pool != KVT_POOL_AVG && o.pool != KVT_POOL_MAX) return fail(KVT_ERR_RANGE, "pool: must be 'avg' or 'max'");
-  if (!(std::fabs(o.scale) <= 3.4028234663852886e38))
-    return fail(KVT_ERR_RANGE, "scale: must be finite (within the f32 range; 0 = 1/sqrt(d)), got " +
-                                   std::to_string(o.scale));
+  KVT_TRY(check_opts(o));
   const float scale = o.scale == 0 ? float(1.0 / sqrt(double(d))) : float(o.scale);
   KVT_TRY(check_distinct(s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
@@ -74,5 +81,66 @@ extern "C" kvt_status kvt_snapkv_scores(const kvt_tensor* queries, const kvt_ten
   (void)stream;
 #endif
   cpu::snapkv(qw, k, p, s);
+  return KVT_OK;
+} KVT_API_CATCH
+
+// Batched (docs/runtime-caches.md §3): sequence b's last W_b queries over its keys; without a prefix (n_b <= W_b) every
+// position is in the observation window and gets +Infinity.
+extern "C" kvt_status kvt_snapkv_scores_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_seqs* qseqs,
+                                                const kvt_tensor* queries, const kvt_snapkv_opts* opts,
+                                                const kvt_tensor* scores, kvt_stream stream) try {
+  (void)stream;
+  Batch b, qb;
+  View k, q, s;
+  int64_t Hkv, d, Hq, dq;
+  KVT_TRY(check_seqs(seqs, "seqs", &b));
+  KVT_TRY(check_seq_data(b, keys, "keys", kMaskFloat, &k, &Hkv, &d));
+  KVT_TRY(check_seqs(qseqs, "qseqs", &qb));
+  if (qb.t.layout != kSeqsRagged && qb.t.layout != kSeqsPadded)
+    return fail(KVT_ERR_RANGE, "qseqs.layout: queries are ragged or padded, not paged");
+  KVT_TRY(check_seq_data(qb, queries, "queries", kMaskFloat, &q, &Hq, &dq));
+  KVT_TRY(check_same_device(k, "keys", q, "queries"));
+  if (qb.B != b.B)
+    return fail(KVT_ERR_RANGE, "queries: the query batch has " + std::to_string(qb.B) + " sequences, the cache " +
+                                   std::to_string(b.B));
+  if (!opts) return fail(KVT_ERR_TYPE, "opts: missing");
+  const kvt_snapkv_opts o = *opts;
+  KVT_TRY(check_opts(o));
+  if (o.window < 0) return fail(KVT_ERR_RANGE, "window: must be >= 0 (0 = every query of the sequence), got " + std::to_string(o.window));
+  KVT_TRY(check_token_tensor(b, scores, "out", kMaskF32, Hkv, &s));
+  if (dq != d) return fail(KVT_ERR_RANGE, "queries: head dim " + std::to_string(dq) + " does not match keys' head dim " + std::to_string(d));
+  if (Hkv < 1 || Hq < 1 || Hq % Hkv != 0)
+    return fail(KVT_ERR_RANGE, "queries: the number of query heads (" + std::to_string(Hq) +
+                                   ") must be a positive multiple of the number of KV heads (" + std::to_string(Hkv) + ")");
+  if (d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1");
+  KVT_TRY(check_distinct(s, "out"));
+  KVT_TRY(check_no_overlap(s, "out", k, "keys"));
+  KVT_TRY(check_no_overlap(s, "out", q, "queries"));
+  const float scale = o.scale == 0 ? float(1.0 / sqrt(double(d))) : float(o.scale);
+  if (b.on_cuda) return batched_cuda_pending("snapkvScoresBatched");  // CUDA: cuda::snapkv_scores_batched
+  auto window = [&](int64_t i) { return o.window == 0 ? qb.len(i) : int64_t(o.window); };
+  for (int64_t i = 0; i < b.B; i++) {
+    if (b.len(i) == 0) continue;
+    if (window(i) < 1 || window(i) > qb.len(i))
+      return fail(KVT_ERR_RANGE, "window: sequence " + std::to_string(i) + " has " + std::to_string(qb.len(i)) +
+                                     " window queries, fewer than the window " + std::to_string(window(i)) +
+                                     (window(i) < 1 ? " (it needs at least one)" : ""));
+  }
+  cpu::for_each_seq(b.B, [&](int64_t i) { return Hq * b.len(i); },
+                    [&](int64_t i) {
+                      const int64_t N = b.len(i), W = window(i);
+                      if (N == 0) return;
+                      View out = token_view(b, s, i);
+                      if (W >= N) {  // no prefix: every position is protected
+                        for (int64_t h = 0; h < Hkv; h++)
+                          for (int64_t j = 0; j < N; j++) out.ptr<float>()[h * out.stride[0] + j * out.stride[1]] = INFINITY;
+                        return;
+                      }
+                      View qw = seq_view(qb, q, i);  // [Hq, Wq_b, d]: the last W rows
+                      qw.base += (qw.shape[1] - W) * qw.stride[1] * dtype_size(qw.dtype);
+                      qw.shape[1] = W;
+                      cpu::SnapkvParams p{Hq, Hkv, Hq / Hkv, W, N, N - W, d, o.kernel, o.pool == KVT_POOL_MAX, scale};
+                      cpu::snapkv(qw, seq_view(b, k, i), p, out);
+                    });
   return KVT_OK;
 } KVT_API_CATCH

@@ -56,6 +56,10 @@ struct View {
   int64_t stride[4] = {0, 0, 0, 0};
   int device_type = KVT_DEVICE_CPU;
   int device_id = 0;
+  // A sequence of a paged cache (abi/batch.h): row b of dim 1 lives at slot b % page_size of page
+  // pages[(b / page_size) * pages_stride], pages `page_stride` elements apart; stride[1] is then the slot stride.
+  const int32_t* pages = nullptr;
+  int64_t pages_stride = 1, page_size = 0, page_stride = 0;
 
   bool on_cuda() const { return device_type == KVT_DEVICE_CUDA; }
   template <typename T>

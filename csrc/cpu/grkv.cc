@@ -14,10 +14,6 @@ namespace kvt {
 namespace cpu {
 namespace grkv {
 
-static inline const char* row3(const View& t, int64_t a, int64_t b) {
-  return t.base + (a * t.stride[0] + b * t.stride[1]) * dtype_size(t.dtype);
-}
-
 // Copies one row between views of the same dtype (bit-exact), or zero-fills it (src == nullptr).
 static void copy_row(const View& src, int64_t h, int64_t i, const View& dst, int64_t j) {
   const int64_t w = dst.shape[2], es = dtype_size(dst.dtype);
@@ -27,7 +23,7 @@ static void copy_row(const View& src, int64_t h, int64_t i, const View& dst, int
     for (int64_t c = 0; c < w; c++) std::memset(o + c * dst.stride[2] * es, 0, size_t(es));
     return;
   }
-  const char* s = row3(src, h, i);
+  const char* s = row_ptr(src, h, i);
   if (src.stride[2] == 1 && dst.stride[2] == 1) {
     std::memcpy(o, s, size_t(w * es));
   } else {
@@ -206,6 +202,22 @@ void Merge::finish() {
 }  // namespace grkv
 
 void grkv_merge(const GrkvArgs& a) { grkv::Merge(a).run(); }
+
+void grkv_empty(const GrkvArgs& a) {
+  for (int64_t h = 0; h < a.H; h++) {
+    for (int64_t j = 0; j < a.cap; j++) {
+      grkv::copy_row(a.k, h, -1, a.ko, j);
+      grkv::copy_row(a.v, h, -1, a.vo, j);
+    }
+    a.co.ptr<int32_t>()[h * a.co.stride[0]] = 0;
+    if (a.has_dg) {
+      GrkvHead st{};
+      st.flags = kGrkvSkipped;
+      st.cg_stop = kCgNotRun;
+      grkv_diag_row(st, a.dg.ptr<float>() + h * a.dg.stride[0], a.dg.stride[1]);
+    }
+  }
+}
 
 }  // namespace cpu
 }  // namespace kvt

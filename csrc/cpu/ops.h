@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include <vector>
+
 #include "abi/moment_state.h"
 #include "abi/validate.h"
 
@@ -21,6 +23,26 @@ void select(const View& scores, const kvt_select_opts& o, int32_t n_safe, const 
 // other row of a head is merged into the moment state (moments.cc).
 void gather(const View& k, const View& v, const View& idx, const View& cnt, const View& ko, const View& vo,
             const View& co, const MomentViews* moments);
+
+// ---- compact.cc: in place, per head, rows indices[h, j] -> j for j < counts[h] (keys and values of one sequence view);
+// with `moments`, every other row is merged into the state first.
+void compact(const View& k, const View& v, const View& idx, const View& cnt, const MomentViews* moments);
+
+// ---- tp_select.cc: the shard side of the tensor-parallel adaptive selection (docs/runtime-caches.md §5), per
+// sequence b: scores [Hs, n_b] of global heads off .. off + Hs - 1 of Htot, keep_b, and its row of the state [B, W].
+struct TpSelectArgs {
+  std::vector<View> scores;
+  std::vector<int32_t> keep, n_safe;  // keep_b and its safeguard floor(keep_b * safeguard)
+  kvt_select_opts o{};
+  int64_t Hs = 0, off = 0, Htot = 0;
+  int bits = 8;
+  View state;
+};
+void tp_begin(const TpSelectArgs& a);
+void tp_histogram(const TpSelectArgs& a, int round, const View& hist);
+// Returns the first sequence whose summed histogram holds fewer keys than sought (-1: none); the state is advanced.
+int64_t tp_advance(const TpSelectArgs& a, int round, const View& hist);
+void tp_finish(const TpSelectArgs& a, const View& indices, const View& counts);
 
 // ---- nestedkv.cc
 struct NestedkvParams {
@@ -84,6 +106,8 @@ struct GrkvArgs {
   float scale = 1.0f;
 };
 void grkv_merge(const GrkvArgs& a);
+// An empty sequence of a batch (docs/runtime-caches.md §2): zero output rows, counts 0, a skipped diagnostics row.
+void grkv_empty(const GrkvArgs& a);
 
 }  // namespace cpu
 }  // namespace kvt

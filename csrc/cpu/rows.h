@@ -7,12 +7,16 @@
 #include <vector>
 
 #include "abi/validate.h"
+#include "math/batch.h"
 
 namespace kvt {
 namespace cpu {
 
-// Pointer to element (a, b, 0) of a 3-D view, as bytes.
-inline const char* row_ptr(const View& v, int64_t a, int64_t b) {
+// Pointer to element (a, b, 0) of a 3-D view, as bytes (through the page table of a paged sequence view).
+inline char* row_ptr(const View& v, int64_t a, int64_t b) {
+  if (v.pages)
+    return v.base + (paged_slot_offset(v.pages, v.pages_stride, v.page_size, v.page_stride, v.stride[1], b) +
+                     a * v.stride[0]) * dtype_size(v.dtype);
   return v.base + (a * v.stride[0] + b * v.stride[1]) * dtype_size(v.dtype);
 }
 

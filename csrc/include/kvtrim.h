@@ -317,6 +317,123 @@ KVT_API kvt_status kvt_grkv_merge(const kvt_tensor* keys, const kvt_tensor* valu
                                   const kvt_tensor* diagnostics, kvt_stream stream);
 
 
+/* ==== Runtime-shaped caches: batches of sequences, paged KV, in-place compaction, tensor-parallel budgets
+ *      (docs/runtime-caches.md) ============================================================================= */
+
+/* A batch of B sequences of lengths n_b (0 allowed), each with the same H heads and head dim. Row (b, h, i), i < n_b:
+ *   ragged  data [T, H, d]:            row indptr[b] + i of the data        (indptr i32 [B+1] token offsets)
+ *   padded  data [B, H, L, d]:         data[b, h, i]                       (lengths i32 [B], or NULL: all L)
+ *   paged   data [P, page_size, H, d] (NHD) or [P, H, page_size, d] (HND): page indices[indptr[b] + i / page_size],
+ *           slot i % page_size (FlashInfer's convention: indptr i32 [B+1] into indices, indices i32 page ids,
+ *           last_page_len i32 [B] in [0, page_size]; n_b = 0 without pages, else (pages_b - 1)*page_size + last).
+ * Table tensors are i32, on the device of the data (never copied to the host for CUDA). Per-token tensors (scores,
+ * evicted rounds) are [H, T] for ragged batches (column = the token's data row) and [B, H, L'] (L' >= max n_b)
+ * otherwise; per-head ones are counts [B, H], indices [B, H, cap]; moment states hold B*H virtual heads (row b*H + h).
+ * Every *_batched op equals its per-sequence op called on each sequence (keep_b = min(keep, n_b)). */
+typedef enum { KVT_SEQS_RAGGED = 0, KVT_SEQS_PADDED = 1, KVT_SEQS_PAGED_NHD = 2, KVT_SEQS_PAGED_HND = 3 } kvt_seqs_layout;
+typedef struct {
+  int32_t layout;                  /* kvt_seqs_layout */
+  int32_t page_size;               /* paged layouts: tokens per page, >= 1 */
+  const kvt_tensor* indptr;        /* ragged: token offsets [B+1]; paged: offsets into indices [B+1] */
+  const kvt_tensor* lengths;       /* padded: [B] or NULL */
+  const kvt_tensor* indices;       /* paged: page ids */
+  const kvt_tensor* last_page_len; /* paged: [B] */
+} kvt_seqs;
+
+KVT_API kvt_status kvt_keydiff_scores_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* scores,
+                                              kvt_stream stream);
+KVT_API kvt_status kvt_nestedkv_scores_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_nestedkv_opts* opts,
+                                               const kvt_tensor* scores, kvt_stream stream);
+/* queries: a ragged [Tq, Hq, d] or padded [B, Hq, Wq, d] batch described by qseqs (the last W_b = window, or all of
+ * sequence b's queries, are used); a sequence with n_b <= W_b has no prefix and gets +Infinity everywhere. */
+KVT_API kvt_status kvt_snapkv_scores_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_seqs* qseqs,
+                                             const kvt_tensor* queries, const kvt_snapkv_opts* opts,
+                                             const kvt_tensor* scores, kvt_stream stream);
+/* keep: NULL (opts->keep for every sequence) or i32 [B]; sequence b keeps min(keep_b, n_b) per head (adaptive: one
+ * layer-wide top-k per sequence). indices [B, H, cap] (cap >= kvt_select_capacity(H, n_b, keep_b) for every b),
+ * counts [B, H]. */
+KVT_API kvt_status kvt_select_tokens_batched(const kvt_seqs* seqs, const kvt_tensor* scores, const kvt_select_opts* opts,
+                                             const kvt_tensor* keep, const kvt_tensor* indices, const kvt_tensor* counts,
+                                             kvt_stream stream);
+/* keys_out [B, H, cap, d], values_out [B, H, cap, dv], counts_out [B, H]; moments of B*H virtual heads or NULL. */
+KVT_API kvt_status kvt_gather_kv_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* values,
+                                         const kvt_tensor* indices, const kvt_tensor* counts, const kvt_tensor* keys_out,
+                                         const kvt_tensor* values_out, const kvt_tensor* counts_out,
+                                         const kvt_moments* moments, kvt_stream stream);
+KVT_API kvt_status kvt_moments_merge_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* values,
+                                             const kvt_tensor* evicted_indices, const kvt_tensor* counts,
+                                             const kvt_moments* moments, kvt_stream stream);
+/* queries [B, Hq, d] or [B, Hq, T, d]; counts [B, Hkv] <= n_b; clip NULL or f32 [B*Hkv]; out [B, Hq, dv] or
+ * [B, Hq, T, dv]. */
+KVT_API kvt_status kvt_decode_attention_batched(const kvt_seqs* seqs, const kvt_tensor* queries, const kvt_tensor* keys,
+                                                const kvt_tensor* values, const kvt_tensor* counts,
+                                                const kvt_moments* moments, const kvt_tensor* clip,
+                                                const kvt_decode_opts* opts, const kvt_tensor* out, kvt_stream stream);
+/* keep: NULL (opts->keep) or i32 [B]; evicted_round NULL or i32 per-token. */
+KVT_API kvt_status kvt_momentkv_select_batched(const kvt_seqs* seqs, const kvt_tensor* scores, const kvt_tensor* keys,
+                                               const kvt_tensor* values, const kvt_momentkv_select_opts* opts,
+                                               const kvt_tensor* keep, const kvt_tensor* indices, const kvt_tensor* counts,
+                                               const kvt_moments* moments, const kvt_tensor* evicted_round,
+                                               kvt_stream stream);
+/* queries: a ragged [Tq, Hq, d] or padded [B, Hq, Qs, d] batch (qseqs); query_positions (relative to the sequence) and
+ * weights (or NULL) per query: [Tq] ragged, [B, Qs] padded; keys_out/values_out [B, H, cap, d|dv], counts_out
+ * [B, H], diagnostics NULL or f32 [B, H, KVT_GRKV_DIAG_COLS]. An empty sequence gets zero rows, counts 0 and a
+ * skipped diagnostics row. */
+KVT_API kvt_status kvt_grkv_merge_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* values,
+                                          const kvt_tensor* indices, const kvt_tensor* counts, const kvt_seqs* qseqs,
+                                          const kvt_tensor* queries, const kvt_tensor* query_positions,
+                                          const kvt_tensor* weights, const kvt_tensor* scores, const kvt_grkv_opts* opts,
+                                          const kvt_tensor* keys_out, const kvt_tensor* values_out,
+                                          const kvt_tensor* counts_out, const kvt_tensor* diagnostics, kvt_stream stream);
+
+/* ---- In-place compaction (docs/runtime-caches.md §4): per sequence b and head h, the rows indices[b, h, :counts[b, h]]
+ *      (strictly ascending positions < n_b) move to rows 0 .. counts[b, h]-1 of the sequence's own storage (keys and
+ *      values, order preserved, no buffer proportional to N*d); rows past the count are unspecified afterwards. With
+ *      moments (B*H virtual heads), every other row is merged first, exactly as kvt_gather_kv_batched does. Paged
+ *      caches: the pages past ceil(max_h counts / page_size) of each sequence are listed as freed (untouched); a page
+ *      id used twice in the batch is rejected. Outputs (each NULL when not wanted): */
+typedef struct {
+  const kvt_tensor* lengths;       /* i32 [B]: max_h counts[b, h] */
+  const kvt_tensor* page_counts;   /* paged: i32 [B], ceil(lengths[b] / page_size) */
+  const kvt_tensor* last_page_len; /* paged: i32 [B], lengths[b] - (page_counts[b] - 1) * page_size, 0 without pages */
+  const kvt_tensor* freed;         /* paged: i32 [F >= indptr[B] - indptr[0]]: freed page ids, -1 after freed_count */
+  const kvt_tensor* freed_count;   /* paged: i32 [1] */
+} kvt_compact_out;
+KVT_API kvt_status kvt_compact_in_place(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* values,
+                                        const kvt_tensor* indices, const kvt_tensor* counts, const kvt_moments* moments,
+                                        const kvt_compact_out* out, kvt_stream stream);
+
+/* ---- Tensor-parallel adaptive selection (docs/runtime-caches.md §5): heads sharded over devices; each shard ranks its
+ *      heads with the unsharded (global head index, global H) rank keys, and a radix select over R = 64 / radix_bits
+ *      rounds finds the layer's pivot: per round, histogram (local partial) -> the runtime's all-reduce (sum) ->
+ *      advance (on every shard, same result). The result equals kvt_select_tokens / _batched on all heads. */
+typedef struct {
+  const kvt_seqs* seqs;     /* NULL: one sequence, scores [Hs, N]; else scores in the per-token form of seqs */
+  const kvt_tensor* scores; /* this shard's scores, f32 */
+  const kvt_tensor* keep;   /* NULL (select.keep for every sequence) or i32 [B] */
+  kvt_select_opts select;   /* budget must be KVT_BUDGET_ADAPTIVE */
+  int32_t head_offset;      /* global index of this shard's first head */
+  int32_t total_heads;      /* H of the layer over all shards (H * n_b < 2^31) */
+  int32_t radix_bits;       /* 4, 8 or 16 */
+  const kvt_tensor* state;  /* i32 [B, kvt_tp_select_state_words(Hs)] (B = 1 without seqs) */
+} kvt_tp_select;
+/* Rounds of the protocol (64 / radix_bits; 0 for an unsupported width). */
+KVT_API int32_t kvt_tp_select_rounds(int32_t radix_bits);
+/* i32 words of state per sequence for a shard of Hs heads. */
+KVT_API int64_t kvt_tp_select_state_words(int64_t shard_heads);
+KVT_API kvt_status kvt_tp_select_begin(const kvt_tp_select* p, kvt_stream stream);
+/* hist: i32 [B, 2^radix_bits], this shard's partial of round `round`. */
+KVT_API kvt_status kvt_tp_select_histogram(const kvt_tp_select* p, int32_t round, const kvt_tensor* hist,
+                                           kvt_stream stream);
+/* hist_sum: i32 [B, 2^radix_bits], the element-wise sum of every shard's partial of round `round`. */
+KVT_API kvt_status kvt_tp_select_advance(const kvt_tp_select* p, int32_t round, const kvt_tensor* hist_sum,
+                                         kvt_stream stream);
+/* After the last round: indices [B, Hs, cap] (or [Hs, cap] without seqs), counts [B, Hs] (or [Hs]); cap >=
+ * kvt_select_capacity(total_heads, n_b, keep_b). */
+KVT_API kvt_status kvt_tp_select_finish(const kvt_tp_select* p, const kvt_tensor* indices, const kvt_tensor* counts,
+                                        kvt_stream stream);
+
+
 #ifdef __cplusplus
 }
 #endif

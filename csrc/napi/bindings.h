@@ -53,6 +53,34 @@ Napi::Value SpdSolve(const Napi::CallbackInfo& info);            // spd.cc
 Napi::Value SpdSolveAsync(const Napi::CallbackInfo& info);       // spd.cc
 Napi::Value GrkvMerge(const Napi::CallbackInfo& info);           // grkv.cc
 Napi::Value GrkvMergeAsync(const Napi::CallbackInfo& info);      // grkv.cc
+// Runtime-shaped caches (docs/runtime-caches.md): the batched form of each op in the op's file, plus compaction in place
+// and the tensor-parallel selection.
+Napi::Value KeydiffScoresBatched(const Napi::CallbackInfo& info);    // keydiff.cc
+Napi::Value KeydiffScoresBatchedAsync(const Napi::CallbackInfo& info);  // keydiff.cc
+Napi::Value NestedkvScoresBatched(const Napi::CallbackInfo& info);   // nestedkv.cc
+Napi::Value NestedkvScoresBatchedAsync(const Napi::CallbackInfo& info);  // nestedkv.cc
+Napi::Value SnapkvScoresBatched(const Napi::CallbackInfo& info);     // snapkv.cc
+Napi::Value SnapkvScoresBatchedAsync(const Napi::CallbackInfo& info);  // snapkv.cc
+Napi::Value SelectTokensBatched(const Napi::CallbackInfo& info);     // select.cc
+Napi::Value SelectTokensBatchedAsync(const Napi::CallbackInfo& info);  // select.cc
+Napi::Value GatherKVBatched(const Napi::CallbackInfo& info);         // gather.cc
+Napi::Value GatherKVBatchedAsync(const Napi::CallbackInfo& info);  // gather.cc
+Napi::Value MomentsMergeBatched(const Napi::CallbackInfo& info);     // moments.cc
+Napi::Value MomentsMergeBatchedAsync(const Napi::CallbackInfo& info);  // moments.cc
+Napi::Value DecodeAttentionBatched(const Napi::CallbackInfo& info);  // decode.cc
+Napi::Value DecodeAttentionBatchedAsync(const Napi::CallbackInfo& info);  // decode.cc
+Napi::Value MomentkvSelectBatched(const Napi::CallbackInfo& info);   // momentkv_select.cc
+Napi::Value MomentkvSelectBatchedAsync(const Napi::CallbackInfo& info);  // momentkv_select.cc
+Napi::Value GrkvMergeBatched(const Napi::CallbackInfo& info);        // grkv.cc
+Napi::Value GrkvMergeBatchedAsync(const Napi::CallbackInfo& info);  // grkv.cc
+Napi::Value CompactInPlace(const Napi::CallbackInfo& info);          // compact.cc
+Napi::Value CompactInPlaceAsync(const Napi::CallbackInfo& info);  // compact.cc
+Napi::Value TpSelectRounds(const Napi::CallbackInfo& info);          // tp_select.cc
+Napi::Value TpSelectStateWords(const Napi::CallbackInfo& info);      // tp_select.cc
+Napi::Value TpSelectBegin(const Napi::CallbackInfo& info);           // tp_select.cc
+Napi::Value TpSelectHistogram(const Napi::CallbackInfo& info);       // tp_select.cc
+Napi::Value TpSelectAdvance(const Napi::CallbackInfo& info);         // tp_select.cc
+Napi::Value TpSelectFinish(const Napi::CallbackInfo& info);          // tp_select.cc
 
 // bench.cc: the yardstick and baselines of `kvtrim bench` (kvtrim_bench.h); the GPU baselines in CUDA builds only
 Napi::Value HostCopy(const Napi::CallbackInfo& info);

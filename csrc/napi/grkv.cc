@@ -1,5 +1,6 @@
 // Binding of grkvMerge (C ABI kvt_grkv_merge) and the defaults of the GRKV options.
 #include "bindings.h"
+#include "batch.h"
 #include "glue.h"
 
 namespace kvt {
@@ -23,14 +24,9 @@ Napi::Object GrkvDefaults(Napi::Env env) {
   return d;
 }
 
-// grkvMerge(keys, values, indices, counts, queries, queryPositions, weights, scores, opts, keysOut, valuesOut,
-//           countsOut, diagnostics, stream); grkvMergeAsync(..., abort)
-static OpCall prepare_grkv(const Napi::CallbackInfo& info) {
-  TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
-  TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
-  TensorArg q = parse_tensor(info[4], "queries"), qp = parse_tensor(info[5], "queryPositions");
-  TensorArg w = parse_tensor(info[6], "weights", true), sc = parse_tensor(info[7], "scores");
-  Napi::Object o = opts_object(info[8]);
+// {window, cgIters, gamma, lambda, capKey, capValue, tol, scale, accept} over kvt_grkv_default_opts.
+static kvt_grkv_opts grkv_opts(const Napi::Value& v) {
+  Napi::Object o = opts_object(v);
   kvt_grkv_opts opts;
   kvt_grkv_default_opts(&opts);
   opts.window = get_int(o, "window", opts.window);
@@ -42,6 +38,17 @@ static OpCall prepare_grkv(const Napi::CallbackInfo& info) {
   opts.tol = get_num(o, "tol", opts.tol);
   opts.scale = get_num(o, "scale", opts.scale);
   opts.accept = get_int(o, "accept", opts.accept);
+  return opts;
+}
+
+// grkvMerge(keys, values, indices, counts, queries, queryPositions, weights, scores, opts, keysOut, valuesOut,
+//           countsOut, diagnostics, stream)
+static OpCall prepare_grkv(const Napi::CallbackInfo& info) {
+  TensorArg k = parse_tensor(info[0], "keys"), v = parse_tensor(info[1], "values");
+  TensorArg idx = parse_tensor(info[2], "indices"), cnt = parse_tensor(info[3], "counts");
+  TensorArg q = parse_tensor(info[4], "queries"), qp = parse_tensor(info[5], "queryPositions");
+  TensorArg w = parse_tensor(info[6], "weights", true), sc = parse_tensor(info[7], "scores");
+  const kvt_grkv_opts opts = grkv_opts(info[8]);
   TensorArg ko = parse_tensor(info[9], "keysOut"), vo = parse_tensor(info[10], "valuesOut");
   TensorArg co = parse_tensor(info[11], "countsOut"), dg = parse_tensor(info[12], "diagnostics", true);
   kvt_stream st = parse_stream(info[13]);
@@ -53,6 +60,29 @@ static OpCall prepare_grkv(const Napi::CallbackInfo& info) {
 }
 Napi::Value GrkvMerge(const Napi::CallbackInfo& info) { return run_now(info, prepare_grkv); }
 Napi::Value GrkvMergeAsync(const Napi::CallbackInfo& info) { return run_async(info, prepare_grkv, 14, "kvtrim.grkvMerge"); }
+
+// grkvMergeBatched(seqs, keys, values, indices, counts, qseqs, queries, queryPositions, weights?, scores, opts,
+//                  keysOut, valuesOut, countsOut, diagnostics?, stream); grkvMergeBatchedAsync(..., abort)
+static OpCall prepare_grkv_batched(const Napi::CallbackInfo& info) {
+  SeqsArg sq = parse_seqs(info[0], "seqs");
+  TensorArg k = parse_tensor(info[1], "keys"), v = parse_tensor(info[2], "values");
+  TensorArg idx = parse_tensor(info[3], "indices"), cnt = parse_tensor(info[4], "counts");
+  SeqsArg qs = parse_seqs(info[5], "qseqs");
+  TensorArg q = parse_tensor(info[6], "queries"), qp = parse_tensor(info[7], "queryPositions");
+  TensorArg w = parse_tensor(info[8], "weights", true), sc = parse_tensor(info[9], "scores");
+  const kvt_grkv_opts opts = grkv_opts(info[10]);
+  TensorArg ko = parse_tensor(info[11], "keysOut"), vo = parse_tensor(info[12], "valuesOut");
+  TensorArg co = parse_tensor(info[13], "countsOut"), dg = parse_tensor(info[14], "diagnostics", true);
+  kvt_stream st = parse_stream(info[15]);
+  resolve(sq, k, v, idx, cnt, qs, q, qp, w, sc, ko, vo, co, dg);
+  return [=] {
+    kvt_seqs s, t;
+    return kvt_grkv_merge_batched(sq.fill(&s), k.ptr(), v.ptr(), idx.ptr(), cnt.ptr(), qs.fill(&t), q.ptr(), qp.ptr(), w.ptr(),
+                                  sc.ptr(), &opts, ko.ptr(), vo.ptr(), co.ptr(), dg.ptr(), st);
+  };
+}
+Napi::Value GrkvMergeBatched(const Napi::CallbackInfo& info) { return run_now(info, prepare_grkv_batched); }
+Napi::Value GrkvMergeBatchedAsync(const Napi::CallbackInfo& info) { return run_async(info, prepare_grkv_batched, 16, "kvtrim.grkvMergeBatched"); }
 
 }  // namespace napi
 }  // namespace kvt

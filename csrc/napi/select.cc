@@ -1,6 +1,7 @@
 // Bindings of selectTokens and selectCapacity (C ABI kvt_select_tokens, kvt_select_capacity) and the defaults of
 // their options.
 #include "bindings.h"
+#include "batch.h"
 #include "glue.h"
 
 namespace kvt {
@@ -43,6 +44,23 @@ Napi::Value SelectTokens(const Napi::CallbackInfo& info) { return run_now(info, 
 Napi::Value SelectTokensAsync(const Napi::CallbackInfo& info) {
   return run_async(info, prepare_select, 5, "kvtrim.selectTokens");
 }
+
+// selectTokensBatched(seqs, scores, opts, keep?, indices, counts, stream); selectTokensBatchedAsync(..., abort)
+static OpCall prepare_select_batched(const Napi::CallbackInfo& info) {
+  SeqsArg sq = parse_seqs(info[0], "seqs");
+  TensorArg s = parse_tensor(info[1], "scores");
+  const kvt_select_opts o = select_opts(info[2]);
+  TensorArg keep = parse_tensor(info[3], "keep", true);
+  TensorArg idx = parse_tensor(info[4], "indices"), cnt = parse_tensor(info[5], "counts");
+  kvt_stream st = parse_stream(info[6]);
+  resolve(sq, s, keep, idx, cnt);
+  return [=] {
+    kvt_seqs t;
+    return kvt_select_tokens_batched(sq.fill(&t), s.ptr(), &o, keep.ptr(), idx.ptr(), cnt.ptr(), st);
+  };
+}
+Napi::Value SelectTokensBatched(const Napi::CallbackInfo& info) { return run_now(info, prepare_select_batched); }
+Napi::Value SelectTokensBatchedAsync(const Napi::CallbackInfo& info) { return run_async(info, prepare_select_batched, 7, "kvtrim.selectTokensBatched"); }
 
 // selectCapacity(H, N, opts) -> number
 Napi::Value SelectCapacity(const Napi::CallbackInfo& info) {

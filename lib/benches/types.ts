@@ -35,6 +35,8 @@ export interface BenchCase {
   op: string;
   /** Human-readable configuration beyond the shape (e.g. "keep 25% adaptive"). */
   variant: string;
+  /** The backends the case runs on (default: both). */
+  backends?: readonly ('cpu' | 'cuda')[];
   /** The fewest bytes the op must move (docs/performance.md §5), for the speed-of-light ratio. */
   solBytes(s: BenchShape): number;
   prepare(s: BenchShape, ctx: BenchContext): Prepared;

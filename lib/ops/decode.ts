@@ -13,12 +13,13 @@
  * CUDA: split-K flash decoding (partial LSE states per KV chunk, then one merge kernel that folds in the summary
  * as an extra LSE state and adds C a); d, dv ≤ 256 there.
  */
-import { native, Native } from '../binding';
+import { native, Native, NativeDecodeOpts } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, sameDevice } from '../tensor';
 import { checkInt, checkNum, show } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, scaleOr, signalOf, streamOf } from './common';
 import { MomentTensors, momentsNative } from './moments';
+import { BatchCache, checkCache } from './batch';
 
 export interface DecodeAttentionArgs extends StreamOpt {
   /** [Hq, d] (one token per head) or [Hq, T, d] (T tokens, each attending the whole retained cache); f32 | f16 | bf16. */
@@ -43,6 +44,28 @@ export interface DecodeAttentionArgs extends StreamOpt {
   clip?: number | Tensor | TensorLike;
   /** Preallocated f32 output [Hq, dv] / [Hq, T, dv]. */
   out?: Tensor | TensorLike;
+}
+
+/** Order, logit scale and clip (a scalar radius, or a per-head f32 tensor of `nclip` entries) of checked options. */
+function decodeOptions(o: Record<string, unknown>, d: number, nclip: number, dims: string, k: Tensor): NativeDecodeOpts & { clipT?: Tensor } {
+  const D = DEFAULTS.decode;
+  const order = o.order === undefined ? D.order : o.order;
+  if (order !== 0 && order !== 1) throw new RangeError(`order: expected 0 or 1, got ${show(order)}`);
+  const scale = o.scale === undefined ? scaleOr(D.scale, d) : checkNum('scale', o.scale, 0, 1e30, { minOpen: true, maxOpen: true });
+  const clip = o.clip === undefined ? D.clip ?? undefined : o.clip;
+  let clipT: Tensor | undefined;
+  let useClip = 0, clipR = 0;
+  if (typeof clip === 'number') {
+    if (Number.isNaN(clip)) throw new TypeError('clip: expected a number, got NaN');
+    if (!(clip >= 0)) throw new RangeError(`clip: must be >= 0, got ${clip}`);
+    useClip = 1;
+    clipR = clip;
+  } else if (clip !== undefined) {
+    clipT = checkDtype('clip', checkRank('clip', asTensor('clip', clip), 1, dims), ['f32']);
+    if (clipT.shape[0] !== nclip) throw new RangeError(`clip: expected shape [${nclip}] (${dims === '[Hkv]' ? 'Hkv of keys' : 'B·Hkv'}), got [${clipT.shape.join(', ')}]`);
+    if (!sameDevice(clipT.device, k.device)) throw new TypeError('clip: must be on the same device as keys');
+  }
+  return { order, scale, useClip, clip: clipR, ...(clipT ? { clipT } : {}) };
 }
 
 /** Corrected decode attention; returns f32 [Hq, dv] (2-D queries) or [Hq, T, dv] (3-D queries). */
@@ -80,23 +103,7 @@ function plan(args: unknown, async: boolean) {
   for (const [name, t] of [['queries', q], ['values', v], ['counts', cnt]] as const) {
     if (!sameDevice(t.device, k.device)) throw new TypeError(`${name}: must be on the same device as keys`);
   }
-  const D = DEFAULTS.decode;
-  const order = o.order === undefined ? D.order : o.order;
-  if (order !== 0 && order !== 1) throw new RangeError(`order: expected 0 or 1, got ${show(order)}`);
-  const scale = o.scale === undefined ? scaleOr(D.scale, d) : checkNum('scale', o.scale, 0, 1e30, { minOpen: true, maxOpen: true });
-  const clip = o.clip === undefined ? D.clip ?? undefined : o.clip;
-  let clipT: Tensor | undefined;
-  let useClip = 0, clipR = 0;
-  if (typeof clip === 'number') {
-    if (Number.isNaN(clip)) throw new TypeError('clip: expected a number, got NaN');
-    if (!(clip >= 0)) throw new RangeError(`clip: must be >= 0, got ${clip}`);
-    useClip = 1;
-    clipR = clip;
-  } else if (clip !== undefined) {
-    clipT = checkDtype('clip', checkRank('clip', asTensor('clip', clip), 1, '[Hkv]'), ['f32']);
-    if (clipT.shape[0] !== Hkv) throw new RangeError(`clip: expected shape [${Hkv}] (Hkv of keys), got [${clipT.shape.join(', ')}]`);
-    if (!sameDevice(clipT.device, k.device)) throw new TypeError('clip: must be on the same device as keys');
-  }
+  const { order, scale, useClip, clip: clipR, clipT } = decodeOptions(o, d, Hkv, '[Hkv]', k);
   const mom = o.moments === undefined ? undefined : momentsNative('moments', o.moments);
   const stream = streamOf(o, k.device);
   checkInt('T', T, 0, 2 ** 31 - 1);
@@ -107,4 +114,58 @@ function plan(args: unknown, async: boolean) {
     { order, scale, useClip, clip: clipR }, out.toNative(), stream?.handle,
   ];
   return { args: nargs, out, signal: signalOf(o) };
+}
+
+export interface DecodeAttentionBatchedArgs extends Omit<DecodeAttentionArgs, 'queries' | 'keys' | 'values' | 'counts' | 'clip' | 'out'> {
+  /** [B, Hq, d] (one token per sequence and head) or [B, Hq, T, d]; f32 | f16 | bf16. */
+  queries: Tensor | TensorLike;
+  /** The batch cache (keys and values of one dtype), read in place; `moments` holds B·Hkv virtual heads. */
+  cache: BatchCache;
+  /** i32 [B, Hkv]: rows read per sequence and KV head (rows j < counts[b, h] ≤ n_b), e.g. after compactInPlace. */
+  counts: Tensor | TensorLike;
+  /** A radius for all heads, or f32 [B·Hkv] per virtual head. */
+  clip?: number | Tensor | TensorLike;
+  /** Preallocated f32 [B, Hq, dv] / [B, Hq, T, dv]. */
+  out?: Tensor | TensorLike;
+}
+
+function planDecodeAttentionBatched(async: boolean, a: DecodeAttentionBatchedArgs) {
+  const o = opts('args', a, keysOf(['queries', 'cache', 'counts', 'moments', 'order', 'scale', 'clip', 'out', 'stream'], async));
+  const q = asTensor('queries', o.queries);
+  if (q.ndim !== 3 && q.ndim !== 4) throw new TypeError(`queries: expected a 3-D [B, Hq, d] or 4-D [B, Hq, T, d] tensor, got ${q.ndim}-D [${q.shape.join(', ')}]`);
+  checkDtype('queries', q, ['f32', 'f16', 'bf16']);
+  const c = checkCache('cache', o.cache, true);
+  const cnt = checkDtype('counts', checkRank('counts', asTensor('counts', o.counts), 2, '[B, Hkv]'), ['i32']);
+  const [B, Hq] = q.shape;
+  const T = q.ndim === 4 ? q.shape[2] : 1;
+  if (c.H < 1 || Hq % c.H !== 0) throw new RangeError(`queries: Hq (${Hq}) must be a multiple of Hkv (${c.H}) for grouped-query attention`);
+  if (q.shape[q.ndim - 1] !== c.d) throw new RangeError(`queries: head dim ${q.shape[q.ndim - 1]} must equal keys' d (${c.d})`);
+  const { order, scale, useClip, clip, clipT } = decodeOptions(o, c.d, B * c.H, '[B * Hkv]', c.keys);
+  const mom = o.moments === undefined ? undefined : momentsNative('moments', o.moments);
+  const stream = streamOf(o, c.keys.device);
+  const out = output('out', o.out, q.ndim === 4 ? [B, Hq, T, c.dv] : [B, Hq, c.dv], 'f32', c.keys.device, stream);
+  const args: Parameters<Native['decodeAttentionBatched']> = [
+    c.table.toNative(), q.toNative(), c.keys.toNative(), c.values!.toNative(), cnt.toNative(), mom, clipT?.toNative(), { order, scale, useClip, clip }, out.toNative(), stream?.handle,
+  ];
+  const finish = (): Tensor => {
+    return out;
+  };
+  return { args, finish, signal: signalOf(o) };
+}
+
+/**
+ * Decode attention for every sequence of a batch cache (docs/runtime-caches.md §3) with ragged per-head counts,
+ * optionally moment-corrected; equal to decodeAttention per sequence. Returns f32 [B, Hq, dv] or [B, Hq, T, dv].
+ */
+export function decodeAttentionBatched(args: DecodeAttentionBatchedArgs): Tensor {
+  const p = planDecodeAttentionBatched(false, args);
+  native.decodeAttentionBatched(...p.args);
+  return p.finish();
+}
+
+/** {@link decodeAttentionBatched} on a worker thread (see AsyncOptions). */
+export async function decodeAttentionBatchedAsync(args: (DecodeAttentionBatchedArgs) & AsyncOptions): Promise<Tensor> {
+  const p = planDecodeAttentionBatched(true, args);
+  await runAsync(native.decodeAttentionBatchedAsync, p.args, p.signal);
+  return p.finish();
 }

@@ -8,6 +8,7 @@ import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 import { MomentTensors, momentsNative } from './moments';
+import { BatchCache, checkCache } from './batch';
 
 export interface GatherArgs extends StreamOpt {
   keys: Tensor | TensorLike;
@@ -62,4 +63,53 @@ function plan(args: unknown, async: boolean) {
   ];
   const result: CompactKV = { keys: ko, values: vo, counts: co };
   return { args: nargs, result, signal: signalOf(o) };
+}
+
+export interface GatherBatchedArgs extends Omit<GatherArgs, 'keys' | 'values' | 'indices' | 'counts'> {
+  /** The batch cache (keys and values; ragged, padded or paged), read in place; `moments` holds B·H virtual heads. */
+  cache: BatchCache;
+  /** i32 [B, H, cap_in]: kept positions per sequence and head (a selectTokensBatched result). */
+  indices: Tensor | TensorLike;
+  /** i32 [B, H]. */
+  counts: Tensor | TensorLike;
+}
+
+function planGatherKVBatched(async: boolean, a: GatherBatchedArgs) {
+  const o = opts('args', a, keysOf(['cache', 'indices', 'counts', 'cap', 'moments', 'keysOut', 'valuesOut', 'countsOut', 'stream'], async));
+  const c = checkCache('cache', o.cache, true);
+  const idx = checkRank('indices', asTensor('indices', o.indices), 3, '[B, H, cap]');
+  const cnt = checkRank('counts', asTensor('counts', o.counts), 2, '[B, H]');
+  const B = idx.shape[0];
+  const cap = o.cap === undefined ? Math.max(1, idx.shape[2]) : checkInt('cap', o.cap, 1, 2 ** 31 - 1);
+  const dev = c.keys.device;
+  const stream = streamOf(o, dev);
+  const ko = output('keysOut', o.keysOut, [B, c.H, cap, c.d], c.keys.dtype, dev, stream);
+  const vo = output('valuesOut', o.valuesOut, [B, c.H, cap, c.dv], c.values!.dtype, dev, stream);
+  const co = output('countsOut', o.countsOut, [B, c.H], 'i32', dev, stream);
+  const mom = o.moments === undefined ? undefined : momentsNative('moments', o.moments);
+  const args: Parameters<Native['gatherKVBatched']> = [
+    c.table.toNative(), c.keys.toNative(), c.values!.toNative(), idx.toNative(), cnt.toNative(), ko.toNative(), vo.toNative(), co.toNative(), mom, stream?.handle,
+  ];
+  const finish = (): CompactKV => {
+    return { keys: ko, values: vo, counts: co };
+  };
+  return { args, finish, signal: signalOf(o) };
+}
+
+/**
+ * Compaction of every sequence of a batch cache (docs/runtime-caches.md §3) into `[B, H, cap, d]` / `[B, H, cap, dv]`
+ * and counts `[B, H]`, out of place; equal to gatherKV per sequence. For compaction inside the cache itself (pages
+ * freed) see compactInPlace.
+ */
+export function gatherKVBatched(args: GatherBatchedArgs): CompactKV {
+  const p = planGatherKVBatched(false, args);
+  native.gatherKVBatched(...p.args);
+  return p.finish();
+}
+
+/** {@link gatherKVBatched} on a worker thread (see AsyncOptions). */
+export async function gatherKVBatchedAsync(args: (GatherBatchedArgs) & AsyncOptions): Promise<CompactKV> {
+  const p = planGatherKVBatched(true, args);
+  await runAsync(native.gatherKVBatchedAsync, p.args, p.signal);
+  return p.finish();
 }

@@ -5,12 +5,13 @@
  * rounding and a per-head choice among {unchanged, value-only, key+value}. The cache size is unchanged; fixed
  * (window + anchor) rows, evicted rows and padding are bit-identical to plain eviction (`gatherKV`).
  */
-import { native, Native } from '../binding';
+import { native, Native, NativeGrkvOpts } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, tensor, toDevice, toHost, hostContiguous } from '../tensor';
 import { checkInt, checkNum, checkOneOf, checkOptions, checkKeys, rejectNulls, show } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 import type { CompactKV } from './gather';
+import { BatchCache, QueryBatch, checkCache, checkQueries } from './batch';
 
 /** The largest finite f32 (weights are stored as f32). */
 const F32_MAX = 3.4028234663852886e38;
@@ -142,6 +143,27 @@ export async function decodeGrkvDiagnostics(diagnostics: Tensor, opts: StreamOpt
   return out;
 }
 
+/** The native options (`kvt_grkv_opts`) of checked option values, defaults from DEFAULTS. */
+function nativeOptions(o: Record<string, unknown>): NativeGrkvOpts {
+  const caps = checkOptions('caps', o.caps);
+  checkKeys('caps', caps, ['key', 'value']);
+  rejectNulls('caps.', caps);
+  const D = DEFAULTS.grkv;
+  const capKey = checkNum('caps.key', caps.key ?? D.caps.key, 0, Infinity);
+  const capValue = checkNum('caps.value', caps.value ?? D.caps.value, 0, Infinity);
+  return {
+    window: checkInt('window', o.window ?? D.window, 0, 2 ** 31 - 1),
+    gamma: checkNum('gamma', o.gamma ?? D.gamma, 0, 1),
+    lambda: checkNum('lambda', o.lambda ?? D.lambda, 0, 1e30, { minOpen: true, maxOpen: true }),
+    capKey,
+    capValue,
+    cgIters: checkInt('cgIters', o.cgIters ?? D.cgIters, 0, 100000),
+    tol: checkNum('tol', o.tol ?? D.tol, 0, 1e30, { maxOpen: true }),
+    scale: o.scale === undefined ? D.scale : checkNum('scale', o.scale, 0, 1e30, { minOpen: true, maxOpen: true }),
+    accept: checkOneOf('acceptance', o.acceptance ?? D.acceptance, ['best', 'joint'] as const) === 'joint' ? 1 : 0,
+  };
+}
+
 /**
  * GRKV merge of one layer (docs/methods/grkv.md §4–§7; per-KV-head acceptance §11.7). Returns the compacted, merged cache
  * `{ keys [H, cap, d], values [H, cap, dv], counts [H] }` in the input dtype (padding rows zero, masked by counts)
@@ -188,23 +210,7 @@ function plan(args: unknown, async: boolean) {
   } else if (o.weights !== undefined) {
     w = checkRank('weights', asTensor('weights', o.weights), 1, '[Qs]');
   }
-  const caps = checkOptions('caps', o.caps);
-  checkKeys('caps', caps, ['key', 'value']);
-  rejectNulls('caps.', caps);
-  const D = DEFAULTS.grkv;
-  const capKey = checkNum('caps.key', caps.key ?? D.caps.key, 0, Infinity);
-  const capValue = checkNum('caps.value', caps.value ?? D.caps.value, 0, Infinity);
-  const nopts = {
-    window: checkInt('window', o.window ?? D.window, 0, 2 ** 31 - 1),
-    gamma: checkNum('gamma', o.gamma ?? D.gamma, 0, 1),
-    lambda: checkNum('lambda', o.lambda ?? D.lambda, 0, 1e30, { minOpen: true, maxOpen: true }),
-    capKey,
-    capValue,
-    cgIters: checkInt('cgIters', o.cgIters ?? D.cgIters, 0, 100000),
-    tol: checkNum('tol', o.tol ?? D.tol, 0, 1e30, { maxOpen: true }),
-    scale: o.scale === undefined ? D.scale : checkNum('scale', o.scale, 0, 1e30, { minOpen: true, maxOpen: true }),
-    accept: checkOneOf('acceptance', o.acceptance ?? D.acceptance, ['best', 'joint'] as const) === 'joint' ? 1 : 0,
-  };
+  const nopts = nativeOptions(o);
   const cap = o.cap === undefined ? Math.max(1, idx.shape[1]) : checkInt('cap', o.cap, 1, 2 ** 31 - 1);
   const ko = output('keysOut', o.keysOut, [H, cap, d], k.dtype, k.device, stream);
   const vo = output('valuesOut', o.valuesOut, [H, cap, dv], v.dtype, k.device, stream);
@@ -274,4 +280,73 @@ export function grkvSurrogates(N: number, options: { source: GrkvSource; count?:
     weights = toDevice(weights, { device });
   }
   return { capturePositions: Int32Array.from(capture), queryPositions, weights };
+}
+
+export interface GrkvMergeBatchedArgs
+  extends Omit<GrkvMergeArgs, 'keys' | 'values' | 'selection' | 'queries' | 'queryPositions' | 'weights' | 'scores' | 'diagnostics'> {
+  /** The full batch cache (keys and values of one dtype), read in place. */
+  cache: BatchCache;
+  /** The eviction result per sequence: indices i32 [B, H, cap_in], counts i32 [B, H] (selectTokensBatched). */
+  selection: { indices: Tensor | TensorLike; counts: Tensor | TensorLike };
+  /** Surrogate queries per sequence: ragged [Tq, Hq, d] + indptr, or padded [B, Hq, Qs, d] + lengths. */
+  queries: QueryBatch;
+  /** i32 per query, relative to its sequence: [Tq] (ragged queries) or [B, Qs] (padded). */
+  queryPositions: Tensor | TensorLike;
+  /** f32 per query, the shape of queryPositions (default 1). */
+  weights?: Tensor | TensorLike;
+  /** Raw SnapKV scores per token ([H, T] ragged, [B, H, L] otherwise). */
+  scores: Tensor | TensorLike;
+  /** `true` or a preallocated f32 [B, H, 14]. */
+  diagnostics?: boolean | Tensor | TensorLike;
+}
+
+function planGrkvMergeBatched(async: boolean, a: GrkvMergeBatchedArgs) {
+  const o = opts('args', a, keysOf([
+    'cache', 'selection', 'queries', 'queryPositions', 'weights', 'scores', 'window', 'gamma', 'lambda', 'caps', 'cgIters', 'tol', 'scale',
+    'acceptance', 'cap', 'keysOut', 'valuesOut', 'countsOut', 'diagnostics', 'stream',
+  ], async));
+  const c = checkCache('cache', o.cache, true);
+  const sel = checkOptions('selection', o.selection);
+  if (o.selection === undefined) throw new TypeError('selection: expected { indices, counts } (the selectTokensBatched result), got undefined');
+  checkKeys('selection', sel, ['indices', 'counts']);
+  const idx = checkRank('selection.indices', asTensor('selection.indices', sel.indices), 3, '[B, H, cap]');
+  const cnt = checkRank('selection.counts', asTensor('selection.counts', sel.counts), 2, '[B, H]');
+  const q = checkQueries('queries', o.queries);
+  const qp = asTensor('queryPositions', o.queryPositions);
+  const w = o.weights === undefined ? undefined : asTensor('weights', o.weights);
+  const sc = asTensor('scores', o.scores);
+  const nopts = nativeOptions(o);
+  const B = idx.shape[0], H = c.H, dev = c.keys.device;
+  const stream = streamOf(o, dev);
+  const cap = o.cap === undefined ? Math.max(1, idx.shape[2]) : checkInt('cap', o.cap, 1, 2 ** 31 - 1);
+  const ko = output('keysOut', o.keysOut, [B, H, cap, c.d], c.keys.dtype, dev, stream);
+  const vo = output('valuesOut', o.valuesOut, [B, H, cap, c.dv], c.values!.dtype, dev, stream);
+  const co = output('countsOut', o.countsOut, [B, H], 'i32', dev, stream);
+  let dg: Tensor | undefined;
+  if (o.diagnostics === true) dg = output('diagnostics', undefined, [B, H, GRKV_DIAG_COLS], 'f32', dev, stream);
+  else if (o.diagnostics !== undefined && o.diagnostics !== false) dg = output('diagnostics', o.diagnostics, [B, H, GRKV_DIAG_COLS], 'f32', dev, stream);
+  const args: Parameters<Native['grkvMergeBatched']> = [
+    c.table.toNative(), c.keys.toNative(), c.values!.toNative(), idx.toNative(), cnt.toNative(), q.table.toNative(), q.queries.toNative(), qp.toNative(), w?.toNative(), sc.toNative(), nopts, ko.toNative(), vo.toNative(), co.toNative(), dg?.toNative(), stream?.handle,
+  ];
+  const finish = (): GrkvResult => {
+    return dg ? { keys: ko, values: vo, counts: co, diagnostics: dg } : { keys: ko, values: vo, counts: co };
+  };
+  return { args, finish, signal: signalOf(o) };
+}
+
+/**
+ * GRKV merge of every sequence of a batch cache (docs/runtime-caches.md §3): outputs [B, H, cap, d|dv], counts [B, H]
+ * (and diagnostics [B, H, 14]); equal to grkvMerge per sequence. An empty sequence gets zero rows and counts 0.
+ */
+export function grkvMergeBatched(args: GrkvMergeBatchedArgs): GrkvResult {
+  const p = planGrkvMergeBatched(false, args);
+  native.grkvMergeBatched(...p.args);
+  return p.finish();
+}
+
+/** {@link grkvMergeBatched} on a worker thread (see AsyncOptions). */
+export async function grkvMergeBatchedAsync(args: (GrkvMergeBatchedArgs) & AsyncOptions): Promise<GrkvResult> {
+  const p = planGrkvMergeBatched(true, args);
+  await runAsync(native.grkvMergeBatchedAsync, p.args, p.signal);
+  return p.finish();
 }

@@ -6,6 +6,7 @@
 import { native, Native } from '../binding';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
+import { BatchCache, checkCache, tokenOutput } from './batch';
 
 export interface KeydiffOptions extends StreamOpt {
   /** Preallocated f32 [H, N] output. */
@@ -35,4 +36,40 @@ export async function keydiffScoresAsync(keys: Tensor | TensorLike, options?: Ke
   const p = plan(keys, options, true);
   await runAsync(native.keydiffScoresAsync, p.args, p.signal);
   return p.out;
+}
+
+export interface BatchedScoreOptions extends StreamOpt {
+  /**
+   * Preallocated f32 output: [H, T] for a ragged cache (column = the token's row), [B, H, L] otherwise
+   * (docs/runtime-caches.md §2).
+   */
+  out?: Tensor | TensorLike;
+  /** L of a fresh [B, H, L] output (default: L of a padded cache, else the longest sequence of a host table). */
+  maxLength?: number;
+}
+
+function planKeydiffScoresBatched(async: boolean, cache: BatchCache, options?: BatchedScoreOptions) {
+  const o = opts('options', options, keysOf(['out', 'maxLength', 'stream'], async));
+  const c = checkCache('cache', cache, false);
+  const stream = streamOf(o, c.keys.device);
+  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, o.maxLength as number | undefined, stream);
+  const args: Parameters<Native['keydiffScoresBatched']> = [c.table.toNative(), c.keys.toNative(), out.toNative(), stream?.handle];
+  const finish = (): Tensor => {
+    return out;
+  };
+  return { args, finish, signal: signalOf(o) };
+}
+
+/** KeyDiff scores of every sequence of a batch cache (docs/runtime-caches.md §3), equal to keydiffScores per sequence. */
+export function keydiffScoresBatched(cache: BatchCache, options?: BatchedScoreOptions): Tensor {
+  const p = planKeydiffScoresBatched(false, cache, options);
+  native.keydiffScoresBatched(...p.args);
+  return p.finish();
+}
+
+/** {@link keydiffScoresBatched} on a worker thread (see AsyncOptions). */
+export async function keydiffScoresBatchedAsync(cache: BatchCache, options?: (BatchedScoreOptions) & AsyncOptions): Promise<Tensor> {
+  const p = planKeydiffScoresBatched(true, cache, options);
+  await runAsync(native.keydiffScoresBatchedAsync, p.args, p.signal);
+  return p.finish();
 }

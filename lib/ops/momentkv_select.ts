@@ -20,6 +20,7 @@ import { AsyncOptions, StreamOpt, checkAborted, keysOf, opts, output, runAsync, 
 import { CompactKV, gatherKV, gatherKVAsync } from './gather';
 import { MomentState, MomentTensors, ensureMoments, momentsNative } from './moments';
 import { resolveKeep } from './select';
+import { BatchCache, checkCache, resolveBatchKeep, tokenOutput } from './batch';
 
 export interface MomentkvSelectArgs extends StreamOpt {
   /** Base eviction scores f32 [H, N] (higher = keep; e.g. snapkvScores); +Infinity = protected. */
@@ -78,6 +79,16 @@ export async function momentkvSelectAsync(args: MomentkvSelectArgs & AsyncOption
   return p.result;
 }
 
+/** Rounds, r, mi (native 0 | 1) and eps of checked options. */
+function roundOptions(o: Record<string, unknown>): { rounds: number; r: number; mi: number; eps: number } {
+  const D = DEFAULTS.momentkvSelect;
+  const mi = o.mi === undefined ? D.mi : checkBool('mi', o.mi);
+  const rounds = checkInt('rounds', o.rounds ?? D.rounds, 1, 1 << 20);
+  const r = checkInt('r', o.r ?? D.r, 0, 8);
+  const eps = checkNum('eps', o.eps ?? D.eps, 0, 1e30);
+  return { rounds, r, mi: mi ? 1 : 0, eps };
+}
+
 function plan(o: Record<string, unknown>) {
   const s = checkDtype('scores', checkRank('scores', asTensor('scores', o.scores), 2, '[H, N]'), ['f32']);
   const k = checkDtype('keys', checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]'), ['f32', 'f16', 'bf16']);
@@ -90,11 +101,7 @@ function plan(o: Record<string, unknown>) {
     if (!sameDevice(t.device, s.device)) throw new TypeError(`${name}: must be on the same device as scores`);
   }
   const keep = resolveKeep(N, o);
-  const D = DEFAULTS.momentkvSelect;
-  const mi = o.mi === undefined ? D.mi : checkBool('mi', o.mi);
-  const rounds = checkInt('rounds', o.rounds ?? D.rounds, 1, 1 << 20);
-  const r = checkInt('r', o.r ?? D.r, 0, 8);
-  const eps = checkNum('eps', o.eps ?? D.eps, 0, 1e30);
+  const { rounds, r, mi, eps } = roundOptions(o);
   const stream = streamOf(o, s.device);
   const moments = ensureMoments(o.moments, H, k.shape[2], v.shape[2], s.device, stream);
   const cap = o.cap === undefined ? (o.indices === undefined ? keep : asTensor('indices', o.indices).shape[1] ?? keep) : checkInt('cap', o.cap, keep, 2 ** 31 - 1);
@@ -105,7 +112,7 @@ function plan(o: Record<string, unknown>) {
   if (o.evictedRound === true) er = output('evictedRound', undefined, [H, N], 'i32', s.device, stream);
   else if (o.evictedRound !== undefined && o.evictedRound !== false) er = output('evictedRound', o.evictedRound, [H, N], 'i32', s.device, stream);
   const args: Parameters<Native['momentkvSelect']> = [
-    s.toNative(), k.toNative(), v.toNative(), { keep, rounds, r, mi: mi ? 1 : 0, eps },
+    s.toNative(), k.toNative(), v.toNative(), { keep, rounds, r, mi, eps },
     indices.toNative(), counts.toNative(), momentsNative('moments', moments), er?.toNative(), stream?.handle,
   ];
   const result: MomentkvSelection = { indices, counts, moments, ...(er ? { evictedRound: er } : {}) };
@@ -174,4 +181,59 @@ function compactArgs(o: Record<string, unknown>, sel: MomentkvSelection) {
 
 function cacheOf(sel: MomentkvSelection, compact: CompactKV): MomentkvCache {
   return { ...compact, moments: sel.moments, indices: sel.indices, ...(sel.evictedRound ? { evictedRound: sel.evictedRound } : {}) };
+}
+
+export interface MomentkvSelectBatchedArgs extends Omit<MomentkvSelectArgs, 'scores' | 'keys' | 'values' | 'keep' | 'evictedRound'> {
+  /** Base scores per token ([H, T] ragged, [B, H, L] otherwise; +Infinity = protected). */
+  scores: Tensor | TensorLike;
+  /** The batch cache (keys and values); `moments` holds B·H virtual heads. */
+  cache: BatchCache;
+  /** Tokens kept per head: a number or an i32 [B] tensor (sequence b keeps min(keep_b, n_b)). One of keep / ratio. */
+  keep?: number | Tensor | TensorLike;
+  /** true, or a preallocated i32 per-token tensor (the layout of `scores`). */
+  evictedRound?: boolean | Tensor | TensorLike;
+}
+
+function planMomentkvSelectBatched(async: boolean, a: MomentkvSelectBatchedArgs) {
+  const o = opts('args', a, keysOf(['scores', 'cache', 'keep', 'ratio', 'rounds', 'r', 'eps', 'mi', 'moments', 'cap', 'indices', 'counts', 'evictedRound', 'stream'], async));
+  const c = checkCache('cache', o.cache, true);
+  const s = checkDtype('scores', asTensor('scores', o.scores), ['f32']);
+  const table = c.table;
+  const B = table.B;
+  const keep = resolveBatchKeep(table, o);
+  const { rounds, r, mi, eps } = roundOptions(o);
+  const dev = c.keys.device;
+  const stream = streamOf(o, dev);
+  const moments = ensureMoments(o.moments, B * c.H, c.d, c.dv, dev, stream);
+  const cap = o.cap !== undefined ? checkInt('cap', o.cap, 1, 2 ** 31 - 1) : o.indices !== undefined ? asTensor('indices', o.indices).shape[2] : Math.max(1, keep.max ?? 1);
+  const indices = output('indices', o.indices, [B, c.H, cap], 'i32', dev, stream);
+  const counts = output('counts', o.counts, [B, c.H], 'i32', dev, stream);
+  let er: Tensor | undefined;
+  if (o.evictedRound !== undefined && o.evictedRound !== false) {
+    er = tokenOutput('evictedRound', o.evictedRound === true ? undefined : o.evictedRound, table, c.H, 'i32', dev, c.keys, table.layout === 'ragged' ? undefined : s.shape[2], stream);
+  }
+  const args: Parameters<Native['momentkvSelectBatched']> = [
+    table.toNative(), s.toNative(), c.keys.toNative(), c.values!.toNative(), { keep: keep.scalar, rounds, r, mi, eps }, keep.tensor?.toNative(), indices.toNative(), counts.toNative(), momentsNative('moments', moments), er?.toNative(), stream?.handle,
+  ];
+  const finish = (): MomentkvSelection => {
+    return { indices, counts, moments, ...(er ? { evictedRound: er } : {}) };
+  };
+  return { args, finish, signal: signalOf(o) };
+}
+
+/**
+ * Moment-informed eviction of every sequence of a batch cache (docs/runtime-caches.md §3): indices i32 [B, H, cap],
+ * counts [B, H]; equal to momentkvSelect per sequence with keep_b.
+ */
+export function momentkvSelectBatched(args: MomentkvSelectBatchedArgs): MomentkvSelection {
+  const p = planMomentkvSelectBatched(false, args);
+  native.momentkvSelectBatched(...p.args);
+  return p.finish();
+}
+
+/** {@link momentkvSelectBatched} on a worker thread (see AsyncOptions). */
+export async function momentkvSelectBatchedAsync(args: (MomentkvSelectBatchedArgs) & AsyncOptions): Promise<MomentkvSelection> {
+  const p = planMomentkvSelectBatched(true, args);
+  await runAsync(native.momentkvSelectBatchedAsync, p.args, p.signal);
+  return p.finish();
 }

@@ -11,6 +11,7 @@ import { DeviceBuffer, Stream } from '../device';
 import { Device, Tensor, TensorLike, asTensor, checkDtype, checkRank, empty, fillBytes, sameDevice } from '../tensor';
 import { checkInt, show } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, runAsync, signalOf, streamOf } from './common';
+import { BatchCache, checkCache } from './batch';
 
 /** The four tensors of a moment state (what ops accept as `moments`). */
 export interface MomentTensors {
@@ -175,6 +176,44 @@ export class MomentState implements MomentTensors {
     ];
     return { args, signal: signalOf(o) };
   }
+
+  /**
+   * Merges the listed rows of every sequence of a batch cache (docs/runtime-caches.md §3) into this state of B·H virtual
+   * heads (head h of sequence b at row b·H + h): evictedIndices i32 [B, H, cap], counts i32 [B, H]. Equal to merge per
+   * sequence into its H heads. Returns this.
+   */
+  mergeBatched(cache: BatchCache, evictedIndices: Tensor | TensorLike, counts: Tensor | TensorLike, options?: StreamOpt): this {
+    native.momentsMergeBatched(...this.planMergeBatched(cache, evictedIndices, counts, options, false).args);
+    return this;
+  }
+
+  /** {@link MomentState.mergeBatched} on a worker thread (see AsyncOptions). */
+  async mergeBatchedAsync(
+    cache: BatchCache,
+    evictedIndices: Tensor | TensorLike,
+    counts: Tensor | TensorLike,
+    options?: StreamOpt & AsyncOptions,
+  ): Promise<this> {
+    const p = this.planMergeBatched(cache, evictedIndices, counts, options, true);
+    await runAsync(native.momentsMergeBatchedAsync, p.args, p.signal);
+    return this;
+  }
+
+  private planMergeBatched(cache: BatchCache, evictedIndices: Tensor | TensorLike, counts: Tensor | TensorLike, options: unknown, async: boolean) {
+    const o = opts('options', options, keysOf(['stream'], async));
+    const c = checkCache('cache', cache, true);
+    const idx = checkRank('evictedIndices', asTensor('evictedIndices', evictedIndices), 3, '[B, H, cap]');
+    const cnt = checkRank('counts', asTensor('counts', counts), 2, '[B, H]');
+    if (idx.shape[0] * c.H !== this.H) throw new RangeError(`moments: the state has ${this.H} heads, the batch B·H = ${idx.shape[0]}·${c.H}`);
+    if (c.d !== this.d || c.dv !== this.dv) throw new RangeError(`cache: d, dv (${c.d}, ${c.dv}) must equal the state's (${this.d}, ${this.dv})`);
+    if (!sameDevice(c.keys.device, this.device)) throw new TypeError('cache: must be on the device of the moment state');
+    const stream = streamOf(o, c.keys.device);
+    const args: Parameters<Native['momentsMergeBatched']> = [
+      c.table.toNative(), c.keys.toNative(), c.values!.toNative(), idx.toNative(), cnt.toNative(), momentsNative('moments', this), stream?.handle,
+    ];
+    return { args, signal: signalOf(o) };
+  }
+
 
   /** Resets every head to the empty state (n = 0). Only the four views are written. Returns this. */
   reset(options?: StreamOpt): this {

@@ -9,11 +9,12 @@
  * Pair it with `selectTokens(scores, { ratio, budget: 'adaptive', safeguard: 0.2 })` for the paper's head-wise
  * budget (docs/methods/nestedkv.md §4). `scales: 'global'` is the single-anchor ablation (a* = min-max of KeyDiff's score, docs/methods/nestedkv.md §3.8, §7).
  */
-import { native, Native } from '../binding';
+import { native, Native, NativeNestedkvOpts } from '../binding';
 import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt, checkNum, checkOneOf, show } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
+import { BatchCache, checkCache, tokenOutput } from './batch';
 
 export type NestedkvScales = 'all' | 'global';
 
@@ -72,12 +73,10 @@ function checkPrior(v: unknown): number[] {
 
 const KEYS = ['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'stream'];
 
-function plan(keys: Tensor | TensorLike, options: unknown, async: boolean) {
-  const o = opts('options', options, keysOf(KEYS, async));
-  const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
-  const [H, N] = k.shape;
+/** The native options (`kvt_nestedkv_opts`) of checked option values, defaults from DEFAULTS. */
+function nativeOptions(o: Record<string, unknown>): NativeNestedkvOpts {
   const D = DEFAULTS.nestedkv;
-  const n = {
+  return {
     window: checkInt('window', o.window ?? D.window, 1, I32_MAX),
     block: o.block === undefined ? D.block : checkInt('block', o.block, 1, I32_MAX),
     prior: o.prior === undefined ? [...D.prior] : checkPrior(o.prior),
@@ -88,6 +87,13 @@ function plan(keys: Tensor | TensorLike, options: unknown, async: boolean) {
     sinks: checkInt('sinks', o.sinks ?? D.sinks, 0, I32_MAX),
     scales: checkOneOf('scales', o.scales ?? D.scales, ['all', 'global'] as const) === 'global' ? 1 : 0,
   };
+}
+
+function plan(keys: Tensor | TensorLike, options: unknown, async: boolean) {
+  const o = opts('options', options, keysOf(KEYS, async));
+  const k = checkRank('keys', asTensor('keys', keys), 3, '[H, N, d]');
+  const [H, N] = k.shape;
+  const n = nativeOptions(o);
   const stream = streamOf(o, k.device);
   const out = output('out', o.out, [H, N], 'f32', k.device, stream);
   const args: Parameters<Native['nestedkvScores']> = [k.toNative(), n, out.toNative(), stream?.handle];
@@ -106,4 +112,35 @@ export async function nestedkvScoresAsync(keys: Tensor | TensorLike, options?: N
   const p = plan(keys, options, true);
   await runAsync(native.nestedkvScoresAsync, p.args, p.signal);
   return p.out;
+}
+
+function planNestedkvScoresBatched(async: boolean, cache: BatchCache, options?: Omit<NestedkvOptions, 'out'> & { out?: Tensor | TensorLike; maxLength?: number }) {
+  const o = opts('options', options, keysOf(['window', 'block', 'prior', 'beta', 'tau', 'kappa', 'tail', 'sinks', 'scales', 'out', 'maxLength', 'stream'], async));
+  const c = checkCache('cache', cache, false);
+  const n = nativeOptions(o);
+  const stream = streamOf(o, c.keys.device);
+  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, o.maxLength as number | undefined, stream);
+  const args: Parameters<Native['nestedkvScoresBatched']> = [c.table.toNative(), c.keys.toNative(), n, out.toNative(), stream?.handle];
+  const finish = (): Tensor => {
+    return out;
+  };
+  return { args, finish, signal: signalOf(o) };
+}
+
+/**
+ * NestedKV scores of every sequence of a batch cache (docs/runtime-caches.md §3): each sequence with its own default
+ * block size clip(⌊n_b/32⌋, 128, 256) and tail count; equal to nestedkvScores per sequence. Output as
+ * keydiffScoresBatched ([H, T] ragged, [B, H, L] otherwise).
+ */
+export function nestedkvScoresBatched(cache: BatchCache, options?: Omit<NestedkvOptions, 'out'> & { out?: Tensor | TensorLike; maxLength?: number }): Tensor {
+  const p = planNestedkvScoresBatched(false, cache, options);
+  native.nestedkvScoresBatched(...p.args);
+  return p.finish();
+}
+
+/** {@link nestedkvScoresBatched} on a worker thread (see AsyncOptions). */
+export async function nestedkvScoresBatchedAsync(cache: BatchCache, options?: (Omit<NestedkvOptions, 'out'> & { out?: Tensor | TensorLike; maxLength?: number }) & AsyncOptions): Promise<Tensor> {
+  const p = planNestedkvScoresBatched(true, cache, options);
+  await runAsync(native.nestedkvScoresBatchedAsync, p.args, p.signal);
+  return p.finish();
 }

@@ -9,9 +9,10 @@
  */
 import { native, Native } from '../binding';
 import { DEFAULTS } from '../defaults';
-import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
+import { Tensor, TensorLike, asTensor, checkRank, hostContiguous } from '../tensor';
 import { checkInt, checkNum, checkOneOf } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
+import { Seqs, SeqTable, resolveBatchKeep } from './batch';
 
 export type Budget = 'uniform' | 'adaptive';
 
@@ -110,4 +111,68 @@ function plan(scores: Tensor | TensorLike, options: unknown, async: boolean) {
   const args: Parameters<Native['selectTokens']> = [s.toNative(), n, indices.toNative(), counts.toNative(), stream?.handle];
   const result: Selection = { indices, counts };
   return { args, result, signal: signalOf(o) };
+}
+
+export interface BatchedSelectOptions extends Omit<SelectOptions, 'keep'> {
+  /** Tokens kept per head: one number, or an i32 [B] tensor (per sequence); sequence b keeps min(keep_b, n_b). */
+  keep?: number | Tensor | TensorLike;
+}
+
+function planSelectTokensBatched(async: boolean, scores: Tensor | TensorLike, seqs: Seqs, options: BatchedSelectOptions) {
+  const o = opts('options', options, keysOf(['ratio', 'keep', 'budget', 'safeguard', 'sinks', 'recent', 'cap', 'indices', 'counts', 'stream'], async));
+  const s = asTensor('scores', scores);
+  const table = new SeqTable('seqs', seqs, s);
+  checkRank('scores', s, table.layout === 'ragged' ? 2 : 3, table.layout === 'ragged' ? '[H, T]' : '[B, H, L]');
+  const H = table.layout === 'ragged' ? s.shape[0] : s.shape[1];
+  const keep = resolveBatchKeep(table, o);
+  const D = DEFAULTS.select;
+  const budget = checkOneOf('budget', o.budget ?? D.budget, ['uniform', 'adaptive'] as const);
+  const n: NativeSelectOpts = {
+    keep: keep.scalar,
+    budget: budget === 'adaptive' ? 1 : 0,
+    safeguard: checkNum('safeguard', o.safeguard ?? D.safeguard, 0, 1),
+    sinks: checkInt('sinks', o.sinks ?? D.sinks, 0, 2 ** 31 - 1),
+    recent: checkInt('recent', o.recent ?? D.recent, 0, 2 ** 31 - 1),
+  };
+  const cap = o.cap !== undefined ? checkInt('cap', o.cap, 1, 2 ** 31 - 1) : o.indices !== undefined ? asTensor('indices', o.indices).shape[2] : batchCapacity(table, H, n, keep);
+  const stream = streamOf(o, s.device);
+  const indices = output('indices', o.indices, [table.B, H, cap], 'i32', s.device, stream);
+  const counts = output('counts', o.counts, [table.B, H], 'i32', s.device, stream);
+  const args: Parameters<Native['selectTokensBatched']> = [table.toNative(), s.toNative(), n, keep.tensor?.toNative(), indices.toNative(), counts.toNative(), stream?.handle];
+  const finish = (): Selection => {
+    return { indices, counts };
+  };
+  return { args, finish, signal: signalOf(o) };
+}
+
+/**
+ * Selection for every sequence of a batch (docs/runtime-caches.md §3): `scores` per token ([H, T] for a ragged table,
+ * [B, H, L] otherwise); `indices` i32 [B, H, cap], `counts` i32 [B, H]. Equal to selectTokens per sequence with
+ * keep_b (the adaptive budget is one layer-wide top-k per sequence); an empty sequence gets counts 0.
+ */
+export function selectTokensBatched(scores: Tensor | TensorLike, seqs: Seqs, options: BatchedSelectOptions): Selection {
+  const p = planSelectTokensBatched(false, scores, seqs, options);
+  native.selectTokensBatched(...p.args);
+  return p.finish();
+}
+
+/** {@link selectTokensBatched} on a worker thread (see AsyncOptions). */
+export async function selectTokensBatchedAsync(scores: Tensor | TensorLike, seqs: Seqs, options: (BatchedSelectOptions) & AsyncOptions): Promise<Selection> {
+  const p = planSelectTokensBatched(true, scores, seqs, options);
+  await runAsync(native.selectTokensBatchedAsync, p.args, p.signal);
+  return p.finish();
+}
+
+/** The smallest capacity that holds every sequence's selection (host tables), at least 1. */
+export function batchCapacity(table: SeqTable, H: number, n: NativeSelectOpts, keep: { scalar: number; tensor?: Tensor }): number {
+  const lens = table.lengths();
+  if (!lens) throw new TypeError('cap: needed for a table on the device (e.g. selectCapacity(H, maxLength, { keep }))');
+  const per = keep.tensor && !keep.tensor.onCuda ? hostContiguous(keep.tensor) : undefined;
+  let cap = 1;
+  lens.forEach((len, b) => {
+    if (len === 0) return;
+    const k = Math.min(per ? per[b] : keep.scalar, len);
+    if (k >= 1) cap = Math.max(cap, native.selectCapacity(H, len, { ...n, keep: k }));
+  });
+  return cap;
 }

@@ -13,6 +13,7 @@ import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank, sameDevice } from '../tensor';
 import { checkInt, checkOneOf, show } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, scaleOr, signalOf, streamOf } from './common';
+import { BatchCache, QueryBatch, checkCache, checkQueries, tokenOutput } from './batch';
 
 export type SnapkvPool = 'avg' | 'max';
 
@@ -29,6 +30,23 @@ export interface SnapkvOptions extends StreamOpt {
   scale?: number;
   /** Preallocated f32 [Hkv, N] output. */
   out?: Tensor | TensorLike;
+}
+
+/** The pooling kernel, pool type (native 0 avg | 1 max) and logit scale of checked options. */
+function poolOptions(o: Record<string, unknown>, d: number): { kernel: number; pool: number; scale: number } {
+  const D = DEFAULTS.snapkv;
+  const kernel = checkInt('kernel', o.kernel ?? D.kernel, -I32, I32);
+  if (kernel < 1 || kernel % 2 === 0) throw new RangeError(`kernel: must be a positive odd integer, got ${kernel}`);
+  const pool = checkOneOf('pool', o.pool ?? D.pool, ['avg', 'max'] as const);
+  let scale = scaleOr(D.scale, d);
+  if (o.scale !== undefined) {
+    if (typeof o.scale !== 'number' || Number.isNaN(o.scale)) throw new TypeError(`scale: expected a number, got ${show(o.scale)}`);
+    if (!(Math.abs(o.scale) <= 3.4028234663852886e38) || o.scale === 0) {
+      throw new RangeError(`scale: must be finite and nonzero (within the f32 range), got ${o.scale}`);
+    }
+    scale = o.scale;
+  }
+  return { kernel, pool: pool === 'max' ? 1 : 0, scale };
 }
 
 /**
@@ -68,22 +86,49 @@ function plan(queries: Tensor | TensorLike, keys: Tensor | TensorLike, options: 
   const D = DEFAULTS.snapkv;
   const window = o.window === undefined && D.window === 0 ? Wq : checkInt('window', o.window ?? D.window, 1, Wq);
   if (window >= N) throw new RangeError(`window: must be smaller than N = ${N} (a prefix must remain), got ${window}`);
-  const kernel = checkInt('kernel', o.kernel ?? D.kernel, -I32, I32);
-  if (kernel < 1 || kernel % 2 === 0) throw new RangeError(`kernel: must be a positive odd integer, got ${kernel}`);
-  const pool = checkOneOf('pool', o.pool ?? D.pool, ['avg', 'max'] as const);
-  let scale = scaleOr(D.scale, d);
-  if (o.scale !== undefined) {
-    if (typeof o.scale !== 'number' || Number.isNaN(o.scale)) throw new TypeError(`scale: expected a number, got ${show(o.scale)}`);
-    if (!(Math.abs(o.scale) <= 3.4028234663852886e38) || o.scale === 0) {
-      throw new RangeError(`scale: must be finite and nonzero (within the f32 range), got ${o.scale}`);
-    }
-    scale = o.scale;
-  }
+  const { kernel, pool, scale } = poolOptions(o, d);
   if (!sameDevice(q.device, k.device)) throw new TypeError('queries: must be on the same device as keys');
   const stream = streamOf(o, k.device);
   const out = output('out', o.out, [Hkv, N], 'f32', k.device, stream);
-  const args: Parameters<Native['snapkvScores']> = [
-    q.toNative(), k.toNative(), { window, kernel, pool: pool === 'max' ? 1 : 0, scale }, out.toNative(), stream?.handle,
-  ];
+  const args: Parameters<Native['snapkvScores']> = [q.toNative(), k.toNative(), { window, kernel, pool, scale }, out.toNative(), stream?.handle];
   return { args, out, signal: signalOf(o) };
+}
+
+function planSnapkvScoresBatched(async: boolean, queries: QueryBatch,
+  cache: BatchCache,
+  options?: Omit<SnapkvOptions, 'out'> & { out?: Tensor | TensorLike; maxLength?: number },) {
+  const o = opts('options', options, keysOf(['window', 'kernel', 'pool', 'scale', 'out', 'maxLength', 'stream'], async));
+  const c = checkCache('cache', cache, false);
+  const q = checkQueries('queries', queries);
+  if (q.d !== c.d) throw new RangeError(`queries: head dim ${q.d} does not match keys' head dim ${c.d}`);
+  if (!sameDevice(q.queries.device, c.keys.device)) throw new TypeError('queries: must be on the same device as keys');
+  const window = o.window === undefined ? DEFAULTS.snapkv.window : checkInt('window', o.window, 1, I32);
+  const { kernel, pool, scale } = poolOptions(o, c.d);
+  const stream = streamOf(o, c.keys.device);
+  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, o.maxLength as number | undefined, stream);
+  const args: Parameters<Native['snapkvScoresBatched']> = [c.table.toNative(), c.keys.toNative(), q.table.toNative(), q.queries.toNative(), { window, kernel, pool, scale }, out.toNative(), stream?.handle,];
+  const finish = (): Tensor => {
+    return out;
+  };
+  return { args, finish, signal: signalOf(o) };
+}
+
+/**
+ * SnapKV scores of every sequence of a batch cache (docs/runtime-caches.md §3) from a batch of window queries (ragged
+ * `[Tq, Hq, d]` or padded `[B, Hq, Wq, d]`): sequence b uses its last W_b = `window` queries (default all of its
+ * queries); equal to snapkvScores per sequence, and a sequence with n_b ≤ W_b (no prefix) gets +Infinity everywhere.
+ */
+export function snapkvScoresBatched(queries: QueryBatch,
+  cache: BatchCache,
+  options?: Omit<SnapkvOptions, 'out'> & { out?: Tensor | TensorLike; maxLength?: number },): Tensor {
+  const p = planSnapkvScoresBatched(false, queries, cache, options);
+  native.snapkvScoresBatched(...p.args);
+  return p.finish();
+}
+
+/** {@link snapkvScoresBatched} on a worker thread (see AsyncOptions). */
+export async function snapkvScoresBatchedAsync(queries: QueryBatch, cache: BatchCache, options?: (Omit<SnapkvOptions, 'out'> & { out?: Tensor | TensorLike; maxLength?: number }) & AsyncOptions): Promise<Tensor> {
+  const p = planSnapkvScoresBatched(true, queries, cache, options);
+  await runAsync(native.snapkvScoresBatchedAsync, p.args, p.signal);
+  return p.finish();
 }

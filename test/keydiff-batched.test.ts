@@ -1,0 +1,44 @@
+// keydiffScoresBatched (docs/runtime-caches.md §3) equals keydiffScores per sequence, bit for bit, on random ragged
+// batches (lengths 0 and 1 included) in every layout (ragged, padded, NHD and HND pages of 1, 16 and 64 tokens),
+// reads nothing outside the rows (poisoned free space, canaries) and writes no per-token padding.
+import t from 'tap';
+import { keydiffScores, keydiffScoresBatched, raggedSeqs, pagedSeqs, seqLengths, tensor } from '../lib/index';
+import type { DType } from '../lib/index';
+import { Rng } from '../lib/rng';
+import { layoutCases, makeCache, mixedLengths, sameBits, tokenBlock, tokenPadding, tokenTensor } from './batch-helpers';
+
+const dtypes: DType[] = ['f32', 'bf16', 'f16'];
+
+for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+  const dtype = dtypes[k % 3];
+  t.test(`keydiff batched ${layout}${pageSize ? ` page ${pageSize}` : ''} ${dtype}`, async (t) => {
+    const rng = new Rng(100 + k);
+    const lengths = mixedLengths(rng, 7, 150);
+    const H = 3, d = 24;
+    const { tb, keys, cache } = makeCache(rng, layout, lengths, H, d, d, dtype, pageSize || 16);
+    const before = keys.snapshot();
+    const out = tokenTensor(tb, H);
+    const res = keydiffScoresBatched(cache, { out });
+    t.equal(res, out, 'writes into the given output');
+    lengths.forEach((n, b) => {
+      if (n === 0) return;
+      const ref = keydiffScores(keys.perSeq[b]).host as Float32Array;
+      sameBits(t, tokenBlock(out, tb, b), ref, `sequence ${b} (n = ${n})`);
+    });
+    t.ok(tokenPadding(out, tb).every(Number.isNaN), 'per-token padding is not written');
+    sameBits(t, keys.snapshot(), before, 'the cache is not modified');
+    // a fresh output has the documented shape
+    const fresh = keydiffScoresBatched(cache);
+    t.same(fresh.shape, layout === 'ragged' ? [H, tb.T] : [lengths.length, H, layout === 'padded' ? tb.L : Math.max(...lengths)], 'output shape');
+  });
+}
+
+t.test('table builders and seqLengths', async (t) => {
+  const lengths = [5, 0, 1, 33];
+  t.same(Array.from(seqLengths(raggedSeqs(lengths))), lengths, 'ragged');
+  const p = pagedSeqs(lengths, { pageSize: 16, layout: 'HND', pages: [9, 8, 7, 6, 5] });
+  t.same(Array.from(seqLengths(p)), lengths, 'paged');
+  t.same(Array.from(p.indices.data as Int32Array), [9, 8, 7, 6, 5], 'pages in order');
+  t.same(Array.from(p.lastPageLen.data as Int32Array), [5, 0, 1, 1], 'last page lengths');
+  t.same(Array.from(seqLengths({ layout: 'padded' }, tensor(new Float32Array(2 * 3 * 4 * 1), [2, 3, 4, 1]))), [4, 4], 'padded without lengths');
+});
