@@ -46,10 +46,14 @@ double get_num(const Napi::Object& o, const char* key, double dflt) {
 }
 
 kvt_stream parse_stream(const Napi::Value& v) {
-  if (v.IsUndefined() || v.IsNull()) return nullptr;
-  if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), "stream: expected a bigint handle");
-  bool lossless = true;
-  uint64_t h = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  uint64_t h = 0;
+  if (!v.IsUndefined() && !v.IsNull()) {
+    if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), "stream: expected a bigint handle");
+    bool lossless = true;
+    h = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  // the device buffers of this call's tensors are used on this stream (stream-ordered frees, native_buffer.h)
+  flush_pending(uintptr_t(h));
   return reinterpret_cast<kvt_stream>(uintptr_t(h));
 }
 
@@ -106,6 +110,7 @@ TensorArg parse_tensor(const Napi::Value& v, const char* name, bool optional) {
     a.t.device = {KVT_DEVICE_CPU, 0};
   } else if (NativeBuffer* nb = NativeBuffer::From(dv)) {
     if (nb->freed()) throw Napi::TypeError::New(env, std::string(name) + ": its DeviceBuffer was disposed");
+    note_pending(nb);
     base = static_cast<char*>(nb->ptr());
     capacity = int64_t(nb->bytes());
     a.t.device = {KVT_DEVICE_CUDA, nb->device()};
