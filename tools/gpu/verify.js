@@ -321,7 +321,17 @@ async function main() {
       fs.writeFileSync(path.join(dir, n.json), JSON.stringify(R, null, 2) + '\n');
       fs.writeFileSync(path.join(dir, n.md), md);
     }
-    if (o.out && fs.existsSync(logAll)) fs.copyFileSync(logAll, path.join(o.out, 'gpu-verify-steps.log'));
+    if (o.out && fs.existsSync(logAll)) {
+      // at most 15 MB (a lent device returns files of up to 16 MB): the end of the log
+      const size = fs.statSync(logAll).size, cap = 15 * 2 ** 20;
+      if (size <= cap) fs.copyFileSync(logAll, path.join(o.out, 'gpu-verify-steps.log'));
+      else {
+        const buf = Buffer.alloc(cap), fd = fs.openSync(logAll, 'r');
+        fs.readSync(fd, buf, 0, cap, size - cap);
+        fs.closeSync(fd);
+        fs.writeFileSync(path.join(o.out, 'gpu-verify-steps.log'), buf);
+      }
+    }
   };
   /** Runs one step: `fn` gets its budget and returns { status, note }. */
   const step = async (/** @type {string} */ name, /** @type {(budget: number) => Promise<{ status: string, note?: string }>} */ fn, skipWhy = '') => {
