@@ -125,16 +125,12 @@ inline int row_vec_width(const T3& t) {
   return 1;
 }
 
-inline int sm_count(int device) {
-  static int cached[64] = {0};
-  if (device < 0 || device >= 64) return 132;
-  if (!cached[device]) {
-    int v = 0;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || v <= 0) v = 108;
-    cached[device] = v;
-  }
-  return cached[device];
-}
+// Partitions — how rows, keys or query chunks are split between blocks, and so the order in which every partial sum
+// is combined — are functions of the shapes only, never of the device: results are bit-identical on every GPU and
+// under the emulator (docs/performance.md §10). Grids are sized for a reference device of kRefSMs multiprocessors
+// (H100 / H200, the largest supported part): e.g. "four blocks per SM" is 4 * kRefSMs blocks over the layer; a smaller
+// GPU runs the same blocks in more waves. No launcher reads the multiprocessor count (test/ptxas-budget.test.ts).
+constexpr int64_t kRefSMs = 132;
 
 inline int current_device() {
   int d = 0;

@@ -76,10 +76,9 @@ cudaError_t grkv_merge(const GrkvParams& p, cudaStream_t stream) {
   if (c.rows > kGrkvMaxRows || c.d > kGrkvMaxDim || c.dv > kGrkvMaxDim || c.H > 65535) return cudaErrorInvalidValue;
   // plain eviction first: every output row as gatherKV writes it
   KVT_CU_TRY(gather_kv(p.keys, p.values, p.indices, p.counts, p.keys_out, p.values_out, p.counts_out, nullptr, stream));
-  // target split: about four CTAs per SM over the layer
+  // target split: about four CTAs per SM of the reference device over the layer
   const int64_t rb = ceil_div(imax(c.rows, 1), kTl);
-  const int sms = sm_count(current_device());
-  c.ncht = imax(1, imin(ceil_div(int64_t(sms) * 4, c.H * rb), ceil_div(c.N, kTl)));
+  c.ncht = imax(1, imin(ceil_div(kRefSMs * 4, c.H * rb), ceil_div(c.N, kTl)));
   c.cht = ceil_div(ceil_div(c.N, c.ncht), kTl) * kTl;
   c.ncht = ceil_div(c.N, c.cht);
   c.nchs = ceil_div(c.cap, kChunkSlots);

@@ -129,9 +129,8 @@ struct Launch {
   template <int DT, int V, int STEPS>
   cudaError_t run() const {
     const int64_t H = k.n0, N = k.n1, d = k.n2;
-    const int sms = sm_count(current_device());
-    // About four blocks per SM over the whole layer, at least 64 rows per block.
-    int64_t rows = imax(64, ceil_div(H * N, int64_t(sms) * 4));
+    // About four blocks per SM of the reference device over the whole layer, at least 64 rows per block.
+    int64_t rows = imax(64, ceil_div(H * N, kRefSMs * 4));
     rows = ceil_div(rows, kWarps) * kWarps;
     const int64_t C = ceil_div(N, rows);
     if (H > 65535) return cudaErrorInvalidConfiguration;

@@ -265,8 +265,11 @@ __global__ void __launch_bounds__(kThreads) rho_kernel(RoundArgs A) {
     cnt++;
     if (!use) continue;
     const int64_t base = h * A.v.s0 + i * A.v.s1;
+    // pr is indexed by compile-time constants only (unrolled over kMaxR + 1, guarded by nb), so it stays in registers
     float pr[mkv::kMaxR + 1];
-    for (int b = 0; b < nb; b++) {
+#pragma unroll
+    for (int b = 0; b < mkv::kMaxR + 1; b++) {
+      if (b >= nb) break;
       float t = 0.f;
       for (int64_t c = lane; c < dv; c += kWarp) t += bs[b * dv + c] * load_as_f32(A.v.p, A.v.dtype, base + c * A.v.s2);
       pr[b] = warp_sum(t);
@@ -274,7 +277,11 @@ __global__ void __launch_bounds__(kThreads) rho_kernel(RoundArgs A) {
     float q = 0.f;
     for (int64_t c = lane; c < dv; c += kWarp) {
       float w = load_as_f32(A.v.p, A.v.dtype, base + c * A.v.s2);
-      for (int b = 0; b < nb; b++) w -= pr[b] * bs[b * dv + c];
+#pragma unroll
+      for (int b = 0; b < mkv::kMaxR + 1; b++) {
+        if (b >= nb) break;
+        w -= pr[b] * bs[b * dv + c];
+      }
       q += w * w;
     }
     const float rho = sqrtf(warp_sum(q));

@@ -160,9 +160,18 @@ __device__ __forceinline__ void load_khat(const Ctx& c, int64_t h, int64_t i, in
   for (int j = 0; j < VS; j++) y[j] = fmul(y[j], inv);
 }
 
-// Anchor vector (lane slice) from a fixed-point sum, and its norm (double, fixed order) rounded to f32.
-template <int V, int STEPS>
-__device__ __forceinline__ float load_anchor(const long long* sum, int64_t d, int lane, float* mu) {
+// A lane's anchor slots in shared memory (d > 256: pass2_kernel's register arrays of 32 slots would spill): slot i of
+// the lane at p[i * 32]; every lane reads and writes only its own slots.
+struct LaneSlots {
+  float* p;
+  __device__ __forceinline__ float& operator[](int i) const { return p[i * kWarp]; }
+};
+constexpr int kLargeVS = 8;  // V * STEPS above this: d > 256
+
+// Anchor vector (lane slice) from a fixed-point sum, and its norm (double, fixed order) rounded to f32. `mu`: the
+// lane's register array, or its LaneSlots.
+template <int V, int STEPS, typename M>
+__device__ __forceinline__ float load_anchor(const long long* sum, int64_t d, int lane, M mu) {
   double nn = 0;
 #pragma unroll
   for (int j = 0; j < STEPS; j++)
@@ -177,8 +186,12 @@ __device__ __forceinline__ float load_anchor(const long long* sum, int64_t d, in
 }
 
 template <int DT, int V, int STEPS>
-__global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <= 8 ? 2 : 1)) pass2_kernel(Ctx c) {
+__global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <= kLargeVS ? 2 : 1)) pass2_kernel(Ctx c) {
   constexpr int VS = V * STEPS;
+  // d > 256: the two anchors live in shared memory (dynamic, [kWarps][2][VS][32]) and the next row is not prefetched,
+  // so the four remaining register arrays fit without spilling; the arithmetic is the same.
+  constexpr bool kLarge = VS > kLargeVS;
+  extern __shared__ float lane_slots[];
   __shared__ float red_lo[3][kWarps], red_hi[3][kWarps];
   const int64_t h = blockIdx.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -187,7 +200,16 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
   float lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
   if (r0 < r1) {
     const int64_t HN = c.H * c.N, W = c.W;
-    float mus[VS], mue[VS], A[VS], B[VS], x[VS], y[VS], xn[VS], yn[VS];
+    float mus_r[kLarge ? 1 : VS], mue_r[kLarge ? 1 : VS], A[VS], B[VS], x[VS], y[VS], xn[kLarge ? 1 : VS], yn[kLarge ? 1 : VS];
+    using Anchor = std::conditional_t<kLarge, LaneSlots, float*>;
+    Anchor mus, mue;
+    if constexpr (kLarge) {
+      mus = LaneSlots{lane_slots + size_t(warp * 2) * VS * kWarp + lane};
+      mue = LaneSlots{lane_slots + size_t(warp * 2 + 1) * VS * kWarp + lane};
+    } else {
+      mus = mus_r;
+      mue = mue_r;
+    }
     const float nrm_s = load_anchor<V, STEPS>(c.gsum + h * c.d, c.d, lane, mus);
     int64_t blk = -1;
     float nrm_e = 0.f, cnt_e = 0.f;
@@ -234,9 +256,10 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
         iya = c.inv_norm[h * c.N + i - W];
       }
     };
-    fetch(r0, x, y, inv, invy);
+    if constexpr (!kLarge) fetch(r0, x, y, inv, invy);
     for (int64_t i = r0; i < r1; i++) {
-      if (i + 1 < r1) fetch(i + 1, xn, yn, invn, invyn);
+      if constexpr (kLarge) fetch(i, x, y, inv, invy);
+      else if (i + 1 < r1) fetch(i + 1, xn, yn, invn, invyn);
       float ps = 0.f, pe = 0.f, pc = 0.f, nc = 0.f;
       if (c.global) {
 #pragma unroll
@@ -286,13 +309,15 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
           raw_c[i] = ac;
         }
       }
+      if constexpr (!kLarge) {
 #pragma unroll
-      for (int j = 0; j < VS; j++) {
-        x[j] = xn[j];
-        y[j] = yn[j];
+        for (int j = 0; j < VS; j++) {
+          x[j] = xn[j];
+          y[j] = yn[j];
+        }
+        inv = invn;
+        invy = invyn;
       }
-      inv = invn;
-      invy = invyn;
     }
   }
   if (lane == 0)
@@ -530,7 +555,11 @@ struct Launch {
     const dim3 grid{chunks, static_cast<unsigned>(c.H)};
     pass1_kernel<DT, V, STEPS><<<grid, kThreads, 0, stream>>>(c);
     KVT_CU_TRY(cudaGetLastError());
-    pass2_kernel<DT, V, STEPS><<<grid, kThreads, 0, stream>>>(c);
+    // d > 256: the anchors' lane slots (pass2_kernel), 64 KB at VS = 32 (opt-in above 48 KB; every sm_80+ part has it)
+    const size_t smem = V * STEPS > kLargeVS ? size_t(kWarps) * 2 * V * STEPS * kWarp * sizeof(float) : 0;
+    if (smem > 48 * 1024)
+      KVT_CU_TRY(cudaFuncSetAttribute(pass2_kernel<DT, V, STEPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    pass2_kernel<DT, V, STEPS><<<grid, kThreads, smem, stream>>>(c);
     return cudaGetLastError();
   }
 };
@@ -564,10 +593,9 @@ cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& s
   c.sinks = p.sinks;
   c.m = p.tail_m;
   c.global = p.global;
-  // Contiguous rows per warp: about four blocks per SM over the layer, at least 64 rows; a multiple of W when
-  // W is short (window-state initialisation then reads exactly one chunk).
-  const int sms = sm_count(current_device());
-  int64_t rpw = imax(64, ceil_div(H * N, int64_t(sms) * 4 * kWarps));
+  // Contiguous rows per warp: about four blocks per SM of the reference device over the layer, at least 64 rows; a
+  // multiple of W when W is short (window-state initialisation then reads exactly one chunk).
+  int64_t rpw = imax(64, ceil_div(H * N, kRefSMs * 4 * kWarps));
   if (!p.global && c.W <= rpw) rpw = ceil_div(rpw, c.W) * c.W;
   c.rows_per_warp = rpw;
   const unsigned chunks = static_cast<unsigned>(ceil_div(N, rpw * kWarps));
@@ -596,10 +624,10 @@ cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& s
   KVT_CU_TRY(ws.error());
   auto [st, hist, tickets, stats, params] = layout(ws.as<char>(), &zero_bytes, &total);
   KVT_CU_TRY(cudaMemsetAsync(ws.as<char>(), 0, zero_bytes, stream));
-  // d > 256: V = 1 and up to 32 steps (the arrays may live in local memory)
+  // d > 256: V = 1 and 32 steps (pass2_kernel keeps its anchors in shared memory then)
   KVT_CU_TRY(dispatch_rows<32>(keys, Launch{c, stream, chunks}));
   // Statistics over the L2-resident raw anomalies: about two blocks per SM in all.
-  const unsigned sblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(2 * sms, 3 * H))));
+  const unsigned sblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(2 * kRefSMs, 3 * H))));
   if (!p.global) {
     for (int r = 0; r < kRounds; r++) {
       radix_kernel<<<dim3{sblocks, static_cast<unsigned>(3 * H)}, kThreads, 0, stream>>>(c.raw, H, N, c.m, r, st, hist,
@@ -611,7 +639,7 @@ cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& s
                                                                                     stats, params);
     KVT_CU_TRY(cudaGetLastError());
   }
-  const unsigned fblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(4 * sms, H))));
+  const unsigned fblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(4 * kRefSMs, H))));
   final_kernel<<<dim3{fblocks, static_cast<unsigned>(H)}, kThreads, 0, stream>>>(c.raw, c.mm, c.bad, params, H, N, c.sinks,
                                                                                   p.tau, p.kappa, p.global, scores);
   return cudaGetLastError();

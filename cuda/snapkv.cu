@@ -438,10 +438,9 @@ cudaError_t snapkv_scores(const T3& queries, const T3& keys, const SnapkvParams&
   g.qpair = queries.s2 == 1 && queries.s0 % 2 == 0 && queries.s1 % 2 == 0 &&
             reinterpret_cast<uintptr_t>(queries.p) % 4 == 0;
   g.kvec = row_vec_width(keys) >= 8;
-  // Key chunks: about two blocks per SM per pass.
-  const int sms = sm_count(current_device());
+  // Key chunks: about two blocks per SM of the reference device per pass.
   auto chunking = [&](Geo& gg, int64_t n) {
-    const int64_t want = imax(1, ceil_div(2 * int64_t(sms), gg.Hkv * int64_t(z)));
+    const int64_t want = imax(1, ceil_div(2 * kRefSMs, gg.Hkv * int64_t(z)));
     gg.keys_per_chunk = ceil_div(ceil_div(n, want), TK) * TK;
     gg.chunks = ceil_div(n, gg.keys_per_chunk);
   };

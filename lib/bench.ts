@@ -7,6 +7,7 @@
 import { native, nativeInfo } from './binding';
 import { DeviceBuffer, Event, Stream } from './device';
 import { Rng } from './rng';
+import { matchesFilter } from './check';
 import { Tensor, empty, toDevice, dtypeSize } from './tensor';
 import type { FloatDType } from './tensor';
 import type { BenchCase, BenchContext, BenchShape, Prepared } from './benches/types';
@@ -51,8 +52,8 @@ export interface BenchOptions {
   dtype?: FloatDType;
   repeats?: number;
   warmup?: number;
-  /** case-insensitive substring of the op name */
-  filter?: string;
+  /** case-insensitive substring of the op name, or several (a case matches any) */
+  filter?: string | string[];
   seed?: number;
   onProgress?: (done: number, total: number, label: string) => void;
 }
@@ -157,7 +158,7 @@ export function runBench(o: BenchOptions = {}): BenchReport {
     alloc: (shape, dt) => own(empty(shape, dt, backend === 'cuda' ? { kind: 'cuda', id: device } : { kind: 'cpu' }, stream)),
   };
   const bw = measureBandwidth(backend, device, stream);
-  const cases = allBenches().filter((c) => (!o.filter || c.op.toLowerCase().includes(o.filter.toLowerCase())) && (!c.backends || c.backends.includes(backend)));
+  const cases = allBenches().filter((c) => matchesFilter(c.op, o.filter) && (!c.backends || c.backends.includes(backend)));
   const rows: BenchRow[] = [];
   const total = cases.length * Ns.length;
   let done = 0;

@@ -43,22 +43,28 @@ export function allChecks(): Check[] {
   ];
 }
 
+/** Whether an op name contains (case-insensitively) the filter or any of the filters; no filter matches all. */
+export function matchesFilter(op: string, filter?: string | string[]): boolean {
+  const fs = (typeof filter === 'string' ? [filter] : filter ?? []).map((f) => f.trim().toLowerCase()).filter((f) => f);
+  return !fs.length || fs.some((f) => op.toLowerCase().includes(f));
+}
+
 export interface CheckRow extends CheckResult {
   op: string;
   config: string;
   ms: number;
 }
 
-/** Runs every check (optionally filtered by op name) against `target` (default: CUDA device `device`). */
+/** Runs every check (optionally filtered: op names containing any of the filter strings) against `target` (default: CUDA device `device`). */
 export async function runChecks(
-  opts: { device?: number; target?: Target; seed?: number; filter?: string; onResult?: (r: CheckRow) => void } = {},
+  opts: { device?: number; target?: Target; seed?: number; filter?: string | string[]; onResult?: (r: CheckRow) => void } = {},
 ): Promise<CheckRow[]> {
   if (!opts.target && !nativeInfo.cuda) throw new Error(`no usable GPU: ${nativeInfo.reason}`);
   const target = opts.target ?? cudaTarget(opts.device ?? 0);
   const rows: CheckRow[] = [];
   const rng = new Rng(opts.seed ?? Date.now() % 2 ** 31);
   for (const c of allChecks()) {
-    if (opts.filter && !c.op.toLowerCase().includes(opts.filter.toLowerCase())) continue;
+    if (!matchesFilter(c.op, opts.filter)) continue;
     const t0 = performance.now();
     let r: CheckResult;
     try {

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { table, Progress } from './cli/table';
 import { backendInfo } from './index';
 import { runChecks } from './check';
+import { checkShapes } from './checks/util';
 import { runBench } from './bench';
 import { runEval, EVAL_CONFIGS, EVAL_RATIOS, EvalReport } from './eval/run';
 import { formatEvalReport } from './eval/report';
@@ -46,7 +47,9 @@ async function info(argv: string[]): Promise<number> {
   console.log(`kvtrim ${i.versions.kvtrim} (Node ${i.versions.node}, N-API ${i.versions.napi})`);
   console.log(`backend setting : KVTRIM_BACKEND=${i.backend}`);
   console.log(`CUDA            : ${i.cuda ? 'yes' : 'no'}${i.reason ? ` — ${i.reason}` : ''}`);
-  console.log(`compiled CUDA   : ${i.versions.compiledWithCuda ? `yes (runtime ${i.versions.cudaRuntime}, archs ${i.versions.cudaArchs})` : 'no'}`);
+  console.log(
+    `compiled CUDA   : ${i.versions.compiledWithCuda ? `yes (runtime ${i.versions.cudaRuntime}, needs an NVIDIA driver ${i.versions.minDriver ?? ''} or newer, archs ${i.versions.cudaArchs})` : 'no'}`,
+  );
   if (i.versions.cudaDriver) console.log(`CUDA driver     : ${i.versions.cudaDriver}`);
   console.log(`CPU threads     : ${i.threads}`);
   if (i.devices.length) {
@@ -69,14 +72,17 @@ async function check(argv: string[]): Promise<number> {
       seed: { type: 'string' },
       op: { type: 'string' },
       json: { type: 'boolean' },
+      jsonl: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     console.log(
-      'Usage: kvtrim check [--device N] [--seed S] [--op NAME] [--json]\n' +
+      'Usage: kvtrim check [--device N] [--seed S] [--op NAME[,NAME...]] [--json | --jsonl]\n' +
         '  Runs every op on the GPU and on the CPU backend over the same fresh random inputs (GPU outputs poisoned\n' +
-        '  first) and compares them. Exits 1 on any mismatch; exits 0 with a note when no GPU is usable.',
+        '  first) and compares them. Exits 1 on any mismatch; exits 0 with a note when no GPU is usable.\n' +
+        '  --jsonl: one JSON line per check as it completes, then a summary line (readable when a run is cut short).\n' +
+        '  KVTRIM_CHECK_SIZE=small|full: the shapes (default full; small on the CUDA emulator).',
     );
     return 0;
   }
@@ -87,10 +93,17 @@ async function check(argv: string[]): Promise<number> {
   }
   const seed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 31);
   const dev = i.devices.find((d) => d.id === Number(values.device));
-  if (!values.json) console.log(`kvtrim check on ${dev?.name ?? `device ${values.device}`} (seed ${seed})`);
-  const rows = await runChecks({ device: Number(values.device), seed, filter: values.op });
+  if (!values.json && !values.jsonl) console.log(`kvtrim check on ${dev?.name ?? `device ${values.device}`} (seed ${seed})`);
+  if (values.jsonl) console.log(JSON.stringify({ device: dev, seed, size: checkShapes.small ? 'small' : 'full' }));
+  const rows = await runChecks({
+    device: Number(values.device),
+    seed,
+    filter: values.op?.split(','),
+    onResult: values.jsonl ? (r) => console.log(JSON.stringify({ row: r })) : undefined,
+  });
   const failed = rows.filter((r) => !r.pass).length;
-  if (values.json) console.log(JSON.stringify({ device: dev, seed, rows, failed }, null, 2));
+  if (values.jsonl) console.log(JSON.stringify({ done: true, passed: rows.length - failed, failed }));
+  else if (values.json) console.log(JSON.stringify({ device: dev, seed, rows, failed }, null, 2));
   else {
     console.log(
       table(
@@ -114,6 +127,7 @@ async function bench(argv: string[]): Promise<number> {
       N: { type: 'string' },
       dtype: { type: 'string' },
       repeats: { type: 'string' },
+      warmup: { type: 'string' },
       op: { type: 'string' },
       json: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -122,7 +136,7 @@ async function bench(argv: string[]): Promise<number> {
   if (values.help) {
     console.log(
       'Usage: kvtrim bench [--backend cpu|cuda] [--H 8] [--d 128] [--N 4096,32768,131072] [--dtype bf16|f16|f32]\n' +
-        '                    [--repeats R] [--op NAME] [--json FILE]\n' +
+        '                    [--repeats R] [--warmup W] [--op NAME[,NAME...]] [--json FILE]\n' +
         '  Times each kernel (CUDA events on a GPU, wall clock on the CPU backend). Defaults: the GPU when usable,\n' +
         '  bf16 on GPU / f32 on CPU. "% SoL" = time the op would take at the copy bandwidth measured in the same\n' +
         '  run, moving only the bytes it must (docs/performance.md §5), divided by its median time.',
@@ -147,7 +161,8 @@ async function bench(argv: string[]): Promise<number> {
     N: values.N ? values.N.split(',').map((x) => int('N', x.trim())) : undefined,
     dtype,
     repeats: values.repeats ? int('repeats', values.repeats) : undefined,
-    filter: values.op,
+    warmup: values.warmup ? int('warmup', String(Number(values.warmup) + 1)) - 1 : undefined,
+    filter: values.op?.split(','),
     onProgress: (done, total, label) => progress.set(done, total, label),
   });
   progress.end();

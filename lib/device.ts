@@ -44,7 +44,10 @@ export class DeviceBuffer {
     if (owned) finalizers.register(this, nb, this);
   }
 
-  /** Allocates `bytes` of device memory (stream-ordered on `stream` when given). */
+  /**
+   * Allocates `bytes` of device memory, stream-ordered on `stream`, or on the legacy default stream (where ops without a
+   * `stream` run) when none is given. A first use on another stream waits for the allocation.
+   */
   static alloc(bytes: number, opts: { device?: number; stream?: Stream } = {}): DeviceBuffer {
     requireCuda('DeviceBuffer.alloc');
     const n = checkInt('bytes', bytes, 0, Number.MAX_SAFE_INTEGER);
@@ -68,7 +71,11 @@ export class DeviceBuffer {
     return this.disposedFlag;
   }
 
-  /** Frees owned memory now (stream-ordered if allocated on a stream). Idempotent. */
+  /**
+   * Frees owned memory: stream-ordered on its allocation stream after the work of every other stream it was used on
+   * (no device-wide synchronisation); `cudaFree` only when such a stream has been destroyed or was borrowed
+   * (`Stream.wrap`). Idempotent; garbage collection frees the same way.
+   */
   dispose(): void {
     if (this.disposedFlag) return;
     this.disposedFlag = true;

@@ -5,37 +5,20 @@
 //    sweep), the bench baselines against the ops, `kvtrim bench` on CUDA — twice, under the default schedule and
 //    under shuffled thread and block orders, and the fetched outputs must be identical bit for bit (no
 //    order-dependent reads);
-//  - the same on an sm_90-like device (227 KB of shared memory per block, 132 SMs: other chunkings, the SPD factor
-//    in shared memory);
+//  - the same on an sm_90-like device (227 KB of shared memory per block, 132 SMs: the SPD factor in shared memory),
+//    whose outputs must be bit-identical to the 4-SM device's: partitions depend on the shapes only, never on the
+//    device (cuda/common.cuh kRefSMs; docs/performance.md §10), and no launcher reads the multiprocessor count;
 //  - a few op test files (their 'cuda' cases run on the emulator);
 //  - every __global__ kernel of cuda/ must have been launched.
 // Skipped only when there is no host C++ compiler or python3 (or not on Linux).
 import t from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { emuSkip, emulatedAddon, run } from './emu/addon';
 
 const root = path.join(__dirname, '..');
-const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-const compiler = process.env.CXX || ['c++', 'g++', 'clang++'].find(have);
-const skip =
-  process.platform !== 'linux' ? 'the emulator needs Linux' :
-  !process.env.KVTRIM_EMU_ADDON && !compiler ? 'no host C++ compiler (c++ / g++ / clang++) to build the emulated addon' :
-  !process.env.KVTRIM_EMU_ADDON && !have('python3') ? 'no python3 (tools/cuda-emu/emulate.py rewrites the kernels)' :
-  false;
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    // a plain process: without the runner's TAP* / processinfo / coverage variables of this test process
-    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(TAP|_TAPJS_|NODE_V8_COVERAGE)/.test(k)));
-    const p = spawn(cmd, args, { cwd: root, env: { ...base, ...env } });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    p.on('close', (code) => resolve({ code: code ?? 1, out }));
-  });
-}
+const skip = emuSkip();
 
 /** The failing assertions (and emulator diagnostics) of a child tap run, for the parent's message. */
 function failures(out: string): string {
@@ -62,18 +45,20 @@ async function tapRun(files: string[], env: NodeJS.ProcessEnv): Promise<{ code: 
 
 t.test('CUDA kernels under the CPU emulator', { skip }, async (t) => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-emu-'));
-  let addon = process.env.KVTRIM_EMU_ADDON ?? '';
-  if (!addon) {
-    const out = path.join(root, 'build-emu');
-    const b = await run(process.execPath, [path.join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js'), 'compile', '-O', out, '--CDKVTRIM_CUDA_EMU=ON'], {});
-    t.equal(b.code, 0, 'cmake-js compile -O build-emu --CDKVTRIM_CUDA_EMU=ON', { diagnostic: b.code !== 0, output: b.out.split('\n').filter((l) => /error|Error/.test(l)).slice(0, 10).join('\n') });
-    if (b.code !== 0) return;
-    addon = path.join(out, 'Release', 'kvtrim.node');
+  const built = await emulatedAddon();
+  if ('error' in built) {
+    t.fail('cmake-js compile -O build-emu --CDKVTRIM_CUDA_EMU=ON', { output: built.error });
+    return;
   }
+  const addon = built.addon;
   const coverage = path.join(tmp, 'kernels.txt');
   const base = { KVTRIM_ADDON: addon, KVTRIM_CHECK_SIZE: 'small', KVTRIM_EMU_COVERAGE: coverage, KVTRIM_BACKEND: 'cuda' };
   const fixture = path.join('test', 'emu', 'run-checks.ts');
-  const hashes = [path.join(tmp, 'a.txt'), path.join(tmp, 'b.txt')];
+  const hashes = [path.join(tmp, 'a.txt'), path.join(tmp, 'b.txt'), path.join(tmp, 'c.txt')];
+  const digests = (f: string) => fs.readFileSync(f, 'utf8').split('\n');
+  /** The checks (their '# op config' headers) whose output digests differ between two runs. */
+  const differing = (x: string[], y: string[]) =>
+    [...new Set(x.map((l, i) => (l === y[i] ? null : x.slice(i).find((z) => z.startsWith('# ')) ?? '?')).filter((l) => l))];
 
   // Two schedules in parallel (same device parameters), then the sm_90-like device with the op tests.
   const [a, b] = await Promise.all([
@@ -83,13 +68,19 @@ t.test('CUDA kernels under the CPU emulator', { skip }, async (t) => {
   t.equal(a.code, 0, 'kvtrim check, baselines, bench (default schedule)', { diagnostic: a.code !== 0, failures: failures(a.out) });
   t.equal(b.code, 0, 'the same under shuffled thread and block orders', { diagnostic: b.code !== 0, failures: failures(b.out) });
   if (a.code === 0 && b.code === 0) {
-    const [x, y] = hashes.map((f) => fs.readFileSync(f, 'utf8').split('\n'));
-    const diff = x.map((l, i) => (l === y[i] ? null : x.slice(i).find((z) => z.startsWith('# ')) ?? '?')).filter((l) => l);
-    t.same([...new Set(diff)], [], `every output bit-identical under both schedules (${x.filter((l) => l && !l.startsWith('#')).length} outputs)`);
+    const [x, y] = hashes.slice(0, 2).map(digests);
+    t.same(differing(x, y), [], `every output bit-identical under both schedules (${x.filter((l) => l && !l.startsWith('#')).length} outputs)`);
   }
   const ops = ['keydiff', 'select', 'gather', 'spd', 'bad-input', 'backend', 'device', 'async'].map((f) => path.join('test', `${f}.test.ts`));
-  const c = await tapRun([fixture, ...ops], { ...base, KVTRIM_EMU_SM: '90', KVTRIM_EMU_SMS: '132' });
+  const c = await tapRun([fixture, ...ops], { ...base, KVTRIM_EMU_SM: '90', KVTRIM_EMU_SMS: '132', KVTRIM_EMU_HASHES: hashes[2] });
   t.equal(c.code, 0, `sm_90-like device (227 KB shared memory, 132 SMs): checks and ${ops.join(', ')}`, { diagnostic: c.code !== 0, failures: failures(c.out) });
+  if (a.code === 0 && c.code === 0) {
+    const [x, z] = [hashes[0], hashes[2]].map(digests);
+    t.same(differing(x, z), [], 'every output bit-identical on the 4-SM sm_86-like and the 132-SM sm_90-like device (partitions depend on the shapes only)');
+  }
+  // ... because no launcher sizes a partition from the device: the multiprocessor count is read nowhere in cuda/
+  const readers = fs.readdirSync(path.join(root, 'cuda')).filter((f) => /MultiProcessorCount|multiProcessorCount/.test(fs.readFileSync(path.join(root, 'cuda', f), 'utf8')));
+  t.same(readers, [], 'no file of cuda/ reads the multiprocessor count');
 
   // every kernel of cuda/ was launched
   const src = fs.readdirSync(path.join(root, 'cuda')).filter((f) => /\.cuh?$/.test(f));

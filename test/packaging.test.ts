@@ -22,6 +22,13 @@ t.test('npm pack -> install elsewhere -> works without a compiler', { timeout: 9
   npm(['run', 'prebuild'], root);
   const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'kvtrim.node');
   t.ok(fs.existsSync(prebuilt), `prebuild written: ${path.relative(root, prebuilt)}`);
+  // the published binary carries SASS for sm_80/86/89/90 and PTX in a compressed fatbin: at most 30 MB (it was 101 MB)
+  const archs = spawnSync(process.execPath, ['-p', "require('./dist/index.js').backendInfo().versions.cudaArchs"], {
+    cwd: root, env: { ...process.env, KVTRIM_ADDON: prebuilt, KVTRIM_BACKEND: 'cpu' }, encoding: 'utf8',
+  }).stdout.trim();
+  const mb = fs.statSync(prebuilt).size / 2 ** 20;
+  if (archs === '80-real,86-real,89-real,90-real,90-virtual') t.ok(mb <= 30, `the prebuilt .node with the default CUDA targets is ${mb.toFixed(1)} MB (<= 30 MB)`);
+  else t.comment(`prebuilt .node: ${mb.toFixed(1)} MB, CUDA targets '${archs}' (the 30 MB budget applies to the default targets)`);
 
   // 2. pack
   // --ignore-scripts: dist/ and types/ come from `npm install` (prepare); rebuilding them here would race with

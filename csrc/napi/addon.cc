@@ -21,6 +21,10 @@ template <Binding F>
 Napi::Value Guarded(const Napi::CallbackInfo& info) {
   const char* what = nullptr;
   bool memory = false;
+  struct Call {  // the stream-ordered-free bookkeeping of one call (native_buffer.h)
+    Call() { begin_call(); }
+    ~Call() { end_call(); }
+  } call;
   try {
     return F(info);
   } catch (const Napi::Error&) {

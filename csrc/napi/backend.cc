@@ -26,6 +26,28 @@ static bool g_cuda_enabled = false;
 
 bool cuda_enabled() { return g_cuda_enabled; }
 
+#if defined(KVT_WITH_CUDA)
+// "12.4" from a CUDA version number (12040).
+static std::string cuda_version_str(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
+
+// The oldest driver branch that runs a CUDA runtime of this major version (minor version compatibility; NVIDIA, "CUDA
+// Compatibility", Minor Version Compatibility, table 1: CUDA 13.x >= 580, 12.x >= 525, 11.x >= 450).
+static int min_driver_branch(int runtime) {
+  const int major = runtime / 1000;
+  return major >= 13 ? 580 : major == 12 ? 525 : 450;
+}
+
+// Why CUDA cannot start when the runtime reports cudaErrorInsufficientDriver: no driver at all, or one older than the
+// statically linked runtime needs; names the driver branch to install.
+static std::string insufficient_driver(int runtime, int driver) {
+  const std::string need = "R" + std::to_string(min_driver_branch(runtime)) + " or newer";
+  const std::string rt = "this kvtrim binary links the CUDA " + cuda_version_str(runtime) + " runtime, which needs an NVIDIA driver " + need;
+  if (driver <= 0) return "no NVIDIA driver found (cudaErrorInsufficientDriver): " + rt;
+  return "the NVIDIA driver is too old (cudaErrorInsufficientDriver): it supports CUDA up to " + cuda_version_str(driver) + "; " + rt +
+         ". Update the driver, or use the CPU backend (KVTRIM_BACKEND=cpu)";
+}
+#endif
+
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bool want = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("cuda").ToBoolean();
@@ -42,16 +64,20 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   versions.Set("cudaArchs", KVTRIM_CUDA_ARCHS);
   int rt = 0;
   cudaRuntimeGetVersion(&rt);
-  versions.Set("cudaRuntime", std::to_string(rt / 1000) + "." + std::to_string((rt % 1000) / 10));
+  versions.Set("cudaRuntime", cuda_version_str(rt));
+  versions.Set("minDriver", "R" + std::to_string(min_driver_branch(rt)));
   if (!want) {
     reason = "CUDA disabled by KVTRIM_BACKEND=cpu";
   } else {
     int drv = 0;
-    if (cudaDriverGetVersion(&drv) == cudaSuccess && drv > 0)
-      versions.Set("cudaDriver", std::to_string(drv / 1000) + "." + std::to_string((drv % 1000) / 10));
+    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
+    if (drv > 0) versions.Set("cudaDriver", cuda_version_str(drv));
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess) {
+    if (e == cudaErrorInsufficientDriver) {
+      reason = insufficient_driver(rt, drv);
+      cudaGetLastError();
+    } else if (e != cudaSuccess) {
       reason = std::string("CUDA is unavailable: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
       cudaGetLastError();
     } else if (count == 0) {

@@ -163,11 +163,16 @@ double get_num(const Napi::Object& o, const char* key, double dflt) {
 int64_t arg_int(const Napi::Value& v, const char* name) { return int_value(v, name, -kMaxSafe, kMaxSafe); }
 
 kvt_stream parse_stream(const Napi::Value& v) {
-  if (v.IsUndefined() || v.IsNull()) return nullptr;
-  if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), "stream: expected a bigint handle, got " + show(v));
-  bool lossless = true;
-  uint64_t h = v.As<Napi::BigInt>().Uint64Value(&lossless);
-  if (!lossless) throw Napi::RangeError::New(v.Env(), "stream: the handle is not an unsigned 64-bit value");
+  uint64_t h = 0;
+  if (!v.IsUndefined() && !v.IsNull()) {
+    if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), "stream: expected a bigint handle, got " + show(v));
+    bool lossless = true;
+    h = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) throw Napi::RangeError::New(v.Env(), "stream: the handle is not an unsigned 64-bit value");
+  }
+  // the device buffers this call resolves are used on this stream (stream-ordered frees, native_buffer.h): noted when
+  // the binding returns (call_stream)
+  call_stream(uintptr_t(h));
   return reinterpret_cast<kvt_stream>(uintptr_t(h));
 }
 
@@ -270,6 +275,7 @@ void TensorArg::resolve() {
     t.device = {KVT_DEVICE_CPU, 0};
   } else if (NativeBuffer* nb = NativeBuffer::From(data)) {
     if (nb->freed()) throw Napi::TypeError::New(env, n + ": its DeviceBuffer was disposed");
+    note_pending(nb);
     t.data = nb->ptr();
     capacity = int64_t(nb->bytes());
     t.device = {KVT_DEVICE_CUDA, nb->device()};

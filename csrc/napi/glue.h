@@ -93,7 +93,8 @@ inline void check(Napi::Env env, kvt_status st) {
 // Throws an Error with `code` set.
 [[noreturn]] void throw_coded(Napi::Env env, const std::string& msg, const char* code);
 
-// Stream argument: undefined/null -> default stream, bigint -> cudaStream_t handle.
+// Stream argument: undefined/null -> default stream, bigint -> cudaStream_t handle. Called after the call's tensors:
+// their device buffers are noted as used on this stream (stream-ordered frees, native_buffer.h).
 kvt_stream parse_stream(const Napi::Value& v);
 
 // An options argument: the object, or a TypeError "<name>: expected an object".

@@ -41,21 +41,34 @@ cudaStream_t stream_of(const Napi::Value& v) { return static_cast<cudaStream_t>(
 // Streams created by Stream.create (handle -> generation). A stream-ordered allocation is freed on its stream with
 // cudaFreeAsync; once that stream is destroyed its handle is invalid (and may be reused by a new stream), so a buffer
 // that outlives its stream (disposed later, or collected) is freed with cudaFree instead, which waits for the device.
-// Streams wrapped from another runtime (Stream.wrap) are not tracked: their owner keeps them alive.
+// Streams wrapped from another runtime (Stream.wrap) are not tracked: their owner keeps them alive while kvtrim
+// allocates on them; a buffer merely used on one is freed with cudaFree (its owner may have destroyed it since).
 std::mutex g_streams_mu;
 std::unordered_map<uintptr_t, uint64_t> g_streams;
 uint64_t g_stream_gen = 0;
 uint64_t stream_generation(uintptr_t s) {
+  if (s == 0) return 0;
   std::lock_guard<std::mutex> lk(g_streams_mu);
   auto it = g_streams.find(s);
   return it == g_streams.end() ? 0 : it->second;
 }
 bool stream_alive(uintptr_t s, uint64_t gen) {
-  if (gen == 0) return true;
+  if (gen == 0 || s == 0) return true;
   std::lock_guard<std::mutex> lk(g_streams_mu);
   auto it = g_streams.find(s);
   return it != g_streams.end() && it->second == gen;
 }
+// Makes `waiter` wait for the work enqueued on `on` so far (an event, destroyed at once: released when it completes).
+void stream_after(uintptr_t waiter, uintptr_t on) {
+  cudaEvent_t ev;
+  if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess) return;
+  if (cudaEventRecord(ev, reinterpret_cast<cudaStream_t>(on)) == cudaSuccess)
+    cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(waiter), ev, 0);
+  cudaEventDestroy(ev);
+}
+
+// Device buffers of the call being parsed (main thread of each JS environment).
+thread_local std::vector<NativeBuffer*> t_pending;
 #endif
 
 #if defined(KVT_WITH_CUDA)
@@ -131,15 +144,12 @@ void NativeBuffer::construct(const Napi::CallbackInfo& info) {
     use_device(env, device_);
     bytes_ = size_t(bytes);
     owned_ = true;
-    if (info.Length() > 3 && info[3].IsBigInt()) {
-      stream_ = uintptr_t(big_u64(info[3], "stream"));
-      stream_gen_ = stream_generation(stream_);
-      async_ = true;
-      cuda_check(env, cudaMallocAsync(&ptr_, bytes_ ? bytes_ : 1, reinterpret_cast<cudaStream_t>(stream_)),
-                 "cudaMallocAsync");
-    } else {
-      cuda_check(env, cudaMalloc(&ptr_, bytes_ ? bytes_ : 1), "cudaMalloc");
-    }
+    // Stream-ordered on the given stream, or on the legacy default stream (0) — where ops without a stream run.
+    stream_ = info.Length() > 3 && info[3].IsBigInt() ? uintptr_t(big_u64(info[3], "stream")) : 0;
+    stream_gen_ = stream_generation(stream_);
+    async_ = true;
+    cuda_check(env, cudaMallocAsync(&ptr_, bytes_ ? bytes_ : 1, reinterpret_cast<cudaStream_t>(stream_)),
+               "cudaMallocAsync");
   } else if (mode == "wrap") {
     ptr_ = reinterpret_cast<void*>(uintptr_t(big_u64(info[1], "ptr")));
     const int64_t bytes = num_i64(info[2], "bytes");
@@ -154,20 +164,90 @@ void NativeBuffer::construct(const Napi::CallbackInfo& info) {
 #endif
 }
 
+void NativeBuffer::note_stream(uintptr_t stream) {
+#if defined(KVT_WITH_CUDA)
+  if (!owned_ || freed_ || stream == stream_) return;
+  for (const auto& u : uses_)
+    if (u.first == stream) return;
+  // first use on this stream: it waits for the allocation (ordered on the allocation stream only)
+  if (stream_alive(stream_, stream_gen_)) stream_after(stream, stream_);
+  cudaGetLastError();
+  uses_.emplace_back(stream, stream_generation(stream));
+#else
+  (void)stream;
+#endif
+}
+
 void NativeBuffer::release() {
   if (freed_) return;
   freed_ = true;
 #if defined(KVT_WITH_CUDA)
+  for (auto& p : t_pending)
+    if (p == this) p = nullptr;
   if (owned_ && ptr_) {
     int cur = -1;
     cudaGetDevice(&cur);
     if (cur != device_) cudaSetDevice(device_);
-    if (async_ && stream_alive(stream_, stream_gen_)) cudaFreeAsync(ptr_, reinterpret_cast<cudaStream_t>(stream_));
-    else cudaFree(ptr_);
+    // Stream-ordered when the allocation stream and every stream the buffer was used on are known to be alive: the free
+    // waits for those streams' work so far. Otherwise (a destroyed stream, or a borrowed one kvtrim cannot vouch for)
+    // cudaFree, which waits for the device.
+    bool ordered = async_ && stream_alive(stream_, stream_gen_);
+    for (const auto& u : uses_)
+      if ((u.second == 0 && u.first != 0) || !stream_alive(u.first, u.second)) ordered = false;
+    if (ordered) {
+      for (const auto& u : uses_) stream_after(stream_, u.first);
+      cudaFreeAsync(ptr_, reinterpret_cast<cudaStream_t>(stream_));
+    } else {
+      cudaFree(ptr_);
+    }
     cudaGetLastError();
   }
 #endif
   ptr_ = nullptr;
+}
+
+#if defined(KVT_WITH_CUDA)
+// The stream of the binding call being made, once parse_stream has read it.
+thread_local bool t_stream_known = false;
+thread_local uintptr_t t_stream = 0;
+#endif
+
+void note_pending(NativeBuffer* b) {
+#if defined(KVT_WITH_CUDA)
+  if (t_stream_known) b->note_stream(t_stream);
+  else t_pending.push_back(b);
+#else
+  (void)b;
+#endif
+}
+
+void call_stream(uintptr_t stream) {
+#if defined(KVT_WITH_CUDA)
+  t_stream_known = true;
+  t_stream = stream;
+  flush_pending(stream);
+#else
+  (void)stream;
+#endif
+}
+
+void begin_call() {
+#if defined(KVT_WITH_CUDA)
+  t_pending.clear();
+  t_stream_known = false;
+#endif
+}
+
+void end_call() { begin_call(); }
+
+void flush_pending(uintptr_t stream) {
+#if defined(KVT_WITH_CUDA)
+  for (NativeBuffer* b : t_pending)
+    if (b) b->note_stream(stream);
+  t_pending.clear();
+#else
+  (void)stream;
+#endif
 }
 
 NativeBuffer::~NativeBuffer() { release(); }
@@ -286,6 +366,7 @@ static char* buffer_at(Napi::Env env, const Napi::Value& b, int64_t off, int64_t
                                          std::to_string(off + bytes) + ") exceeds its " + std::to_string(nb->bytes()) +
                                          "-byte buffer");
   use_device(env, nb->device());
+  note_pending(nb);
   return static_cast<char*>(nb->ptr()) + off;
 }
 static char* host_at(Napi::Env env, const Napi::Value& v, int64_t off, int64_t bytes, const char* name) {

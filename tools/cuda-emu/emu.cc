@@ -41,7 +41,10 @@ struct Config {
   uint64_t seed = 1;
   bool trace = false;
   bool profile = false;
+  int runtime = CUDART_VERSION;  // what cudaRuntimeGetVersion reports
+  int driver = CUDART_VERSION;   // what cudaDriverGetVersion reports (0: no driver)
   std::string coverage;
+  std::string api_log;
 };
 
 int env_int(const char* name, int dflt) {
@@ -68,7 +71,10 @@ Config load_config() {
   c.seed = uint64_t(env_int("KVTRIM_EMU_SEED", 1));
   c.trace = env_int("KVTRIM_EMU_TRACE", 0) != 0;
   c.profile = env_int("KVTRIM_EMU_PROFILE", 0) != 0;
+  c.runtime = env_int("KVTRIM_EMU_RUNTIME", c.runtime);
+  c.driver = env_int("KVTRIM_EMU_DRIVER", c.driver);
   if (const char* v = getenv("KVTRIM_EMU_COVERAGE")) c.coverage = v;
+  if (const char* v = getenv("KVTRIM_EMU_API_LOG")) c.api_log = v;
   return c;
 }
 Config& cfg() {
@@ -1097,6 +1103,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInitializationError: return "cudaErrorInitializationError";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotReady: return "cudaErrorNotReady";
@@ -1114,6 +1121,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInitializationError: return "initialization error";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
@@ -1126,6 +1134,11 @@ const char* cudaGetErrorString(cudaError_t e) {
 }
 
 cudaError_t cudaGetDeviceCount(int* n) {
+  // a driver of an older CUDA major version than the runtime (or none) cannot run it (minor version compatibility)
+  if (cfg().driver / 1000 < cfg().runtime / 1000) {
+    *n = 0;
+    return ret(cudaErrorInsufficientDriver);
+  }
   *n = 1;
   return cudaSuccess;
 }
@@ -1174,31 +1187,49 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int dev) {
   return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) {
-  *v = CUDART_VERSION;
+  *v = cfg().driver;
   return cudaSuccess;
 }
 cudaError_t cudaRuntimeGetVersion(int* v) {
-  *v = CUDART_VERSION;
+  *v = cfg().runtime;
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaDeviceReset() { return cudaSuccess; }
 
+// KVTRIM_EMU_API_LOG=FILE: one line per allocation, free and cross-stream wait ("cudaFreeAsync 0x..."; stream 0 is
+// the legacy default stream), for tests of which frees are stream-ordered.
+static void api_log(const char* call, cudaStream_t s) {
+  if (cfg().api_log.empty()) return;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lk(mu);
+  if (FILE* f = fopen(cfg().api_log.c_str(), "a")) {
+    fprintf(f, "%s %#llx\n", call, (unsigned long long)(s == cudaStreamLegacy ? 0 : uintptr_t(s)));
+    fclose(f);
+  }
+}
+
 cudaError_t cudaMalloc(void** p, size_t bytes) {
+  api_log("cudaMalloc", nullptr);
   std::lock_guard<std::mutex> lk(g_mem_mu);
   *p = device_alloc(bytes);
   return *p ? cudaSuccess : ret(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFree(void* p) {
+  api_log("cudaFree", nullptr);
   const cudaError_t e = device_free(p, "cudaFree");
   return e == cudaSuccess ? e : ret(e);
 }
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s) {
   if (!check_stream(s, "cudaMallocAsync")) return ret(cudaErrorInvalidResourceHandle);
-  return cudaMalloc(p, bytes);
+  api_log("cudaMallocAsync", s);
+  std::lock_guard<std::mutex> lk(g_mem_mu);
+  *p = device_alloc(bytes);
+  return *p ? cudaSuccess : ret(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
   if (!check_stream(s, "cudaFreeAsync")) return ret(cudaErrorInvalidResourceHandle);
+  api_log("cudaFreeAsync", s);
   const cudaError_t e = device_free(p, "cudaFreeAsync");
   return e == cudaSuccess ? e : ret(e);
 }
@@ -1250,6 +1281,7 @@ cudaError_t cudaStreamQuery(cudaStream_t s) {
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   if (!check_stream(s, "cudaStreamWaitEvent")) return ret(cudaErrorInvalidResourceHandle);
+  api_log("cudaStreamWaitEvent", s);
   std::lock_guard<std::mutex> lk(g_mem_mu);
   return g_events.count(e) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
 }
