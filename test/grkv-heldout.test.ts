@@ -6,7 +6,8 @@ import t from 'tap';
 import { grkvMerge, tensor, decodeGrkvDiagnostics } from '../lib/index';
 import type { Tensor } from '../lib/index';
 import { attentionRef, median, quantile, relativeErrors } from './ref/attention';
-import { BACKENDS, place, fetch } from './helpers';
+import { BACKENDS, on, place, fetch } from './helpers';
+import { expectWritten } from './ref/compare';
 import { traceLayer, keptRows, snapkvSelection, surrogates, scatterRows } from './grkv-helpers';
 
 const L = traceLayer({ N: 8192, Hkv: 8, d: 128, groupSize: 4, seed: 1 });
@@ -31,7 +32,7 @@ function byKind(e: Float64Array): string {
 
 for (const backend of BACKENDS) {
   for (const ratio of [0.9, 0.8]) {
-    t.test(`grkvMerge ${backend}: held-out decode queries at keep ${Math.round((1 - ratio) * 100)}%`, async (t) => {
+    t.test(`grkvMerge ${backend}: held-out decode queries at keep ${Math.round((1 - ratio) * 100)}%`, on(backend), async (t) => {
       const sel = snapkvSelection(L, ratio);
       const kept = keptRows(sel);
       const ePlain = errors(L.K, L.V, kept);
@@ -47,8 +48,11 @@ for (const backend of BACKENDS) {
           diagnostics: true,
         });
         const diag = await decodeGrkvDiagnostics(res.diagnostics as Tensor);
-        const K = scatterRows(L.K, H, N, d, kept, await fetch(res.keys));
-        const V = scatterRows(L.V, H, N, d, kept, await fetch(res.values));
+        const hk = await fetch(res.keys), hv = await fetch(res.values);
+        expectWritten(t, hk, `${source}: keys`);
+        expectWritten(t, hv, `${source}: values`);
+        const K = scatterRows(L.K, H, N, d, kept, hk);
+        const V = scatterRows(L.V, H, N, d, kept, hv);
         const e = errors(K, V, kept);
         const m = median(e);
         t.comment(`GRKV (${source}): median ${m.toFixed(4)}, p90 ${quantile(e, 0.9).toFixed(4)} (${byKind(e)}); per head ${diag.map((x) => x.chosen).join(' ')}`);
