@@ -13,14 +13,15 @@ import type { Tensor } from '../lib/index';
 import { grkvMergeRef, grkvPartitionRef } from './ref/grkv';
 import type { GrkvMergeArgs } from './ref/grkv';
 import { frobeniusNorm } from './ref/linalg';
-import { BACKENDS, on, place, fetch } from './helpers';
+import { BACKENDS, on, place, fetch, QUICK, QUICK_SKIP } from './helpers';
 import { expectWritten } from './ref/compare';
 import { traceLayer, keptRows, snapkvSelection, surrogates } from './grkv-helpers';
 
 const N = 16384, H = 8, d = 128;
 const REF_HEADS = [1, 5];
 
-const L = traceLayer({ N, Hkv: H, d, groupSize: 4, seed: 1 });
+// KVTRIM_TEST_QUICK=1 (reduced sizes): the whole file is the N = 16384 case, a visible skip
+const L = traceLayer({ N: QUICK ? 1024 : N, Hkv: H, d, groupSize: 4, seed: 1 });
 const sel = snapkvSelection(L, 0.9);
 const kept = keptRows(sel);
 const s = surrogates(L, 'stratified');
@@ -67,7 +68,7 @@ function deltas(ko: Tensor, vo: Tensor, h: number, mutable: number[]) {
 }
 
 for (const backend of BACKENDS) {
-  t.test(`grkvMerge ${backend} H=8 G=4 Qs=32 d=128 N=16384 keep 10% stratified vs float64 reference`, on(backend), async (t) => {
+  t.test(`grkvMerge ${backend} H=8 G=4 Qs=32 d=128 N=16384 keep 10% stratified vs float64 reference`, on(backend, { skip: QUICK_SKIP }), async (t) => {
     const inputs = {
       keys: place(tensor(L.K, [H, N, d]), backend), values: place(tensor(L.V, [H, N, d]), backend),
       selection: { indices: place(sel.indices, backend), counts: place(sel.counts, backend) },

@@ -8,7 +8,12 @@
 // run options: --seed S (17) --count K (300): the seeded sample of the population (plus the named mutants of
 // tools/mutation/targets.mjs); --ci: the fixed small sample CI runs (fails when a mutant of it survives or the
 // unmutated build fails its tests); --only ID,ID: those mutants; --quick: tests at reduced sizes
-// (KVTRIM_TEST_QUICK=1); --dir D (build-mutation): the mutation workspace; --log FILE (D/results.jsonl).
+// (KVTRIM_TEST_QUICK=1); --dir D (build-mutation): the mutation workspace; --log FILE (D/results.jsonl);
+// --suite REV (HEAD): the revision of test/ and lib/ that judges (a snapshot in D/suite; `worktree`: as checked out).
+// --in-place --build B (CI): mutate the checkout's own csrc/ and rebuild the existing, configured build directory B
+// (e.g. the coverage build: no second full build), tests from the checkout; refuses when csrc/ has uncommitted
+// changes, restores every file (also on SIGINT/SIGTERM). --no-baseline: skip the unmutated run of the tests (a
+// step before ran them on the same build); per-file timeout --timeout S (600) then.
 //
 // Each mutant is applied to a copy of the sources in D/src, the addon is rebuilt there CPU-only and incrementally
 // (cmake/ninja: the mutated translation unit, or the units including a mutated header, and the link), and the
@@ -35,6 +40,7 @@ const flag = (name) => args.includes(`--${name}`);
 const dir = path.resolve(root, opt('dir', 'build-mutation'));
 const logFile = path.resolve(root, opt('log', path.join(dir, 'results.jsonl')));
 const quick = flag('quick');
+const inPlace = flag('in-place');
 
 // The fixed CI sample: one killable mutant per kind of fault, in small files with fast tests (a few minutes).
 const CI_SAMPLE = [
@@ -99,6 +105,13 @@ function sh(command, argv, options = {}) {
 
 /** The mutation workspace: a copy of the sources, -Werror dropped (a mutant's new warning is not a fault). */
 function setup() {
+  if (inPlace) {
+    const b = path.resolve(root, opt('build', ''));
+    if (!opt('build') || !fs.existsSync(b)) throw new Error('--in-place needs --build DIR, an existing configured build directory');
+    const dirty = sh('git', ['-C', root, 'status', '--porcelain', '--', 'csrc']).out.trim();
+    if (dirty && !flag('force')) throw new Error(`--in-place: csrc/ has uncommitted changes (commit them, or --force):\n${dirty}`);
+    return { src: root, build: b };
+  }
   const src = path.join(dir, 'src');
   fs.mkdirSync(src, { recursive: true });
   syncTree(path.join(root, 'csrc'), path.join(src, 'csrc'));
@@ -242,10 +255,19 @@ async function run() {
   // group by file (fewer rebuilds of restored files), then by line
   chosen.sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
   const { src, build: b } = setup();
-  const rev = opt('suite', 'HEAD');
+  const rev = inPlace ? 'worktree' : opt('suite', 'HEAD');
   const suiteCommit = rev === 'worktree' ? 'worktree' : sh('git', ['-C', root, 'rev-parse', '--short', rev]).out.trim();
-  suiteDir = snapshotSuite(rev);
+  suiteDir = inPlace ? root : snapshotSuite(rev);
+  // whatever happens, a mutated file goes back to its original text
+  const originals = new Map();
+  const restoreAll = () => {
+    for (const [f, text] of originals) fs.writeFileSync(f, text);
+    originals.clear();
+  };
+  process.on('exit', restoreAll);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { restoreAll(); process.exit(130); });
   const done = flag('ci') || flag('fresh') ? new Map() : readLog();
+  if (!flag('ci')) fs.mkdirSync(path.dirname(logFile), { recursive: true });
   const log = flag('ci') ? null : fs.openSync(logFile, 'a');
 
   // the unmutated build must pass every test file a mutant will run; its times set the timeouts
@@ -257,14 +279,16 @@ async function run() {
   const baseline = {};
   const baseFile = path.join(dir, `baseline-${suiteCommit}${quick ? '-quick' : ''}.json`);
   const known = fs.existsSync(baseFile) && !flag('ci') ? JSON.parse(fs.readFileSync(baseFile, 'utf8')) : {};
+  const fixedTimeout = Number(opt('timeout', '600')) * 1000;
   for (const f of files) {
+    if (flag('no-baseline')) { baseline[f] = (fixedTimeout - 60e3) / 3; continue; }
     if (known[f]) { baseline[f] = known[f]; continue; }
     const t = await runTest(f, addon, 1800e3);
     if (t.code !== 0) throw new Error(`unmutated ${f} fails (${t.timedOut ? 'timeout' : `exit ${t.code}`}):\n${firstFailure(t.out)}\n${t.out.slice(-2000)}`);
     baseline[f] = t.ms;
     console.log(`baseline ${f}: ${(t.ms / 1000).toFixed(1)} s`);
   }
-  if (!flag('ci')) fs.writeFileSync(baseFile, JSON.stringify({ ...known, ...baseline }, null, 1));
+  if (!flag('ci') && !flag('no-baseline')) fs.writeFileSync(baseFile, JSON.stringify({ ...known, ...baseline }, null, 1));
 
   let survived = 0, n = 0;
   for (const m of chosen) {
@@ -274,6 +298,7 @@ async function run() {
     const lines = orig.split('\n');
     if (lines[m.line - 1] !== m.before) throw new Error(`${m.id}: ${m.file}:${m.line} changed since generation`);
     lines[m.line - 1] = m.after;
+    originals.set(path.join(src, m.file), orig);
     fs.writeFileSync(path.join(src, m.file), lines.join('\n'));
     const t0 = Date.now();
     r = build(b);
@@ -301,7 +326,7 @@ async function run() {
     console.log(`[${n}/${chosen.length}] ${m.id} ${m.file}:${m.line} ${m.operator} '${m.original}' -> '${m.replacement}': ${rec.status}${rec.killedBy ? ` by ${rec.killedBy}` : ''} (${(rec.ms / 1000).toFixed(0)} s)`);
     if (log !== null) fs.writeSync(log, JSON.stringify(rec) + '\n');
     else done.set(m.id, rec);
-    fs.writeFileSync(path.join(src, m.file), orig);
+    restoreAll();
   }
   // leave the workspace unmutated
   r = build(b);
