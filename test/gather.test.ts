@@ -3,7 +3,7 @@ import { gatherKV, selectTokens, tensor, keydiffScores } from '../lib/index';
 import type { DType } from '../lib/index';
 import { Rng } from '../lib/rng';
 import { BACKENDS, on, place, poisoned, fetch, randomTensor, rows, values, Layout, QUICK_SKIP } from './helpers';
-import { FILLS, expectWritten } from './ref/compare';
+import { FILLS, expectWritten, rawBits, poisonBits } from './ref/compare';
 
 const cases: { H: number; N: number; d: number; dv: number; dtype: DType; layout: Layout; budget: 'uniform' | 'adaptive'; full?: true }[] = [
   { H: 8, N: 32768, d: 128, dv: 128, dtype: 'bf16', layout: 'hnd', budget: 'uniform', full: true },
@@ -92,3 +92,41 @@ t.test('gather cpu: bad index data is rejected before anything is written', asyn
   }
   t.ok((out.host as Float32Array).every((x) => x === 7), 'output untouched');
 });
+
+for (const b of BACKENDS) {
+  t.test(`gather ${b}: element-strided inputs and outputs (f32 and f16), padding rows, nothing written between elements`, on(b), async (t) => {
+    const rng = new Rng(77);
+    const H = 2, N = 30, d = 5, dv = 3, cap = 6;
+    for (const dtype of ['f32', 'f16'] as DType[]) {
+      // keys stored [H, N, d] with every element followed by a gap (element stride 2), values with stride 3
+      const K = randomTensor(rng, H, N, 2 * d, dtype, 'hnd'), V = randomTensor(rng, H, N, 3 * dv, dtype, 'hnd');
+      const keys = place(K.t.view([H, N, d], [N * 2 * d, 2 * d, 2]), b), vals = place(V.t.view([H, N, dv], [N * 3 * dv, 3 * dv, 3]), b);
+      const kept = [[0, 7, 29], [3, 4, 5, 6, 28]];
+      const idx = new Int32Array(H * cap).fill(-1);
+      kept.forEach((r, h) => r.forEach((p, j) => (idx[h * cap + j] = p)));
+      for (const fill of FILLS) {
+        // outputs: [H, cap, d] inside buffers twice as large (element stride 2); the gaps must stay poisoned
+        const kbuf = poisoned([H * cap * d * 2], dtype, b, fill), vbuf = poisoned([H * cap * dv * 2], dtype, b, fill);
+        const out = gatherKV({
+          keys, values: vals, indices: place(tensor(idx, [H, cap]), b), counts: place(tensor(Int32Array.from(kept.map((r) => r.length)), [H]), b),
+          keysOut: kbuf.view([H, cap, d], [cap * d * 2, d * 2, 2]), valuesOut: vbuf.view([H, cap, dv], [cap * dv * 2, dv * 2, 2]),
+        });
+        const kh = await fetch(kbuf), vh = await fetch(vbuf);
+        expectWritten(t, await fetch(out.keys), `${dtype} ${fill}: every key element of the strided view`);
+        expectWritten(t, await fetch(out.values), `${dtype} ${fill}: every value element of the strided view`);
+        let ok = true, gaps = 0;
+        for (let h = 0; h < H; h++)
+          for (let j = 0; j < cap; j++) {
+            const p = kept[h][j];
+            for (let c = 0; c < d; c++) ok &&= Object.is(kh.at(((h * cap + j) * d + c) * 2), p === undefined ? 0 : K.v[(h * N + p) * 2 * d + 2 * c]);
+            for (let c = 0; c < dv; c++) ok &&= Object.is(vh.at(((h * cap + j) * dv + c) * 2), p === undefined ? 0 : V.v[(h * N + p) * 3 * dv + 3 * c]);
+          }
+        t.ok(ok, `${dtype} ${fill}: retained rows copied element by element, padding rows zero`);
+        const kb = rawBits(kh), vb = rawBits(vh), pk = poisonBits(dtype, fill) | 0;
+        for (let k = 1; k < kb.length; k += 2) gaps += Number(kb[k] !== pk);
+        for (let k = 1; k < vb.length; k += 2) gaps += Number(vb[k] !== pk);
+        t.equal(gaps, 0, `${dtype} ${fill}: nothing written between the elements of the outputs`);
+      }
+    }
+  });
+}

@@ -76,3 +76,25 @@ for (const b of BACKENDS) {
     }
   });
 }
+
+for (const b of BACKENDS) {
+  t.test(`keydiff ${b}: element-strided f32 keys; f16 keys with subnormal elements`, on(b), async (t) => {
+    const rng = new Rng(8);
+    const H = 2, N = 300, d = 24;
+    // f32 stored with a gap after every element (element stride 2): the row is gathered, not read in place
+    const { t: wide } = randomTensor(rng, H, N, 2 * d, 'f32', 'hnd', biasedGen(rng, 2 * d));
+    const strided = wide.view([H, N, d], [N * 2 * d, 2 * d, 2]);
+    const dense = new Float64Array(H * N * d);
+    for (let r = 0; r < H * N; r++) for (let c = 0; c < d; c++) dense[r * d + c] = (wide.host as Float32Array)[r * 2 * d + 2 * c];
+    for (const fill of FILLS) {
+      const res = keydiffScores(place(strided, b), { out: poisoned([H, N], 'f32', b, fill) });
+      expectClose(t, await fetch(res), keydiffScoresRef(dense, H, N, d), { tol: TOL, floor: 1e-2 }, `f32 element stride 2, ${fill} poison`);
+    }
+    // f16 keys of magnitude ~1e-6: most elements are f16 subnormals (below 2^-14), decoded exactly
+    const tiny = randomTensor(rng, H, N, d, 'f16', 'hnd', (_a, _b, c) => 1e-6 * (c % 3 === 0 ? 40 : 1) * rng.normal());
+    let sub = 0;
+    for (const x of tiny.v) sub += Number(x !== 0 && Math.abs(x) < 2 ** -14);
+    t.ok(sub > H * N * d / 2, `${sub} of ${H * N * d} elements are f16 subnormals`);
+    expectClose(t, await fetch(keydiffScores(place(tiny.t, b))), keydiffScoresRef(tiny.v, H, N, d), { tol: TOL, floor: 1e-2 }, 'f16 subnormal keys');
+  });
+}
