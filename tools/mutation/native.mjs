@@ -28,6 +28,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mutantsOf } from './operators.mjs';
 import { NAMED, opsFor, regionsOf, targetFiles, testsForOp } from './targets.mjs';
+import { seededSample } from './seeded.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -80,22 +81,9 @@ function namedMutants() {
   });
 }
 
-/** Seeded shuffle (mulberry32): the first `count` of the population, reproducible for a given seed and source. */
+/** The seeded sample: the first `count` of a mulberry32 shuffle of the (sorted) population. */
 function sample(pop, seed, count) {
-  let a = seed >>> 0;
-  const rand = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const p = pop.slice();
-  for (let i = p.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p.slice(0, count);
+  return seededSample(pop, seed, count);
 }
 
 function sh(command, argv, options = {}) {
