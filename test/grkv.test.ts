@@ -29,6 +29,10 @@ interface Case {
   acceptance?: 'best' | 'joint';
   caps?: { key?: number; value?: number };
   gamma?: number;
+  /** explicit kept positions per head (ascending) instead of the SnapKV selection at `ratio` */
+  kept?: number[][];
+  /** the first `Qs` surrogate queries only (default 32) */
+  Qs?: number;
 }
 
 const small = traceLayer({ N: 1024, Hkv: 2, d: 64, groupSize: 4, seed: 3 });
@@ -44,6 +48,22 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
     den += b[i] ** 2;
   }
   return den === 0 ? (num === 0 ? 0 : Infinity) : Math.sqrt(num / den);
+}
+
+/** A selection [H, cap] (−1 padded) of explicit kept positions. */
+function explicitSelection(kept: number[][]): Selection {
+  const H = kept.length, cap = Math.max(...kept.map((r) => r.length));
+  const idx = new Int32Array(H * cap).fill(-1);
+  kept.forEach((r, h) => r.forEach((p, j) => (idx[h * cap + j] = p)));
+  return { indices: tensor(idx, [H, cap]), counts: tensor(Int32Array.from(kept.map((r) => r.length)), [H]) };
+}
+
+/** The first Qs of the 32 surrogate queries of each query head (their positions and weights). */
+function firstQueries(s: ReturnType<typeof surrogates>, Qs: number, Hq: number, d: number): ReturnType<typeof surrogates> {
+  if (Qs === s.Qs) return s;
+  const q = new Float32Array(Hq * Qs * d);
+  for (let j = 0; j < Hq; j++) q.set(s.q.subarray(j * s.Qs * d, (j * s.Qs + Qs) * d), j * Qs * d);
+  return { q, Qs, qpos: s.qpos.slice(0, Qs), weights: s.weights.slice(0, Qs) };
 }
 
 /** Inputs of one case: storage tensors (host), the selection, and the float64 reference arguments. */
@@ -72,9 +92,9 @@ function build(c: Case) {
     keys = tensor(stored(K32, c.dtype), [H, N, d], { dtype: c.dtype });
     vals = tensor(stored(Vfull, c.dtype), [H, N, dv], { dtype: c.dtype, strides: [N * d, d, 1] });
   }
-  const sel = snapkvSelection(L, c.ratio, c.budget ?? 'uniform');
+  const sel = c.kept ? explicitSelection(c.kept) : snapkvSelection(L, c.ratio, c.budget ?? 'uniform');
   const kept = keptRows(sel);
-  const s = surrogates(L, c.source);
+  const s = firstQueries(surrogates(L, c.source), c.Qs ?? 32, L.Hq, d);
   const ref: RefArgs = {
     K: K32, V: V32, Hkv: H, N, d, dv, kept, raw: L.raw, q: s.q, Hq: L.Hq, qpos: s.qpos, weights: s.weights, W: L.W,
     gamma: c.gamma, capK: c.caps?.key, capV: c.caps?.value, round: ROUND[c.dtype], recheck: c.dtype !== 'f32',
@@ -316,6 +336,25 @@ for (const backend of BACKENDS) {
       const hr = ref.heads[h], L = o.diag[h].objectives;
       t.ok(Math.abs(L[0] - hr.objectives[0]) <= 1e-5 * hr.objectives[0], `h${h}: L0 ${L[0]} vs reference ${hr.objectives[0].toPrecision(6)}`);
       t.ok(Math.abs(L[1] - hr.objectives[1]) <= 1e-4 * hr.objectives[0], `h${h}: L1 ${L[1]} vs reference ${hr.objectives[1].toPrecision(6)}`);
+    }
+  });
+
+  t.test(`grkvMerge ${backend}: tile and row-block edges (65 retained slots, 17 query rows, a head with one slot)`, on(backend), async (t) => {
+    // 65 = 64 + 1 retained slots (one full 64-slot tile and one slot), G = 1 with 17 queries (16 + 1 query rows), and a
+    // head that keeps a single slot (its plain-eviction objective L0 is still computed)
+    const L = traceLayer({ N: 650, Hkv: 2, d: 64, groupSize: 1, seed: 8 });
+    const top = Array.from(snapkvSelection(L, 0.9).indices.host.subarray(0, 65));
+    const c: Case = { name: 'edges', layer: L, dtype: 'f32', source: 'window', ratio: 0.9, kept: [top, [L.N - 1]], Qs: 17 };
+    const b = build(c);
+    t.same(b.kept.map((r) => r.length), [65, 1], 'counts 65 and 1');
+    const ref = grkvMergeRef(b.ref);
+    const { res, cap } = run(c, backend, b);
+    const o = await outputs(b, res, cap);
+    await invariants(t, 'edges', b, o, c.gamma);
+    for (let h = 0; h < b.H; h++) {
+      const hr = ref.heads[h], L2 = o.diag[h].objectives;
+      t.ok(Math.abs(L2[0] - hr.objectives[0]) <= 1e-5 * hr.objectives[0], `h${h}: L0 ${L2[0]} vs reference ${hr.objectives[0].toPrecision(6)}`);
+      t.ok(Math.abs(L2[1] - hr.objectives[1]) <= 1e-4 * hr.objectives[0], `h${h}: L1 ${L2[1]} vs reference ${hr.objectives[1].toPrecision(6)}`, { skip: o.diag[h].skipped && 'the head keeps only its window row: nothing to fit' });
     }
   });
 
