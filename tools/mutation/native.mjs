@@ -289,7 +289,9 @@ async function run() {
     const prev = done.get(m.id);
     if (prev && prev.after === m.after && suiteCommit !== 'worktree' && !opt('only') &&
       (prev.suite === suiteCommit || (prev.status !== 'survived' && prev.suite !== 'worktree'))) continue;
-    const orig = fs.readFileSync(path.join(root, m.file), 'utf8');
+    // the workspace copy (restored after every mutant), not the checkout: a checkout being edited, or mutated in
+    // place by another run, must not leak into this one
+    const orig = fs.readFileSync(path.join(src, m.file), 'utf8');
     const lines = orig.split('\n');
     if (lines[m.line - 1] !== m.before) throw new Error(`${m.id}: ${m.file}:${m.line} changed since generation`);
     lines[m.line - 1] = m.after;
