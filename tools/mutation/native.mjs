@@ -7,7 +7,8 @@
 //
 // run options: --seed S (17) --count K (300): the seeded sample of the population (plus the named mutants of
 // tools/mutation/targets.mjs); --ci: the fixed small sample CI runs (fails when a mutant of it survives or the
-// unmutated build fails its tests); --only ID,ID: those mutants; --quick: tests at reduced sizes
+// unmutated build fails its tests); --only ID,ID: those mutants; --first ID,ID: those of the sample run first;
+// --quick: tests at reduced sizes
 // (KVTRIM_TEST_QUICK=1); --dir D (build-mutation): the mutation workspace; --log FILE (D/results.jsonl);
 // --suite REV (HEAD): the revision of test/ and lib/ that judges (a snapshot in D/suite; `worktree`: as checked out).
 // --in-place --build B (CI): mutate the checkout's own csrc/ and rebuild the existing, configured build directory B
@@ -239,6 +240,9 @@ async function run() {
     chosen = [...named, ...pop].filter((m) => ids.has(m.id));
   } else {
     chosen = [...named, ...sample(pop, Number(opt('seed', '17')), Number(opt('count', '300')))];
+    // --first ID,ID: those of the sample first (e.g. survivors to re-judge after a test was added), then the rest
+    const first = new Set((opt('first') ?? '').split(',').filter(Boolean));
+    if (first.size) chosen = [...chosen.filter((m) => m.named || first.has(m.id)), ...chosen.filter((m) => !m.named && !first.has(m.id))];
   }
   // The seeded sample runs in its shuffled order (the named mutants first), so that a run stopped after k mutants
   // has judged the first k of the shuffle: a uniform sample of the population (the report's interval assumes it).
@@ -338,61 +342,105 @@ async function run() {
   }
 }
 
+/**
+ * Wilson score interval (95 %) of a binomial proportion k/n: stays inside [0, 1] and is honest for rates near 1
+ * with a few hundred trials, where the normal approximation is not.
+ */
+function wilson(k, n, z = 1.959964) {
+  if (!n) return null;
+  const p = k / n, z2 = z * z;
+  const c = (p + z2 / (2 * n)) / (1 + z2 / n);
+  const h = (z / (1 + z2 / n)) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
+  return [+Math.max(0, c - h).toFixed(4), +Math.min(1, c + h).toFixed(4)];
+}
+
+function tally(list) {
+  const n = (s) => list.filter((m) => m.status === s).length;
+  const killed = n('killed'), survived = n('survived'), equivalent = n('equivalent'), compileErrors = n('compile-error');
+  const surv = list.filter((m) => m.status === 'survived');
+  return {
+    run: list.length, killed, survived, equivalent, compileErrors,
+    nonEquivalent: killed + survived,
+    killRate: killed + survived ? +(killed / (killed + survived)).toFixed(4) : null,
+    killRateWilson95: wilson(killed, killed + survived),
+    survivorsExplained: surv.filter((m) => m.reason !== 'unexplained').length,
+    unexplained: surv.filter((m) => m.reason === 'unexplained').length,
+  };
+}
+
+/**
+ * bench/results/mutation.json from the log. The estimate is taken on the uniform part of the sample: the longest
+ * prefix of the seeded shuffle whose mutants have all run (a run in shuffle order judges them in that order; an
+ * earlier run in file order left others done further on, counted under `alsoRun` but not in the estimate, which
+ * they would bias towards their files). The named mutants are reported apart: chosen by hand, not sampled.
+ */
 function report() {
-  const recs = [...readLog().values()];
+  const log = readLog();
   const eqFile = path.join(root, 'tools/mutation/equivalent.json');
   const eq = fs.existsSync(eqFile) ? JSON.parse(fs.readFileSync(eqFile, 'utf8')) : {};
   const notesFile = path.join(root, 'tools/mutation/survivors.json');
   const notes = fs.existsSync(notesFile) ? JSON.parse(fs.readFileSync(notesFile, 'utf8')) : {};
   const pop = population();
   const seed = Number(opt('seed', '17')), count = Number(opt('count', '300'));
-  const ids = new Set([...NAMED.map((n) => n.name), ...sample(pop, seed, count).map((m) => m.id)]);
-  const mutants = recs.filter((r) => ids.has(r.id)).map((r) => {
-    const o = { id: r.id, named: r.named || undefined, where: `${r.file}:${r.line}`, operator: r.operator, original: r.original, replacement: r.replacement, mutated: r.after.trim(), status: r.status };
+  const planned = sample(pop, seed, count);
+  const view = (r) => {
+    const o = { id: r.id, named: r.named || undefined, where: `${r.file}:${r.line}`, operator: r.operator, original: r.original, replacement: r.replacement, mutated: r.after.trim(), status: r.status, suite: r.suite, quickSizes: r.quick };
     if (r.what) o.what = r.what;
     if (r.status === 'killed') Object.assign(o, { killedBy: r.killedBy, how: r.how, detail: r.detail });
     if (r.status === 'compile-error') o.detail = r.detail;
     if (r.status === 'survived') {
+      o.ran = r.ran;
       if (eq[r.id]) { o.status = 'equivalent'; o.argument = eq[r.id]; }
       else o.reason = notes[r.id] ?? 'unexplained';
     }
     return o;
-  });
-  const count_ = (s) => mutants.filter((m) => m.status === s).length;
-  const killed = count_('killed'), survived = count_('survived'), equivalent = count_('equivalent'), compileErrors = count_('compile-error');
-  const missing = [...ids].filter((id) => !recs.some((r) => r.id === id));
-  const byFile = {};
-  for (const m of mutants) {
-    const f = m.where.replace(/:\d+$/, '');
-    byFile[f] ??= { killed: 0, survived: 0, equivalent: 0, 'compile-error': 0 };
-    byFile[f][m.status]++;
-  }
-  const byOp = {};
-  for (const m of mutants) {
-    byOp[m.operator] ??= { killed: 0, survived: 0, equivalent: 0, 'compile-error': 0 };
-    byOp[m.operator][m.status]++;
-  }
+  };
+  // a log record counts only when it is of the mutant as generated now (the line may have changed since)
+  const judged = (m) => log.has(m.id) && log.get(m.id).after === m.after;
+  let prefix = 0;
+  while (prefix < planned.length && judged(planned[prefix])) prefix++;
+  const uniform = planned.slice(0, prefix).map((m) => view(log.get(m.id)));
+  const alsoRun = planned.slice(prefix).filter(judged).map((m) => view(log.get(m.id)));
+  const named = namedMutants().filter(judged).map((m) => view(log.get(m.id)));
+  const by = (list, key) => {
+    const o = {};
+    for (const m of list) {
+      const k = key(m);
+      o[k] ??= { killed: 0, survived: 0, equivalent: 0, 'compile-error': 0 };
+      o[k][m.status]++;
+    }
+    return o;
+  };
   const popByOp = {};
   for (const m of pop) popByOp[m.operator] = (popByOp[m.operator] ?? 0) + 1;
+  const all = [...uniform, ...alsoRun];
   const rep = {
     what: 'Mutation testing of the CPU backend (csrc/cpu) and the shared math (csrc/math) plus the adaptive safeguard of csrc/abi/select.cc: tools/mutation/native.mjs (README there).',
     generated: new Date().toISOString(),
     machine: machine(),
-    sample: { seed, count, population: pop.length, populationByOperator: popByOp, named: NAMED.length, notYetRun: missing.length },
-    quickSizes: 'tests ran with KVTRIM_TEST_QUICK=1 where the log says so (reduced sizes; see README "Tests")',
-    totals: {
-      killed, survived, equivalent, compileErrors,
-      nonEquivalent: killed + survived,
-      killRate: killed + survived ? +(killed / (killed + survived)).toFixed(4) : null,
+    sample: {
+      seed, planned: count, population: pop.length, populationByOperator: popByOp,
+      uniformPrefix: prefix, alsoRun: alsoRun.length, notYetRun: count - prefix - alsoRun.length,
+      complete: prefix === count,
+      how: `the first ${count} of a mulberry32 shuffle (seed ${seed}) of the sorted population; "estimate" counts its first ${prefix}, all run: a uniform sample of the population. "alsoRun" are later mutants of the shuffle that an earlier, file-ordered run reached (files csrc/abi/select.cc to csrc/cpu/grkv_key.cc); they are listed and judged but left out of the estimate`,
     },
-    byFile, byOperator: byOp,
-    survivors: mutants.filter((m) => m.status === 'survived'),
-    equivalents: mutants.filter((m) => m.status === 'equivalent'),
-    mutants,
+    sizes: 'each mutant records the revision of the tests that judged it ("suite") and whether they ran at reduced sizes (KVTRIM_TEST_QUICK=1, README "Tests")',
+    estimate: tally(uniform),
+    allSampledRun: tally(all),
+    named: { what: 'the three mutants issue 17 found by hand (tools/mutation/targets.mjs NAMED): not part of the sample', ...tally(named) },
+    byFile: by(all, (m) => m.where.replace(/:\d+$/, '')),
+    byOperator: by(all, (m) => m.operator),
+    survivors: [...named, ...all].filter((m) => m.status === 'survived'),
+    equivalents: [...named, ...all].filter((m) => m.status === 'equivalent'),
+    mutants: { named, uniform, alsoRun },
   };
   const out = path.join(root, opt('out', 'bench/results/mutation.json'));
+  fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify(rep, null, 1) + '\n');
-  console.log(`${out}: ${killed} killed, ${survived} survived, ${equivalent} equivalent, ${compileErrors} compile errors; kill rate ${rep.totals.killRate} of ${killed + survived} non-equivalent${missing.length ? `; ${missing.length} not yet run` : ''}`);
+  const e = rep.estimate;
+  console.log(`${path.relative(root, out)}: ${prefix} of ${count} sampled mutants run in shuffle order (+${alsoRun.length} further ones run earlier, not in the estimate): ` +
+    `${e.killed} killed, ${e.survived} survived (${e.unexplained} unexplained), ${e.equivalent} equivalent, ${e.compileErrors} compile errors; ` +
+    `kill rate ${e.killRate} of ${e.nonEquivalent} non-equivalent, 95 % interval ${JSON.stringify(e.killRateWilson95)}; named: ${rep.named.killed} of ${rep.named.run} killed`);
 }
 
 if (cmd === 'list') {
