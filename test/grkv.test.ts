@@ -435,6 +435,9 @@ for (const backend of BACKENDS) {
     const on = await outputs(bad, nan.res, nan.cap);
     t.equal(on.diag[1].chosen, 'unchanged', 'non-finite head: unchanged');
     t.ok(on.diag[1].valueNonFinite && on.diag[1].keyValueNonFinite, 'non-finite head: candidates flagged');
+    // each flag is its own bit: the non-finite head was fitted (not skipped), the other head has no non-finite flag
+    t.equal(on.diag[1].skipped, false, 'non-finite head: fitted, not flagged skipped');
+    t.equal(on.diag[0].valueNonFinite || on.diag[0].keyValueNonFinite || on.diag[0].skipped, false, 'the other head: no non-finite or skipped flag');
     t.ok(on.diag[1].objectives.every((x) => Number.isNaN(x)), 'non-finite head: objectives NaN');
     let same = true;
     for (let j = 0; j < on.ko.shape[1]; j++) same &&= sameRow(on.ko, on.plain.keys, 1, j) && sameRow(on.vo, on.plain.values, 1, j);
