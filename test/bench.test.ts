@@ -10,11 +10,12 @@ t.test('runBench on the CPU backend: one row per case and N, consistent derived 
   const progress: number[] = [];
   const r = runBench({ backend: 'cpu', N: [1000, 2051], H: 2, d: 64, repeats: 2, warmup: 0, onProgress: (d) => progress.push(d) });
   t.equal(r.backend, 'cpu');
-  t.ok(r.bandwidthGBs > 0.1, `bandwidth ${r.bandwidthGBs} GB/s`);
+  // well-formed numbers only: speed is what `kvtrim bench` reports, never a test threshold
+  t.ok(Number.isFinite(r.bandwidthGBs) && r.bandwidthGBs > 0, `bandwidth ${r.bandwidthGBs} GB/s: a finite positive number`);
   t.equal(r.rows.length, allBenches().length * 2);
   t.same(progress, [...Array(r.rows.length + 1).keys()], 'progress reported before each case and at the end');
   for (const row of r.rows) {
-    t.ok(row.medianMs > 0 && row.minMs <= row.medianMs, `${row.op}: timing`);
+    t.ok(Number.isFinite(row.medianMs) && row.medianMs > 0 && row.minMs <= row.medianMs, `${row.op}: min <= median, finite`);
     t.ok(Math.abs(row.solMs - row.solBytes / (r.bandwidthGBs * 1e6)) < 1e-9, `${row.op}: solMs = bytes / bandwidth`);
     t.ok(Math.abs(row.solFraction - row.solMs / row.medianMs) < 1e-9, `${row.op}: solFraction = solMs / median`);
     t.ok(Math.abs(row.gbps - row.solBytes / (row.medianMs * 1e6)) < 1e-9, `${row.op}: GB/s`);
@@ -29,8 +30,9 @@ t.test('filter and errors', async (t) => {
   const r = runBench({ backend: 'cpu', N: [512], H: 1, d: 32, repeats: 1, filter: 'GATHER' });
   t.ok(r.rows.length >= 1 && r.rows.every((x) => x.op === 'gatherKV' || x.op === 'gatherKVBatched'), 'only the gather cases');
   t.ok(r.rows.some((x) => x.op === 'gatherKVBatched' && x.baseline), 'the batched cases with B separate calls as their baseline');
-  if (!backendInfo().cuda) t.throws(() => runBench({ backend: 'cuda' }), /CUDA is not available/);
-  t.ok(measureBandwidth('cpu', 0, undefined, 2 ** 20) > 0);
+  t.throws(() => runBench({ backend: 'cuda' }), /CUDA is not available/, 'CUDA bench without a GPU says why', { skip: backendInfo().cuda && 'a GPU is present: the CUDA bench runs' });
+  const bw = measureBandwidth('cpu', 0, undefined, 2 ** 20);
+  t.ok(Number.isFinite(bw) && bw > 0, 'measureBandwidth: a finite positive number');
 });
 
 t.test('kvtrim bench CLI writes the JSON report', async (t) => {

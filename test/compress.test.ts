@@ -6,7 +6,7 @@ import {
 import { compress, compressCache, methodScores } from '../lib/compress';
 import { generateTrace } from '../lib/trace';
 import { hostContiguous } from '../lib/tensor';
-import { BACKENDS, place, fetch } from './helpers';
+import { BACKENDS, Backend, on, place, fetch } from './helpers';
 
 const tr = generateTrace({ tokens: 1536, layers: 2, kvHeads: 4, groupSize: 2, headDim: 64, seed: 5 });
 const { Hkv, Hq, N, d, dv, W } = tr;
@@ -15,12 +15,15 @@ async function same(t: Test, a: Tensor, b: Tensor, what: string): Promise<void> 
   t.same(Array.from(hostContiguous(await fetch(a))), Array.from(hostContiguous(await fetch(b))), what);
 }
 
-for (const b of BACKENDS) {
-  const L = tr.layers[0];
-  const keys = place(tensor(L.keys, [Hkv, N, d]), b), values = place(tensor(L.values, [Hkv, N, dv]), b);
-  const queries = place(tensor(L.windowQueries, [Hq, W, d]), b);
+const L = tr.layers[0];
+/** The first layer of the trace on backend b. */
+function layer(b: Backend): { keys: Tensor; values: Tensor; queries: Tensor } {
+  return { keys: place(tensor(L.keys, [Hkv, N, d]), b), values: place(tensor(L.values, [Hkv, N, dv]), b), queries: place(tensor(L.windowQueries, [Hq, W, d]), b) };
+}
 
-  t.test(`compress ${b}: each method equals its ops run by hand`, async (t) => {
+for (const b of BACKENDS) {
+  t.test(`compress ${b}: each method equals its ops run by hand`, on(b), async (t) => {
+    const { keys, values, queries } = layer(b);
     const kd = compress({ keys, values }, { method: 'keydiff', ratio: 0.8 });
     const sel = selectTokens(keydiffScores(keys), { ratio: 0.8 });
     const g = gatherKV({ keys, values, ...sel });
@@ -47,7 +50,8 @@ for (const b of BACKENDS) {
     await same(t, mk.moments!.m, manual.moments.m, 'momentkv moments');
   });
 
-  t.test(`compress ${b}: GRKV merge (window and stratified) and the moment correction`, async (t) => {
+  t.test(`compress ${b}: GRKV merge (window and stratified) and the moment correction`, on(b), async (t) => {
+    const { keys, values, queries } = layer(b);
     const sel = selectTokens(snapkvScores(queries, keys), { ratio: 0.9 });
     const raw = snapkvScores(queries, keys);
     const win = grkvSurrogates(N, { source: 'window', count: W, device: b === 'cuda' ? 0 : undefined });

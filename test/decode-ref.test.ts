@@ -75,6 +75,7 @@ t.test('decode attention: ONE evicted token per head gives exactly full attentio
     counts: [0, 1], moments: S2, order: 1,
   });
   // head 0 (query heads 0..2): summary alone = mu_v + C a
+  let worst = 0;
   for (let j = 0; j < G; j++) {
     for (let tt = 0; tt < T; tt++) {
       const want = new Float64Array(dv);
@@ -83,11 +84,10 @@ t.test('decode attention: ONE evicted token per head gives exactly full attentio
         for (let c = 0; c < d; c++) s += (S2.M[r * d + c] / S2.n[0]) * q[(j * T + tt) * d + c] * scale;
         want[r] = s;
       }
-      const got = o2.subarray((j * T + tt) * dv, (j * T + tt + 1) * dv);
-      if (maxAbsDiff(got, want) > 1e-13) t.fail(`counts 0: summary alone at head ${j}, t ${tt}`);
+      worst = Math.max(worst, maxAbsDiff(o2.subarray((j * T + tt) * dv, (j * T + tt + 1) * dv), want));
     }
   }
-  t.pass('counts = 0 with n > 0 returns the summary alone');
+  t.ok(worst <= 1e-13, `counts = 0 with n > 0 returns the summary alone (max abs diff ${worst.toExponential(2)})`);
   const none = decodeAttentionRef({ ...args, counts: [0, 0], moments: momentsInitRef(Hkv, d, dv), order: 1 });
   t.equal(maxAbs(none), 0, 'counts = 0 and n = 0 → zeros');
 });

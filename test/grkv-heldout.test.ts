@@ -6,10 +6,12 @@ import t from 'tap';
 import { grkvMerge, tensor, decodeGrkvDiagnostics } from '../lib/index';
 import type { Tensor } from '../lib/index';
 import { attentionRef, median, quantile, relativeErrors } from './ref/attention';
-import { BACKENDS, place, fetch } from './helpers';
+import { BACKENDS, on, place, fetch, QUICK, QUICK_SKIP } from './helpers';
+import { expectWritten } from './ref/compare';
 import { traceLayer, keptRows, snapkvSelection, surrogates, scatterRows } from './grkv-helpers';
 
-const L = traceLayer({ N: 8192, Hkv: 8, d: 128, groupSize: 4, seed: 1 });
+// KVTRIM_TEST_QUICK=1 (reduced sizes): the N = 8192 trace is the point of this file, a visible skip
+const L = traceLayer({ N: QUICK ? 512 : 8192, Hkv: 8, d: 128, groupSize: 4, seed: 1 });
 const { Hkv: H, Hq, N, d, T } = L;
 const scale = 1 / Math.sqrt(d);
 const full = attentionRef({ q: L.heldOut, Hq, T, d, K: L.K, V: L.V, Hkv: H, N, dv: d, scale }).out;
@@ -31,7 +33,7 @@ function byKind(e: Float64Array): string {
 
 for (const backend of BACKENDS) {
   for (const ratio of [0.9, 0.8]) {
-    t.test(`grkvMerge ${backend}: held-out decode queries at keep ${Math.round((1 - ratio) * 100)}%`, async (t) => {
+    t.test(`grkvMerge ${backend}: held-out decode queries at keep ${Math.round((1 - ratio) * 100)}%`, on(backend, { skip: QUICK_SKIP }), async (t) => {
       const sel = snapkvSelection(L, ratio);
       const kept = keptRows(sel);
       const ePlain = errors(L.K, L.V, kept);
@@ -47,8 +49,11 @@ for (const backend of BACKENDS) {
           diagnostics: true,
         });
         const diag = await decodeGrkvDiagnostics(res.diagnostics as Tensor);
-        const K = scatterRows(L.K, H, N, d, kept, await fetch(res.keys));
-        const V = scatterRows(L.V, H, N, d, kept, await fetch(res.values));
+        const hk = await fetch(res.keys), hv = await fetch(res.values);
+        expectWritten(t, hk, `${source}: keys`);
+        expectWritten(t, hv, `${source}: values`);
+        const K = scatterRows(L.K, H, N, d, kept, hk);
+        const V = scatterRows(L.V, H, N, d, kept, hv);
         const e = errors(K, V, kept);
         const m = median(e);
         t.comment(`GRKV (${source}): median ${m.toFixed(4)}, p90 ${quantile(e, 0.9).toFixed(4)} (${byKind(e)}); per head ${diag.map((x) => x.chosen).join(' ')}`);

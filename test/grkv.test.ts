@@ -8,7 +8,8 @@ import type { DType, Tensor, Selection, GrkvHeadDiagnostics } from '../lib/index
 import { grkvMergeRef, grkvObjectiveRef, grkvPartitionRef, roundBf16, headAttentionRef, valueStepPrimalRef, stratifiedPositions } from './ref/grkv';
 import type { GrkvMergeArgs as RefArgs, GrkvMergeArgs } from './ref/grkv';
 import { frobeniusNorm } from './ref/linalg';
-import { BACKENDS, place, poisoned, fetch, values } from './helpers';
+import { BACKENDS, on, place, poisoned, fetch, values } from './helpers';
+import { expectWritten } from './ref/compare';
 import { traceLayer, rounded, stored, keptRows, snapkvSelection, surrogates, Layer } from './grkv-helpers';
 
 const roundF16 = (x: number) => f16ToF32(f32ToF16(x));
@@ -28,10 +29,17 @@ interface Case {
   acceptance?: 'best' | 'joint';
   caps?: { key?: number; value?: number };
   gamma?: number;
+  /** explicit kept positions per head (ascending) instead of the SnapKV selection at `ratio` */
+  kept?: number[][];
+  /** the first `Qs` surrogate queries only (default 32) */
+  Qs?: number;
 }
 
 const small = traceLayer({ N: 1024, Hkv: 2, d: 64, groupSize: 4, seed: 3 });
 const gqa2 = traceLayer({ N: 777, Hkv: 3, d: 64, groupSize: 2, seed: 4 });
+// N = 2·512 + 16: the window's 32 surrogate queries straddle the last 512-key chunk of the target, so the first 16
+// see no key of that chunk (their partial softmax there is empty and must not count)
+const straddle = traceLayer({ N: 1040, Hkv: 2, d: 64, groupSize: 2, seed: 6 });
 
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let num = 0, den = 0;
@@ -40,6 +48,22 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
     den += b[i] ** 2;
   }
   return den === 0 ? (num === 0 ? 0 : Infinity) : Math.sqrt(num / den);
+}
+
+/** A selection [H, cap] (−1 padded) of explicit kept positions. */
+function explicitSelection(kept: number[][]): Selection {
+  const H = kept.length, cap = Math.max(...kept.map((r) => r.length));
+  const idx = new Int32Array(H * cap).fill(-1);
+  kept.forEach((r, h) => r.forEach((p, j) => (idx[h * cap + j] = p)));
+  return { indices: tensor(idx, [H, cap]), counts: tensor(Int32Array.from(kept.map((r) => r.length)), [H]) };
+}
+
+/** The first Qs of the 32 surrogate queries of each query head (their positions and weights). */
+function firstQueries(s: ReturnType<typeof surrogates>, Qs: number, Hq: number, d: number): ReturnType<typeof surrogates> {
+  if (Qs === s.Qs) return s;
+  const q = new Float32Array(Hq * Qs * d);
+  for (let j = 0; j < Hq; j++) q.set(s.q.subarray(j * s.Qs * d, (j * s.Qs + Qs) * d), j * Qs * d);
+  return { q, Qs, qpos: s.qpos.slice(0, Qs), weights: s.weights.slice(0, Qs) };
 }
 
 /** Inputs of one case: storage tensors (host), the selection, and the float64 reference arguments. */
@@ -68,9 +92,9 @@ function build(c: Case) {
     keys = tensor(stored(K32, c.dtype), [H, N, d], { dtype: c.dtype });
     vals = tensor(stored(Vfull, c.dtype), [H, N, dv], { dtype: c.dtype, strides: [N * d, d, 1] });
   }
-  const sel = snapkvSelection(L, c.ratio, c.budget ?? 'uniform');
+  const sel = c.kept ? explicitSelection(c.kept) : snapkvSelection(L, c.ratio, c.budget ?? 'uniform');
   const kept = keptRows(sel);
-  const s = surrogates(L, c.source);
+  const s = firstQueries(surrogates(L, c.source), c.Qs ?? 32, L.Hq, d);
   const ref: RefArgs = {
     K: K32, V: V32, Hkv: H, N, d, dv, kept, raw: L.raw, q: s.q, Hq: L.Hq, qpos: s.qpos, weights: s.weights, W: L.W,
     gamma: c.gamma, capK: c.caps?.key, capV: c.caps?.value, round: ROUND[c.dtype], recheck: c.dtype !== 'f32',
@@ -103,7 +127,8 @@ async function outputs(b: ReturnType<typeof build>, res: { keys: Tensor; values:
   const plain = gatherKV({ keys: b.keys, values: b.vals, indices: b.sel.indices, counts: b.sel.counts, cap });
   const ko = await fetch(res.keys), vo = await fetch(res.values), co = await fetch(res.counts);
   const diag = await decodeGrkvDiagnostics(res.diagnostics as Tensor);
-  return { plain, ko, vo, co, diag };
+  const unwritten = [ko, vo, co, await fetch(res.diagnostics as Tensor)].filter((x) => x !== undefined);
+  return { plain, ko, vo, co, diag, outs: unwritten };
 }
 
 /** Retained rows [n_h, w] of head h from a compacted tensor, as float64. */
@@ -125,7 +150,8 @@ function sameRow(a: Tensor, b: Tensor, h: number, j: number): boolean {
 // cache among them); 'joint' applies the key+value step whatever its objective, so there it is a property of the
 // trajectory, asserted only where that is well conditioned (see `conditioned`).
 async function invariants(t: Test, tag: string, b: ReturnType<typeof build>, o: Awaited<ReturnType<typeof outputs>>, gamma = 0.1,
-  bounded: (h: number) => boolean = () => true) {
+  bounded: (h: number) => string | false = () => false) {
+  o.outs.forEach((x, k) => expectWritten(t, x, `${tag}: ${['keys', 'values', 'counts', 'diagnostics'][k]}`));
   t.same(Array.from(o.co.host), Array.from(b.sel.counts.host), `${tag}: counts = selection counts`);
   const { mutable } = grkvPartitionRef(b.kept, b.ref.raw, b.N, b.ref.W, gamma);
   let fixedBad = 0, padBad = 0, rejectedBad = 0;
@@ -147,10 +173,9 @@ async function invariants(t: Test, tag: string, b: ReturnType<typeof build>, o: 
     const Lout = grkvObjectiveRef(b.ref, h, headRows(o.ko, h, b.kept[h].length), headRows(o.vo, h, b.kept[h].length));
     const dg = o.diag[h];
     const Lchosen = dg.objectives[['unchanged', 'value', 'key+value'].indexOf(dg.chosen)];
-    if (bounded(h)) {
-      t.ok(Lout <= Lplain * (1 + 1e-6), `${tag} h${h}: objective ${Lout.toFixed(4)} ≤ plain eviction ${Lplain.toFixed(4)} (${chosen})`);
-      t.ok(Lchosen <= dg.objectives[0], `${tag} h${h}: diagnostics: chosen objective ≤ L0`);
-    }
+    const unbounded = bounded(h);
+    t.ok(Lout <= Lplain * (1 + 1e-6), `${tag} h${h}: objective ${Lout.toFixed(4)} ≤ plain eviction ${Lplain.toFixed(4)} (${chosen})`, { skip: unbounded });
+    t.ok(Lchosen <= dg.objectives[0], `${tag} h${h}: diagnostics: chosen objective ≤ L0`, { skip: unbounded });
     // the reported objective of the kept candidate is the objective of the rows written (float64 yardstick)
     t.ok(Math.abs(Lchosen - Lout) <= 1e-4 * Math.max(Lplain, Lout), `${tag} h${h}: diagnostics: objective of the kept candidate ${Lchosen} = float64 ${Lout.toFixed(5)}`);
     t.ok(Math.abs(dg.objectives[0] - Lplain) <= 1e-5 * Lplain, `${tag} h${h}: diagnostics L0 ${dg.objectives[0]} = float64 ${Lplain.toFixed(5)}`);
@@ -198,22 +223,26 @@ const cases: Case[] = [
   { name: 'bf16 stratified 10% [N,H,d] strided', layer: small, dtype: 'bf16', source: 'stratified', ratio: 0.9, nhd: true },
   { name: 'f16 window 20% GQA G=2, dv=40 < d', layer: gqa2, dtype: 'f16', source: 'window', ratio: 0.8, dv: 40 },
   { name: 'bf16 window 10% gamma 0.3 adaptive', layer: gqa2, dtype: 'bf16', source: 'window', ratio: 0.9, budget: 'adaptive', gamma: 0.3 },
+  { name: 'f32 window 10%, window across a key chunk (N = 1040)', layer: straddle, dtype: 'f32', source: 'window', ratio: 0.9 },
 ];
 
 for (const backend of BACKENDS) {
   for (const c of cases) {
-    t.test(`grkvMerge ${backend} ${c.name}`, async (t) => {
+    t.test(`grkvMerge ${backend} ${c.name}`, on(backend), async (t) => {
       const b = build(c);
       const ref = grkvMergeRef(b.ref);
       const spread = refSpread(b.ref, ref);
       // The key step (16 CG iterations on an ill-conditioned system, docs/methods/grkv.md §7.2) is a chaotic function of the inputs on
-      // some heads: there the reference moves L2 by far more than the tolerance under 1e-7 input noise, and the CUDA
-      // kernels land anywhere in that range: compiled with and without FMA contraction (the same code, different
-      // roundings) they differ by tens of percent of L2 on such heads. A backend is compared with the reference's key
-      // step where that is well conditioned (the 1e-7 spread stays below the tolerance), everywhere for the CPU
-      // backend (deterministic: this pins its trajectory), and for every head at 2 CG iterations (test below).
+      // some heads: there the reference itself moves L2 by far more than the tolerance under 1e-7 input noise, and
+      // an fp32 pipeline lands anywhere in that range (the CUDA kernels compiled with and without FMA contraction
+      // differ by tens of percent of L2 on such heads; so does the CPU backend from the float64 reference). Both
+      // backends are compared with the reference's key step at a fixed tolerance where it is well conditioned (its
+      // 1e-7 spread, times 3, stays below the tolerance); elsewhere the comparison is a visible skip naming the
+      // spread, and the key-step kernels are checked on every head at 2 CG iterations (test below), where the
+      // iterate is well conditioned.
       const tolL2Of = (h: number) => (c.dtype === 'f32' ? 1e-4 : 2e-3) * ref.heads[h].objectives[0];
-      const conditioned = (h: number) => backend === 'cpu' || (3 * spread[h].L2 <= tolL2Of(h) && spread[h].stableChoice);
+      const conditioned = (h: number) => 3 * spread[h].L2 <= tolL2Of(h) && spread[h].stableChoice;
+      const chaotic = (h: number) => !conditioned(h) && `ill-conditioned key step: the reference's L2 moves by ${spread[h].L2.toPrecision(3)} under 1e-7 input noise (tolerance ${tolL2Of(h).toPrecision(2)})`;
       // 1. per-head choice (default acceptance) and invariants
       const best = run(c, backend, b);
       t.equal(best.res.keys, best.outs.keysOut, 'writes into the given outputs');
@@ -225,16 +254,14 @@ for (const backend of BACKENDS) {
         const L = dg.objectives;
         t.ok(Math.abs(L[0] - hr.objectives[0]) <= 1e-5 * hr.objectives[0], `h${h}: L0 ${L[0]} vs reference ${hr.objectives[0].toFixed(5)}`);
         t.ok(Math.abs(L[1] - hr.objectives[1]) <= 1e-4 * hr.objectives[0], `h${h}: L1 ${L[1]} vs reference ${hr.objectives[1].toFixed(5)}`);
-        const tolL2 = Math.max(tolL2Of(h), 3 * spread[h].L2);
-        if (conditioned(h)) {
-          t.ok(Math.abs(L[2] - hr.objectives[2]) <= tolL2,
-            `h${h}: L2 ${L[2]} vs reference ${hr.objectives[2].toFixed(5)} (reference spread under 1e-7 input noise: ${spread[h].L2.toPrecision(3)})`);
-          const refChosen = ['unchanged', 'value', 'key+value'][hr.chosen];
-          const gap = Math.abs(hr.objectives[1] - hr.objectives[2]);
-          if (spread[h].stableChoice && gap > 2 * tolL2) t.equal(dg.chosen, refChosen, `h${h}: same choice as the reference (${refChosen})`);
-        } else {
-          t.ok(Number.isFinite(L[2]) || dg.keyValueNonFinite, `h${h}: L2 ${L[2]} (reference ${hr.objectives[2].toFixed(3)}, ill-conditioned: spread ${spread[h].L2.toPrecision(3)} under 1e-7 noise)`);
-        }
+        const tolL2 = tolL2Of(h);
+        t.ok(Number.isFinite(L[2]) || dg.keyValueNonFinite, `h${h}: L2 ${L[2]} finite (or flagged)`);
+        t.ok(Math.abs(L[2] - hr.objectives[2]) <= tolL2,
+          `h${h}: L2 ${L[2]} vs reference ${hr.objectives[2].toFixed(5)} (tol ${tolL2.toPrecision(2)}; reference spread under 1e-7 input noise: ${spread[h].L2.toPrecision(3)})`, { skip: chaotic(h) });
+        const refChosen = ['unchanged', 'value', 'key+value'][hr.chosen];
+        const gap = Math.abs(hr.objectives[1] - hr.objectives[2]);
+        t.equal(dg.chosen, refChosen, `h${h}: same choice as the reference (${refChosen})`,
+          { skip: chaotic(h) || (gap <= 2 * tolL2 && `L1 and L2 within 2 tolerances (${gap.toPrecision(2)}): a tie`) });
         t.equal(dg.valueShrinks, hr.dV.shrinks, `h${h}: value recheck shrinks ${hr.dV.shrinks}`);
         t.ok(Math.abs(dg.valueScale - hr.dV.scale) <= 1e-4 * hr.dV.scale, `h${h}: value step scale ${dg.valueScale} vs ${hr.dV.scale}`);
         t.equal(dg.cgIterations, hr.cg.iterations, `h${h}: CG iterations ${hr.cg.iterations}`);
@@ -242,7 +269,7 @@ for (const backend of BACKENDS) {
       // 2. joint acceptance exposes both steps: compare the candidate rows with the reference's
       const joint = run({ ...c, acceptance: 'joint' }, backend, b);
       const oj = await outputs(b, joint.res, joint.cap);
-      await invariants(t, 'joint', b, oj, c.gamma, (h) => conditioned(h) && backend === 'cpu');
+      await invariants(t, 'joint', b, oj, c.gamma, (h) => chaotic(h) && `'joint' applies the key+value step whatever its objective; ${chaotic(h)}`);
       const tolV = c.dtype === 'f32' ? 1e-4 : 2e-2;
       for (let h = 0; h < b.H; h++) {
         const hr = ref.heads[h];
@@ -254,8 +281,9 @@ for (const backend of BACKENDS) {
         const refDK = Array.from(hr.dK.rows, (x, i) => x - K0[i]);
         const eV = relDiff(dV, refDV), eK = relDiff(dK, refDK);
         t.ok(eV <= tolV, `h${h}: ΔV vs reference ${eV.toExponential(2)} ≤ ${tolV}`);
-        const tolK = Math.max(c.dtype === 'f32' ? 1e-3 : 2e-2, 3 * spread[h].dK);
-        if (conditioned(h)) t.ok(eK <= tolK, `h${h}: ΔK vs reference ${eK.toExponential(2)} ≤ ${tolK.toExponential(2)} (reference spread ${spread[h].dK.toExponential(2)})`);
+        const tolK = c.dtype === 'f32' ? 1e-3 : 2e-2;
+        t.ok(eK <= tolK, `h${h}: ΔK vs reference ${eK.toExponential(2)} ≤ ${tolK.toExponential(2)}`,
+          { skip: 3 * spread[h].dK > tolK && `ill-conditioned key step: the reference's ΔK moves by ${spread[h].dK.toExponential(2)} under 1e-7 input noise` });
         // caps hold on the stored rows (recheck on 16-bit storage; fp32 within rounding)
         const capTol = c.dtype === 'f32' ? 1e-6 : 1e-9;
         t.ok(frobeniusNorm(dV) <= 0.1 * frobeniusNorm(V0) * (1 + capTol), `h${h}: ‖ΔV‖ ≤ 0.10‖V0‖`);
@@ -267,8 +295,8 @@ for (const backend of BACKENDS) {
   // The key step at 2 CG iterations (every key-step kernel, the p update included, on a well-conditioned iterate):
   // joint acceptance exposes the candidate; L2 and ΔK against the reference on every head. A head whose storage-
   // rounding recheck (a threshold test, docs/methods/grkv.md §7.3) decided differently is compared up to that decision.
-  for (const c of [cases[1], cases[2], cases[cases.length - 2]]) {
-    t.test(`grkvMerge ${backend} ${c.name}: key step at cgIters 2 vs the reference, every head`, async (t) => {
+  for (const c of [cases[1], cases[2], cases[3]]) {
+    t.test(`grkvMerge ${backend} ${c.name}: key step at cgIters 2 vs the reference, every head`, on(backend), async (t) => {
       const b = build(c);
       const ref = grkvMergeRef({ ...b.ref, cgIters: 2 });
       const joint = run({ ...c, acceptance: 'joint' }, backend, b, { cgIters: 2 });
@@ -276,23 +304,61 @@ for (const backend of BACKENDS) {
       for (let h = 0; h < b.H; h++) {
         const hr = ref.heads[h], dg = oj.diag[h];
         t.equal(dg.cgIterations, hr.cg.iterations, `h${h}: CG iterations ${hr.cg.iterations}`);
-        if (dg.keyShrinks !== hr.dK.shrinks || dg.valueShrinks !== hr.dV.shrinks) {
-          t.comment(`h${h}: a rounding recheck fell on the other side of its threshold (key shrinks ${dg.keyShrinks} vs ${hr.dK.shrinks})`);
-          continue;
-        }
+        const sameShrinks = dg.keyShrinks === hr.dK.shrinks && dg.valueShrinks === hr.dV.shrinks;
+        // a storage-rounding recheck (a threshold test) may fall on the other side on CUDA; the CPU backend decides
+        // exactly as the reference here
+        const flipped = !sameShrinks && `a rounding recheck fell on the other side of its threshold (key shrinks ${dg.keyShrinks} vs ${hr.dK.shrinks})`;
+        t.ok(sameShrinks, `h${h}: the recheck shrinks as the reference (key ${hr.dK.shrinks}, value ${hr.dV.shrinks})`, { skip: backend !== 'cpu' && flipped });
         const L2 = dg.objectives[2], L0 = hr.objectives[0];
         const tolL2 = (c.dtype === 'f32' ? 1e-4 : 2e-3) * Math.max(L0, Math.abs(hr.objectives[2]));
-        t.ok(Math.abs(L2 - hr.objectives[2]) <= tolL2, `h${h}: L2 ${L2} vs reference ${hr.objectives[2].toFixed(5)} (tol ${tolL2.toPrecision(2)})`);
+        t.ok(Math.abs(L2 - hr.objectives[2]) <= tolL2, `h${h}: L2 ${L2} vs reference ${hr.objectives[2].toFixed(5)} (tol ${tolL2.toPrecision(2)})`, { skip: flipped });
         const { dK } = deltas(b, oj, h, hr.mutable);
         const K0 = hr.mutable.flatMap((p) => Array.from(b.K32.subarray((h * b.N + p) * b.d, (h * b.N + p + 1) * b.d)));
         const eK = relDiff(dK, Array.from(hr.dK.rows, (x, i) => x - K0[i]));
         const tolK = c.dtype === 'f32' ? 1e-3 : 2e-2;
-        t.ok(eK <= tolK, `h${h}: ΔK vs reference ${eK.toExponential(2)} ≤ ${tolK}`);
+        t.ok(eK <= tolK, `h${h}: ΔK vs reference ${eK.toExponential(2)} ≤ ${tolK}`, { skip: flipped });
       }
     });
   }
 
-  t.test(`grkvMerge ${backend}: the dual value step equals the primal ridge solution (caps off, value only)`, async (t) => {
+  t.test(`grkvMerge ${backend}: heads whose logits lie 200 apart (each head is normalised by its own maximum)`, on(backend), async (t) => {
+    // head 1's keys ×12: its logits reach ~220 where head 0's stay below ~18, beyond the f32 exponent range of each
+    // other (a softmax shifted by another head's maximum overflows or underflows)
+    const K = Float32Array.from(small.K);
+    for (let x = small.N * small.d; x < 2 * small.N * small.d; x++) K[x] *= 12;
+    const c: Case = { name: 'logit scales', layer: { ...small, K }, dtype: 'f32', source: 'stratified', ratio: 0.9 };
+    const b = build(c);
+    const ref = grkvMergeRef(b.ref);
+    const { res, cap } = run(c, backend, b);
+    const o = await outputs(b, res, cap);
+    await invariants(t, 'logit scales', b, o, c.gamma);
+    for (let h = 0; h < b.H; h++) {
+      const hr = ref.heads[h], L = o.diag[h].objectives;
+      t.ok(Math.abs(L[0] - hr.objectives[0]) <= 1e-5 * hr.objectives[0], `h${h}: L0 ${L[0]} vs reference ${hr.objectives[0].toPrecision(6)}`);
+      t.ok(Math.abs(L[1] - hr.objectives[1]) <= 1e-4 * hr.objectives[0], `h${h}: L1 ${L[1]} vs reference ${hr.objectives[1].toPrecision(6)}`);
+    }
+  });
+
+  t.test(`grkvMerge ${backend}: tile and row-block edges (65 retained slots, 17 query rows, a head with one slot)`, on(backend), async (t) => {
+    // 65 = 64 + 1 retained slots (one full 64-slot tile and one slot), G = 1 with 17 queries (16 + 1 query rows), and a
+    // head that keeps a single slot (its plain-eviction objective L0 is still computed)
+    const L = traceLayer({ N: 650, Hkv: 2, d: 64, groupSize: 1, seed: 8 });
+    const top = Array.from(snapkvSelection(L, 0.9).indices.host.subarray(0, 65));
+    const c: Case = { name: 'edges', layer: L, dtype: 'f32', source: 'window', ratio: 0.9, kept: [top, [L.N - 1]], Qs: 17 };
+    const b = build(c);
+    t.same(b.kept.map((r) => r.length), [65, 1], 'counts 65 and 1');
+    const ref = grkvMergeRef(b.ref);
+    const { res, cap } = run(c, backend, b);
+    const o = await outputs(b, res, cap);
+    await invariants(t, 'edges', b, o, c.gamma);
+    for (let h = 0; h < b.H; h++) {
+      const hr = ref.heads[h], L2 = o.diag[h].objectives;
+      t.ok(Math.abs(L2[0] - hr.objectives[0]) <= 1e-5 * hr.objectives[0], `h${h}: L0 ${L2[0]} vs reference ${hr.objectives[0].toPrecision(6)}`);
+      t.ok(Math.abs(L2[1] - hr.objectives[1]) <= 1e-4 * hr.objectives[0], `h${h}: L1 ${L2[1]} vs reference ${hr.objectives[1].toPrecision(6)}`, { skip: o.diag[h].skipped && 'the head keeps only its window row: nothing to fit' });
+    }
+  });
+
+  t.test(`grkvMerge ${backend}: the dual value step equals the primal ridge solution (caps off, value only)`, on(backend), async (t) => {
     const c: Case = { name: 'dual', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9, caps: { key: 0, value: Infinity } };
     const b = build(c);
     const { res, cap } = run(c, backend, b);
@@ -335,7 +401,7 @@ for (const backend of BACKENDS) {
     }
   });
 
-  t.test(`grkvMerge ${backend}: skip paths, non-finite input, default options`, async (t) => {
+  t.test(`grkvMerge ${backend}: skip paths, non-finite input, default options`, on(backend), async (t) => {
     const c: Case = { name: 'skip', layer: small, dtype: 'bf16', source: 'stratified', ratio: 0.8 };
     const b = build(c);
     // γ = 1: every retained prefix token is an anchor → nothing to fit; output = plain eviction
@@ -369,6 +435,9 @@ for (const backend of BACKENDS) {
     const on = await outputs(bad, nan.res, nan.cap);
     t.equal(on.diag[1].chosen, 'unchanged', 'non-finite head: unchanged');
     t.ok(on.diag[1].valueNonFinite && on.diag[1].keyValueNonFinite, 'non-finite head: candidates flagged');
+    // each flag is its own bit: the non-finite head was fitted (not skipped), the other head has no non-finite flag
+    t.equal(on.diag[1].skipped, false, 'non-finite head: fitted, not flagged skipped');
+    t.equal(on.diag[0].valueNonFinite || on.diag[0].keyValueNonFinite || on.diag[0].skipped, false, 'the other head: no non-finite or skipped flag');
     t.ok(on.diag[1].objectives.every((x) => Number.isNaN(x)), 'non-finite head: objectives NaN');
     let same = true;
     for (let j = 0; j < on.ko.shape[1]; j++) same &&= sameRow(on.ko, on.plain.keys, 1, j) && sameRow(on.vo, on.plain.values, 1, j);

@@ -1,29 +1,80 @@
 import type { Test } from 'tap';
-/** Shared test plumbing: backends to run on, placing inputs, poisoned outputs, exact host copies of inputs. */
-import { backendInfo, Tensor, tensor, toDevice, toHost, empty, fillBytes, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../lib/index';
-import type { DType } from '../lib/index';
+/**
+ * Shared test plumbing: backends to run on (every skip visible), reduced sizes, placing inputs, poisoned outputs,
+ * exact host copies of inputs.
+ */
+import { backendInfo, Tensor, tensor, toDevice, toHost, empty, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../lib/index';
+import type { DType, Stream } from '../lib/index';
+import { native } from '../lib/binding';
+import { setFreshOutputHook } from '../lib/ops/common';
+import { DeviceBuffer } from '../lib/device';
 import { Rng } from '../lib/rng';
+import { Fill, fillPoison, valuesOf } from './ref/compare';
+
+export { maxRelErr } from './ref/compare';
 
 export type Backend = 'cpu' | 'cuda';
-/** The CPU backend always; CUDA too when a usable GPU is present (KVTRIM_BACKEND=cpu turns it off). */
-export const BACKENDS: Backend[] = backendInfo().cuda ? ['cpu', 'cuda'] : ['cpu'];
+/**
+ * The backends every op test is written for. The CPU backend always runs; the CUDA cases run where a GPU is usable
+ * and are tap skips with the reason elsewhere (`on(b)`): a machine without a GPU reports them as skipped.
+ */
+export const BACKENDS: Backend[] = ['cpu', 'cuda'];
+
+const info = backendInfo();
+/** Why CUDA cases do not run here (false: they run). */
+export const CUDA_SKIP: string | false = info.cuda ? false : `CUDA not usable here: ${info.reason ?? 'no GPU'}`;
+
+/** tap options of a test on backend `b`: CUDA without a usable GPU is a visible skip naming the reason. */
+export function on(b: Backend, extra: { skip?: string | false } = {}): { skip: string | false } {
+  return { skip: (b === 'cuda' && CUDA_SKIP) || extra.skip || false };
+}
 
 /**
  * True when 'cuda' is the CPU emulator of tools/cuda-emu (an addon built with KVTRIM_CUDA_EMU=ON): the kernels run
  * about 10^4 times slower than on a GPU, so the few tests that would take many minutes run a reduced CUDA part.
  */
-export const EMULATED_CUDA = backendInfo().cuda && backendInfo().versions.cudaArchs === 'emulated';
+export const EMULATED_CUDA = info.cuda && info.versions.cudaArchs === 'emulated';
+
+/**
+ * KVTRIM_TEST_QUICK=1: the op tests run reduced sizes (the native mutation run and the native coverage step of CI,
+ * README "Tests"); the cases dropped then are tap skips that say so. Never set by `npm test`.
+ */
+export const QUICK = process.env.KVTRIM_TEST_QUICK === '1';
+/** Skip reason of a full-size-only case under KVTRIM_TEST_QUICK=1 (false otherwise). */
+export const QUICK_SKIP: string | false = QUICK ? 'KVTRIM_TEST_QUICK=1: full-size case' : false;
+/** `full` normally, `quick` under KVTRIM_TEST_QUICK=1. */
+export function sized<T>(full: T, quick: T): T {
+  return QUICK ? quick : full;
+}
+
+/** Fills a tensor (host or CUDA) with a poison pattern of test/ref/compare.ts. */
+export function poison(t: Tensor, fill: Fill = 'nan', stream?: Stream): Tensor {
+  if (t.data instanceof DeviceBuffer) {
+    const host = empty([t.data.byteLength / (t.dtype === 'f16' || t.dtype === 'bf16' ? 2 : 4)], t.dtype);
+    fillPoison(host.host, t.dtype, fill);
+    if (t.data.byteLength > 0) native.copyToDevice(t.data.native, 0, host.host, 0, t.data.byteLength, stream?.handle);
+  } else {
+    const h = t.data;
+    fillPoison(h, t.dtype, fill);
+  }
+  return t;
+}
+
+// Every output an op allocates itself starts poisoned too (lib/ops/common.ts), never zeroed.
+setFreshOutputHook((t, stream) => void poison(t, 'nan', stream));
 
 /** Moves a host tensor to the backend (contiguous copy on CUDA). */
 export function place(t: Tensor, b: Backend): Tensor {
   return b === 'cuda' ? toDevice(t) : t;
 }
 
-/** Output tensor filled with 0xff bytes (NaN for floats, -1 for i32) on the backend. */
-export function poisoned(shape: number[], dtype: DType, b: Backend): Tensor {
-  const t = empty(shape, dtype, b === 'cuda' ? { kind: 'cuda', id: 0 } : { kind: 'cpu' });
-  fillBytes(t, 0xff);
-  return t;
+/**
+ * Output tensor on the backend filled with a poison of test/ref/compare.ts: 'nan' (default; a NaN with a payload
+ * for floats) or 'finite' (a finite pattern outside every output's range); integer outputs get impossible values.
+ * `expectClose` / `expectWritten` report any element still holding either pattern.
+ */
+export function poisoned(shape: number[], dtype: DType, b: Backend, fill: Fill = 'nan'): Tensor {
+  return poison(empty(shape, dtype, b === 'cuda' ? { kind: 'cuda', id: 0 } : { kind: 'cpu' }), fill);
 }
 
 /** Host copy of any tensor (contiguous). */
@@ -33,16 +84,7 @@ export async function fetch(t: Tensor): Promise<Tensor> {
 
 /** Values of a host tensor as float64 (f16/bf16 decoded exactly), contiguous order. */
 export function values(t: Tensor): Float64Array {
-  const out = new Float64Array(t.numel);
-  const idx = new Array<number>(t.ndim).fill(0);
-  for (let k = 0; k < out.length; k++) {
-    out[k] = t.at(...idx);
-    for (let i = t.ndim - 1; i >= 0; i--) {
-      if (++idx[i] < t.shape[i]) break;
-      idx[i] = 0;
-    }
-  }
-  return out;
+  return valuesOf(t);
 }
 
 export type Layout = 'hnd' | 'nhd' | 'padded';
@@ -75,17 +117,6 @@ export function randomTensor(rng: Rng, A: number, B: number, C: number, dtype: D
         v[(a * B + b) * C + c] = stored;
       }
   return { t: tensor(data, [A, B, C], { dtype, strides, offset }), v };
-}
-
-/** Max of |a - b| / (|b| + floor) over all elements, and where. */
-export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-3): { err: number; at: number } {
-  let err = 0, at = -1;
-  if (a.length !== b.length) return { err: Infinity, at: -1 };
-  for (let i = 0; i < a.length; i++) {
-    const e = Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + floor);
-    if (!(e <= err)) { err = e; at = i; }
-  }
-  return { err, at };
 }
 
 /** Rows of an [H, cap] index tensor, truncated to counts. */

@@ -9,8 +9,8 @@ import { decodeAttentionRef } from './ref/decode';
 import { momentkvSelectRef } from './ref/momentkv_select';
 import { momentsInitRef, momentsMergeRef, MomentStateRef } from './ref/moments';
 import { validateRoundsTolerant } from './momentkv_select-helpers';
-import { BACKENDS, place, poisoned, fetch, randomTensor, values, rows, Layout } from './helpers';
-import { maxAbs, maxAbsDiff, maxRowRel } from './ref/compare';
+import { BACKENDS, on, place, poisoned, fetch, randomTensor, values, rows, Layout, QUICK_SKIP } from './helpers';
+import { maxAbs, maxAbsDiff, maxRowRel, expectWritten } from './ref/compare';
 
 function stateErrors(got: MomentStateRef, ref: MomentStateRef): { n: number; mu: number; C: number } {
   const per = ref.d * ref.dv;
@@ -26,14 +26,14 @@ function stateErrors(got: MomentStateRef, ref: MomentStateRef): { n: number; mu:
 }
 
 /** CPU vs the float64 references at realistic sizes (all dtypes, strided [N, H, d] views, odd N, GQA 4). */
-const realistic: { N: number; dtype: DType; layout: Layout; ratio: number }[] = [
+const realistic: { N: number; dtype: DType; layout: Layout; ratio: number; full?: true }[] = [
   { N: 4099, dtype: 'f32', layout: 'hnd', ratio: 0.9 },
-  { N: 4099, dtype: 'bf16', layout: 'nhd', ratio: 0.75 },
-  { N: 4097, dtype: 'f16', layout: 'padded', ratio: 0.9 },
+  { N: 4099, dtype: 'bf16', layout: 'nhd', ratio: 0.75, full: true },
+  { N: 4097, dtype: 'f16', layout: 'padded', ratio: 0.9, full: true },
 ];
 // The float64 references are computed once per case and every backend is compared against them.
 for (const c of realistic) {
-  t.test(`momentkv realistic Hkv=8 G=4 N=${c.N} d=dv=128 ${c.dtype} ${c.layout} ratio ${c.ratio}`, async (t) => {
+  t.test(`momentkv realistic Hkv=8 G=4 N=${c.N} d=dv=128 ${c.dtype} ${c.layout} ratio ${c.ratio}`, { skip: c.full && QUICK_SKIP }, async (t) => {
     const rng = new Rng(c.N + c.ratio * 1000);
     const H = 8, G = 4, Hq = H * G, N = c.N, d = 128, dv = 128, T = 6, w = 32;
     const bias = rng.normals64(d);
@@ -46,21 +46,16 @@ for (const c of realistic) {
     const q = rng.normals(Hq * T * d, 1.5);
     const qv = randomTensor(rng, Hq, T, d, c.dtype, 'hnd', (j, tt, x) => q[(j * T + tt) * d + x]);
     const ref = momentkvSelectRef({ scores: sc, K: K.v, V: V.v, Hkv: H, N, d, dv, keep });
-    for (const b of BACKENDS) {
-      const t0 = Date.now();
+    for (const b of BACKENDS) await t.test(b, on(b), async (t) => {
       const res = momentkvCompress({ scores: place(tensor(sc, [H, N]), b), keys: place(K.t, b), values: place(V.t, b), ratio: c.ratio, evictedRound: true });
       const kept = rows(await fetch(res.indices), await fetch(res.counts));
-      const dt = Date.now() - t0;
       const mism = kept.map((k, h) => k.filter((s, i) => s !== ref.kept[h][i]).length);
       const exact = mism.every((x) => x === 0);
-      if (b === 'cpu') t.ok(exact, `${b}: kept sets equal the float64 reference exactly (select+compact ${dt} ms)`);
-      if (!exact) {
-        // f32 near-ties may swap tokens: validate every round against float64 keys on the implementation's own path.
-        const v = validateRoundsTolerant({ scores: sc, K: K.v, V: V.v, Hkv: H, N, d, dv, keep, evictedRound: values(await fetch(res.evictedRound!)) });
-        t.equal(v.error, null, `${b}: every round evicts the lowest float64 keys up to 1e-5 (${mism.reduce((x, y) => x + y, 0)} positions differ from the reference; worst ${v.worst.toExponential(1)})`);
-      } else if (b !== 'cpu') {
-        t.pass(`${b}: kept sets equal the float64 reference exactly (select+compact ${dt} ms)`);
-      }
+      // the CPU backend must match exactly; CUDA's f32 near-ties may swap tokens (a visible skip, then the tolerant
+      // validation below on the implementation's own path)
+      t.ok(exact, `${b}: kept sets equal the float64 reference exactly (${mism.reduce((x, y) => x + y, 0)} positions differ)`, { skip: b !== 'cpu' && !exact && 'CUDA: f32 near-ties ordered differently (validated within 1e-5 below)' });
+      const v = validateRoundsTolerant({ scores: sc, K: K.v, V: V.v, Hkv: H, N, d, dv, keep, evictedRound: values(await fetch(res.evictedRound!)) });
+      t.equal(v.error, null, `${b}: every round evicts the lowest float64 keys up to 1e-5 (worst ${v.worst.toExponential(1)})`);
       // The state must be the float64 statistics of exactly the rows this implementation evicted.
       const own = exact ? ref.moments : momentsInitRef(H, d, dv);
       for (let h = 0; h < H && !exact; h++) {
@@ -81,11 +76,13 @@ for (const c of realistic) {
       const cap = res.keys.shape[1];
       const KR = values(await fetch(res.keys)), VR = values(await fetch(res.values));
       for (const order of [0, 1] as const) {
-        const o = values(await fetch(decodeAttention({ queries: place(qv.t, b), keys: res.keys, values: res.values, counts: res.counts, moments: res.moments, order, out: poisoned([Hq, T, dv], 'f32', b) })));
+        const oh = await fetch(decodeAttention({ queries: place(qv.t, b), keys: res.keys, values: res.values, counts: res.counts, moments: res.moments, order, out: poisoned([Hq, T, dv], 'f32', b) }));
+        expectWritten(t, oh, `${b}: decode order ${order} output`);
+        const o = values(oh);
         const r = decodeAttentionRef({ q: qv.v, Hq, T, d, K_R: KR, V_R: VR, Hkv: H, cap, dv, counts: kept.map((k) => k.length), moments: own, order, scale: 1 / Math.sqrt(d) });
         const err = maxRowRel(o, r, dv);
         t.ok(err <= 1e-5, `${b}: decode order ${order} vs float64 (${err.toExponential(2)})`);
       }
-    }
+    });
   });
 }

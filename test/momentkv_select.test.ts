@@ -5,12 +5,13 @@ import { momentkvSelect, tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
 import { miFactorRef, momentkvSelectRef } from './ref/momentkv_select';
 import { complement, evictedMomentsRef } from './ref/moments';
-import { BACKENDS, place, poisoned, fetch, values, rows } from './helpers';
+import { BACKENDS, on, place, poisoned, fetch, values, rows } from './helpers';
+import { FILLS, expectWritten } from './ref/compare';
 import { stateHost, stateErrors } from './moments-helpers';
 import { validateRoundsTolerant } from './momentkv_select-helpers';
 
 for (const b of BACKENDS) {
-  t.test(`momentkvSelect ${b}: counts, protection, moments = batch stats of the evicted rows, rounds`, async (t) => {
+  t.test(`momentkvSelect ${b}: counts, protection, moments = batch stats of the evicted rows, rounds`, on(b), async (t) => {
     const rng = new Rng(105);
     const H = 3, N = 501, d = 16, dv = 12, keep = 120;
     const K = rng.normals(H * N * d), V = rng.normals(H * N * dv);
@@ -19,22 +20,30 @@ for (const b of BACKENDS) {
       for (let s = N - 16; s < N; s++) sc[h * N + s] = Infinity;
       sc[h * N + 0] = Infinity;
     }
-    const sel = momentkvSelect({
+    const run = (fill: 'nan' | 'finite') => momentkvSelect({
       scores: place(tensor(sc, [H, N]), b), keys: place(tensor(K, [H, N, d]), b), values: place(tensor(V, [H, N, dv]), b),
-      keep, evictedRound: true, indices: poisoned([H, keep + 3], 'i32', b), counts: poisoned([H], 'i32', b),
+      keep, evictedRound: poisoned([H, N], 'i32', b, fill), indices: poisoned([H, keep + 3], 'i32', b, fill), counts: poisoned([H], 'i32', b, fill),
     });
+    for (const fill of FILLS) {
+      const r = run(fill);
+      for (const [name, o] of [['indices', r.indices], ['counts', r.counts], ['evictedRound', r.evictedRound!]] as const) expectWritten(t, await fetch(o), `${fill} poison: ${name}`);
+    }
+    const sel = run('nan');
     const idx = await fetch(sel.indices), cnt = await fetch(sel.counts), er = values(await fetch(sel.evictedRound!));
     t.same(Array.from(cnt.host), [keep, keep, keep], 'counts = keep');
     const kept = rows(idx, cnt);
     const ref = momentkvSelectRef({ scores: sc, K, V, Hkv: H, N, d, dv, keep });
     const tol = validateRoundsTolerant({ scores: sc, K, V, Hkv: H, N, d, dv, keep, evictedRound: er });
     t.equal(tol.error, null, `every round evicts the lowest float64 keys (worst violation ${tol.worst.toExponential(1)})`);
+    // CUDA's f32 keys may order a near-tie differently (the tolerant validation above covers it): the exact
+    // comparisons are visible skips there, never silent
     const exact = JSON.stringify(kept) === JSON.stringify(ref.kept);
-    if (b === 'cpu' || exact) t.same(kept, ref.kept, 'kept sets equal the float64 reference');
+    const inexact = b !== 'cpu' && !exact ? 'CUDA: a near-tie ordered differently (validated within 1e-5 above)' : false;
+    t.same(kept, ref.kept, 'kept sets equal the float64 reference', { skip: inexact });
     for (let h = 0; h < H; h++) {
       t.same(Array.from(idx.host.subarray(h * (keep + 3) + keep, (h + 1) * (keep + 3))), [-1, -1, -1], `head ${h}: -1 padding`);
       const rounds = [0, 1, 2, 3].map((r) => Array.from({ length: N }, (_, s) => s).filter((s) => er[h * N + s] === r));
-      if (exact) t.same(rounds, ref.evicted[h], `head ${h}: per-round evicted sets equal the reference`);
+      t.same(rounds, ref.evicted[h], `head ${h}: per-round evicted sets equal the reference`, { skip: inexact });
       t.ok(kept[h].every((s) => er[h * N + s] === -1), `head ${h}: kept tokens have round -1`);
     }
     const own = evictedMomentsRef(K, V, H, N, d, dv, kept.map((k) => complement(k, N)));
@@ -64,11 +73,11 @@ for (const b of BACKENDS) {
       const k2 = rows(await fetch(s2.indices), await fetch(s2.counts));
       const v2 = validateRoundsTolerant({ scores: sc, K, V, Hkv: H, N, d, dv, keep, evictedRound: values(await fetch(s2.evictedRound!)), ...o });
       t.equal(v2.error, null, `options ${JSON.stringify(o)}: rounds valid against float64 keys`);
-      if (b === 'cpu') t.same(k2, momentkvSelectRef({ scores: sc, K, V, Hkv: H, N, d, dv, keep, ...o }).kept, `options ${JSON.stringify(o)}: equals the reference`);
+      t.same(k2, momentkvSelectRef({ scores: sc, K, V, Hkv: H, N, d, dv, keep, ...o }).kept, `options ${JSON.stringify(o)}: equals the reference`, { skip: b !== 'cpu' && 'CUDA: near-ties may differ (validated within 1e-5 above)' });
     }
   });
 
-  t.test(`momentkvSelect ${b}: continues from a non-empty state (streaming mode, docs/methods/momentkv.md §5.4)`, async (t) => {
+  t.test(`momentkvSelect ${b}: continues from a non-empty state (streaming mode, docs/methods/momentkv.md §5.4)`, on(b), async (t) => {
     const rng = new Rng(106);
     const H = 2, N = 400, d = 8, dv = 8;
     const K = rng.normals(H * N * d), V = rng.normals(H * N * dv);

@@ -5,12 +5,12 @@ import { gatherKV, tensor } from '../lib/index';
 import type { DType } from '../lib/index';
 import { Rng } from '../lib/rng';
 import { batchMomentsRef, MomentStateRef, complement, gatherRows, evictedMomentsRef } from './ref/moments';
-import { BACKENDS, place, poisoned, fetch, randomTensor, values, rows, Layout } from './helpers';
+import { BACKENDS, on, place, poisoned, fetch, randomTensor, values, Layout } from './helpers';
 import { lists, stateHost, newState, stateErrors, shuffled } from './moments-helpers';
-import { maxAbs, maxAbsDiff } from './ref/compare';
+import { FILLS, maxAbs, maxAbsDiff, expectWritten } from './ref/compare';
 
 for (const b of BACKENDS) {
-  t.test(`moments ${b}: streaming merges over any chunking equal batch mean/covariance to 1e-6`, async (t) => {
+  t.test(`moments ${b}: streaming merges over any chunking equal batch mean/covariance to 1e-6`, on(b), async (t) => {
     const rng = new Rng(101);
     const H = 3, N = 2003, d = 24, dv = 20;
     // Large common offsets (cancellation-prone for raw sums) and a real value-key covariance (v depends on k).
@@ -72,7 +72,7 @@ for (const b of BACKENDS) {
     t.equal(maxAbs(s0.M.subarray(0, dv * d)) + maxAbs(s0.muK.subarray(0, d)), 0, 'head 0 untouched');
   });
 
-  t.test(`moments ${b}: gatherKV with moments = merge of the complement (bit for bit); compaction unchanged`, async (t) => {
+  t.test(`moments ${b}: gatherKV with moments = merge of the complement (bit for bit); compaction unchanged`, on(b), async (t) => {
     const rng = new Rng(102);
     const H = 4, N = 1501, d = 64, dv = 48;
     for (const [dtype, layout] of [['bf16', 'nhd'], ['f32', 'padded']] as [DType, Layout][]) {
@@ -80,14 +80,18 @@ for (const b of BACKENDS) {
       const keep = [100, 731, 0, N].map((c) => Math.min(c, N));
       const kept = keep.map((c) => shuffled(rng, Array.from({ length: N }, (_, i) => i)).slice(0, c).sort((x, y) => x - y));
       const kt = place(K.t, b), vt = place(V.t, b);
-      const viaGather = newState(H, d, dv, b);
       const cap = 800;
       const capped = kept.map((r) => r.slice(0, cap));
       const lc = lists(capped, cap);
-      const g = gatherKV({
-        keys: kt, values: vt, indices: place(lc.indices, b), counts: place(lc.counts, b), moments: viaGather,
-        keysOut: poisoned([H, cap, d], dtype, b), valuesOut: poisoned([H, cap, dv], dtype, b), countsOut: poisoned([H], 'i32', b),
-      });
+      let viaGather = newState(H, d, dv, b), g = gatherKV({ keys: kt, values: vt, indices: place(lc.indices, b), counts: place(lc.counts, b) });
+      for (const fill of FILLS) {
+        viaGather = newState(H, d, dv, b);
+        g = gatherKV({
+          keys: kt, values: vt, indices: place(lc.indices, b), counts: place(lc.counts, b), moments: viaGather,
+          keysOut: poisoned([H, cap, d], dtype, b, fill), valuesOut: poisoned([H, cap, dv], dtype, b, fill), countsOut: poisoned([H], 'i32', b, fill),
+        });
+        for (const [name, o] of [['keys', g.keys], ['values', g.values], ['counts', g.counts]] as const) expectWritten(t, await fetch(o), `${dtype} ${fill} poison: ${name}`);
+      }
       const plain = gatherKV({ keys: kt, values: vt, indices: place(lc.indices, b), counts: place(lc.counts, b) });
       t.ok(maxAbsDiff(values(await fetch(g.keys)), values(await fetch(plain.keys))) === 0, `${dtype}: compacted keys identical to plain gatherKV`);
       t.ok(maxAbsDiff(values(await fetch(g.values)), values(await fetch(plain.values))) === 0, `${dtype}: compacted values identical`);

@@ -2,11 +2,12 @@
 // systems made SPD by the ridge, n ∈ {32, 128, 256}, many right-hand sides, strided/in-place/single-system forms,
 // and the non-SPD error on both backends (CPU: SpdError at once; CUDA: info + await check()).
 import t from 'tap';
-import { spdSolve, SpdError, tensor, fillBytes } from '../lib/index';
+import { spdSolve, SpdError, tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
 import { spdSolveRef } from './ref/spd';
 import { matmulRef, frobeniusNorm } from './ref/linalg';
-import { BACKENDS, place, poisoned, fetch } from './helpers';
+import { BACKENDS, on, place, poisoned, fetch } from './helpers';
+import { FILLS, expectWritten } from './ref/compare';
 
 /** B systems: A = M Mᵀ / n + shift I (well conditioned) or a rank-`rank` Gram of attention-like rows (singular). */
 function systems(rng: Rng, B: number, n: number, kind: 'random' | 'lowrank'): Float32Array {
@@ -58,7 +59,7 @@ function backwardErr(A: Float32Array, X: ArrayLike<number>, Bm: Float32Array, B:
 
 for (const backend of BACKENDS) {
   for (const n of [32, 128, 256]) {
-    t.test(`spdSolve ${backend} n=${n}: random SPD and ridge-regularised singular systems, many right-hand sides`, async (t) => {
+    t.test(`spdSolve ${backend} n=${n}: random SPD and ridge-regularised singular systems, many right-hand sides`, on(backend), async (t) => {
       const rng = new Rng(n * 7 + 1);
       const B = 3;
       for (const [kind, lambda, r] of [['random', 0, n === 256 ? 300 : 129], ['lowrank', 1e-2, 64], ['lowrank', 1e-4, 1]] as const) {
@@ -67,25 +68,29 @@ for (const backend of BACKENDS) {
         // the upper triangle is never read: poison it
         const Ap = Float32Array.from(A);
         for (let b = 0; b < B; b++) for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) Ap[(b * n + i) * n + j] = NaN;
-        const out = poisoned([B, n, r], 'f32', backend);
-        const res = spdSolve({ a: place(tensor(Ap, [B, n, n]), backend), b: place(tensor(Bm, [B, n, r]), backend), lambda, out });
+        const ref = reference(A, Bm, B, n, r, lambda);
+        for (const fill of FILLS) {
+        const out = poisoned([B, n, r], 'f32', backend, fill);
+        const res = spdSolve({ a: place(tensor(Ap, [B, n, n]), backend), b: place(tensor(Bm, [B, n, r]), backend), lambda, out, info: poisoned([B], 'i32', backend, fill) });
         t.equal(res.x, out, 'writes into the given output');
         await res.check();
-        const X = (await fetch(res.x)).host as Float32Array;
+        const hx = await fetch(res.x);
+        expectWritten(t, hx, `${kind} ${fill} poison: x`);
+        const X = hx.host as Float32Array;
         const info = (await fetch(res.info)).host as Int32Array;
-        t.same(Array.from(info), [0, 0, 0], `${kind}: info all 0`);
-        const ref = reference(A, Bm, B, n, r, lambda);
+        t.same(Array.from(info), [0, 0, 0], `${kind} ${fill} poison: info all 0`);
         const fwd = relErr(X, ref), bwd = backwardErr(A, X, Bm, B, n, r, lambda);
         // Cholesky is backward stable: the backward error is ~n·eps whatever the conditioning; the forward error of
         // a singular Gram + λI grows with its condition number (up to ‖A‖/λ).
         const fwdTol = kind === 'random' ? 1e-5 : lambda >= 1e-2 ? 1e-4 : 2e-3;
         t.ok(bwd < 2e-6, `${kind} λ=${lambda} r=${r}: backward error ${bwd.toExponential(2)} < 2e-6`);
         t.ok(fwd < fwdTol, `${kind} λ=${lambda} r=${r}: forward error vs float64 ${fwd.toExponential(2)} < ${fwdTol}`);
+        }
       }
     });
   }
 
-  t.test(`spdSolve ${backend}: strided views, in place, one system, lambda`, async (t) => {
+  t.test(`spdSolve ${backend}: strided views, in place, one system, lambda`, on(backend), async (t) => {
     const rng = new Rng(99);
     const B = 2, n = 40, r = 7;
     const A = systems(rng, B, n, 'random');
@@ -96,17 +101,20 @@ for (const backend of BACKENDS) {
     for (let b = 0; b < B; b++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) As[(i * B + b) * n + j] = A[(b * n + i) * n + j];
     const Bt = new Float32Array(B * n * r);
     for (let b = 0; b < B; b++) for (let i = 0; i < n; i++) for (let c = 0; c < r; c++) Bt[(b * r + c) * n + i] = Bm[(b * n + i) * r + c];
-    if (backend === 'cpu') {
+    // host views (strided, and b overwritten in place); CUDA runs the contiguous copies `place` makes
+    await t.test('strided host views, in place', { skip: backend !== 'cpu' && 'host tensors only' }, async (t) => {
       const a = tensor(As, [B, n, n], { strides: [n, B * n, 1] });
       const b = tensor(Bt, [B, n, r], { strides: [r * n, 1, n] });
       const res = spdSolve({ a, b, lambda: 0.25 });
-      t.ok(relErr((await fetch(res.x)).host as Float32Array, ref) < 1e-5, 'strided a and b');
+      const hx = await fetch(res.x);
+      expectWritten(t, hx, 'x');
+      t.ok(relErr(hx.host as Float32Array, ref) < 1e-5, 'strided a and b');
       // in place: out = b (same view)
       const b2 = tensor(Float32Array.from(Bm), [B, n, r]);
       const res2 = spdSolve({ a: tensor(A, [B, n, n]), b: b2, lambda: 0.25, out: b2 });
       t.equal(res2.x, b2, 'in-place result is b');
       t.ok(relErr(b2.host as Float32Array, ref) < 1e-5, 'in-place solve');
-    }
+    });
     // one system as 2-D tensors
     const one = spdSolve({ a: place(tensor(A.slice(0, n * n), [n, n]), backend), b: place(tensor(Bm.slice(0, n * r), [n, r]), backend), lambda: 0.25 });
     t.same(one.x.shape, [n, r], '2-D in, 2-D out');
@@ -114,7 +122,7 @@ for (const backend of BACKENDS) {
     t.ok(relErr((await fetch(one.x)).host as Float32Array, ref.subarray(0, n * r)) < 1e-5, 'single system');
   });
 
-  t.test(`spdSolve ${backend}: a system that is not positive definite`, async (t) => {
+  t.test(`spdSolve ${backend}: a system that is not positive definite`, on(backend), async (t) => {
     const rng = new Rng(5);
     const B = 4, n = 32, r = 3;
     const A = systems(rng, B, n, 'random');
@@ -123,7 +131,8 @@ for (const backend of BACKENDS) {
     const Bm = new Float32Array(B * n * r).map(() => rng.normal());
     const args = { a: place(tensor(A, [B, n, n]), backend), b: place(tensor(Bm, [B, n, r]), backend) };
     if (backend === 'cpu') {
-      const out = poisoned([B, n, r], 'f32', backend), info = poisoned([B], 'i32', backend);
+      // the finite poison: the NaN rows of failed systems must be written, not left over
+      const out = poisoned([B, n, r], 'f32', backend, 'finite'), info = poisoned([B], 'i32', backend, 'finite');
       let err: unknown;
       try {
         spdSolve({ ...args, out, info });
@@ -160,15 +169,15 @@ for (const backend of BACKENDS) {
     t.ok(x.every((v) => Math.abs(v - 1 / (n + 0.01)) < 1e-5), 'ridge makes it SPD: x = 1/(n+λ)');
   });
 
-  t.test(`spdSolve ${backend}: empty batch and zero right-hand sides`, async (t) => {
+  t.test(`spdSolve ${backend}: empty batch and zero right-hand sides`, on(backend), async (t) => {
     const e = spdSolve({ a: place(tensor(new Float32Array(0), [0, 4, 4]), backend), b: place(tensor(new Float32Array(0), [0, 4, 2]), backend) });
     t.same(e.x.shape, [0, 4, 2]);
     const z = spdSolve({ a: place(tensor(systems(new Rng(1), 2, 8, 'random'), [2, 8, 8]), backend), b: place(tensor(new Float32Array(0), [2, 8, 0]), backend) });
     await z.check();
     t.same(Array.from((await fetch(z.info)).host), [0, 0], 'factorisation still checked');
     const info = poisoned([2], 'i32', backend);
-    fillBytes(info, 0xff);
     const z2 = spdSolve({ a: place(tensor(systems(new Rng(1), 2, 8, 'random'), [2, 8, 8]), backend), b: place(tensor(new Float32Array(0), [2, 8, 0]), backend), info });
     t.equal(z2.info, info);
+    t.same(Array.from((await fetch(z2.info)).host), [0, 0], 'info written into the given output');
   });
 }

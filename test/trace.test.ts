@@ -120,15 +120,8 @@ const smallRows = heldOutRows(small);
 
 // ------------------------------------------------------------------------------------------
 
-t.test('defaults: shapes, finiteness and generation time', async (t) => {
-  const c0 = process.cpuUsage();
-  const w0 = performance.now();
+t.test('defaults: shapes and finiteness', async (t) => {
   const tr = generateTrace();
-  const wall = performance.now() - w0;
-  const cpu = process.cpuUsage(c0);
-  const cpuMs = (cpu.user + cpu.system) / 1000;
-  t.comment(`generateTrace() defaults: wall ${wall.toFixed(0)} ms, cpu ${cpuMs.toFixed(0)} ms`);
-  t.ok(cpuMs < 3000, `default trace generates in < 3 s of CPU (${cpuMs.toFixed(0)} ms)`);
   t.same(tr.options, TRACE_DEFAULTS);
   const { Hkv, Hq, N, d, dv, W, T } = tr;
   t.same([Hkv, Hq, N, d, dv, W, T], [8, 32, 8192, 128, 128, 32, 48]);

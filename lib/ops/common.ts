@@ -34,6 +34,16 @@ export function scaleOr(scale: number, d: number): number {
   return scale === 0 ? 1 / Math.sqrt(d) : scale;
 }
 
+/**
+ * Called with every output an op allocates itself, before the op runs (undefined: none). The test suite poisons
+ * them (test/helpers.ts), so a kernel that leaves an element unwritten is seen there too: fresh host memory is
+ * zeroed, which would hide it.
+ */
+let freshOutputHook: ((t: Tensor, stream?: Stream) => void) | undefined;
+export function setFreshOutputHook(fn: ((t: Tensor, stream?: Stream) => void) | undefined): void {
+  freshOutputHook = fn;
+}
+
 /** A caller-provided output (checked for shape, dtype and device) or a fresh allocation. */
 export function output(
   name: string,
@@ -43,7 +53,11 @@ export function output(
   device: Device,
   stream?: Stream,
 ): Tensor {
-  if (given === undefined) return empty(shape, dtype, device, stream);
+  if (given === undefined) {
+    const t = empty(shape, dtype, device, stream);
+    freshOutputHook?.(t, stream);
+    return t;
+  }
   const t = checkDtype(name, checkRank(name, asTensor(name, given), shape.length, `[${shape.join(', ')}]`), [dtype]);
   if (t.shape.some((n, i) => n !== shape[i])) throw new RangeError(`${name}: expected shape [${shape.join(', ')}], got [${t.shape.join(', ')}]`);
   if (!sameDevice(t.device, device)) throw new TypeError(`${name}: must be on the same device as the inputs`);

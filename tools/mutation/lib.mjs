@@ -1,0 +1,182 @@
+#!/usr/bin/env node
+// Mutation testing of the TypeScript layer (lib/) with StrykerJS and its tap runner (tools/mutation/README.md).
+//
+//   node tools/mutation/lib.mjs run [--seed S] [--lines K] [--dir D]   a seeded sample of K code lines of lib/ (every
+//                                                                       mutant Stryker makes on them), run by Stryker
+//   node tools/mutation/lib.mjs report [--dir D]                       bench/results/mutation-lib.json from its report
+//
+// The sample is uniform over code lines (not blank, not a comment, not an import or a type declaration) of the
+// files of lib/; Stryker mutates exactly those lines (`mutate` lists each as `file:L-L`). Tests: every test file of
+// test/ except those that never load lib/ from source or only run other programs (packaging, the emulator build,
+// the PyTorch capture, the examples, which load dist/) and the long end-to-end files (listed in SLOW below); a
+// mutant only those would kill counts as survived. Each test file runs under node with tap's TypeScript loader;
+// Stryker's per-test coverage runs only the files that reach a mutant.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { seededSample } from './seeded.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i < 0 ? def : args[i + 1];
+};
+const dir = path.resolve(root, opt('dir', 'build-stryker'));
+const seed = Number(opt('seed', '17')), count = Number(opt('lines', '100'));
+
+// Test files not used: they load dist/ or other programs, or take minutes end to end (kill power for lib/ is in the
+// unit tests; the ops behind these are mutated natively).
+// (citations lists files with `git ls-files`, which sees nothing inside Stryker's sandbox under the ignored build-*)
+const EXCLUDED = ['cuda-emu', 'packaging', 'capture', 'examples', 'citations'];
+const SLOW = ['grkv-ref16k', 'grkv-heldout', 'decode-fidelity', 'momentkv_select-realistic', 'nestedkv-ref', 'grkv-ref'];
+
+function walk(d) {
+  return fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
+}
+
+/** Code lines of lib/: [file, line] pairs, sorted. */
+export function codeLines() {
+  const out = [];
+  for (const abs of walk(path.join(root, 'lib')).filter((f) => f.endsWith('.ts')).sort()) {
+    const file = path.relative(root, abs);
+    const lines = fs.readFileSync(abs, 'utf8').split('\n');
+    let inComment = false, inType = 0;
+    lines.forEach((l, k) => {
+      const s = l.trim();
+      if (inComment) {
+        if (s.includes('*/')) inComment = false;
+        return;
+      }
+      if (s.startsWith('/*')) {
+        if (!s.includes('*/')) inComment = true;
+        return;
+      }
+      // type-only declarations (interfaces, type aliases) have no runtime code
+      if (inType > 0) {
+        inType += (s.match(/\{/g) ?? []).length - (s.match(/\}/g) ?? []).length;
+        return;
+      }
+      if (/^(export\s+)?(interface|type)\s/.test(s) || /^declare\s/.test(s)) {
+        inType = (s.match(/\{/g) ?? []).length - (s.match(/\}/g) ?? []).length;
+        return;
+      }
+      if (!s || s.startsWith('//') || s.startsWith('*') || /^import\s/.test(s) || /^export\s+(\*|\{[^}]*\})\s+from\s/.test(s) || /^[})\];,]+$/.test(s)) return;
+      out.push([file, k + 1]);
+    });
+  }
+  return out;
+}
+
+function sample(items, n) {
+  return seededSample(items, seed, n).sort((x, y) => x[0].localeCompare(y[0]) || x[1] - y[1]);
+}
+
+// Stryker runs the files covering a mutant in this order and stops at the first failure: fast unit tests first.
+const FIRST = ['tensor', 'bad-input', 'defaults', 'methods', 'rng', 'io', 'dump-positions', 'backend', 'ref-compare', 'select', 'keydiff',
+  'decode', 'moments', 'decode-bad-input', 'moments-bad-input', 'momentkv_select-bad-input', 'grkv-bad-input', 'momentkv_select', 'spd', 'compress'];
+
+function testFiles() {
+  const rank = (f) => {
+    const k = FIRST.indexOf(f.replace(/^test\//, '').replace(/\.test\.ts$/, ''));
+    return k < 0 ? FIRST.length : k;
+  };
+  return fs.readdirSync(path.join(root, 'test'))
+    .filter((f) => f.endsWith('.test.ts'))
+    .filter((f) => ![...EXCLUDED, ...SLOW].includes(f.replace(/\.test\.ts$/, '')))
+    .map((f) => `test/${f}`)
+    .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+}
+
+function run() {
+  const lines = codeLines();
+  const picked = sample(lines, count);
+  fs.mkdirSync(dir, { recursive: true });
+  const addon = process.env.KVTRIM_ADDON ?? path.join(root, 'build/Release/kvtrim.node');
+  if (!fs.existsSync(addon)) throw new Error(`no addon at ${addon}: build it (npx cmake-js compile -O build --CDKVTRIM_CUDA=OFF) or set KVTRIM_ADDON`);
+  const config = {
+    testRunner: 'tap',
+    plugins: ['@stryker-mutator/tap-runner'],
+    mutate: picked.map(([f, l]) => `${f}:${l}-${l}`),
+    tap: { testFiles: testFiles(), nodeArgs: ['--import=@tapjs/typescript/import', '{{testFile}}'], forceBail: true },
+    coverageAnalysis: 'perTest',
+    // a mutant of module-level code runs when a module loads, before any test: it would need every test file
+    ignoreStatic: true,
+    concurrency: 1,
+    timeoutMS: 120000,
+    dryRunTimeoutMinutes: 180,
+    timeoutFactor: 3,
+    disableTypeChecks: 'lib/**/*.ts',
+    reporters: ['json', 'clear-text', 'progress-append-only'],
+    jsonReporter: { fileName: path.relative(root, path.join(dir, 'report.json')) },
+    tempDirName: path.relative(root, path.join(dir, 'tmp')),
+    ignorePatterns: ['/build*', '/prebuilds', '/coverage', '/.tap', '/bench-out', '/kvtrim-eval', '/dist', '/types', '/reports'],
+    cleanTempDir: 'always',
+  };
+  const cfgFile = path.join(dir, 'stryker.config.json');
+  fs.writeFileSync(cfgFile, JSON.stringify(config, null, 1));
+  fs.writeFileSync(path.join(dir, 'sample.json'), JSON.stringify({ seed, lines: count, population: lines.length, picked }, null, 1));
+  console.log(`lib/: ${lines.length} code lines; sample of ${picked.length} (seed ${seed}); ${config.tap.testFiles.length} test files`);
+  // reduced sizes (KVTRIM_TEST_QUICK=1): the sizes of op tests matter to kernels, not to the TypeScript layer
+  const env = { ...process.env, KVTRIM_ADDON: path.resolve(addon), KVTRIM_BACKEND: 'cpu', TS_NODE_TRANSPILE_ONLY: '1', TAP_TIMEOUT: '900', KVTRIM_TEST_QUICK: '1' };
+  const r = spawnSync(process.execPath, [path.join(root, 'node_modules/@stryker-mutator/core/bin/stryker.js'), 'run', cfgFile], { cwd: root, env, stdio: 'inherit' });
+  process.exitCode = r.status ?? 1;
+}
+
+function report() {
+  const rep = JSON.parse(fs.readFileSync(path.join(dir, 'report.json'), 'utf8'));
+  const s = JSON.parse(fs.readFileSync(path.join(dir, 'sample.json'), 'utf8'));
+  const notes = readJson(path.join(root, 'tools/mutation/survivors-lib.json'));
+  const eq = readJson(path.join(root, 'tools/mutation/equivalent-lib.json'));
+  const mutants = [];
+  for (const [file, f] of Object.entries(rep.files)) {
+    const lines = f.source.split('\n');
+    for (const m of f.mutants) {
+      const l = m.location.start.line;
+      const key = `${file}:${l}:${m.mutatorName}:${m.replacement ?? ''}`;
+      const o = { id: m.id, where: `${file}:${l}`, mutator: m.mutatorName, original: lines[l - 1].trim(), replacement: m.replacement, status: m.status };
+      if (m.status === 'Killed') o.killedBy = m.killedBy;
+      if (m.status === 'Survived' || m.status === 'NoCoverage') {
+        if (eq[key]) {
+          o.status = 'Equivalent';
+          o.argument = eq[key];
+        } else {
+          o.reason = notes[key] ?? 'unexplained';
+        }
+        o.key = key;
+      }
+      mutants.push(o);
+    }
+  }
+  const n = (st) => mutants.filter((m) => m.status === st).length;
+  const killed = n('Killed') + n('Timeout'), survived = n('Survived') + n('NoCoverage');
+  const out = {
+    what: 'StrykerJS mutation testing of lib/ (tools/mutation/lib.mjs, README there): a seeded sample of code lines, every mutant on them',
+    generated: new Date().toISOString(),
+    sample: { seed: s.seed, lines: s.lines, populationLines: s.population },
+    totals: {
+      killed, survived, equivalent: n('Equivalent'), compileErrors: n('CompileError'), runtimeErrors: n('RuntimeError'), ignored: n('Ignored'),
+      nonEquivalent: killed + survived, killRate: killed + survived ? +(killed / (killed + survived)).toFixed(4) : null,
+    },
+    survivors: mutants.filter((m) => m.status === 'Survived' || m.status === 'NoCoverage'),
+    equivalents: mutants.filter((m) => m.status === 'Equivalent'),
+    mutants,
+  };
+  const file = path.join(root, opt('out', 'bench/results/mutation-lib.json'));
+  fs.writeFileSync(file, JSON.stringify(out, null, 1) + '\n');
+  console.log(`${path.relative(root, file)}: ${killed} killed, ${survived} survived, ${out.totals.equivalent} equivalent; kill rate ${out.totals.killRate} of ${killed + survived}`);
+}
+
+function readJson(f) {
+  return fs.existsSync(f) ? JSON.parse(fs.readFileSync(f, 'utf8')) : {};
+}
+
+const cmd = args[0];
+if (cmd === 'run') run();
+else if (cmd === 'report') report();
+else if (cmd === 'lines') console.log(JSON.stringify(sample(codeLines(), count)));
+else {
+  console.error('usage: node tools/mutation/lib.mjs run|report|lines [--seed S] [--lines K] [--dir D]');
+  process.exitCode = 2;
+}
