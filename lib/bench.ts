@@ -7,6 +7,7 @@
 import { native, nativeInfo } from './binding';
 import { DeviceBuffer, Event, Stream } from './device';
 import { Rng } from './rng';
+import { opts } from './ops/common';
 import { matchesFilter } from './check';
 import { Tensor, empty, toDevice, dtypeSize } from './tensor';
 import type { FloatDType } from './tensor';
@@ -135,6 +136,7 @@ export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: S
 }
 
 export function runBench(o: BenchOptions = {}): BenchReport {
+  opts('options', o, ['backend', 'device', 'H', 'd', 'N', 'dtype', 'repeats', 'warmup', 'filter', 'seed', 'onProgress']);
   const backend = o.backend ?? (nativeInfo.cuda ? 'cuda' : 'cpu');
   if (backend === 'cuda' && !nativeInfo.cuda) throw new Error(`bench: CUDA is not available (${nativeInfo.reason})`);
   const device = o.device ?? 0;
