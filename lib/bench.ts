@@ -8,6 +8,7 @@ import { native, nativeInfo } from './binding';
 import { DeviceBuffer, Event, Stream } from './device';
 import { Rng } from './rng';
 import { opts } from './ops/common';
+import { checkInt } from './validate';
 import { matchesFilter } from './check';
 import { Tensor, empty, toDevice, dtypeSize } from './tensor';
 import type { FloatDType } from './tensor';
@@ -141,8 +142,9 @@ export function runBench(o: BenchOptions = {}): BenchReport {
   if (backend === 'cuda' && !nativeInfo.cuda) throw new Error(`bench: CUDA is not available (${nativeInfo.reason})`);
   const device = o.device ?? 0;
   const stream = backend === 'cuda' ? Stream.create({ device }) : undefined;
-  const repeats = o.repeats ?? (backend === 'cuda' ? 50 : 5);
-  const warmup = o.warmup ?? (backend === 'cuda' ? 5 : 1);
+  // counts of timed runs: checked (a non-integer or Infinity would loop forever)
+  const repeats = checkInt('repeats', o.repeats ?? (backend === 'cuda' ? 50 : 5), 1, 1e6);
+  const warmup = checkInt('warmup', o.warmup ?? (backend === 'cuda' ? 5 : 1), 0, 1e6);
   const dtype = o.dtype ?? (backend === 'cuda' ? 'bf16' : 'f32');
   const Ns = o.N ?? [4096, 32768, 131072];
   const H = o.H ?? 8, d = o.d ?? 128;

@@ -209,16 +209,22 @@ export function tokenShape(table: SeqTable, H: number, data?: Tensor, maxLength?
 }
 
 /**
+ * The caller's `maxLength` option, checked whether or not it sizes the output (a wrong one is an error, not ignored):
+ * an integer no shorter than the longest sequence of a host table.
+ */
+export function userMaxLength(table: SeqTable, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  const m = checkInt('maxLength', v, 0, 2 ** 31 - 1);
+  const longest = table.maxLength();
+  if (longest !== undefined && m < longest) throw new RangeError(`maxLength: ${m} is shorter than the longest sequence (${longest} tokens)`);
+  return m;
+}
+
+/**
  * A per-token output: the caller's tensor (rank, dtype and device checked here, the extent by the addon) or a fresh
  * one of {@link tokenShape}.
  */
 export function tokenOutput(name: string, given: unknown, table: SeqTable, H: number, dtype: 'f32' | 'i32', device: Device, data?: Tensor, maxLength?: number, stream?: Stream): Tensor {
-  if (maxLength !== undefined) {
-    // checked whether or not it sizes the output: a wrong one is an error, not ignored
-    checkInt('maxLength', maxLength, 0, 2 ** 31 - 1);
-    const longest = table.maxLength();
-    if (longest !== undefined && maxLength < longest) throw new RangeError(`maxLength: ${maxLength} is shorter than the longest sequence (${longest} tokens)`);
-  }
   if (given === undefined) return output(name, undefined, tokenShape(table, H, data, maxLength), dtype, device, stream);
   const rank = table.layout === 'ragged' ? 2 : 3;
   const t = checkDtype(name, checkRank(name, asTensor(name, given), rank, rank === 2 ? '[H, T]' : '[B, H, L]'), [dtype]);
@@ -242,6 +248,7 @@ export function resolveBatchKeep(table: SeqTable, o: { ratio?: unknown; keep?: u
     const max = t.onCuda ? undefined : (hostContiguous(t) as Int32Array).reduce((a, b) => Math.max(a, b), 0);
     return { scalar: 1, tensor: t, ...(max !== undefined ? { max } : {}) };
   }
+  keepFromRatio(1, o.ratio as number);  // checks the ratio also when every sequence is empty
   const n = table.lengths();
   if (!n) throw new TypeError('ratio: needs the sequence lengths on the host; give `keep` (a number or an i32 [B] tensor) for a device table');
   const keep = Int32Array.from(n, (x) => (x === 0 ? 0 : keepFromRatio(x, o.ratio as number)));

@@ -120,7 +120,7 @@ function table(b: Builder, sh: Shape, mk: Mk, o: { prefix?: string; native?: boo
       : b.choice(`${p}.layout`, layout, swap ? ['NHD', 'HND'] : [layout], false, DATA_NAMES),
   };
   if (layout === 'ragged') {
-    out.indptr = mk(`${p}.indptr`, { dtype: 'i32', shape: [B + 1], fill: sh.first, hostile: indptrHostile(B, sh.T, !o.lax) });
+    out.indptr = mk(`${p}.indptr`, { dtype: 'i32', shape: [B + 1], fill: sh.first, hostile: indptrHostile(B, sh.T, !o.lax), names: DATA_NAMES });
   } else if (layout === 'padded') {
     const lengthsHostile: Hostile[] = [
       (v, pick) => {
@@ -135,7 +135,7 @@ function table(b: Builder, sh: Shape, mk: Mk, o: { prefix?: string; native?: boo
         return any('a sequence emptied');
       },
     ];
-    out.lengths = mk(`${p}.lengths`, { dtype: 'i32', shape: [B], fill: sh.lens, optional: true, hostile: lengthsHostile });
+    out.lengths = mk(`${p}.lengths`, { dtype: 'i32', shape: [B], fill: sh.lens, optional: true, hostile: lengthsHostile, names: DATA_NAMES });
   } else {
     out.pageSize = b.num(`${p}.pageSize`, S, o.lax || o.noData ? int(1, I32) : (v) => v === S);
     const ids = sh.pages.flat();
@@ -619,7 +619,8 @@ function rawToken(b: Builder, sh: Shape, name: string, o: Partial<TensorSpec> = 
 
 const nativeOpts = {
   nestedkv: (b: Builder) => b.options('opts', { window: b.num('window', 8, opt(int(1, I32))), block: b.num('block', 0, opt(int(0, I32))), prior: [0.4, 0.4, 0.2], beta: 3, tau: 0.6, kappa: 10, tail: 0.1, sinks: b.num('sinks', 2, opt(int(0, I32))), scales: 0 }, false, false),
-  select: (b: Builder, keep: number) => b.options('opts', { keep: b.num('keep', keep, opt(int(1, I32))), budget: b.num('budget', b.int(0, 1), opt(int(0, 1))), safeguard: 0.2, sinks: b.num('sinks', 1, opt(int(0, I32))), recent: 1 }, false, false),
+  // with a keep tensor the scalar keep is not read
+  select: (b: Builder, keep: number, tensor = false) => b.options('opts', { keep: b.num('keep', keep, tensor ? () => true : opt(int(1, I32))), budget: b.num('budget', b.int(0, 1), opt(int(0, 1))), safeguard: 0.2, sinks: b.num('sinks', 1, opt(int(0, I32))), recent: 1 }, false, false),
 };
 
 export const nativeBatchTargets: Target[] = [
@@ -661,7 +662,7 @@ export const nativeBatchTargets: Target[] = [
       const cap = sh.H * Math.max(1, sh.maxN);  // >= any capacity of this batch
       const idx = mk('indices', { dtype: 'i32', shape: [sh.B, sh.H, cap], role: 'out', flexible: true });
       const cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], role: 'out' });
-      return nativeCall(b, 'selectTokensBatched', asy, [seqs, scores, nativeOpts.select(b, keep), keepT, idx, cnt]);
+      return nativeCall(b, 'selectTokensBatched', asy, [seqs, scores, nativeOpts.select(b, keep, keepT !== undefined), keepT, idx, cnt]);
     },
   },
   {

@@ -705,7 +705,7 @@ nativeTargets.push(
     name: 'native.init / defaultOptions',
     weight: 0.2,
     build(b) {
-      const o = b.options('opts', { cuda: false }, true, false);  // read as a boolean: any value is accepted
+      const o = b.num('opts', { cuda: false }, () => true);  // `cuda` is read as a boolean when opts is an object: any value is accepted
       return () => [native.init(o as never), native.defaultOptions()];
     },
   },
