@@ -7,6 +7,8 @@
 import { native, nativeInfo } from './binding';
 import { DeviceBuffer, Event, Stream } from './device';
 import { Rng } from './rng';
+import { opts } from './ops/common';
+import { checkInt } from './validate';
 import { matchesFilter } from './check';
 import { Tensor, empty, toDevice, dtypeSize } from './tensor';
 import type { FloatDType } from './tensor';
@@ -135,12 +137,14 @@ export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: S
 }
 
 export function runBench(o: BenchOptions = {}): BenchReport {
+  opts('options', o, ['backend', 'device', 'H', 'd', 'N', 'dtype', 'repeats', 'warmup', 'filter', 'seed', 'onProgress']);
   const backend = o.backend ?? (nativeInfo.cuda ? 'cuda' : 'cpu');
   if (backend === 'cuda' && !nativeInfo.cuda) throw new Error(`bench: CUDA is not available (${nativeInfo.reason})`);
   const device = o.device ?? 0;
   const stream = backend === 'cuda' ? Stream.create({ device }) : undefined;
-  const repeats = o.repeats ?? (backend === 'cuda' ? 50 : 5);
-  const warmup = o.warmup ?? (backend === 'cuda' ? 5 : 1);
+  // counts of timed runs: checked (a non-integer or Infinity would loop forever)
+  const repeats = checkInt('repeats', o.repeats ?? (backend === 'cuda' ? 50 : 5), 1, 1e6);
+  const warmup = checkInt('warmup', o.warmup ?? (backend === 'cuda' ? 5 : 1), 0, 1e6);
   const dtype = o.dtype ?? (backend === 'cuda' ? 'bf16' : 'f32');
   const Ns = o.N ?? [4096, 32768, 131072];
   const H = o.H ?? 8, d = o.d ?? 128;

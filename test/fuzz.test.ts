@@ -5,7 +5,19 @@
 // tools/sanitize/run) the workers load that addon.
 import t from 'tap';
 import { fuzz, summary } from '../tools/fuzz/run';
-import { allTargets } from '../tools/fuzz/targets';
+import * as kv from '../lib/index';
+import { NATIVE_EXPORTS } from '../lib/binding';
+import { allTargets, coveredExports } from '../tools/fuzz/targets';
+
+t.test('fuzzer: every export has a target', async (t) => {
+  // a new export of lib/index.ts or of the addon (NATIVE_EXPORTS) without a fuzzer target fails here
+  const covered = new Set(allTargets.flatMap(coveredExports));
+  const callable = Object.keys(kv).filter((k) => typeof (kv as Record<string, unknown>)[k] === 'function');
+  t.same(callable.filter((k) => !covered.has(k)), [], 'every function and class of lib/index.ts is called by a target');
+  t.same(Object.keys(NATIVE_EXPORTS).filter((k) => !covered.has(`native.${k}`)), [], 'every addon export is called by a native.* target');
+  const unknown = [...covered].filter((c) => (c.startsWith('native.') ? !(c.slice(7) in NATIVE_EXPORTS) : !(c in kv)));
+  t.same(unknown, [], 'every name a target claims is an export');
+});
 
 t.test('fuzzer: 6,000 mutated calls over 3 seeds', async (t) => {
   const r = await fuzz({ calls: 2000, seeds: [1, 2, 3], jobs: 2, timeout: 180 });

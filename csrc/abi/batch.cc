@@ -14,13 +14,18 @@ std::string S(int64_t v) { return std::to_string(v); }
 int32_t at1(const View& v, int64_t i) { return v.ptr<int32_t>()[i * v.stride[0]]; }
 
 // The batch size (and, for a padded batch without lengths, every length) from the first tensor that has them.
-void set_extent(Batch& b, int64_t B, int64_t L) {
+kvt_status set_extent(Batch& b, int64_t B, int64_t L, const char* name) {
+  // every sequence has L tokens: the same limit as a table's lengths (an empty tensor can have any L)
+  if (L >= (int64_t(1) << 31) - 1)
+    return fail(KVT_ERR_RANGE, std::string(name) + ": a padded batch without lengths has L = " + S(L) +
+                                   " tokens per sequence (dimension 2), more than 2^31 - 2");
   b.B = b.t.B = B;
   b.t.L = L;
   if (b.host()) {
     b.n.assign(size_t(B), L);
     b.max_n = B > 0 ? L : 0;
   }
+  return KVT_OK;
 }
 
 // Requires the leading dimension of a [B, ...] tensor to be the batch size.
@@ -150,7 +155,7 @@ kvt_status check_seq_data(Batch& b, const kvt_tensor* t, const char* name, uint3
       *H = v->shape[1];
       *d = v->shape[3];
       if (!b.t.lengths) {
-        if (b.B < 0) set_extent(b, v->shape[0], v->shape[2]);
+        if (b.B < 0) KVT_TRY(set_extent(b, v->shape[0], v->shape[2], name));
         else if (v->shape[2] != b.t.L)
           return fail(KVT_ERR_RANGE, nm + ": without lengths every padded tensor needs the same L, expected " +
                                          S(b.t.L) + ", got shape " + shape_str(v->shape, 4));
@@ -225,7 +230,7 @@ kvt_status check_token_tensor(Batch& b, const kvt_tensor* t, const char* name, u
     KVT_TRY(check_tensor(t, name, 3, dtype_mask, "[B, H, L] (per token of a padded or paged batch)", v));
     KVT_TRY(same_device(b, *v, name));
     // a padded batch without lengths and without a data tensor (e.g. selection) spans the whole tensor
-    if (b.t.layout == kSeqsPadded && !b.t.lengths && b.B < 0) set_extent(b, v->shape[0], v->shape[2]);
+    if (b.t.layout == kSeqsPadded && !b.t.lengths && b.B < 0) KVT_TRY(set_extent(b, v->shape[0], v->shape[2], name));
     KVT_TRY(match_B(b, *v, name));
     if (H >= 0) KVT_TRY(check_dim(*v, name, 1, H, "H (heads)"));
     if (b.host() && b.max_n > v->shape[2])

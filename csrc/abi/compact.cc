@@ -61,6 +61,9 @@ extern "C" kvt_status kvt_compact_in_place(const kvt_seqs* seqs, const kvt_tenso
   if (Hv != H) return fail(KVT_ERR_RANGE, "values: expected H = " + S(H) + " heads like keys, got " + S(Hv));
   if (k.base == v.base && k.dtype == v.dtype && k.stride[0] == v.stride[0] && k.stride[1] == v.stride[1])
     return fail(KVT_ERR_RANGE, "values: must not be the same tensor as keys");
+  // keys and values are written in place: one location per element
+  KVT_TRY(check_distinct(k, "keys"));
+  KVT_TRY(check_distinct(v, "values"));
   KVT_TRY(check_seq_tensor(b, indices, "indices", 3, kMaskI32, "[B, H, cap]", H, &idx));
   KVT_TRY(check_seq_tensor(b, counts, "counts", 2, kMaskI32, "[B, H]", H, &cnt));
   // The data is written: nothing it reads may live inside it.
@@ -94,6 +97,7 @@ extern "C" kvt_status kvt_compact_in_place(const kvt_seqs* seqs, const kvt_tenso
   const char* out_names[] = {"lengths", "pageCounts", "lastPageLen", "freed", "freedCount"};
   for (int a = 0; a < 5; a++) {
     if (!o.has[a]) continue;
+    KVT_TRY(check_distinct(*outs[a], out_names[a]));
     for (const View* x : {&k, &v, &idx, &cnt}) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *x, "an input"));
     for (int i = 2; i < nreads; i++) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *reads[i], read_names[i]));
     if (moments) KVT_TRY(check_moments_no_overlap(m, *outs[a], out_names[a]));

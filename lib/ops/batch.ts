@@ -8,7 +8,7 @@ import type { NativeSeqs } from '../binding';
 import { Device, Tensor, TensorLike, asTensor, checkDtype, checkRank, hostContiguous, sameDevice, tensor } from '../tensor';
 import { checkInt, checkOneOf, show } from '../validate';
 import type { Stream } from '../device';
-import { output } from './common';
+import { opts, output } from './common';
 import { keepFromRatio } from './select';
 
 export type PageLayout = 'NHD' | 'HND';
@@ -118,7 +118,9 @@ export class SeqTable {
       const last = this.paged ? (hostContiguous(this.lastPageLen!) as Int32Array) : undefined;
       for (let b = 0; b < this.B; b++) {
         const n = ip[b + 1] - ip[b];
-        out[b] = !last ? n : n <= 0 ? 0 : (n - 1) * this.pageSize + last[b];
+        const len = !last ? n : n <= 0 ? 0 : (n - 1) * this.pageSize + last[b];
+        if (len > 2 ** 31 - 2) throw new RangeError(`seqs: sequence ${b} has ${len} tokens, more than 2^31 - 2`);
+        out[b] = len;
       }
     }
     return (this.hostLengths = out);
@@ -207,6 +209,18 @@ export function tokenShape(table: SeqTable, H: number, data?: Tensor, maxLength?
 }
 
 /**
+ * The caller's `maxLength` option, checked whether or not it sizes the output (a wrong one is an error, not ignored):
+ * an integer no shorter than the longest sequence of a host table.
+ */
+export function userMaxLength(table: SeqTable, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  const m = checkInt('maxLength', v, 0, 2 ** 31 - 1);
+  const longest = table.maxLength();
+  if (longest !== undefined && m < longest) throw new RangeError(`maxLength: ${m} is shorter than the longest sequence (${longest} tokens)`);
+  return m;
+}
+
+/**
  * A per-token output: the caller's tensor (rank, dtype and device checked here, the extent by the addon) or a fresh
  * one of {@link tokenShape}.
  */
@@ -234,6 +248,7 @@ export function resolveBatchKeep(table: SeqTable, o: { ratio?: unknown; keep?: u
     const max = t.onCuda ? undefined : (hostContiguous(t) as Int32Array).reduce((a, b) => Math.max(a, b), 0);
     return { scalar: 1, tensor: t, ...(max !== undefined ? { max } : {}) };
   }
+  keepFromRatio(1, o.ratio as number);  // checks the ratio also when every sequence is empty
   const n = table.lengths();
   if (!n) throw new TypeError('ratio: needs the sequence lengths on the host; give `keep` (a number or an i32 [B] tensor) for a device table');
   const keep = Int32Array.from(n, (x) => (x === 0 ? 0 : keepFromRatio(x, o.ratio as number)));
@@ -241,7 +256,15 @@ export function resolveBatchKeep(table: SeqTable, o: { ratio?: unknown; keep?: u
 }
 
 /** Builds a ragged table from sequence lengths (host). */
+/** A list argument (sequence lengths, page ids): an array or typed array. */
+function lengthList(v: unknown, name = 'lengths'): ArrayLike<number> {
+  if (!Array.isArray(v) && !(ArrayBuffer.isView(v) && !(v instanceof DataView)))
+    throw new TypeError(`${name}: expected an array of numbers, got ${show(v)}`);
+  return v as ArrayLike<number>;
+}
+
 export function raggedSeqs(lengths: ArrayLike<number>): RaggedSeqs {
+  lengths = lengthList(lengths);
   const indptr = new Int32Array(lengths.length + 1);
   for (let b = 0; b < lengths.length; b++) indptr[b + 1] = indptr[b] + checkInt(`lengths[${b}]`, lengths[b], 0, 2 ** 31 - 1);
   return { layout: 'ragged', indptr: tensor(indptr, [lengths.length + 1]) };
@@ -252,7 +275,10 @@ export function raggedSeqs(lengths: ArrayLike<number>): RaggedSeqs {
  * (default 0, 1, 2, …).
  */
 export function pagedSeqs(lengths: ArrayLike<number>, options: { pageSize: number; layout?: PageLayout; pages?: ArrayLike<number> }): PagedSeqs {
-  const P = checkInt('pageSize', options.pageSize, 1, 2 ** 31 - 1);
+  lengths = lengthList(lengths);
+  const o = opts('options', options, ['pageSize', 'layout', 'pages']);
+  const P = checkInt('pageSize', o.pageSize, 1, 2 ** 31 - 1);
+  const layout = o.layout === undefined ? 'NHD' : checkOneOf('layout', o.layout, ['NHD', 'HND'] as const);
   const B = lengths.length;
   const indptr = new Int32Array(B + 1), last = new Int32Array(B);
   for (let b = 0; b < B; b++) {
@@ -263,10 +289,11 @@ export function pagedSeqs(lengths: ArrayLike<number>, options: { pageSize: numbe
   }
   const total = indptr[B];
   const ids = new Int32Array(total);
-  for (let j = 0; j < total; j++) ids[j] = options.pages ? options.pages[j] : j;
-  if (options.pages && options.pages.length < total) throw new RangeError(`pages: ${total} pages needed, ${options.pages.length} given`);
+  const pages = o.pages === undefined ? undefined : lengthList(o.pages, 'pages');
+  if (pages && pages.length < total) throw new RangeError(`pages: ${total} pages needed, ${pages.length} given`);
+  for (let j = 0; j < total; j++) ids[j] = pages ? checkInt(`pages[${j}]`, pages[j], 0, 2 ** 31 - 1) : j;
   return {
-    layout: options.layout ?? 'NHD',
+    layout,
     pageSize: P,
     indptr: tensor(indptr, [B + 1]),
     indices: tensor(ids, [total]),
@@ -276,7 +303,40 @@ export function pagedSeqs(lengths: ArrayLike<number>, options: { pageSize: numbe
 
 /** n_b of every sequence of a host table (a padded table without lengths needs its data). */
 export function seqLengths(seqs: Seqs, data?: Tensor | TensorLike): Int32Array {
-  const n = new SeqTable('seqs', seqs, data === undefined ? undefined : asTensor('data', data)).lengths();
+  const d = data === undefined ? undefined : asTensor('data', data);
+  const table = new SeqTable('seqs', seqs, d);
+  const n = table.lengths();
   if (!n) throw new TypeError('seqs: the table is on a CUDA device (or a padded table without lengths has no data)');
+  checkHostTable(table, n, d);
   return n;
+}
+
+/**
+ * The entry checks of the addon's check_seqs / check_seq_data for a host table (what seqLengths reads, and with the
+ * data its rows, lengths or pages): RangeError naming the table field.
+ */
+function checkHostTable(t: SeqTable, n: Int32Array, data?: Tensor): void {
+  const ip = t.indptr ? (hostContiguous(t.indptr) as Int32Array) : undefined;
+  if (ip) {
+    if (ip[0] < 0) throw new RangeError(`seqs.indptr: indptr[0] = ${ip[0]} must be >= 0`);
+    for (let b = 0; b < t.B; b++)
+      if (ip[b + 1] < ip[b]) throw new RangeError(`seqs.indptr: must be non-decreasing, indptr[${b + 1}] = ${ip[b + 1]} < indptr[${b}] = ${ip[b]}`);
+  }
+  if (t.layout === 'ragged' && data && ip![t.B] > data.shape[0])
+    throw new RangeError(`seqs.indptr: indptr[B] = ${ip![t.B]} exceeds the ${data.shape[0]} rows of data`);
+  if (t.paged) {
+    const ix = hostContiguous(t.indices!) as Int32Array, last = hostContiguous(t.lastPageLen!) as Int32Array;
+    if (ip![t.B] > ix.length) throw new RangeError(`seqs.indptr: indptr[B] = ${ip![t.B]} exceeds the ${ix.length} entries of indices`);
+    const P = data ? data.shape[0] : undefined;
+    for (let b = 0; b < t.B; b++) {
+      if (ip![b + 1] > ip![b] && (last[b] < 0 || last[b] > t.pageSize))
+        throw new RangeError(`seqs.lastPageLen: lastPageLen[${b}] = ${last[b]} must be in [0, ${t.pageSize}] (sequence ${b} has pages)`);
+      for (let j = ip![b]; P !== undefined && j < ip![b + 1]; j++)
+        if (ix[j] < 0 || ix[j] >= P) throw new RangeError(`seqs.indices: page id ${ix[j]} of sequence ${b} is outside [0, ${P}), the pages of data`);
+    }
+  }
+  const L = t.layout === 'padded' && data ? data.shape[2] : undefined;
+  n.forEach((x, b) => {
+    if (x < 0 || (L !== undefined && x > L)) throw new RangeError(`seqs.lengths: lengths[${b}] = ${x} must be in [0, ${L ?? '2^31 - 2'}]`);
+  });
 }

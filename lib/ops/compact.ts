@@ -7,7 +7,7 @@
  */
 import { native, Native } from '../binding';
 import { Tensor, TensorLike, asTensor, checkDtype, checkRank, hostContiguous, tensor } from '../tensor';
-import { BatchCache, PagedSeqs, checkCache } from './batch';
+import { BatchCache, PagedSeqs, SeqTable, checkCache, seqLengths } from './batch';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 import { MomentTensors, momentsNative } from './moments';
 
@@ -92,20 +92,40 @@ export async function compactInPlaceAsync(args: (CompactInPlaceArgs) & AsyncOpti
  * new lastPageLen. The runtime returns `freedPages` to its pool and uses this table from then on.
  */
 export function compactPageTable(seqs: PagedSeqs, result: CompactInPlaceResult): PagedSeqs {
-  if (!result.pageCounts || !result.lastPageLen) throw new TypeError('result: not the result of compacting a paged cache');
-  const ip = hostContiguous(asTensor('seqs.indptr', seqs.indptr)) as Int32Array;
-  const ids = hostContiguous(asTensor('seqs.indices', seqs.indices)) as Int32Array;
-  const pc = hostContiguous(result.pageCounts) as Int32Array;
-  const B = pc.length;
+  if (result === null || typeof result !== 'object' || !result.pageCounts || !result.lastPageLen)
+    throw new TypeError('result: not the result of compacting a paged cache');
+  const table = new SeqTable('seqs', seqs);
+  if (!table.paged) throw new TypeError(`seqs.layout: expected a paged table ('NHD' or 'HND'), got '${table.layout}'`);
+  if (table.device.kind !== 'cpu') throw new TypeError('seqs: compactPageTable needs a host table');
+  const n = seqLengths(seqs);  // checks indptr, lastPageLen and the page list's extent
+  const ip = hostContiguous(table.indptr!) as Int32Array;
+  const ids = hostContiguous(table.indices!) as Int32Array;
+  const host = (name: string, v: unknown) => {
+    const t = checkDtype(name, checkRank(name, asTensor(name, v), 1, '[B]'), ['i32']);
+    if (t.onCuda) throw new TypeError(`${name}: compactPageTable needs host tensors`);
+    if (t.shape[0] !== table.B) throw new RangeError(`${name}: expected ${table.B} entries (one per sequence of seqs), got ${t.shape[0]}`);
+    return hostContiguous(t) as Int32Array;
+  };
+  const pc = host('result.pageCounts', result.pageCounts), last = host('result.lastPageLen', result.lastPageLen);
+  const B = table.B;
   const indptr = new Int32Array(B + 1);
-  for (let b = 0; b < B; b++) indptr[b + 1] = indptr[b] + pc[b];
+  for (let b = 0; b < B; b++) {
+    const pages = ip[b + 1] - ip[b];
+    if (!(pc[b] >= 0 && pc[b] <= pages))
+      throw new RangeError(`result.pageCounts: pageCounts[${b}] = ${pc[b]} must be in [0, ${pages}] (the pages of sequence ${b})`);
+    const full = pc[b] === 0 ? 0 : (pc[b] - 1) * table.pageSize + last[b];
+    if (pc[b] > 0 ? last[b] < 1 || last[b] > table.pageSize || full > n[b] : last[b] !== 0)
+      throw new RangeError(`result.lastPageLen: lastPageLen[${b}] = ${last[b]} does not fit ${pc[b]} kept pages of ${table.pageSize} ` +
+        `tokens (sequence ${b} had ${n[b]} tokens)`);
+    indptr[b + 1] = indptr[b] + pc[b];
+  }
   const indices = new Int32Array(indptr[B]);
   for (let b = 0; b < B; b++) indices.set(ids.subarray(ip[b], ip[b] + pc[b]), indptr[b]);
   return {
-    layout: seqs.layout,
-    pageSize: seqs.pageSize,
+    layout: table.layout as PagedSeqs['layout'],
+    pageSize: table.pageSize,
     indptr: tensor(indptr, [B + 1]),
     indices: tensor(indices, [indptr[B]]),
-    lastPageLen: tensor(Int32Array.from(hostContiguous(result.lastPageLen) as Int32Array), [B]),
+    lastPageLen: tensor(Int32Array.from(last), [B]),
   };
 }

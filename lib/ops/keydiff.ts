@@ -6,7 +6,7 @@
 import { native, Native } from '../binding';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
-import { BatchCache, checkCache, tokenOutput } from './batch';
+import { BatchCache, checkCache, tokenOutput, userMaxLength } from './batch';
 
 export interface KeydiffOptions extends StreamOpt {
   /** Preallocated f32 [H, N] output. */
@@ -52,7 +52,7 @@ function planKeydiffScoresBatched(async: boolean, cache: BatchCache, options?: B
   const o = opts('options', options, keysOf(['out', 'maxLength', 'stream'], async));
   const c = checkCache('cache', cache, false);
   const stream = streamOf(o, c.keys.device);
-  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, o.maxLength as number | undefined, stream);
+  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, userMaxLength(c.table, o.maxLength), stream);
   const args: Parameters<Native['keydiffScoresBatched']> = [c.table.toNative(), c.keys.toNative(), out.toNative(), stream?.handle];
   const finish = (): Tensor => {
     return out;

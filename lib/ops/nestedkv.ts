@@ -14,7 +14,7 @@ import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
 import { checkInt, checkNum, checkOneOf, show } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
-import { BatchCache, checkCache, tokenOutput } from './batch';
+import { BatchCache, checkCache, tokenOutput, userMaxLength } from './batch';
 
 export type NestedkvScales = 'all' | 'global';
 
@@ -119,7 +119,7 @@ function planNestedkvScoresBatched(async: boolean, cache: BatchCache, options?: 
   const c = checkCache('cache', cache, false);
   const n = nativeOptions(o);
   const stream = streamOf(o, c.keys.device);
-  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, o.maxLength as number | undefined, stream);
+  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, userMaxLength(c.table, o.maxLength), stream);
   const args: Parameters<Native['nestedkvScoresBatched']> = [c.table.toNative(), c.keys.toNative(), n, out.toNative(), stream?.handle];
   const finish = (): Tensor => {
     return out;

@@ -13,7 +13,7 @@ import { DEFAULTS } from '../defaults';
 import { Tensor, TensorLike, asTensor, checkRank, sameDevice } from '../tensor';
 import { checkInt, checkOneOf, show } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, scaleOr, signalOf, streamOf } from './common';
-import { BatchCache, QueryBatch, checkCache, checkQueries, tokenOutput } from './batch';
+import { BatchCache, QueryBatch, checkCache, checkQueries, tokenOutput, userMaxLength } from './batch';
 
 export type SnapkvPool = 'avg' | 'max';
 
@@ -105,7 +105,7 @@ function planSnapkvScoresBatched(async: boolean, queries: QueryBatch,
   const window = o.window === undefined ? DEFAULTS.snapkv.window : checkInt('window', o.window, 1, I32);
   const { kernel, pool, scale } = poolOptions(o, c.d);
   const stream = streamOf(o, c.keys.device);
-  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, o.maxLength as number | undefined, stream);
+  const out = tokenOutput('out', o.out, c.table, c.H, 'f32', c.keys.device, c.keys, userMaxLength(c.table, o.maxLength), stream);
   const args: Parameters<Native['snapkvScoresBatched']> = [c.table.toNative(), c.keys.toNative(), q.table.toNative(), q.queries.toNative(), { window, kernel, pool, scale }, out.toNative(), stream?.handle,];
   const finish = (): Tensor => {
     return out;

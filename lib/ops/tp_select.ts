@@ -69,7 +69,7 @@ export class TpSelection {
     this.rounds = native.tpSelectRounds(bits);
     if (this.rounds === 0) throw new RangeError(`radixBits: must be 4, 8 or 16, got ${bits}`);
     this.bins = 2 ** bits;
-    const totalHeads = checkInt('totalHeads', o.totalHeads, 1, 2 ** 31 - 1);
+    const totalHeads = checkInt('totalHeads', o.totalHeads, Math.max(1, this.Hs), 2 ** 31 - 1);  // at least this shard's heads
     const headOffset = checkInt('headOffset', o.headOffset, 0, totalHeads - this.Hs);
     const keep = resolveBatchKeep(table, o);
     const D = DEFAULTS.select;

@@ -50,6 +50,11 @@ export interface TensorSpec {
   flexible?: boolean;
   /** A raw descriptor for the addon: the TypeScript limits (|stride| <= 2^40) do not apply, only the native ones. */
   native?: boolean;
+  /**
+   * Hostile contents (sequence tables, page lists): each rewrites the logical values (a copy, in view order) and
+   * returns what the call must then do ('error': it is invalid), or null when it does not apply to this call.
+   */
+  hostile?: ((v: number[], pick: <T>(xs: readonly T[]) => T) => { expect: Expect; detail: string } | null)[];
 }
 
 /** A buffer the runner checks after the call. */
@@ -215,6 +220,7 @@ export class Builder {
       if (role === 'in' && dtype !== 'i32') ops.push('nan', 'nan', 'getter-detach');
       if (role === 'out') ops.push('alias', 'alias', 'small');
       if (spec.check) ops.push('index', 'index', 'index');
+      if (spec.hostile?.length) ops.push('hostile', 'hostile', 'hostile', 'hostile');
       const op = this.pickOf(ops);
       switch (op) {
         case 'dtype': {
@@ -351,7 +357,8 @@ export class Builder {
           const inPlace = spec.inPlaceOf === src && n > 0 && t.offset === offset && t.shape.length === shape.length &&
             t.strides.every((s, k) => s === strides[k]) && t.shape.every((s, k) => s === shape[k]);
           this.set(name, op, n === 0 || inputEmpty || inPlace ? 'any' : 'error', `data of ${src}`, spec.names);
-          if (inPlace) {
+          if (inPlace || inputEmpty) {
+            // written in place, or the input reads nothing of its buffer: only the output's view may change
             const w = this.watched.find((x) => x.array === t.array);
             if (w) {
               w.role = 'out';
@@ -366,6 +373,15 @@ export class Builder {
           if (shape.some((x) => x < 0)) shape = shape.map((x) => Math.max(0, x));
           expect = spec.flexible ? 'any' : 'error';
           break;
+        case 'hostile': {
+          const h = this.pickOf(spec.hostile!);
+          const v = [...vals];
+          const r = h(v, (xs) => this.pickOf(xs));
+          if (!r) break;
+          for (let i = 0; i < n; i++) array[padLo + i] = this.encode(dtype, v[i]);
+          this.set(name, op, r.expect, r.detail, spec.names);
+          break;
+        }
         case 'index': {
           const c = spec.check!;
           const total = n;
@@ -402,7 +418,7 @@ export class Builder {
       else if (expect === 'error' && this.mutation.expect === 'any') this.mutation.expect = 'error';
     }
     this.watch(name, array, role, shape, strides, offset, this.mutation?.slot === name && this.mutation.expect === 'error');
-    if (asPlain || (this.mutation?.slot === name && !fits(shape, strides, offset, array.length))) {
+    if (asPlain || shape.length > 4 || (this.mutation?.slot === name && !fits(shape, strides, offset, array.length))) {
       out = { data: array, dtype, shape, strides, offset };
     } else {
       out = new Tensor(array, shape, { dtype, strides, offset });
@@ -466,6 +482,14 @@ export class Builder {
     const v = this.pickOf([5, 'x', [], null, true]);
     this.set(name, op, 'error', `value ${JSON.stringify(v)}`, fields);
     return v;
+  }
+
+  /** A raw tensor descriptor as the addon parses it (a plain object: every field reaches native code as given). */
+  raw(name: string, spec: TensorSpec): unknown {
+    const t = this.tensor(name, { ...spec, plain: true, native: true });
+    if (t instanceof Tensor) return t.toNative();
+    if (t !== null && typeof t === 'object' && 'data' in t) return { strides: undefined, offset: 0, ...(t as object) };
+    return t;
   }
 
   /** The byte size of a dtype (re-exported for targets). */

@@ -13,40 +13,18 @@ import type { DType } from '../../lib/tensor';
 import { Builder, TensorSpec } from './mutator';
 
 export interface Target {
+  /** 'a / b / c': the exports it calls (lib/index.ts; 'native.x / y': the addon's), unless `covers` lists them. */
   name: string;
+  /** The exports it calls, when its name does not list them. */
+  covers?: string[];
   /** Relative frequency (default 1). */
   weight?: number;
   /** Builds the arguments and returns the call. */
   build(b: Builder): () => unknown;
 }
 
-// ---- predicates: "may this value be valid?" ----
-type Pred = (v: unknown) => boolean;
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
-const int = (lo: number, hi: number): Pred => (v) => isInt(v) && v >= lo && v <= hi;
-const num = (lo: number, hi: number, open: { lo?: boolean; hi?: boolean } = {}): Pred => (v) =>
-  typeof v === 'number' && !Number.isNaN(v) && (open.lo ? v > lo : v >= lo) && (open.hi ? v < hi : v <= hi);
-const opt = (p: Pred): Pred => (v) => v === undefined || p(v);
-const bool: Pred = (v) => typeof v === 'boolean';
-const F32_MAX = 3.4028234663852886e38;
-const I32 = 2 ** 31 - 1;
-
-const FLOATS: DType[] = ['f32', 'f16', 'bf16'];
-
-/** Ascending index rows: `counts[h]` distinct sorted positions in [0, N) per head, padding −1 up to `cap`. */
-function indexRows(b: Builder, H: number, N: number, cap: number, counts: number[]): Int32Array {
-  const a = new Int32Array(H * cap).fill(-1);
-  for (let h = 0; h < H; h++) {
-    const pos = Array.from({ length: N }, (_, i) => i);
-    for (let i = N - 1; i > 0; i--) {
-      const j = b.int(0, i);
-      [pos[i], pos[j]] = [pos[j], pos[i]];
-    }
-    const take = pos.slice(0, counts[h]).sort((x, y) => x - y);
-    take.forEach((p, j) => (a[h * cap + j] = p));
-  }
-  return a;
-}
+import { isInt, int, num, opt, bool, F32_MAX, I32, FLOATS, indexRows } from './preds';
+import { batchTargets, nativeBatchTargets, nativeCall } from './batch-targets';
 
 /** A small KV layer: H heads, N tokens, head dims d / dv, one float dtype. */
 function layer(b: Builder) {
@@ -107,6 +85,7 @@ export const targets: Target[] = [
   // ---------------- tensors and memory ----------------
   {
     name: 'tensor',
+    covers: ['tensor', 'Tensor'],
     build(b) {
       const n = b.int(1, 30);
       const data = b.num('data', new Float32Array(n + 2), (v) => v instanceof Float32Array);
@@ -141,6 +120,7 @@ export const targets: Target[] = [
   },
   {
     name: 'half conversions',
+    covers: ['f32ToBf16', 'f32ToF16', 'bf16ToF32', 'f16ToF32'],
     build(b) {
       const x = b.num('x', b.normal(), () => true);
       const bits = b.num('bits', b.int(0, 65535), () => true);
@@ -158,7 +138,7 @@ export const targets: Target[] = [
     },
   },
   {
-    name: 'DeviceBuffer / Stream / Event',
+    name: 'DeviceBuffer / Stream / Event / deviceSynchronize',
     build(b) {
       const bytes = b.num('bytes', 16, int(0, Number.MAX_SAFE_INTEGER));
       const ptr = b.num('ptr', 4096n, (v) => typeof v === 'bigint');
@@ -176,17 +156,17 @@ export const targets: Target[] = [
 
   // ---------------- ops ----------------
   {
-    name: 'keydiffScores',
+    name: 'keydiffScores / keydiffScoresAsync',
     build(b) {
       const { H, N, d, dtype } = layer(b);
       const keys = b.tensor('keys', keysSpec(dtype, [H, N, d]));
       const out = b.int(0, 1) ? b.tensor('out', { dtype: 'f32', shape: [H, N], role: 'out', optional: true }) : undefined;
       const o = b.options('options', { ...(out !== undefined ? { out } : {}) });
-      return () => kv.keydiffScores(keys as kv.Tensor, o as never);
+      return twin(b, kv.keydiffScores, kv.keydiffScoresAsync, keys as never, o as never);
     },
   },
   {
-    name: 'selectTokens',
+    name: 'selectTokens / selectTokensAsync',
     build(b) {
       const H = b.int(1, 3), N = b.int(1, 40);
       const scores = b.tensor('scores', { dtype: 'f32', shape: [H, N] });
@@ -206,7 +186,7 @@ export const targets: Target[] = [
         fields.counts = b.tensor('counts', { dtype: 'i32', shape: [H], role: 'out', optional: true });
       }
       const o = b.options('options', fields, false);
-      return () => kv.selectTokens(scores as kv.Tensor, o as never);
+      return twin(b, kv.selectTokens, kv.selectTokensAsync, scores as never, o as never);
     },
   },
   {
@@ -220,7 +200,7 @@ export const targets: Target[] = [
     },
   },
   {
-    name: 'gatherKV',
+    name: 'gatherKV / gatherKVAsync',
     build(b) {
       const { H, N, d, dv, dtype } = layer(b);
       const cap = b.int(1, N);
@@ -238,11 +218,11 @@ export const targets: Target[] = [
         args.countsOut = b.tensor('countsOut', { dtype: 'i32', shape: [H], role: 'out', optional: true });
       }
       const a = b.options('args', args, false);
-      return () => kv.gatherKV(a as never);
+      return twin(b, kv.gatherKV, kv.gatherKVAsync, a as never);
     },
   },
   {
-    name: 'nestedkvScores',
+    name: 'nestedkvScores / nestedkvScoresAsync',
     build(b) {
       const { H, N, d, dtype } = layer(b);
       const keys = b.tensor('keys', keysSpec(dtype, [H, N, d]));
@@ -258,7 +238,7 @@ export const targets: Target[] = [
         scales: b.choice('scales', ['all', 'global'][b.int(0, 1)], ['all', 'global']),
         ...(b.int(0, 2) === 0 ? { out: b.tensor('out', { dtype: 'f32', shape: [H, N], role: 'out', optional: true }) } : {}),
       });
-      return () => kv.nestedkvScores(keys as kv.Tensor, o as never);
+      return twin(b, kv.nestedkvScores, kv.nestedkvScoresAsync, keys as never, o as never);
     },
   },
   {
@@ -269,7 +249,7 @@ export const targets: Target[] = [
     },
   },
   {
-    name: 'snapkvScores',
+    name: 'snapkvScores / snapkvScoresAsync',
     build(b) {
       const Hkv = b.int(1, 2), G = b.int(1, 3), N = b.int(3, 40), d = b.int(1, 8), Wq = b.int(1, Math.min(8, N - 1));
       const dtype = FLOATS[b.int(0, 2)];
@@ -281,7 +261,7 @@ export const targets: Target[] = [
         pool: b.choice('pool', ['avg', 'max'][b.int(0, 1)], ['avg', 'max']),
         scale: b.num('scale', 0.5, opt((v) => typeof v === 'number' && v !== 0 && Math.abs(v) <= F32_MAX)),
       });
-      return () => kv.snapkvScores(queries as kv.Tensor, keys as kv.Tensor, o as never);
+      return twin(b, kv.snapkvScores, kv.snapkvScoresAsync, queries as never, keys as never, o as never);
     },
   },
   {
@@ -306,11 +286,11 @@ export const targets: Target[] = [
       const values = b.tensor('values', keysSpec(FLOATS[b.int(0, 2)], [H, N, dv]));
       const idx = b.tensor('evictedIndices', { dtype: 'i32', shape: [H, cap], fill: indexRows(b, H, N, cap, counts), check: { kind: 'ascending', range: N, counts } });
       const cnt = b.tensor('counts', { dtype: 'i32', shape: [H], fill: counts, check: { kind: 'count', range: cap } });
-      return () => st.merge(keys as never, values as never, idx as never, cnt as never);
+      return twin(b, st.merge.bind(st), st.mergeAsync.bind(st), keys as never, values as never, idx as never, cnt as never);
     },
   },
   {
-    name: 'decodeAttention',
+    name: 'decodeAttention / decodeAttentionAsync',
     build(b) {
       const Hkv = b.int(1, 2), G = b.int(1, 3), cap = b.int(1, 20), d = b.int(1, 8), dv = b.int(1, 8), T = b.int(0, 3);
       const dtype = FLOATS[b.int(0, 2)];
@@ -328,11 +308,11 @@ export const targets: Target[] = [
       if (c === 1) args.clip = b.num('clip', 0.5, opt(num(0, Infinity)));
       if (c === 2) args.clip = b.tensor('clip', { dtype: 'f32', shape: [Hkv], fill: 'positive', optional: true });
       const a = b.options('args', args, false);
-      return () => kv.decodeAttention(a as never);
+      return twin(b, kv.decodeAttention, kv.decodeAttentionAsync, a as never);
     },
   },
   {
-    name: 'momentkvSelect / momentkvCompress',
+    name: 'momentkvSelect / momentkvCompress / momentkvSelectAsync / momentkvCompressAsync',
     build(b) {
       const { H, N, d, dv, dtype } = layer(b);
       const keep = b.int(1, N);
@@ -347,14 +327,14 @@ export const targets: Target[] = [
         mi: b.num('mi', b.int(0, 1) === 1, opt(bool)),
       };
       if (b.int(0, 2) === 0) args.moments = moments(b, 'moments', H, d, dv);
-      if (b.int(0, 2) === 0) args.evictedRound = b.int(0, 1) ? true : b.tensor('evictedRound', { dtype: 'i32', shape: [H, N], role: 'out' });
+      if (b.int(0, 2) === 0) args.evictedRound = b.int(0, 1) ? true : b.tensor('evictedRound', { dtype: 'i32', shape: [H, N], role: 'out', optional: true });
       const compact = b.int(0, 1) === 1;
       const a = b.options('args', args, false);
-      return () => (compact ? kv.momentkvCompress(a as never) : kv.momentkvSelect(a as never));
+      return compact ? twin(b, kv.momentkvCompress, kv.momentkvCompressAsync, a as never) : twin(b, kv.momentkvSelect, kv.momentkvSelectAsync, a as never);
     },
   },
   {
-    name: 'spdSolve',
+    name: 'spdSolve / spdSolveAsync / SpdError',
     build(b) {
       const B = b.int(0, 3), n = b.int(1, 6), r = b.int(0, 3);
       const A = new Float32Array(B * n * n);
@@ -368,15 +348,16 @@ export const targets: Target[] = [
       if (b.int(0, 1)) args.out = b.tensor('out', { dtype: 'f32', shape: [B, n, r], role: 'out', inPlaceOf: 'b', optional: true });
       if (b.int(0, 1)) args.info = b.tensor('info', { dtype: 'i32', shape: [B], role: 'out', optional: true });
       const a = b.options('args', args, false);
+      const asy = b.int(0, 1) === 1;
       return async () => {
-        const s = kv.spdSolve(a as never);
+        const s = asy ? await kv.spdSolveAsync(a as never) : kv.spdSolve(a as never);
         await s.check();
         return s;
       };
     },
   },
   {
-    name: 'grkvMerge',
+    name: 'grkvMerge / grkvMergeAsync',
     build(b) {
       const H = b.int(1, 2), G = b.int(1, 2), N = b.int(2, 30), d = b.int(1, 6), dv = b.int(1, 6), Qs = b.int(1, 4);
       const dtype = FLOATS[b.int(0, 2)];
@@ -402,7 +383,7 @@ export const targets: Target[] = [
       if (b.int(0, 1)) args.weights = b.int(0, 1) ? b.num('weights', 1, opt(num(0, F32_MAX))) : b.tensor('weights', { dtype: 'f32', shape: [Qs], fill: 'positive', optional: true });
       if (b.int(0, 2) === 0) args.caps = b.options('caps', { key: b.num('caps.key', 0.025, opt(num(0, Infinity))), value: b.num('caps.value', 0.1, opt(num(0, Infinity))) });
       const a = b.options('args', args, false);
-      return () => kv.grkvMerge(a as never);
+      return twin(b, kv.grkvMerge, kv.grkvMergeAsync, a as never);
     },
   },
   {
@@ -417,7 +398,7 @@ export const targets: Target[] = [
 
   // ---------------- pipeline, metrics, I/O ----------------
   {
-    name: 'compress / compressCache / methodScores',
+    name: 'compress / compressCache / methodScores / compressAsync / compressCacheAsync / methodScoresAsync',
     weight: 2,
     build(b) {
       const which = b.int(0, 2);  // compress, compressCache, methodScores (which needs no ratio / keep)
@@ -450,9 +431,8 @@ export const targets: Target[] = [
       if (merge && b.int(0, 2) === 0) options.grkv = b.options('grkv', { lambda: b.num('grkv.lambda', 0.01, opt(num(0, 1e30, { lo: true, hi: true }))), source: b.choice('grkv.source', 'window', ['window']) });
       const inp = b.options('input', input, false);
       const o = b.options('options', options, false);
-      return () =>
-        which === 0 ? kv.compress(inp as never, o as never) :
-        which === 1 ? kv.compressCache([inp as never], o as never) : kv.methodScores(inp as never, o as never);
+      return which === 0 ? twin(b, kv.compress, kv.compressAsync, inp as never, o as never) :
+        which === 1 ? twin(b, kv.compressCache, kv.compressCacheAsync, [inp] as never, o as never) : twin(b, kv.methodScores, kv.methodScoresAsync, inp as never, o as never);
     },
   },
   {
@@ -559,26 +539,20 @@ export const targets: Target[] = [
 ];
 
 // ---------------- the addon's exports, with raw descriptors (what a caller of the binding could pass) ----------------
-/** A raw tensor descriptor as the addon parses it (a plain object: every field reaches native code as given). */
-function raw(b: Builder, name: string, spec: TensorSpec): unknown {
-  const t = b.tensor(name, { ...spec, plain: true, native: true });
-  if (t instanceof kv.Tensor) return t.toNative();
-  if (t !== null && typeof t === 'object' && 'data' in t) return { strides: undefined, offset: 0, ...(t as object) };
-  return t;
-}
+const raw = (b: Builder, name: string, spec: TensorSpec): unknown => b.raw(name, spec);
 
 export const nativeTargets: Target[] = [
   {
-    name: 'native.keydiffScores',
+    name: 'native.keydiffScores / keydiffScoresAsync',
     build(b) {
       const { H, N, d, dtype } = layer(b);
       const k = raw(b, 'keys', keysSpec(dtype, [H, N, d]));
       const o = raw(b, 'out', { dtype: 'f32', shape: [H, N], role: 'out' });
-      return () => native.keydiffScores(k as never, o as never);
+      return nativeTwin(b, 'keydiffScores', [k, o]);
     },
   },
   {
-    name: 'native.selectTokens / selectCapacity',
+    name: 'native.selectTokens / selectCapacity / selectTokensAsync',
     build(b) {
       const H = b.int(1, 3), N = b.int(1, 30), keep = b.int(1, N);
       const s = raw(b, 'scores', { dtype: 'f32', shape: [H, N] });
@@ -589,11 +563,12 @@ export const nativeTargets: Target[] = [
       const idx = raw(b, 'indices', { dtype: 'i32', shape: [H, N], role: 'out', flexible: true });
       const cnt = raw(b, 'counts', { dtype: 'i32', shape: [H], role: 'out' });
       const Hc = b.num('H', H, int(-(2 ** 53), 2 ** 53));
-      return () => [native.selectTokens(s as never, o as never, idx as never, cnt as never), native.selectCapacity(Hc as never, N, o as never)];
+      const sel = nativeTwin(b, 'selectTokens', [s, o, idx, cnt]);
+      return async () => [await sel(), native.selectCapacity(Hc as never, N, o as never)];
     },
   },
   {
-    name: 'native.gatherKV',
+    name: 'native.gatherKV / gatherKVAsync',
     build(b) {
       const { H, N, d, dv, dtype } = layer(b);
       const cap = b.int(1, N);
@@ -609,11 +584,11 @@ export const nativeTargets: Target[] = [
           muV: raw(b, 'moments.muV', { dtype: 'f32', shape: [H, dv], role: 'out' }), m: raw(b, 'moments.m', { dtype: 'f32', shape: [H, dv, d], role: 'out' }),
         } : undefined,
       ];
-      return () => native.gatherKV(...(args as [never, never, never, never, never, never, never, never]));
+      return nativeTwin(b, 'gatherKV', args);
     },
   },
   {
-    name: 'native.nestedkvScores / nestedkvBlockSize',
+    name: 'native.nestedkvScores / nestedkvBlockSize / nestedkvScoresAsync',
     build(b) {
       const { H, N, d, dtype } = layer(b);
       const k = raw(b, 'keys', keysSpec(dtype, [H, N, d]));
@@ -624,22 +599,23 @@ export const nativeTargets: Target[] = [
       }, false, false);
       const out = raw(b, 'out', { dtype: 'f32', shape: [H, N], role: 'out' });
       const Nb = b.num('N', N, int(-(2 ** 53), 2 ** 53));
-      return () => [native.nestedkvScores(k as never, o as never, out as never), native.nestedkvBlockSize(Nb as number)];
+      const sc = nativeTwin(b, 'nestedkvScores', [k, o, out]);
+      return async () => [await sc(), native.nestedkvBlockSize(Nb as number)];
     },
   },
   {
-    name: 'native.snapkvScores',
+    name: 'native.snapkvScores / snapkvScoresAsync',
     build(b) {
       const Hkv = b.int(1, 2), G = b.int(1, 2), N = b.int(3, 30), d = b.int(1, 8), W = b.int(1, Math.min(6, N - 1));
       const q = raw(b, 'queries', keysSpec('f32', [Hkv * G, W, d]));
       const k = raw(b, 'keys', keysSpec('bf16', [Hkv, N, d]));
       const o = b.options('opts', { window: b.num('window', 0, opt(int(0, W))), kernel: b.num('kernel', 3, opt((v) => isInt(v) && v >= 1 && v % 2 === 1)), pool: b.num('pool', 0, opt(int(0, 1))), scale: b.num('scale', 0, opt(num(-F32_MAX, F32_MAX))) }, false, false);
       const out = raw(b, 'out', { dtype: 'f32', shape: [Hkv, N], role: 'out' });
-      return () => native.snapkvScores(q as never, k as never, o as never, out as never);
+      return nativeTwin(b, 'snapkvScores', [q, k, o, out]);
     },
   },
   {
-    name: 'native.momentsMerge / decodeAttention',
+    name: 'native.momentsMerge / decodeAttention / momentsMergeAsync / decodeAttentionAsync',
     build(b) {
       const H = b.int(1, 2), N = b.int(1, 20), d = b.int(1, 6), dv = b.int(1, 6);
       const cap = b.int(0, N);
@@ -652,17 +628,17 @@ export const nativeTargets: Target[] = [
       if (b.int(0, 1)) {
         const idx = raw(b, 'evictedIndices', { dtype: 'i32', shape: [H, cap], fill: indexRows(b, H, N, cap, counts), check: { kind: 'ascending', range: N, counts } });
         const cnt = raw(b, 'counts', { dtype: 'i32', shape: [H], fill: counts, check: { kind: 'count', range: cap } });
-        return () => native.momentsMerge(k as never, v as never, idx as never, cnt as never, st as never);
+        return nativeTwin(b, 'momentsMerge', [k, v, idx, cnt, st]);
       }
       const q = raw(b, 'queries', keysSpec('f32', [H, 2, d], { ranks: [2, 3] }));
       const cnt = raw(b, 'counts', { dtype: 'i32', shape: [H], fill: () => b.int(0, N), check: { kind: 'count', range: N } });
       const o = b.options('opts', { order: b.num('order', 1, opt(int(0, 1))), scale: b.num('scale', 0, opt(num(0, 1e30, { hi: true }))), useClip: b.num('useClip', 0, opt(int(-I32, I32))), clip: b.num('clip', 1, () => true) }, false, false);
       const out = raw(b, 'out', { dtype: 'f32', shape: [H, 2, dv], role: 'out', ranks: [2, 3] });
-      return () => native.decodeAttention(q as never, k as never, v as never, cnt as never, st as never, undefined, o as never, out as never);
+      return nativeTwin(b, 'decodeAttention', [q, k, v, cnt, st, undefined, o, out]);
     },
   },
   {
-    name: 'native.momentkvSelect',
+    name: 'native.momentkvSelect / momentkvSelectAsync',
     build(b) {
       const H = b.int(1, 2), N = b.int(2, 24), d = b.int(1, 6), dv = b.int(1, 6), keep = b.int(1, N);
       const s = raw(b, 'scores', { dtype: 'f32', shape: [H, N], fill: 'positive' });
@@ -673,11 +649,11 @@ export const nativeTargets: Target[] = [
         n: raw(b, 'moments.n', { dtype: 'f32', shape: [H], role: 'out', fill: 'zero' }), muK: raw(b, 'moments.muK', { dtype: 'f32', shape: [H, d], role: 'out' }),
         muV: raw(b, 'moments.muV', { dtype: 'f32', shape: [H, dv], role: 'out' }), m: raw(b, 'moments.m', { dtype: 'f32', shape: [H, dv, d], role: 'out' }),
       };
-      return () => native.momentkvSelect(s as never, k as never, v as never, o as never, idx as never, cnt as never, st as never, undefined);
+      return nativeTwin(b, 'momentkvSelect', [s, k, v, o, idx, cnt, st, undefined]);
     },
   },
   {
-    name: 'native.spdSolve',
+    name: 'native.spdSolve / spdSolveAsync',
     build(b) {
       const B = b.int(1, 3), n = b.int(1, 5), r = b.int(1, 3);
       const A = new Float32Array(B * n * n);
@@ -685,11 +661,11 @@ export const nativeTargets: Target[] = [
       const a = raw(b, 'a', { dtype: 'f32', shape: [B, n, n], fill: A }), bb = raw(b, 'b', { dtype: 'f32', shape: [B, n, r] });
       const x = raw(b, 'out', { dtype: 'f32', shape: [B, n, r], role: 'out', inPlaceOf: 'b' }), info = raw(b, 'info', { dtype: 'i32', shape: [B], role: 'out', optional: true });
       const o = b.options('opts', { lambda: b.num('lambda', 0, opt(num(0, 1e30, { hi: true }))), check: b.num('check', 1, opt(int(-I32, I32))) }, false, false);
-      return () => native.spdSolve(a as never, bb as never, x as never, info as never, o as never);
+      return nativeTwin(b, 'spdSolve', [a, bb, x, info, o]);
     },
   },
   {
-    name: 'native.grkvMerge',
+    name: 'native.grkvMerge / grkvMergeAsync',
     build(b) {
       const H = 1, G = b.int(1, 2), N = b.int(2, 16), d = b.int(1, 4), Qs = b.int(1, 3), cap = b.int(1, N);
       const counts = [b.int(0, cap)];
@@ -704,11 +680,11 @@ export const nativeTargets: Target[] = [
         raw(b, 'keysOut', { dtype: 'f32', shape: [H, cap, d], role: 'out' }), raw(b, 'valuesOut', { dtype: 'f32', shape: [H, cap, d], role: 'out' }),
         raw(b, 'countsOut', { dtype: 'i32', shape: [H], role: 'out' }), undefined,
       ];
-      return () => native.grkvMerge(...(args as [never, never, never, never, never, never, never, never, never, never, never, never, never]));
+      return nativeTwin(b, 'grkvMerge', args);
     },
   },
   {
-    name: 'native.hostCopy / fillBytes / copies',
+    name: 'native.hostCopy / fillBytes / copyToDevice',
     build(b) {
       // plain arrays (hostCopy writes the whole destination array): not watched
       const dst = b.num('dst', new Float32Array(b.int(0, 8)), (v) => v instanceof Float32Array);
@@ -723,4 +699,70 @@ export const nativeTargets: Target[] = [
   },
 ];
 
-export const allTargets: Target[] = [...targets, ...nativeTargets];
+/** Device memory, streams and events of the addon (CPU builds: every call is ERR_KVTRIM_NO_CUDA; the handles are trusted). */
+nativeTargets.push(
+  {
+    name: 'native.init / defaultOptions',
+    weight: 0.2,
+    build(b) {
+      const o = b.num('opts', { cuda: false }, () => true);  // `cuda` is read as a boolean when opts is an object: any value is accepted
+      return () => [native.init(o as never), native.defaultOptions()];
+    },
+  },
+  {
+    name: 'native.NativeBuffer / streamCreate / streamDestroy / streamSynchronize / eventCreate / eventRecord / eventElapsed / eventDestroy / copyToHost / copyDevice / deviceSynchronize',
+    weight: 0.3,
+    build(b) {
+      const which = b.int(0, 10);
+      const dev = b.num('device', 0, () => true), bytes = b.num('bytes', 16, () => true);
+      const host = new Float32Array(4);
+      const n = native as unknown as Record<string, (...a: unknown[]) => unknown> & { NativeBuffer: new (...a: unknown[]) => unknown };
+      return () => {
+        switch (which) {
+          case 0: return new n.NativeBuffer('alloc', bytes, dev);
+          case 1: return n.streamCreate(dev);
+          case 2: return n.streamDestroy(undefined);
+          case 3: return n.streamSynchronize(undefined, dev);
+          case 4: return n.eventCreate(dev);
+          case 5: return n.eventRecord(0n, undefined);
+          case 6: return n.eventElapsed(0n, 0n);
+          case 7: return n.eventDestroy(0n);
+          case 8: return n.copyToHost(host, 0, undefined, 0, bytes);
+          case 9: return n.copyDevice(undefined, 0, undefined, 0, bytes);
+          default: return n.deviceSynchronize(dev);
+        }
+      };
+    },
+  },
+  {
+    name: 'native.baselineKeydiff / baselineSelect / baselineGather / baselineSnapkv',
+    weight: 0.1,
+    build(b) {
+      // CUDA builds only (NATIVE_EXPORTS 'cuda'): absent from a CPU build, where this target has nothing to call
+      if (!(native as unknown as Record<string, unknown>).baselineKeydiff) return () => undefined;
+      const k = raw(b, 'keys', { dtype: 'f32', shape: [1, 4, 2] }), o = raw(b, 'out', { dtype: 'f32', shape: [1, 4], role: 'out' });
+      const n = native as unknown as Record<string, ((...a: unknown[]) => unknown) | undefined>;
+      return () => n.baselineKeydiff?.(k, o);
+    },
+  },
+);
+
+export const allTargets: Target[] = [...targets, ...batchTargets, ...nativeTargets, ...nativeBatchTargets];
+
+/** The exports a target calls: `covers`, else the names of its name ('native.a / b': native.a, native.b). */
+export function coveredExports(t: Target): string[] {
+  if (t.covers) return t.covers;
+  const parts = t.name.split(' / ').map((x) => x.trim().split(' ')[0]);
+  const native = parts[0].startsWith('native.');
+  return parts.map((x) => (native && !x.startsWith('native.') ? `native.${x}` : x));
+}
+
+/** Runs the sync form or (drawn last, after every argument slot) the async twin, awaited. */
+function twin<A extends unknown[]>(b: Builder, f: (...a: A) => unknown, fa: (...a: A) => Promise<unknown>, ...a: A): () => unknown {
+  return b.int(0, 1) ? async () => fa(...a) : () => f(...a);
+}
+
+/** The addon export `name` or (drawn last) its `<name>Async` twin with an abort cell, awaited. */
+function nativeTwin(b: Builder, name: string, args: unknown[]): () => unknown {
+  return nativeCall(b, name, b.int(0, 1) === 1, args);
+}

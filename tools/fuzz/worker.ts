@@ -110,8 +110,9 @@ export async function runCall(seed: number, i: number): Promise<Outcome> {
     out.result = internal ? 'internal' : 'error';
     out.error = e instanceof Error ? `${err.name}${err.code ? ` ${err.code}` : ''}` : typeof e;
     out.message = String(err?.message ?? e).slice(0, 300);
-    // an error about the environment (no GPU) says nothing about the mutated argument
-    if (m && err.code !== 'ERR_KVTRIM_NO_CUDA') out.named = naming(out.message, m.names);
+    // an error about the environment (no GPU) says nothing about the mutated argument, and neither does the
+    // AbortError of an async call whose abort cell was set (the call was not run, so the C ABI did not check it)
+    if (m && err.code !== 'ERR_KVTRIM_NO_CUDA' && err.code !== 'ABORT_ERR') out.named = naming(out.message, m.names);
   }
   const mod = modified(b.watched);
   if (mod) out.modified = mod;
