@@ -34,6 +34,18 @@ expectBadCalls(t, [
   ['gather: counts of another batch', () => gatherKVBatched({ cache: ragged.cache, indices: tensor(new Int32Array(2 * 2 * 4), [2, 2, 4]), counts: tensor(new Int32Array(4), [2, 2]) }), 'RangeError', /indices: expected 3 sequences/],
   ['gather: an index past the sequence', () => gatherKVBatched({ cache: ragged.cache, indices: tensor(Int32Array.from({ length: 12 }, () => 4), [3, 2, 2]), counts: tensor(Int32Array.from([1, 1, 0, 0, 1, 1]), [3, 2]) }), 'RangeError', /indices: row \[0, 0\] must hold strictly ascending positions in \[0, 3\) before its count; entry 0 is 4/],
   ['decode: counts beyond a sequence', () => decodeAttentionBatched({ queries: tensor(new Float32Array(3 * 2 * 8), [3, 2, 8]), cache: ragged.cache, counts: tensor(Int32Array.from([3, 3, 1, 0, 5, 5]), [3, 2]) }), 'RangeError', /counts: counts\[1, 0\] = 1 must be in \[0, 0\]/],
+  // an output sharing memory with the table it is written under (the fuzzer found countsOut over the page list)
+  ['select: counts over the ragged indptr', () => { const x = overTable(ragged.tb.seqs, 'indptr'); return selectTokensBatched(out, x.seqs, { keep: 2, counts: x.over }); }, 'RangeError', /counts: .*seqs\.indptr/],
+  ['gather: countsOut over the page list', () => { const x = overTable(paged.cache, 'indices'); return gatherKVBatched({ cache: x.seqs as BatchCache, indices: tensor(new Int32Array(3 * 2 * 4).fill(-1), [3, 2, 4]), counts: tensor(new Int32Array(6), [3, 2]), countsOut: x.over }); }, 'RangeError', /countsOut: .*seqs\.indices/],
 ]);
+
+/** The table with its `key` tensor moved into a larger buffer, and an i32 [3, 2] view of that buffer overlapping its last entries. */
+function overTable<T extends object>(table: T, key: 'indptr' | 'indices') {
+  const old = (table as unknown as Record<string, { host: Int32Array }>)[key].host;
+  const buf = new Int32Array(old.length + 6);
+  buf.set(old);
+  const seqs = { ...table, [key]: tensor(buf.subarray(0, old.length), [old.length]) } as T;
+  return { seqs, over: tensor(buf.subarray(old.length - 1, old.length + 5), [3, 2]) };
+}
 
 t.test('nothing was written by the failed calls', async (t) => sameBits(t, out.host as Float32Array, before, 'the output keeps its poison'));

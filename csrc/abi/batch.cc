@@ -296,6 +296,21 @@ MomentViews moments_slice(const MomentViews& m, int64_t s, int64_t H) {
   return r;
 }
 
+kvt_status check_not_table(const Batch& b, const View& v, const char* name) {
+  if (b.has_table) KVT_TRY(check_no_overlap(v, name, b.table, b.t.layout == kSeqsPadded ? "seqs.lengths" : "seqs.indptr"));
+  if (b.paged()) {
+    KVT_TRY(check_no_overlap(v, name, b.page_table[0], "seqs.indices"));
+    KVT_TRY(check_no_overlap(v, name, b.page_table[1], "seqs.lastPageLen"));
+  }
+  return KVT_OK;
+}
+
+kvt_status check_moments_not_table(const Batch& b, const MomentViews& m) {
+  static const char* names[4] = {"moments.n", "moments.muK", "moments.muV", "moments.m"};
+  for (int i = 0; i < 4; i++) KVT_TRY(check_not_table(b, m.v[i], names[i]));
+  return KVT_OK;
+}
+
 kvt_status check_index_lists(const Batch& b, const View& idx, const char* idx_name, const View& cnt, int64_t cap_out) {
   const int64_t H = idx.shape[1], cap = idx.shape[2];
   const int32_t* I = idx.ptr<int32_t>();

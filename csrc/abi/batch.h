@@ -62,6 +62,12 @@ kvt_status check_batch_moments(const Batch& b, const kvt_moments* m, const View&
                                MomentViews* out);
 MomentViews moments_slice(const MomentViews& m, int64_t s, int64_t H);
 
+// Outputs (and tensors written in place) never share memory with the tensors of the sequence table they are written
+// under: indptr / lengths, and the page list and last-page lengths of a paged table. `moments` (optional) checks all
+// four views of a moment state.
+kvt_status check_not_table(const Batch& b, const View& v, const char* name);
+kvt_status check_moments_not_table(const Batch& b, const MomentViews& m);
+
 // Host: for every sequence s and head h, counts[s, h] in [0, min(cap of indices, cap_out)] and the first counts of
 // indices[s, h] strictly ascending positions in [0, n_s).
 kvt_status check_index_lists(const Batch& b, const View& idx, const char* idx_name, const View& cnt, int64_t cap_out);

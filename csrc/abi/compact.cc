@@ -75,6 +75,7 @@ extern "C" kvt_status kvt_compact_in_place(const kvt_seqs* seqs, const kvt_tenso
   MomentViews m;
   if (moments) {
     KVT_TRY(check_batch_moments(b, moments, k, H, d, dv, &m));
+    KVT_TRY(check_moments_not_table(b, m));
     const View* views[] = {&k, &v, &idx, &cnt};
     const char* names[] = {"keys", "values", "indices", "counts"};
     for (int i = 0; i < 4; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));

@@ -203,6 +203,7 @@ extern "C" kvt_status kvt_decode_attention_batched(const kvt_seqs* seqs, const k
   const View* ins[] = {&q, &k, &v, &cnt};
   const char* in_names[] = {"queries", "keys", "values", "counts"};
   KVT_TRY(check_distinct(o, "out"));
+  KVT_TRY(check_not_table(b, o, "out"));
   for (int i = 0; i < 4; i++) KVT_TRY(check_no_overlap(o, "out", *ins[i], in_names[i]));
   MomentViews m;
   if (moments) {

@@ -133,12 +133,14 @@ extern "C" kvt_status kvt_gather_kv_batched(const kvt_seqs* seqs, const kvt_tens
   const char* out_names[] = {"keysOut", "valuesOut", "countsOut"};
   for (int o = 0; o < 3; o++) {
     KVT_TRY(check_distinct(*outs[o], out_names[o]));
+    KVT_TRY(check_not_table(b, *outs[o], out_names[o]));
     for (int i = 0; i < 4; i++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *ins[i], in_names[i]));
     for (int p = 0; p < o; p++) KVT_TRY(check_no_overlap(*outs[o], out_names[o], *outs[p], out_names[p]));
   }
   MomentViews m;
   if (moments) {
     KVT_TRY(check_batch_moments(b, moments, k, H, d, dv, &m));
+    KVT_TRY(check_moments_not_table(b, m));
     const View* views[] = {&k, &v, &idx, &cnt, &ko, &vo, &co};
     const char* names[] = {"keys", "values", "indices", "counts", "keysOut", "valuesOut", "countsOut"};
     for (int i = 0; i < 7; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));

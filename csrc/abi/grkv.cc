@@ -328,6 +328,14 @@ extern "C" kvt_status kvt_grkv_merge_batched(const kvt_seqs* seqs, const kvt_ten
   a.G = a.Hq / a.H;
   KVT_TRY(check_opts(a));
   KVT_TRY(check_outputs(a));
+  {
+    const View* outs[] = {&a.ko, &a.vo, &a.co, &a.dg};
+    const char* names[] = {"keysOut", "valuesOut", "countsOut", "diagnostics"};
+    for (int o = 0; o < (a.has_dg ? 4 : 3); o++) {
+      KVT_TRY(check_not_table(b, *outs[o], names[o]));
+      KVT_TRY(check_not_table(qb, *outs[o], names[o]));
+    }
+  }
   if (b.on_cuda) return batched_cuda_pending("grkvMergeBatched");  // CUDA: cuda::grkv_merge_batched
   KVT_TRY(check_index_lists(b, a.idx, "indices", a.cnt, a.cap));
   for (int64_t s = 0; s < b.B; s++) {

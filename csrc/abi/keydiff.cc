@@ -44,6 +44,7 @@ extern "C" kvt_status kvt_keydiff_scores_batched(const kvt_seqs* seqs, const kvt
   KVT_TRY(check_seq_data(b, keys, "keys", kMaskFloat, &k, &H, &d));
   KVT_TRY(check_token_tensor(b, scores, "out", kMaskF32, H, &s));
   KVT_TRY(check_distinct(s, "out"));
+  KVT_TRY(check_not_table(b, s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   if (b.on_cuda) return batched_cuda_pending("keydiffScoresBatched");  // CUDA: cuda::keydiff_scores_batched
   cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },

@@ -158,6 +158,10 @@ extern "C" kvt_status kvt_momentkv_select_batched(const kvt_seqs* seqs, const kv
   KVT_TRY(check_opts(o));
   MomentViews m;
   KVT_TRY(check_batch_moments(b, moments, k, H, d, dv, &m));
+  KVT_TRY(check_moments_not_table(b, m));
+  KVT_TRY(check_not_table(b, idx, "indices"));
+  KVT_TRY(check_not_table(b, cnt, "counts"));
+  if (evicted_round) KVT_TRY(check_not_table(b, er, "evictedRound"));
   KVT_TRY(check_overlaps(s, k, v, idx, cnt, evicted_round ? &er : nullptr, m));
   std::vector<int32_t> kb;
   KVT_TRY(resolve_keep(b, o.keep, keep, &kb));

@@ -91,6 +91,7 @@ extern "C" kvt_status kvt_moments_merge_batched(const kvt_seqs* seqs, const kvt_
   KVT_TRY(check_seq_tensor(b, counts, "counts", 2, kMaskI32, "[B, H]", H, &cnt));
   MomentViews m;
   KVT_TRY(check_batch_moments(b, moments, k, H, d, dv, &m));
+  KVT_TRY(check_moments_not_table(b, m));
   const View* views[] = {&k, &v, &idx, &cnt};
   const char* names[] = {"keys", "values", "evictedIndices", "counts"};
   for (int i = 0; i < 4; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));

@@ -131,6 +131,7 @@ extern "C" kvt_status kvt_nestedkv_scores_batched(const kvt_seqs* seqs, const kv
   KVT_TRY(check_opts(o));
   KVT_TRY(check_token_tensor(b, scores, "out", kMaskF32, H, &s));
   KVT_TRY(check_distinct(s, "out"));
+  KVT_TRY(check_not_table(b, s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   if (H > 0 && d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, k.ndim));
   if (b.on_cuda) return batched_cuda_pending("nestedkvScoresBatched");  // CUDA: cuda::nestedkv_scores_batched

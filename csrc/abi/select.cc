@@ -112,6 +112,8 @@ extern "C" kvt_status kvt_select_tokens_batched(const kvt_seqs* seqs, const kvt_
   KVT_TRY(check_seq_tensor(b, counts, "counts", 2, kMaskI32, "[B, H]", H, &cnt));
   KVT_TRY(check_distinct(idx, "indices"));
   KVT_TRY(check_distinct(cnt, "counts"));
+  KVT_TRY(check_not_table(b, idx, "indices"));
+  KVT_TRY(check_not_table(b, cnt, "counts"));
   KVT_TRY(check_no_overlap(idx, "indices", s, "scores"));
   KVT_TRY(check_no_overlap(cnt, "counts", s, "scores"));
   KVT_TRY(check_no_overlap(cnt, "counts", idx, "indices"));

@@ -114,6 +114,8 @@ extern "C" kvt_status kvt_snapkv_scores_batched(const kvt_seqs* seqs, const kvt_
                                    ") must be a positive multiple of the number of KV heads (" + std::to_string(Hkv) + ")");
   if (d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1");
   KVT_TRY(check_distinct(s, "out"));
+  KVT_TRY(check_not_table(b, s, "out"));
+  KVT_TRY(check_not_table(qb, s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   KVT_TRY(check_no_overlap(s, "out", q, "queries"));
   const float scale = o.scale == 0 ? float(1.0 / sqrt(double(d))) : float(o.scale);

@@ -73,6 +73,7 @@ kvt_status check_problem(const kvt_tp_select* p, Tp* t) {
   KVT_TRY(check_dim(a.state, "state", 0, b.B, "B (sequences)"));
   KVT_TRY(check_dim(a.state, "state", 1, kvt_tp_select_state_words(a.Hs), "kvt_tp_select_state_words(Hs)"));
   KVT_TRY(check_no_overlap(a.state, "state", t->scores, "scores"));
+  KVT_TRY(check_not_table(b, a.state, "state"));
   if (b.host()) {
     a.scores.resize(size_t(b.B));
     a.n_safe.resize(size_t(b.B));
@@ -108,6 +109,7 @@ kvt_status check_hist(const Tp& t, const kvt_tensor* h, const char* name, View* 
   KVT_TRY(check_dim(*v, name, 0, t.b.B, "B (sequences)"));
   KVT_TRY(check_dim(*v, name, 1, int64_t(1) << t.a.bits, "2^radixBits"));
   KVT_TRY(check_no_overlap(*v, name, t.a.state, "state"));
+  KVT_TRY(check_not_table(t.b, *v, name));
   return check_no_overlap(*v, name, t.scores, "scores");
 }
 
@@ -185,6 +187,7 @@ extern "C" kvt_status kvt_tp_select_finish(const kvt_tp_select* p, const kvt_ten
   for (int o = 0; o < 2; o++) {
     KVT_TRY(check_no_overlap(*outs[o], names[o], t.scores, "scores"));
     KVT_TRY(check_no_overlap(*outs[o], names[o], t.a.state, "state"));
+    KVT_TRY(check_not_table(t.b, *outs[o], names[o]));
   }
   KVT_TRY(check_no_overlap(cnt, "counts", idx, "indices"));
   if (t.b.on_cuda) return batched_cuda_pending("TpSelection.finish");  // CUDA: cuda::tp_select_finish
