@@ -154,7 +154,7 @@ kvt_status check_seq_data(Batch& b, const kvt_tensor* t, const char* name, uint3
     case kSeqsPadded: {
       *H = v->shape[1];
       *d = v->shape[3];
-      if (!b.t.lengths) {
+      if (!b.has_table) {  // no lengths tensor (an empty one has no pointer but is given)
         if (b.B < 0) KVT_TRY(set_extent(b, v->shape[0], v->shape[2], name));
         else if (v->shape[2] != b.t.L)
           return fail(KVT_ERR_RANGE, nm + ": without lengths every padded tensor needs the same L, expected " +

@@ -78,7 +78,7 @@ export class MomentState implements MomentTensors {
    */
   static create(H: number, d: number, dv: number, options?: MomentStateCreateOptions): MomentState {
     const o = opts('options', options, ['device', 'stream']);
-    checkInt('H', H, 1, 2 ** 31 - 1);
+    checkInt('H', H, 0, 2 ** 31 - 1);  // 0: the state of an empty batch
     checkInt('d', d, 1, 1 << 16);
     checkInt('dv', dv, 1, 1 << 16);
     const device = resolveDevice(o.device);

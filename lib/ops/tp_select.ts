@@ -60,7 +60,7 @@ export class TpSelection {
       checkRank('scores', s, table.layout === 'ragged' ? 2 : 3, table.layout === 'ragged' ? '[Hs, T]' : '[B, Hs, L]');
       this.Hs = table.layout === 'ragged' ? s.shape[0] : s.shape[1];
     } else {
-      checkRank('scores', s, 2, '[Hs, N]');
+      checkRank('scores', s, 2, '[Hs, N] (a batch of sequences needs options.seqs)');
       this.Hs = s.shape[0];
       table = new SeqTable('seqs', { layout: 'padded' }, s.view([1, s.shape[0], s.shape[1]], [0, s.strides[0], s.strides[1]]));
     }

@@ -116,7 +116,8 @@ function table(b: Builder, sh: Shape, mk: Mk, o: { prefix?: string; native?: boo
   const out: Record<string, unknown> = {
     // another layout reinterprets the data: the error may name a tensor of the batch instead
     layout: o.native
-      ? b.num(`${p}.layout`, li, (v) => v === li || (swap && (v === 2 || v === 3)), DATA_NAMES)
+      // with no sequence (B = 0) the table of another layout can describe the same empty batch
+      ? b.num(`${p}.layout`, li, (v) => v === li || (swap && (v === 2 || v === 3)) || (B === 0 && [0, 1, 2, 3].includes(v as number)), DATA_NAMES)
       : b.choice(`${p}.layout`, layout, swap ? ['NHD', 'HND'] : [layout], false, DATA_NAMES),
   };
   if (layout === 'ragged') {
@@ -352,7 +353,8 @@ export const batchTargets: Target[] = [
       const G = b.int(1, 2), Wq = b.int(1, 4);
       const c = cache(b, sh, { values: false });
       const qlens = sh.lens.map(() => b.int(1, Wq));
-      const minQ = Math.min(Wq, ...qlens);
+      // the window is checked against the queries of the non-empty sequences only (an empty one has nothing to score)
+      const minQ = Math.min(Wq, ...qlens.filter((_, s) => sh.lens[s] > 0));
       const q = b.options('queries', {
         layout: b.choice('queries.layout', 'padded', ['padded'], false),
         lengths: b.tensor('queries.lengths', { dtype: 'i32', shape: [sh.B], fill: qlens, optional: true, hostile: [(v, pick) => {
@@ -364,7 +366,7 @@ export const batchTargets: Target[] = [
         queries: b.tensor('queries.queries', { dtype: FLOATS[b.int(0, 2)], shape: [sh.B, sh.H * G, Wq, sh.d], dtypes: FLOATS }),
       }, false, false);
       const o = b.options('options', {
-        window: b.num('window', b.int(1, minQ), opt(int(1, sh.B ? minQ : I32))),
+        window: b.num('window', b.int(1, minQ), opt(int(1, sh.lens.some((n) => n > 0) ? minQ : I32))),
         kernel: b.num('kernel', 2 * b.int(0, 2) + 1, opt((v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) % 2 === 1)),
         pool: b.choice('pool', ['avg', 'max'][b.int(0, 1)], ['avg', 'max']),
         ...(b.int(0, 1) ? { out: tok(b, sh, 'out', { role: 'out', optional: true, flexible: true }) } : {}),
@@ -709,7 +711,8 @@ export const nativeBatchTargets: Target[] = [
       const scores = rawToken(b, sh, 'scores', { fill: 'positive' });
       const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d), dtypes: FLOATS }), values = mk('values', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.dv), dtypes: FLOATS });
       const o = b.options('opts', { keep: b.num('keep', keep, opt(int(1, I32))), rounds: b.num('rounds', 2, opt(int(1, 1 << 20))), r: 1, mi: 0, eps: 0.05 }, false, false);
-      const idx = mk('indices', { dtype: 'i32', shape: [sh.B, sh.H, keep], role: 'out' }), cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], role: 'out' });
+      // capacity min(keep, longest sequence): keep is clamped to each sequence's length
+      const idx = mk('indices', { dtype: 'i32', shape: [sh.B, sh.H, Math.min(keep, sh.maxN)], role: 'out' }), cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], role: 'out' });
       const m = momentParts(mk, sh.B * sh.H, sh.d, sh.dv);
       const er = b.int(0, 1) ? rawToken(b, sh, 'evictedRound', { dtype: 'i32', role: 'out', optional: true }) : undefined;
       return nativeCall(b, 'momentkvSelectBatched', asy, [seqs, scores, keys, values, o, undefined, idx, cnt, m, er]);
@@ -764,7 +767,8 @@ export const nativeBatchTargets: Target[] = [
       const sh = r?.sh;
       const mk: Mk = (n, s) => b.raw(n, s);
       const Hs = sh?.H ?? b.int(1, 2), N = b.int(0, 12), B = sh?.B ?? 1;
-      const bits = b.num('radixBits', [4, 8, 16][b.int(0, 2)], (v) => v === 4 || v === 8 || v === 16) as number;
+      // an omitted radixBits is the addon's default (8): valid or not depending on the histogram given
+      const bits = b.num('radixBits', [4, 8, 16][b.int(0, 2)], (v) => v === undefined || v === 4 || v === 8 || v === 16) as number;
       const words = 8 + 2 * Hs;
       // a state as begin leaves it (round 0), or as a hostile caller hands it over
       const stateFill = Array.from({ length: B * words }, () => 0);

@@ -367,12 +367,14 @@ export class Builder {
           }
           return new Tensor(t.array, shape, { dtype, strides, offset });
         }
-        case 'small':
-          if (!shape.length) break;
-          shape[this.choose!.int(shape.length)] -= 1;
-          if (shape.some((x) => x < 0)) shape = shape.map((x) => Math.max(0, x));
+        case 'small': {
+          // one dimension one smaller (a zero dimension cannot shrink: the view would be unchanged)
+          const dims = shape.map((x, i) => (x > 0 ? i : -1)).filter((i) => i >= 0);
+          if (!dims.length) break;
+          shape[this.pickOf(dims)] -= 1;
           expect = spec.flexible ? 'any' : 'error';
           break;
+        }
         case 'hostile': {
           const h = this.pickOf(spec.hostile!);
           const v = [...vals];

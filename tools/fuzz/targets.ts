@@ -270,7 +270,7 @@ export const targets: Target[] = [
       const { H, N, d, dv, dtype } = layer(b);
       const which = b.int(0, 3);
       if (which === 0) {
-        const Hn = b.num('H', H, int(1, I32)), dn = b.num('d', d, int(1, 1 << 16)), dvn = b.num('dv', dv, int(1, 1 << 16));
+        const Hn = b.num('H', H, int(0, I32)), dn = b.num('d', d, int(1, 1 << 16)), dvn = b.num('dv', dv, int(1, 1 << 16));
         const o = b.options('options', { device: b.num('device', 'cpu', (v) => v === undefined || v === 'cpu') });
         return () => kv.MomentState.create(Hn as number, dn as number, dvn as number, o as never);
       }
