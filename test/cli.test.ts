@@ -3,6 +3,9 @@ import { main } from '../lib/cli';
 import { backendInfo } from '../lib/index';
 import { runChecks, allChecks } from '../lib/check';
 import { hostTarget } from '../lib/checks/util';
+import type { Target } from '../lib/checks/types';
+import { tensor, hostContiguous, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../lib/tensor';
+import type { Tensor } from '../lib/tensor';
 
 async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [], err: string[] = [];
@@ -63,6 +66,49 @@ t.test('every kvtrim check entry runs and passes CPU-vs-CPU (the check code itse
   const some = await runChecks({ target: hostTarget(), filter: 'GATHER' });
   t.ok(some.length >= 1 && some.every((r) => r.op === 'gatherKV'), 'filter by op name');
   await t.rejects(runChecks({}), /no usable GPU/, 'without a GPU the CUDA target says why', { skip: backendInfo().cuda && 'a GPU is present' });
+});
+
+/**
+ * A target whose results are slightly wrong: each fetched float tensor comes back with its largest finite element v
+ * replaced by 2v + 1 + (a count of fetches); an i32 tensor with one non-negative element in each eighth raised by
+ * 1 + that count (more than the two mismatching indices a tie-tolerant check allows). Two fetches never agree
+ * either (the determinism checks compare the target with itself).
+ */
+function faultyTarget(): Target {
+  const base = hostTarget();
+  let calls = 0;
+  return {
+    ...base,
+    name: 'faulty',
+    async fetch(x: Tensor) {
+      const t = await base.fetch(x);
+      const a = hostContiguous(t).slice();
+      const k = ++calls;
+      if (t.dtype === 'i32') {
+        for (let j = 0; j < 8; j++) {
+          let i = Math.floor((j * a.length) / 8);
+          while (i < a.length && a[i] < 0) i++;
+          if (i < a.length) a[i] += 1 + k;
+        }
+      } else {
+        const dec = t.dtype === 'bf16' ? bf16ToF32 : t.dtype === 'f16' ? f16ToF32 : (z: number) => z;
+        const enc = t.dtype === 'bf16' ? f32ToBf16 : t.dtype === 'f16' ? f32ToF16 : (z: number) => z;
+        let best = -1;
+        for (let i = 0; i < a.length; i++) {
+          const v = dec(a[i]);
+          if (Number.isFinite(v) && (best < 0 || Math.abs(v) > Math.abs(dec(a[best])))) best = i;
+        }
+        if (best >= 0) a[best] = enc(2 * dec(a[best]) + 1 + k);
+      }
+      return tensor(a, t.shape, { dtype: t.dtype });
+    },
+  };
+}
+
+t.test('every kvtrim check entry fails on a target that gets a few elements wrong (the checks compare what they fetch)', async (t) => {
+  const rows = await runChecks({ target: faultyTarget(), seed: 3 });
+  t.equal(rows.length, allChecks().length, 'one row per check');
+  for (const r of rows) t.notOk(r.pass, `${r.op} ${r.config}: FAIL (error ${r.error}, tolerance ${r.tolerance})`);
 });
 
 t.test('a failing check is reported as FAIL (error captured, not thrown)', async (t) => {

@@ -108,14 +108,17 @@ function run() {
     dryRunTimeoutMinutes: 180,
     timeoutFactor: 3,
     disableTypeChecks: 'lib/**/*.ts',
-    reporters: ['json', 'clear-text', 'progress-append-only'],
+    // event-recorder: one file per tested mutant, so a run stopped before its end still has its verdicts
+    reporters: ['json', 'clear-text', 'progress-append-only', 'event-recorder'],
     jsonReporter: { fileName: path.relative(root, path.join(dir, 'report.json')) },
+    eventReporter: { baseDir: path.relative(root, path.join(dir, 'events')) },
     tempDirName: path.relative(root, path.join(dir, 'tmp')),
     ignorePatterns: ['/build*', '/prebuilds', '/coverage', '/.tap', '/bench-out', '/kvtrim-eval', '/dist', '/types', '/reports'],
     cleanTempDir: 'always',
   };
   const cfgFile = path.join(dir, 'stryker.config.json');
   fs.writeFileSync(cfgFile, JSON.stringify(config, null, 1));
+  fs.rmSync(path.join(dir, 'report.json'), { force: true });
   fs.writeFileSync(path.join(dir, 'sample.json'), JSON.stringify({ seed, lines: count, population: lines.length, picked }, null, 1));
   console.log(`lib/: ${lines.length} code lines; sample of ${picked.length} (seed ${seed}); ${config.tap.testFiles.length} test files`);
   // reduced sizes (KVTRIM_TEST_QUICK=1): the sizes of op tests matter to kernels, not to the TypeScript layer
@@ -124,8 +127,34 @@ function run() {
   process.exitCode = r.status ?? 1;
 }
 
+/**
+ * The run's results: Stryker's JSON report when the run finished, else (a run stopped early) the mutants the event
+ * recorder saw tested, in the report's shape ({ files: { [file]: { source, mutants } } }), and how many were planned.
+ */
+function results() {
+  const full = path.join(dir, 'report.json');
+  if (fs.existsSync(full)) {
+    const rep = JSON.parse(fs.readFileSync(full, 'utf8'));
+    return { rep, planned: Object.values(rep.files).reduce((a, f) => a + f.mutants.length, 0), complete: true };
+  }
+  const ev = path.join(dir, 'events');
+  const names = fs.existsSync(ev) ? fs.readdirSync(ev).sort() : [];
+  const read = (n) => JSON.parse(fs.readFileSync(path.join(ev, n), 'utf8'));
+  const plan = names.find((n) => n.endsWith('-onMutationTestingPlanReady.json'));
+  if (!plan) throw new Error(`no ${full} and no event files under ${ev}: run first`);
+  const planned = read(plan).mutantPlans.length;
+  const files = {};
+  for (const n of names.filter((x) => x.endsWith('-onMutantTested.json'))) {
+    const m = read(n);
+    const file = path.relative(root, path.resolve(root, m.fileName));
+    files[file] ??= { source: fs.readFileSync(path.join(root, file), 'utf8'), mutants: [] };
+    files[file].mutants.push(m);
+  }
+  return { rep: { files }, planned, complete: false };
+}
+
 function report() {
-  const rep = JSON.parse(fs.readFileSync(path.join(dir, 'report.json'), 'utf8'));
+  const { rep, planned, complete } = results();
   const s = JSON.parse(fs.readFileSync(path.join(dir, 'sample.json'), 'utf8'));
   const notes = readJson(path.join(root, 'tools/mutation/survivors-lib.json'));
   const eq = readJson(path.join(root, 'tools/mutation/equivalent-lib.json'));
@@ -136,7 +165,7 @@ function report() {
       const l = m.location.start.line;
       const key = `${file}:${l}:${m.mutatorName}:${m.replacement ?? ''}`;
       const o = { id: m.id, where: `${file}:${l}`, mutator: m.mutatorName, original: lines[l - 1].trim(), replacement: m.replacement, status: m.status };
-      if (m.status === 'Killed') o.killedBy = m.killedBy;
+      if (m.status === 'Killed' || m.status === 'Timeout') Object.assign(o, { killedBy: m.killedBy, detail: m.statusReason?.slice(0, 240) });
       if (m.status === 'Survived' || m.status === 'NoCoverage') {
         if (eq[key]) {
           o.status = 'Equivalent';
@@ -151,19 +180,27 @@ function report() {
   }
   const n = (st) => mutants.filter((m) => m.status === st).length;
   const killed = n('Killed') + n('Timeout'), survived = n('Survived') + n('NoCoverage');
+  const k = killed + survived;
+  const z = 1.959964, p = k ? killed / k : 0;
+  const c = (p + z * z / (2 * k)) / (1 + z * z / k), h = (z / (1 + z * z / k)) * Math.sqrt(p * (1 - p) / k + z * z / (4 * k * k));
   const out = {
     what: 'StrykerJS mutation testing of lib/ (tools/mutation/lib.mjs, README there): a seeded sample of code lines, every mutant on them',
     generated: new Date().toISOString(),
-    sample: { seed: s.seed, lines: s.lines, populationLines: s.population },
+    sample: { seed: s.seed, lines: s.lines, populationLines: s.population, picked: s.picked.map(([f, l]) => `${f}:${l}`) },
+    run: { mutantsPlanned: planned, mutantsTested: mutants.length, complete },
     totals: {
       killed, survived, equivalent: n('Equivalent'), compileErrors: n('CompileError'), runtimeErrors: n('RuntimeError'), ignored: n('Ignored'),
-      nonEquivalent: killed + survived, killRate: killed + survived ? +(killed / (killed + survived)).toFixed(4) : null,
+      nonEquivalent: k, killRate: k ? +(killed / k).toFixed(4) : null,
+      // 95 % Wilson interval; the mutants of a line are not independent trials, so it is a rough guide
+      killRateWilson95: k ? [+Math.max(0, c - h).toFixed(4), +Math.min(1, c + h).toFixed(4)] : null,
+      survivorsExplained: mutants.filter((m) => m.reason && m.reason !== 'unexplained').length,
+      unexplained: mutants.filter((m) => m.reason === 'unexplained').length,
     },
     survivors: mutants.filter((m) => m.status === 'Survived' || m.status === 'NoCoverage'),
     equivalents: mutants.filter((m) => m.status === 'Equivalent'),
     mutants,
   };
-  const file = path.join(root, opt('out', 'bench/results/mutation-lib.json'));
+  const file = path.resolve(root, opt('out', 'bench/results/mutation-lib.json'));
   fs.writeFileSync(file, JSON.stringify(out, null, 1) + '\n');
   console.log(`${path.relative(root, file)}: ${killed} killed, ${survived} survived, ${out.totals.equivalent} equivalent; kill rate ${out.totals.killRate} of ${killed + survived}`);
 }

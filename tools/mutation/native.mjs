@@ -434,7 +434,7 @@ function report() {
     equivalents: [...named, ...all].filter((m) => m.status === 'equivalent'),
     mutants: { named, uniform, alsoRun },
   };
-  const out = path.join(root, opt('out', 'bench/results/mutation.json'));
+  const out = path.resolve(root, opt('out', 'bench/results/mutation.json'));
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify(rep, null, 1) + '\n');
   const e = rep.estimate;
