@@ -48,7 +48,7 @@ export function checkOptions(name: string, v: unknown): Record<string, unknown> 
 /** Rejects null values of an options object (`prefix` + key names the field): `??` defaults would take null for "not given". */
 export function rejectNulls(prefix: string, o: Record<string, unknown>): void {
   for (const k of Object.keys(o)) {
-    if (o[k] === null) throw new TypeError(`${prefix}${k}: got null (omit the option for its default)`);
+    if (o[k] === null) throw new TypeError(`${prefix}${k}: got null (null is not a value: give the field, or omit an optional one for its default)`);
   }
 }
 
