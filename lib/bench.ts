@@ -2,7 +2,8 @@
  * `kvtrim bench`: times each kernel at given shapes on the active backend (CUDA events on a GPU, wall clock on
  * the CPU backend), reports the median, the achieved bandwidth, the ratio to the speed-of-light bound of
  * docs/performance.md §5 (bytes the op must move ÷ copy bandwidth measured in the same run) and the speedup
- * over a straightforward baseline measured in the same run.
+ * over a straightforward baseline measured in the same run; with a peer (lib/peer.ts: the same math in PyTorch), the
+ * peer's median on the same inputs, timed right after kvtrim's, and the ratio.
  */
 import { native, nativeInfo } from './binding';
 import { DeviceBuffer, Event, Stream } from './device';
@@ -11,6 +12,7 @@ import { matchesFilter } from './check';
 import { Tensor, empty, toDevice, dtypeSize } from './tensor';
 import type { FloatDType } from './tensor';
 import type { BenchCase, BenchContext, BenchShape, Prepared } from './benches/types';
+import type { BenchPeer } from './peer';
 // ==== one bench list per op (one import each) ====
 import { keydiffBenches } from './benches/keydiff';
 import { selectBenches } from './benches/select';
@@ -55,6 +57,8 @@ export interface BenchOptions {
   /** case-insensitive substring of the op name, or several (a case matches any) */
   filter?: string | string[];
   seed?: number;
+  /** Times each case with a peer too (CPU backend only): lib/peer.ts torchPeer. */
+  peer?: BenchPeer;
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -77,6 +81,8 @@ export interface BenchRow {
   /** fraction of the speed of light reached: solMs / medianMs */
   solFraction: number;
   baseline?: { name: string; medianMs: number; speedup: number };
+  /** the peer's median on the same inputs and kvtrim's speedup over it (peer ms / kvtrim ms) */
+  peer?: { name: string; medianMs: number; speedup: number };
 }
 
 export interface BenchReport {
@@ -86,6 +92,8 @@ export interface BenchReport {
   bandwidthGBs: number;
   threads: number;
   repeats: number;
+  /** the peer's name when one ran */
+  peer?: string;
   rows: BenchRow[];
 }
 
@@ -135,7 +143,8 @@ export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: S
 }
 
 export function runBench(o: BenchOptions = {}): BenchReport {
-  const backend = o.backend ?? (nativeInfo.cuda ? 'cuda' : 'cpu');
+  const backend = o.backend ?? (o.peer || !nativeInfo.cuda ? 'cpu' : 'cuda');
+  if (o.peer && backend !== 'cpu') throw new RangeError('bench: a peer runs on the CPU and is compared with the CPU backend only (the CUDA peer is tools/gpu/verify.js)');
   if (backend === 'cuda' && !nativeInfo.cuda) throw new Error(`bench: CUDA is not available (${nativeInfo.reason})`);
   const device = o.device ?? 0;
   const stream = backend === 'cuda' ? Stream.create({ device }) : undefined;
@@ -189,6 +198,10 @@ export function runBench(o: BenchOptions = {}): BenchReport {
         const bm = median(timeIt(p.baseline.run, Math.max(1, Math.min(repeats, 3)), 0, stream, device));
         row.baseline = { name: p.baseline.name, medianMs: bm, speedup: bm / med };
       }
+      if (o.peer && p.peer) {
+        const pm = o.peer.time(c.op, c.variant, p.peer.inputs, p.peer.params ?? {}, repeats, warmup);
+        if (pm !== undefined) row.peer = { name: o.peer.name, medianMs: pm.medianMs, speedup: pm.medianMs / med };
+      }
       p.dispose?.();
       for (const t of owned.splice(0)) (t.data as DeviceBuffer).dispose();
       rows.push(row);
@@ -198,7 +211,7 @@ export function runBench(o: BenchOptions = {}): BenchReport {
   o.onProgress?.(done, total, 'done');
   stream?.dispose();
   const dev = backend === 'cuda' ? nativeInfo.devices.find((x) => x.id === device)?.name ?? `cuda:${device}` : `CPU (${nativeInfo.threads} threads)`;
-  return { backend, device: dev, bandwidthGBs: bw, threads: nativeInfo.threads, repeats, rows };
+  return { backend, device: dev, bandwidthGBs: bw, threads: nativeInfo.threads, repeats, ...(o.peer ? { peer: o.peer.name } : {}), rows };
 }
 
 export { dtypeSize };

@@ -27,6 +27,7 @@ export const snapkvBenches: BenchCase[] = [
           ctx.backend === 'cuda'
             ? { name: 'SIMT f32 logit tiles', run: () => native.baselineSnapkv(q.toNative(), k.toNative(), out.toNative(), ctx.stream?.handle) }
             : undefined,
+        peer: { inputs: { queries: qh, keys: kh } },
       };
     },
   },

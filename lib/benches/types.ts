@@ -29,6 +29,11 @@ export interface Prepared {
   /** A straightforward implementation of the same computation, timed in the same run. */
   baseline?: { name: string; run(): void };
   dispose?(): void;
+  /**
+   * The case's host inputs, named as the PyTorch peer's arguments (tools/gpu/torch_peer.py make_case), and its
+   * parameters: what `kvtrim bench --peer torch` hands the peer so both time the same math on the same inputs.
+   */
+  peer?: { inputs: Record<string, Tensor>; params?: Record<string, number> };
 }
 
 export interface BenchCase {
