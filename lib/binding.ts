@@ -7,6 +7,7 @@
  *   fail (code ERR_KVTRIM_NO_CUDA) when no usable GPU is present instead of falling back to the CPU backend.
  * - `KVTRIM_ADDON=/path/to/kvtrim.node`: load this file instead of searching `build/` and `prebuilds/`.
  * - `KVTRIM_THREADS=n`: CPU backend threads (read by the addon).
+ * - `KVTRIM_CPU_ISA=avx512|avx2|baseline`: caps the instruction-set level of the CPU backend (read by the addon).
  */
 import path from 'node:path';
 import type { Defaults } from './defaults';
@@ -72,6 +73,8 @@ export interface NativeInfo {
   reason?: string;
   devices: NativeDevice[];
   threads: number;
+  cpuIsa: string;
+  cpuIsaLevels: string[];
   versions: Record<string, string | number | boolean>;
 }
 
