@@ -5,6 +5,7 @@
  * over a straightforward baseline measured in the same run; with a peer (lib/peer.ts: the same math in PyTorch), the
  * peer's median on the same inputs, timed right after kvtrim's, and the ratio.
  */
+import os from 'node:os';
 import { native, nativeInfo } from './binding';
 import { DeviceBuffer, Event, Stream } from './device';
 import { Rng } from './rng';
@@ -80,6 +81,9 @@ export interface BenchRow {
   solMs: number;
   /** fraction of the speed of light reached: solMs / medianMs */
   solFraction: number;
+  /** compute-bound cases (BenchCase.flops), CPU backend: achieved GFLOP/s and its fraction of the measured FMA peak */
+  gflops?: number;
+  peakFraction?: number;
   baseline?: { name: string; medianMs: number; speedup: number };
   /** the peer's median on the same inputs and kvtrim's speedup over it (peer ms / kvtrim ms) */
   peer?: { name: string; medianMs: number; speedup: number };
@@ -90,10 +94,15 @@ export interface BenchReport {
   device: string;
   /** copy bandwidth measured in this run, GB/s (read + write bytes per second) */
   bandwidthGBs: number;
+  /** CPU backend: f32 multiply-add peak measured in this run (GFLOP/s, all threads) and the instruction-set level */
+  fmaPeakGFs?: number;
+  cpuIsa?: string;
   threads: number;
   repeats: number;
   /** the peer's name when one ran */
   peer?: string;
+  /** where and when: CPU model, ISO date, 1/5/15-minute load averages at the end of the run (a shared machine's noise) */
+  host: { cpu: string; date: string; loadavg: number[] };
   rows: BenchRow[];
 }
 
@@ -167,6 +176,7 @@ export function runBench(o: BenchOptions = {}): BenchReport {
     alloc: (shape, dt) => own(empty(shape, dt, backend === 'cuda' ? { kind: 'cuda', id: device } : { kind: 'cpu' }, stream)),
   };
   const bw = measureBandwidth(backend, device, stream);
+  const peak = backend === 'cpu' ? native.fmaPeak() : undefined;
   const cases = allBenches().filter((c) => matchesFilter(c.op, o.filter) && (!c.backends || c.backends.includes(backend)));
   const rows: BenchRow[] = [];
   const total = cases.length * Ns.length;
@@ -194,6 +204,10 @@ export function runBench(o: BenchOptions = {}): BenchReport {
         solMs,
         solFraction: solMs / med,
       };
+      if (peak !== undefined && c.flops) {
+        row.gflops = c.flops(shape) / (med * 1e6);
+        row.peakFraction = row.gflops / peak;
+      }
       if (p.baseline) {
         const bm = median(timeIt(p.baseline.run, Math.max(1, Math.min(repeats, 3)), 0, stream, device));
         row.baseline = { name: p.baseline.name, medianMs: bm, speedup: bm / med };
@@ -211,7 +225,8 @@ export function runBench(o: BenchOptions = {}): BenchReport {
   o.onProgress?.(done, total, 'done');
   stream?.dispose();
   const dev = backend === 'cuda' ? nativeInfo.devices.find((x) => x.id === device)?.name ?? `cuda:${device}` : `CPU (${nativeInfo.threads} threads)`;
-  return { backend, device: dev, bandwidthGBs: bw, threads: nativeInfo.threads, repeats, ...(o.peer ? { peer: o.peer.name } : {}), rows };
+  const host = { cpu: os.cpus()[0]?.model ?? 'unknown', date: new Date().toISOString(), loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100) };
+  return { backend, device: dev, host, bandwidthGBs: bw, ...(peak !== undefined ? { fmaPeakGFs: peak, cpuIsa: nativeInfo.cpuIsa } : {}), threads: nativeInfo.threads, repeats, ...(o.peer ? { peer: o.peer.name } : {}), rows };
 }
 
 export { dtypeSize };

@@ -285,6 +285,8 @@ export interface Native {
   defaultOptions(): Defaults;
   // bench support (bench.cc): the CPU backend's threaded memcpy, the yardstick of `kvtrim bench` on the CPU
   hostCopy(dst: ArrayBufferView, src: ArrayBufferView): void;
+  /** GFLOP/s of independent f32 multiply-add chains on every CPU thread at the dispatched instruction-set level. */
+  fmaPeak(): number;
   // bench baselines, CUDA builds only (csrc/napi/bench.cc → kvt_bench_* → cuda/bench_baselines.cu, the SIMT SnapKV tiles)
   baselineKeydiff(keys: NativeTensor, out: NativeTensor, stream?: NativeStream): void;
   baselineSelect(scores: NativeTensor, keep: number, indices: NativeTensor, counts: NativeTensor, stream?: NativeStream): void;
@@ -299,7 +301,7 @@ export interface Native {
  * The one list of the addon's exports: each name with the builds that export it ('all', or 'cuda' = only when
  * compiled with CUDA, `versions.compiledWithCuda`). `satisfies` (no key missing, none extra) keeps it equal to the
  * keys of {@link Native} at compile time; test/backend.test.ts checks it against the loaded addon. Bench-only
- * exports: hostCopy and the baseline* functions.
+ * exports: hostCopy, fmaPeak and the baseline* functions.
  */
 export const NATIVE_EXPORTS = {
   init: 'all',
@@ -366,6 +368,7 @@ export const NATIVE_EXPORTS = {
   tpSelectAdvance: 'all',
   tpSelectFinish: 'all',
   hostCopy: 'all',
+  fmaPeak: 'all',
   baselineKeydiff: 'cuda',
   baselineSelect: 'cuda',
   baselineGather: 'cuda',

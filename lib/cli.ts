@@ -183,12 +183,13 @@ async function bench(argv: string[]): Promise<number> {
   progress.end();
   console.log(
     `kvtrim bench on ${report.device} (${report.backend}); copy bandwidth ${report.bandwidthGBs.toFixed(1)} GB/s; median of ${report.repeats}` +
+      (report.fmaPeakGFs ? `; ${report.cpuIsa} FMA peak ${report.fmaPeakGFs.toFixed(1)} GFLOP/s` : '') +
       (report.peer ? `; peer ${report.peer}` : ''),
   );
   const peerCols = report.peer ? ['torch ms', 'vs torch'] : [];
   console.log(
     table(
-      ['op', 'variant', 'N', 'dtype', 'median ms', 'GB/s', '% SoL', 'baseline', 'speedup', ...peerCols],
+      ['op', 'variant', 'N', 'dtype', 'median ms', 'GB/s', '% SoL', '% FMA peak', 'baseline', 'speedup', ...peerCols],
       report.rows.map((r) => [
         r.op,
         r.variant,
@@ -197,6 +198,7 @@ async function bench(argv: string[]): Promise<number> {
         r.medianMs.toFixed(3),
         r.gbps.toFixed(1),
         (100 * r.solFraction).toFixed(1),
+        r.peakFraction !== undefined ? (100 * r.peakFraction).toFixed(1) : '-',
         r.baseline ? `${r.baseline.name} ${r.baseline.medianMs.toFixed(2)} ms` : '-',
         r.baseline ? `${r.baseline.speedup.toFixed(1)}x` : '-',
         ...(report.peer ? [r.peer ? r.peer.medianMs.toFixed(3) : '-', r.peer ? `${r.peer.speedup.toFixed(2)}x` : '-'] : []),

@@ -28,6 +28,8 @@ struct SimdOps {
   double (*sum_exp)(const float* x, int64_t n, float m);
   // acc[i] += exp(x[i] - m) for i < n
   void (*acc_exp)(const float* x, int64_t n, float m, float* acc);
+  // The bench's FMA peak yardstick: `iters` rounds of independent multiply-add chains; *flops = the flops done.
+  double (*fma_chains)(int64_t iters, double* flops);
 };
 
 // The kernels in use (chosen on first call; thread-safe).

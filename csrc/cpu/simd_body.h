@@ -167,6 +167,22 @@ void gemm_nn_f64(int64_t m, int64_t n, int64_t k, const double* A, int64_t lda, 
 }
 #endif
 
-const SimdOps ops = {KVT_SIMD_NAME, NR, gemm_packed, gemm_nn_f32, gemm_nn_f64, max, sum_exp, acc_exp};
+// The FMA yardstick: 2 * MR independent chains of c = c * x + y (one fused multiply-add per lane where the level has
+// it, a multiply and an add otherwise), as many as the micro-kernel keeps in flight; returns their sum.
+double fma_chains(int64_t iters, double* flops) {
+  constexpr int CH = 2 * MR;
+  vf c[CH];
+  for (int i = 0; i < CH; i++) c[i] = vsplat(1.f + 1e-3f * float(i));
+  const vf x = vsplat(0.999999f), y = vsplat(1e-6f);
+  for (int64_t it = 0; it < iters; it++)
+    for (int i = 0; i < CH; i++) c[i] = c[i] * x + y;
+  double s = 0;
+  for (int i = 0; i < CH; i++)
+    for (int k = 0; k < L; k++) s += double(c[i][k]);
+  *flops = 2.0 * double(iters) * CH * L;
+  return s;
+}
+
+const SimdOps ops = {KVT_SIMD_NAME, NR, gemm_packed, gemm_nn_f32, gemm_nn_f64, max, sum_exp, acc_exp, fma_chains};
 
 }  // namespace KVT_SIMD_NS

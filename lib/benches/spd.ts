@@ -15,6 +15,8 @@ export const spdBenches: BenchCase[] = [
     op: 'spdSolve',
     variant: `H systems of order ${ROWS}, d right-hand sides`,
     solBytes: ({ H, d }) => H * (ROWS * ROWS + 2 * ROWS * d) * 4,
+    // Cholesky n³/3, two triangular solves of d right-hand sides 2·n²·d
+    flops: ({ H, d }) => H * (ROWS ** 3 / 3 + 2 * ROWS * ROWS * d),
     prepare(s, ctx) {
       const n = ROWS;
       const A = new Float32Array(s.H * n * n);

@@ -44,5 +44,10 @@ export interface BenchCase {
   backends?: readonly ('cpu' | 'cuda')[];
   /** The fewest bytes the op must move (docs/performance.md §5), for the speed-of-light ratio. */
   solBytes(s: BenchShape): number;
+  /**
+   * Compute-bound cases: the multiply-adds (×2 flops) the op must do, for the fraction of the FMA peak measured in the
+   * same run (docs/performance.md §12).
+   */
+  flops?(s: BenchShape): number;
   prepare(s: BenchShape, ctx: BenchContext): Prepared;
 }
