@@ -2,8 +2,10 @@
  * `kvtrim bench`: times each kernel at given shapes on the active backend (CUDA events on a GPU, wall clock on
  * the CPU backend), reports the median, the achieved bandwidth, the ratio to the speed-of-light bound of
  * docs/performance.md §5 (bytes the op must move ÷ copy bandwidth measured in the same run) and the speedup
- * over a straightforward baseline measured in the same run.
+ * over a straightforward baseline measured in the same run; with a peer (lib/peer.ts: the same math in PyTorch), the
+ * peer's median on the same inputs, timed right after kvtrim's, and the ratio.
  */
+import os from 'node:os';
 import { native, nativeInfo } from './binding';
 import { DeviceBuffer, Event, Stream } from './device';
 import { Rng } from './rng';
@@ -13,6 +15,7 @@ import { matchesFilter } from './check';
 import { Tensor, empty, toDevice, dtypeSize } from './tensor';
 import type { FloatDType } from './tensor';
 import type { BenchCase, BenchContext, BenchShape, Prepared } from './benches/types';
+import type { BenchPeer } from './peer';
 // ==== one bench list per op (one import each) ====
 import { keydiffBenches } from './benches/keydiff';
 import { selectBenches } from './benches/select';
@@ -57,6 +60,8 @@ export interface BenchOptions {
   /** case-insensitive substring of the op name, or several (a case matches any) */
   filter?: string | string[];
   seed?: number;
+  /** Times each case with a peer too (CPU backend only): lib/peer.ts torchPeer. */
+  peer?: BenchPeer;
   onProgress?: (done: number, total: number, label: string) => void;
 }
 
@@ -78,7 +83,12 @@ export interface BenchRow {
   solMs: number;
   /** fraction of the speed of light reached: solMs / medianMs */
   solFraction: number;
+  /** compute-bound cases (BenchCase.flops), CPU backend: achieved GFLOP/s and its fraction of the measured FMA peak */
+  gflops?: number;
+  peakFraction?: number;
   baseline?: { name: string; medianMs: number; speedup: number };
+  /** the peer's median on the same inputs and kvtrim's speedup over it (peer ms / kvtrim ms) */
+  peer?: { name: string; medianMs: number; speedup: number };
 }
 
 export interface BenchReport {
@@ -86,8 +96,15 @@ export interface BenchReport {
   device: string;
   /** copy bandwidth measured in this run, GB/s (read + write bytes per second) */
   bandwidthGBs: number;
+  /** CPU backend: f32 multiply-add peak measured in this run (GFLOP/s, all threads) and the instruction-set level */
+  fmaPeakGFs?: number;
+  cpuIsa?: string;
   threads: number;
   repeats: number;
+  /** the peer's name when one ran */
+  peer?: string;
+  /** where and when: CPU model, ISO date, 1/5/15-minute load averages at the end of the run (a shared machine's noise) */
+  host: { cpu: string; date: string; loadavg: number[] };
   rows: BenchRow[];
 }
 
@@ -137,8 +154,9 @@ export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: S
 }
 
 export function runBench(o: BenchOptions = {}): BenchReport {
-  opts('options', o, ['backend', 'device', 'H', 'd', 'N', 'dtype', 'repeats', 'warmup', 'filter', 'seed', 'onProgress']);
-  const backend = o.backend ?? (nativeInfo.cuda ? 'cuda' : 'cpu');
+  opts('options', o, ['backend', 'device', 'H', 'd', 'N', 'dtype', 'repeats', 'warmup', 'filter', 'seed', 'peer', 'onProgress']);
+  const backend = o.backend ?? (o.peer || !nativeInfo.cuda ? 'cpu' : 'cuda');
+  if (o.peer && backend !== 'cpu') throw new RangeError('bench: a peer runs on the CPU and is compared with the CPU backend only (the CUDA peer is tools/gpu/verify.js)');
   if (backend === 'cuda' && !nativeInfo.cuda) throw new Error(`bench: CUDA is not available (${nativeInfo.reason})`);
   const device = o.device ?? 0;
   const stream = backend === 'cuda' ? Stream.create({ device }) : undefined;
@@ -162,6 +180,7 @@ export function runBench(o: BenchOptions = {}): BenchReport {
     alloc: (shape, dt) => own(empty(shape, dt, backend === 'cuda' ? { kind: 'cuda', id: device } : { kind: 'cpu' }, stream)),
   };
   const bw = measureBandwidth(backend, device, stream);
+  const peak = backend === 'cpu' ? native.fmaPeak() : undefined;
   const cases = allBenches().filter((c) => matchesFilter(c.op, o.filter) && (!c.backends || c.backends.includes(backend)));
   const rows: BenchRow[] = [];
   const total = cases.length * Ns.length;
@@ -189,9 +208,17 @@ export function runBench(o: BenchOptions = {}): BenchReport {
         solMs,
         solFraction: solMs / med,
       };
+      if (peak !== undefined && c.flops) {
+        row.gflops = c.flops(shape) / (med * 1e6);
+        row.peakFraction = row.gflops / peak;
+      }
       if (p.baseline) {
         const bm = median(timeIt(p.baseline.run, Math.max(1, Math.min(repeats, 3)), 0, stream, device));
         row.baseline = { name: p.baseline.name, medianMs: bm, speedup: bm / med };
+      }
+      if (o.peer && p.peer) {
+        const pm = o.peer.time(c.op, c.variant, p.peer.inputs, p.peer.params ?? {}, repeats, warmup);
+        if (pm !== undefined) row.peer = { name: o.peer.name, medianMs: pm.medianMs, speedup: pm.medianMs / med };
       }
       p.dispose?.();
       for (const t of owned.splice(0)) (t.data as DeviceBuffer).dispose();
@@ -202,7 +229,8 @@ export function runBench(o: BenchOptions = {}): BenchReport {
   o.onProgress?.(done, total, 'done');
   stream?.dispose();
   const dev = backend === 'cuda' ? nativeInfo.devices.find((x) => x.id === device)?.name ?? `cuda:${device}` : `CPU (${nativeInfo.threads} threads)`;
-  return { backend, device: dev, bandwidthGBs: bw, threads: nativeInfo.threads, repeats, rows };
+  const host = { cpu: os.cpus()[0]?.model ?? 'unknown', date: new Date().toISOString(), loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100) };
+  return { backend, device: dev, host, bandwidthGBs: bw, ...(peak !== undefined ? { fmaPeakGFs: peak, cpuIsa: nativeInfo.cpuIsa } : {}), threads: nativeInfo.threads, repeats, ...(o.peer ? { peer: o.peer.name } : {}), rows };
 }
 
 export { dtypeSize };

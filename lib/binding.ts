@@ -7,6 +7,7 @@
  *   fail (code ERR_KVTRIM_NO_CUDA) when no usable GPU is present instead of falling back to the CPU backend.
  * - `KVTRIM_ADDON=/path/to/kvtrim.node`: load this file instead of searching `build/` and `prebuilds/`.
  * - `KVTRIM_THREADS=n`: CPU backend threads (read by the addon).
+ * - `KVTRIM_CPU_ISA=avx512|avx2|baseline`: caps the instruction-set level of the CPU backend (read by the addon).
  */
 import path from 'node:path';
 import type { Defaults } from './defaults';
@@ -72,6 +73,8 @@ export interface NativeInfo {
   reason?: string;
   devices: NativeDevice[];
   threads: number;
+  cpuIsa: string;
+  cpuIsaLevels: string[];
   versions: Record<string, string | number | boolean>;
 }
 
@@ -282,6 +285,8 @@ export interface Native {
   defaultOptions(): Defaults;
   // bench support (bench.cc): the CPU backend's threaded memcpy, the yardstick of `kvtrim bench` on the CPU
   hostCopy(dst: ArrayBufferView, src: ArrayBufferView): void;
+  /** GFLOP/s of independent f32 multiply-add chains on every CPU thread at the dispatched instruction-set level. */
+  fmaPeak(): number;
   // bench baselines, CUDA builds only (csrc/napi/bench.cc → kvt_bench_* → cuda/bench_baselines.cu, the SIMT SnapKV tiles)
   baselineKeydiff(keys: NativeTensor, out: NativeTensor, stream?: NativeStream): void;
   baselineSelect(scores: NativeTensor, keep: number, indices: NativeTensor, counts: NativeTensor, stream?: NativeStream): void;
@@ -296,7 +301,7 @@ export interface Native {
  * The one list of the addon's exports: each name with the builds that export it ('all', or 'cuda' = only when
  * compiled with CUDA, `versions.compiledWithCuda`). `satisfies` (no key missing, none extra) keeps it equal to the
  * keys of {@link Native} at compile time; test/backend.test.ts checks it against the loaded addon. Bench-only
- * exports: hostCopy and the baseline* functions.
+ * exports: hostCopy, fmaPeak and the baseline* functions.
  */
 export const NATIVE_EXPORTS = {
   init: 'all',
@@ -363,6 +368,7 @@ export const NATIVE_EXPORTS = {
   tpSelectAdvance: 'all',
   tpSelectFinish: 'all',
   hostCopy: 'all',
+  fmaPeak: 'all',
   baselineKeydiff: 'cuda',
   baselineSelect: 'cuda',
   baselineGather: 'cuda',

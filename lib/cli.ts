@@ -8,6 +8,8 @@ import { backendInfo } from './index';
 import { runChecks } from './check';
 import { checkShapes } from './checks/util';
 import { runBench } from './bench';
+import { torchPeer } from './peer';
+import { nativeInfo } from './binding';
 import { runEval, EVAL_CONFIGS, EVAL_RATIOS, EvalReport } from './eval/run';
 import { formatEvalReport } from './eval/report';
 import { lineChart } from './eval/chart';
@@ -130,16 +132,20 @@ async function bench(argv: string[]): Promise<number> {
       warmup: { type: 'string' },
       op: { type: 'string' },
       json: { type: 'string' },
+      peer: { type: 'string' },
+      python: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     console.log(
       'Usage: kvtrim bench [--backend cpu|cuda] [--H 8] [--d 128] [--N 4096,32768,131072] [--dtype bf16|f16|f32]\n' +
-        '                    [--repeats R] [--warmup W] [--op NAME[,NAME...]] [--json FILE]\n' +
+        '                    [--repeats R] [--warmup W] [--op NAME[,NAME...]] [--json FILE] [--peer torch [--python PY]]\n' +
         '  Times each kernel (CUDA events on a GPU, wall clock on the CPU backend). Defaults: the GPU when usable,\n' +
         '  bf16 on GPU / f32 on CPU. "% SoL" = time the op would take at the copy bandwidth measured in the same\n' +
-        '  run, moving only the bytes it must (docs/performance.md §5), divided by its median time.',
+        '  run, moving only the bytes it must (docs/performance.md §5), divided by its median time.\n' +
+        '  --peer torch (CPU backend): also times the same math written in PyTorch (tools/gpu/torch_peer.py, in a\n' +
+        '  python3 that imports torch and numpy) on the same inputs right after each case; "vs torch" = its time / ours.',
     );
     return 0;
   }
@@ -152,24 +158,38 @@ async function bench(argv: string[]): Promise<number> {
   if (backend !== undefined && backend !== 'cpu' && backend !== 'cuda') throw new RangeError(`--backend: expected cpu or cuda, got '${backend}'`);
   const dtype = values.dtype as 'f32' | 'f16' | 'bf16' | undefined;
   if (dtype !== undefined && !['f32', 'f16', 'bf16'].includes(dtype)) throw new RangeError(`--dtype: expected f32, f16 or bf16, got '${dtype}'`);
+  if (values.peer !== undefined && values.peer !== 'torch') throw new RangeError(`--peer: expected torch, got '${values.peer}'`);
+  if (values.peer && backend === 'cuda') throw new RangeError('--peer torch runs on the CPU: use it with --backend cpu (the CUDA peer is tools/gpu/verify.js)');
+  const peer = values.peer ? torchPeer({ threads: nativeInfo.threads, python: values.python }) : undefined;
   const progress = new Progress(1, 'bench');
-  const report = runBench({
-    backend,
-    device: int('device', String(Number(values.device) + 1)) - 1,
-    H: int('H', values.H as string),
-    d: int('d', values.d as string),
-    N: values.N ? values.N.split(',').map((x) => int('N', x.trim())) : undefined,
-    dtype,
-    repeats: values.repeats ? int('repeats', values.repeats) : undefined,
-    warmup: values.warmup ? int('warmup', String(Number(values.warmup) + 1)) - 1 : undefined,
-    filter: values.op?.split(','),
-    onProgress: (done, total, label) => progress.set(done, total, label),
-  });
+  let report;
+  try {
+    report = runBench({
+      device: int('device', String(Number(values.device) + 1)) - 1,
+      H: int('H', values.H as string),
+      d: int('d', values.d as string),
+      N: values.N ? values.N.split(',').map((x) => int('N', x.trim())) : undefined,
+      dtype,
+      repeats: values.repeats ? int('repeats', values.repeats) : undefined,
+      warmup: values.warmup ? int('warmup', String(Number(values.warmup) + 1)) - 1 : undefined,
+      filter: values.op?.split(','),
+      onProgress: (done, total, label) => progress.set(done, total, label),
+      backend: peer ? 'cpu' : backend,
+      peer,
+    });
+  } finally {
+    peer?.close();
+  }
   progress.end();
-  console.log(`kvtrim bench on ${report.device} (${report.backend}); copy bandwidth ${report.bandwidthGBs.toFixed(1)} GB/s; median of ${report.repeats}`);
+  console.log(
+    `kvtrim bench on ${report.device} (${report.backend}); copy bandwidth ${report.bandwidthGBs.toFixed(1)} GB/s; median of ${report.repeats}` +
+      (report.fmaPeakGFs ? `; ${report.cpuIsa} FMA peak ${report.fmaPeakGFs.toFixed(1)} GFLOP/s` : '') +
+      (report.peer ? `; peer ${report.peer}` : ''),
+  );
+  const peerCols = report.peer ? ['torch ms', 'vs torch'] : [];
   console.log(
     table(
-      ['op', 'variant', 'N', 'dtype', 'median ms', 'GB/s', '% SoL', 'baseline', 'speedup'],
+      ['op', 'variant', 'N', 'dtype', 'median ms', 'GB/s', '% SoL', '% FMA peak', 'baseline', 'speedup', ...peerCols],
       report.rows.map((r) => [
         r.op,
         r.variant,
@@ -178,8 +198,10 @@ async function bench(argv: string[]): Promise<number> {
         r.medianMs.toFixed(3),
         r.gbps.toFixed(1),
         (100 * r.solFraction).toFixed(1),
+        r.peakFraction !== undefined ? (100 * r.peakFraction).toFixed(1) : '-',
         r.baseline ? `${r.baseline.name} ${r.baseline.medianMs.toFixed(2)} ms` : '-',
         r.baseline ? `${r.baseline.speedup.toFixed(1)}x` : '-',
+        ...(report.peer ? [r.peer ? r.peer.medianMs.toFixed(3) : '-', r.peer ? `${r.peer.speedup.toFixed(2)}x` : '-'] : []),
       ]),
     ),
   );

@@ -16,6 +16,13 @@ export interface BackendInfo {
   devices: NativeDevice[];
   /** CPU backend threads. */
   threads: number;
+  /**
+   * Instruction-set level of the CPU backend's dispatched kernels ('avx512' | 'avx2' | 'baseline'): the best this CPU
+   * runs, or the lower level named by KVTRIM_CPU_ISA (read when the addon loads).
+   */
+  cpuIsa: string;
+  /** The levels this CPU runs, best first (the values KVTRIM_CPU_ISA accepts here). */
+  cpuIsaLevels: string[];
   versions: Record<string, string | number | boolean>;
 }
 
@@ -27,6 +34,8 @@ export function backendInfo(): BackendInfo {
     backend,
     devices: nativeInfo.devices.map((d) => ({ ...d })),
     threads: nativeInfo.threads,
+    cpuIsa: nativeInfo.cpuIsa,
+    cpuIsaLevels: [...nativeInfo.cpuIsaLevels],
     versions: { ...nativeInfo.versions, node: process.versions.node },
   };
 }

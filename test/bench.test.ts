@@ -4,7 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { runBench, measureBandwidth, allBenches } from '../lib/bench';
 import { main } from '../lib/cli';
-import { backendInfo } from '../lib/index';
+import { backendInfo, keydiffScores, snapkvScores } from '../lib/index';
+import { findTorchPython, torchPeer } from '../lib/peer';
+import { Rng } from '../lib/rng';
+import { randomHost } from '../lib/checks/util';
+import type { Tensor } from '../lib/tensor';
 
 t.test('runBench on the CPU backend: one row per case and N, consistent derived fields', async (t) => {
   const progress: number[] = [];
@@ -72,4 +76,34 @@ t.test('kvtrim bench CLI writes the JSON report', async (t) => {
   t.match(errs.join('\n'), /--N: expected a positive integer/);
   t.match(errs.join('\n'), /--dtype: expected f32, f16 or bf16/);
   t.match(errs.join('\n'), /--backend: expected cpu or cuda/);
+});
+
+t.test('--peer torch: PyTorch times the same math on the same inputs (when a python3 with torch is present)', async (t) => {
+  const py = findTorchPython();
+  if (!py) {
+    t.throws(() => torchPeer({ threads: 1, python: '/nonexistent/python3' }), /--peer torch/, 'a missing python is an error');
+    t.pass('no python3 with torch and numpy: the peer rows are not measured here');
+    return;
+  }
+  const peer = torchPeer({ threads: 1, python: py });
+  t.teardown(() => peer.close());
+  t.match(peer.name, /^PyTorch \d/);
+  // The peer's output on the inputs handed to it sums to kvtrim's on the same inputs: both got the same data and
+  // compute the same function (random inputs, so a mangled transfer or another formula would not match).
+  const rng = new Rng(7);
+  const keys = randomHost(rng, [2, 300, 32], 'bf16'), queries = randomHost(rng, [8, 16, 32], 'bf16', 0.5);
+  const finiteSum = (x: Tensor) => Array.from(x.data as Float32Array).filter(Number.isFinite).reduce((a, b) => a + b, 0);
+  const kd = peer.time('keydiffScores', '2 passes', { keys }, {}, 1, 0)!;
+  t.ok(kd.medianMs > 0, 'timed');
+  t.ok(Math.abs(kd.checksum - finiteSum(keydiffScores(keys))) < 1e-3, `KeyDiff: ${kd.checksum} vs ${finiteSum(keydiffScores(keys))}`);
+  const sk = peer.time('snapkvScores', 'G=4 W=16 avg', { queries, keys }, {}, 1, 0)!;
+  const ours = finiteSum(snapkvScores(queries, keys));
+  t.ok(Math.abs(sk.checksum - ours) < 1e-4 * Math.max(1, Math.abs(ours)), `SnapKV: ${sk.checksum} vs ${ours}`);
+  t.equal(peer.time('grkvMerge', 'no formulation', { keys }, {}, 1, 0), undefined, 'an op without a PyTorch formulation');
+  t.throws(() => peer.time('spdSolve', 'x', { keys }, {}, 1, 0), /--peer torch: spdSolve/, "the peer's errors are reported");
+  const r = runBench({ backend: 'cpu', N: [700], H: 2, d: 32, repeats: 1, warmup: 0, filter: ['keydiffScores', 'gatherKV'], peer });
+  t.equal(r.peer, peer.name);
+  for (const row of r.rows.filter((x) => x.op === 'keydiffScores' || x.op === 'gatherKV'))
+    t.ok(row.peer && Math.abs(row.peer.speedup - row.peer.medianMs / row.medianMs) < 1e-9, `${row.op}: peer row`);
+  t.throws(() => runBench({ backend: 'cuda', peer }), /peer runs on the CPU/);
 });

@@ -96,8 +96,7 @@ inline void gemm_nn_body(int64_t m, int64_t n, int64_t k, const T* __restrict__ 
 #undef KVT_VSTORE
 }
 
-// Multi-versioned entry points (csrc/cpu/gemm.cc): an AVX2+FMA clone picked at load time where the CPU has it, and
-// the portable x86-64 baseline otherwise.
+// Entry points (csrc/cpu/gemm.cc): this body compiled per instruction-set level, picked at load time (csrc/cpu/simd.h).
 void gemm_f32(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
               int64_t ldc, bool accumulate);
 void gemm_f64(int64_t m, int64_t n, int64_t k, const double* A, int64_t lda, const double* B, int64_t ldb, double* C,

@@ -8,6 +8,7 @@
 
 #include "cpu/ops.h"
 #include "cpu/parallel.h"
+#include "cpu/gemm.h"
 #include "cpu/rows.h"
 #include "math/momentkv.h"
 
@@ -69,7 +70,7 @@ void merge_segment(const View& k, const View& v, const RowSource& src, const Mom
   }
   std::vector<float> kb(static_cast<size_t>(mkv::kWindow * d)), vb(static_cast<size_t>(mkv::kWindow * dv));
   std::vector<float> yk(static_cast<size_t>(d)), yv(static_cast<size_t>(dv)), dk(static_cast<size_t>(d)),
-      dvv(static_cast<size_t>(dv)), tmp(static_cast<size_t>(d)), buf;
+      dvv(static_cast<size_t>(dv)), tmp(static_cast<size_t>(dv * d)), vt(static_cast<size_t>(dv * mkv::kWindow)), buf;
   float n = 0.f;
   for (int64_t p = p0; p < p1; p += mkv::kWindow) {
     const int w = int(std::min<int64_t>(mkv::kWindow, p1 - p));
@@ -116,16 +117,16 @@ void merge_segment(const View& k, const View& v, const RowSource& src, const Mom
       for (int64_t x = 0; x < d; x++) kb[size_t(r * d + x)] -= yk[size_t(x)];
       for (int64_t x = 0; x < dv; x++) vb[size_t(r * dv + x)] -= yv[size_t(x)];
     }
+    // The window's centred cross products Σ_r v_r k_rᵀ [dv x d] as one product of the dispatched register-tiled
+    // GEMM (csrc/cpu/simd.h; summed over r in order, as the rank-one updates were), then the Chan correction.
+    for (int r = 0; r < nc; r++)
+      for (int64_t a = 0; a < dv; a++) vt[size_t(a * nc + r)] = vb[size_t(r * dv + a)];
+    gemm_nn(dv, d, nc, vt.data(), nc, kb.data(), d, tmp.data(), d, false);
     for (int64_t a = 0; a < dv; a++) {
-      std::fill(tmp.begin(), tmp.end(), 0.f);
-      for (int r = 0; r < nc; r++) {
-        const float va = vb[size_t(r * dv + a)];
-        const float* kr = &kb[size_t(r * d)];
-        for (int64_t x = 0; x < d; x++) tmp[size_t(x)] += va * kr[x];
-      }
       const float fdv = ch.f * dvv[size_t(a)];
       float* Mr = M + a * d;
-      for (int64_t x = 0; x < d; x++) Mr[x] += tmp[size_t(x)] + fdv * dk[size_t(x)];
+      const float* Tr = &tmp[size_t(a * d)];
+      for (int64_t x = 0; x < d; x++) Mr[x] += Tr[x] + fdv * dk[size_t(x)];
     }
     for (int64_t x = 0; x < d; x++) rk[x] += dk[size_t(x)] * ch.wb;
     for (int64_t x = 0; x < dv; x++) rv[x] += dvv[size_t(x)] * ch.wb;

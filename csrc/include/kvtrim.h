@@ -83,6 +83,11 @@ KVT_API int kvt_abi_version(void);
 KVT_API int kvt_built_with_cuda(void);
 /* Threads of the CPU backend: KVTRIM_THREADS if set (>= 1), else the hardware concurrency. */
 KVT_API int kvt_num_threads(void);
+/* Instruction-set level of the CPU backend's dispatched kernels: "avx512", "avx2" or "baseline" (SSE2 on x86-64,
+ * NEON on arm64); the best this CPU runs unless KVTRIM_CPU_ISA names a lower one it runs (read when the library loads). */
+KVT_API const char* kvt_cpu_isa(void);
+/* The levels this CPU runs, best first: writes up to cap names to names[] and returns how many there are. */
+KVT_API int kvt_cpu_isa_levels(const char** names, int cap);
 
 /* Every options struct has a kvt_<op>_default_opts(opts*) that fills the defaults documented in its fields (the one
  * source of the defaults: the Node layer reads them too). Fields without a default (e.g. keep) are set to 0. */

@@ -17,6 +17,10 @@ extern "C" {
  * the memory-bandwidth yardstick of the CPU backend. */
 KVT_API kvt_status kvt_bench_host_copy(void* dst, const void* src, int64_t bytes);
 
+/* The f32 multiply-add peak of the CPU backend at its instruction-set level (kvt_cpu_isa): independent FMA chains in
+ * vector registers on every thread, best of a few runs; *gflops in GFLOP/s (2 flops per lane per FMA). */
+KVT_API kvt_status kvt_bench_fma_peak(double* gflops);
+
 /* Unfused GPU baselines (cuda/bench_baselines.cu): the same functions as the fused kernels, written the way an
  * unfused framework implementation computes them. CUDA tensors only (KVT_ERR_TYPE for host tensors,
  * KVT_ERR_UNSUPPORTED in a build without CUDA); shapes as the ops they stand in for. */

@@ -117,6 +117,7 @@ const Export kExports[] = {
     {"tpSelectFinish", Guarded<TpSelectFinish>},
     // kvtrim bench (bench.cc): the CPU yardstick; the GPU baselines only where they can run
     {"hostCopy", Guarded<HostCopy>},
+    {"fmaPeak", Guarded<FmaPeak>},
 #if defined(KVT_WITH_CUDA)
     {"baselineKeydiff", Guarded<BaselineKeydiff>},
     {"baselineSelect", Guarded<BaselineSelect>},

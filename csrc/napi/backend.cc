@@ -121,6 +121,14 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   if (!ok) out.Set("reason", reason);
   out.Set("devices", devices);
   out.Set("threads", kvt_num_threads());
+  out.Set("cpuIsa", kvt_cpu_isa());
+  {
+    const char* names[8];
+    const int n = kvt_cpu_isa_levels(names, 8);
+    Napi::Array levels = Napi::Array::New(env);
+    for (int i = 0; i < n && i < 8; i++) levels.Set(uint32_t(i), names[i]);
+    out.Set("cpuIsaLevels", levels);
+  }
   out.Set("versions", versions);
   return out;
 }

@@ -16,6 +16,13 @@ Napi::Value HostCopy(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// fmaPeak(): GFLOP/s of the CPU backend's multiply-add yardstick (kvt_bench_fma_peak).
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  double g = 0;
+  check(info.Env(), kvt_bench_fma_peak(&g));
+  return Napi::Number::New(info.Env(), g);
+}
+
 // baselineKeydiff(keys, out, stream)
 Napi::Value BaselineKeydiff(const Napi::CallbackInfo& info) {
   TensorArg k = parse_tensor(info[0], "keys"), o = parse_tensor(info[1], "out");

@@ -84,6 +84,7 @@ Napi::Value TpSelectFinish(const Napi::CallbackInfo& info);          // tp_selec
 
 // bench.cc: the yardstick and baselines of `kvtrim bench` (kvtrim_bench.h); the GPU baselines in CUDA builds only
 Napi::Value HostCopy(const Napi::CallbackInfo& info);
+Napi::Value FmaPeak(const Napi::CallbackInfo& info);
 Napi::Value BaselineKeydiff(const Napi::CallbackInfo& info);
 Napi::Value BaselineSelect(const Napi::CallbackInfo& info);
 Napi::Value BaselineGather(const Napi::CallbackInfo& info);

@@ -72,6 +72,7 @@ export const decodeBenches: BenchCase[] = [
           ctx.backend === 'cuda'
             ? { name: 'plain split-K decode (no summary)', run: () => void decodeAttention({ queries, keys, values, counts, out, stream: ctx.stream }) }
             : { name: 'plain JS', run: () => void decodeNaive(qf, kf, vf, s.H, s.N, s.d, st) },
+        peer: { inputs: { queries: qh, keys: kh, values: vh, n: host.n, muK: host.muK, muV: host.muV, m: host.m } },
       };
     },
   },

@@ -42,6 +42,7 @@ export const gatherBenches: BenchCase[] = [
             : s.dtype === 'f32'
               ? { name: 'plain JS', run: () => void gatherNaive(kh, vh, sel.indices, sel.counts) }
               : undefined,
+        peer: { inputs: { keys: kh, values: vh, indices: sel.indices } },
       };
     },
   },

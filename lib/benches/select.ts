@@ -39,6 +39,7 @@ export const selectBenches: BenchCase[] = (['uniform', 'adaptive'] as const).map
           : ctx.backend === 'cpu'
             ? { name: 'Array.sort', run: () => void selectNaive(host, keep) }
             : { name: 'CUB segmented sort', run: () => native.baselineSelect(scores.toNative(), keep, indices.toNative(), counts.toNative(), ctx.stream?.handle) },
+      peer: { inputs: { scores: host }, params: { keep } },
     };
   },
 }));

@@ -38,7 +38,7 @@ export function keyScorerCase(
       const host = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype);
       const keys = ctx.place(host);
       const out = ctx.alloc([s.H, s.N], 'f32');
-      return { run: () => score(keys, out, ctx), baseline: baseline(host, keys, out, ctx) };
+      return { run: () => score(keys, out, ctx), baseline: baseline(host, keys, out, ctx), peer: { inputs: { keys: host } } };
     },
   };
 }

@@ -17,6 +17,8 @@ export const snapkvBenches: BenchCase[] = [
     op: 'snapkvScores',
     variant: `G=${G} W=${W} avg`,
     solBytes: ({ H, N, d, dtype }) => 2 * H * N * d * dtypeSize(dtype) + H * G * W * d * dtypeSize(dtype) + H * N * 4,
+    // the window's logits q·k once (the second pass recomputes them: not counted)
+    flops: ({ H, N, d }) => 2 * H * G * W * N * d,
     prepare(s, ctx) {
       const qh = randomHost(ctx.rng, [s.H * G, W, s.d], s.dtype, 0.5), kh = randomHost(ctx.rng, [s.H, s.N, s.d], s.dtype, 0.5);
       const q = ctx.place(qh), k = ctx.place(kh);
@@ -27,6 +29,7 @@ export const snapkvBenches: BenchCase[] = [
           ctx.backend === 'cuda'
             ? { name: 'SIMT f32 logit tiles', run: () => native.baselineSnapkv(q.toNative(), k.toNative(), out.toNative(), ctx.stream?.handle) }
             : undefined,
+        peer: { inputs: { queries: qh, keys: kh } },
       };
     },
   },

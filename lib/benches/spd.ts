@@ -15,6 +15,8 @@ export const spdBenches: BenchCase[] = [
     op: 'spdSolve',
     variant: `H systems of order ${ROWS}, d right-hand sides`,
     solBytes: ({ H, d }) => H * (ROWS * ROWS + 2 * ROWS * d) * 4,
+    // Cholesky n³/3, two triangular solves of d right-hand sides 2·n²·d
+    flops: ({ H, d }) => H * (ROWS ** 3 / 3 + 2 * ROWS * ROWS * d),
     prepare(s, ctx) {
       const n = ROWS;
       const A = new Float32Array(s.H * n * n);
@@ -27,10 +29,10 @@ export const spdBenches: BenchCase[] = [
             A[(b * n + i) * n + j] = A[(b * n + j) * n + i] = acc / 16;
           }
       }
-      const a = ctx.place(tensor(A, [s.H, n, n]));
-      const b = ctx.place(randomHost(ctx.rng, [s.H, n, s.d], 'f32', 0));
+      const ah = tensor(A, [s.H, n, n]), bh = randomHost(ctx.rng, [s.H, n, s.d], 'f32', 0);
+      const a = ctx.place(ah), b = ctx.place(bh);
       const out = ctx.alloc([s.H, n, s.d], 'f32'), info = ctx.alloc([s.H], 'i32');
-      return { run: () => void spdSolve({ a, b, lambda: 1e-2, out, info, stream: ctx.stream }) };
+      return { run: () => void spdSolve({ a, b, lambda: 1e-2, out, info, stream: ctx.stream }), peer: { inputs: { a: ah, b: bh }, params: { lambda: 1e-2 } } };
     },
   },
 ];

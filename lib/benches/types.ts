@@ -29,6 +29,11 @@ export interface Prepared {
   /** A straightforward implementation of the same computation, timed in the same run. */
   baseline?: { name: string; run(): void };
   dispose?(): void;
+  /**
+   * The case's host inputs, named as the PyTorch peer's arguments (tools/gpu/torch_peer.py make_case), and its
+   * parameters: what `kvtrim bench --peer torch` hands the peer so both time the same math on the same inputs.
+   */
+  peer?: { inputs: Record<string, Tensor>; params?: Record<string, number> };
 }
 
 export interface BenchCase {
@@ -39,5 +44,10 @@ export interface BenchCase {
   backends?: readonly ('cpu' | 'cuda')[];
   /** The fewest bytes the op must move (docs/performance.md §5), for the speed-of-light ratio. */
   solBytes(s: BenchShape): number;
+  /**
+   * Compute-bound cases: the multiply-adds (×2 flops) the op must do, for the fraction of the FMA peak measured in the
+   * same run (docs/performance.md §12).
+   */
+  flops?(s: BenchShape): number;
   prepare(s: BenchShape, ctx: BenchContext): Prepared;
 }

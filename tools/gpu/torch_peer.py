@@ -9,7 +9,15 @@ docs/performance.md §4; op and variant names are those of lib/benches/*.ts.
   python3 tools/gpu/torch_peer.py --N 600 --H 2 --d 32 --device cpu --dtype f32 --compute f64 --dump DIR   (tests)
 
 --dump DIR writes every op's inputs and outputs as .npy (test/gpu-verify.test.ts compares them with kvtrim's CPU
-backend, so the peer is known to compute the same functions)."""
+backend, so the peer is known to compute the same functions).
+
+  python3 tools/gpu/torch_peer.py --serve REQ_FIFO RESP_FIFO --threads T
+
+serves `kvtrim bench --peer torch` (lib/peer.ts): after a line "ready" on RESP_FIFO, each request line on REQ_FIFO
+(JSON: op, variant, inputs {name: [raw file, dtype, shape]}, params, repeats, warmup) is answered with one JSON line
+{"ms": median, "checksum": the sum of the finite values of its (first) output} (or {"ms": null} for an op without a
+PyTorch formulation, {"error": ...} on failure), so the bench times kvtrim and PyTorch on the same inputs, case by
+case, in the same run (test/bench.test.ts compares the checksum with kvtrim's output on the same inputs)."""
 import argparse
 import json
 import math
@@ -156,6 +164,66 @@ def spd(a, b, lam):
     return torch.cholesky_solve(b, L)
 
 
+def make_case(op, variant, x, p, ct):
+    """The PyTorch function of bench case (op, variant) on inputs x (tensors named as kvtrim's arguments) and
+    parameters p; None for an op without a PyTorch formulation here."""
+    if op == 'keydiffScores':
+        return lambda: keydiff(x['keys'], ct)
+    if op == 'selectTokens':
+        sel = select_adaptive if variant.endswith('adaptive') else select_uniform
+        return lambda: sel(x['scores'], int(p['keep']))
+    if op == 'gatherKV':
+        return lambda: gather(x['keys'], x['values'], x['indices'])
+    if op == 'nestedkvScores':
+        return lambda: nestedkv(x['keys'], ct)
+    if op == 'snapkvScores':
+        return lambda: snapkv(x['queries'], x['keys'], ct)
+    if op == 'MomentState.merge':
+        return lambda: (gather(x['keys'], x['values'], x['indices']), moments_of_evicted(x['keys'], x['values'], x['indices'], ct))
+    if op == 'decodeAttention':
+        return lambda: decode(x['queries'], x['keys'], x['values'], x['n'], x['muK'], x['muV'], x['m'], ct)
+    if op == 'spdSolve':
+        return lambda: spd(x['a'], x['b'], float(p['lambda']))
+    return None
+
+
+def load_raw(path, dtype, shape):
+    """A raw little-endian file written by lib/peer.ts as a tensor (int32 indices widened to int64 for gather)."""
+    import numpy as np
+    npt = {'f32': np.float32, 'f64': np.float64, 'i32': np.int32, 'f16': np.float16, 'bf16': np.int16}[dtype]
+    t = torch.from_numpy(np.fromfile(path, dtype=npt).reshape(shape))
+    if dtype == 'bf16':
+        t = t.view(torch.bfloat16)
+    return t.long() if dtype == 'i32' else t
+
+
+def serve(req_path, resp_path, threads, ct):
+    torch.set_num_threads(threads)
+    resp = open(resp_path, 'w')
+    resp.write(json.dumps({'ready': True, 'torch': torch.__version__, 'threads': torch.get_num_threads()}) + '\n')
+    resp.flush()
+    with open(req_path) as req:
+        for line in req:
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                x = {name: load_raw(f, dt, shape) for name, (f, dt, shape) in r['inputs'].items()}
+                fn = make_case(r['op'], r['variant'], x, r.get('params', {}), ct)
+                out = {'ms': None}
+                if fn is not None:
+                    out['ms'] = timeit(fn, torch.device('cpu'), int(r['repeats']), int(r['warmup']))
+                    y = fn()
+                    while isinstance(y, (tuple, list)):
+                        y = y[0]
+                    y = y.double()
+                    out['checksum'] = float(y[torch.isfinite(y)].sum())
+            except Exception as e:  # reported to the bench, which notes it in the row
+                out = {'error': f'{type(e).__name__}: {e}'}
+            resp.write(json.dumps(out) + '\n')
+            resp.flush()
+
+
 def timeit(fn, device, repeats, warmup):
     for _ in range(warmup):
         fn()
@@ -190,7 +258,13 @@ def main():
     ap.add_argument('--json', default='')
     ap.add_argument('--dump', default='')
     ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--serve', nargs=2, metavar=('REQ_FIFO', 'RESP_FIFO'), default=None)
+    ap.add_argument('--threads', type=int, default=0, help='intra-op threads (default: PyTorch\'s)')
     o = ap.parse_args()
+    if o.threads > 0:
+        torch.set_num_threads(o.threads)
+    if o.serve:
+        return serve(o.serve[0], o.serve[1], o.threads or torch.get_num_threads(), torch.float64 if o.compute == 'f64' else torch.float32)
     dev = torch.device(o.device)
     if dev.type == 'cuda' and not torch.cuda.is_available():
         sys.exit('torch_peer: CUDA is not available to PyTorch')
@@ -211,19 +285,22 @@ def main():
     A = (M @ M.transpose(1, 2) / 16).float().to(dev)
     B = torch.rand(H, n_spd, d, generator=gen).to(dev)
     filt = [f.strip().lower() for f in o.op.split(',') if f.strip()]
-    cases = [
-        ('keydiffScores', '2 passes', lambda: keydiff(k, ct), {'keys': k}),
-        ('selectTokens', f'keep {int(KEEP * 100)}% uniform', lambda: select_uniform(scores, keep), {'scores': scores}),
-        ('selectTokens', f'keep {int(KEEP * 100)}% adaptive', lambda: select_adaptive(scores, keep), {'scores': scores}),
-        ('gatherKV', f'keep {int(KEEP * 100)}%', lambda: gather(k, v, idx), {'keys': k, 'values': v, 'indices': idx}),
-        ('nestedkvScores', '2 passes + radix statistics', lambda: nestedkv(k, ct), {'keys': k}),
-        ('snapkvScores', f'G={G} W={W} avg', lambda: snapkv(qw, k, ct), {'queries': qw, 'keys': k}),
-        ('MomentState.merge', f'fused into gatherKV, keep {int(KEEP * 100)}%', lambda: (gather(k, v, idx), moments_of_evicted(k, v, idx, ct)),
-         {'keys': k, 'values': v, 'indices': idx}),
-        ('decodeAttention', f'G={G} T=1 order 1, retained L=N', lambda: decode(qd, k, v, *st, ct),
-         {'queries': qd, 'keys': k, 'values': v, 'n': st[0], 'muK': st[1], 'muV': st[2], 'm': st[3]}),
-        ('spdSolve', f'H systems of order {n_spd}, d right-hand sides', lambda: spd(A, B, 1e-2), {'a': A, 'b': B}),
+    x = {'keys': k, 'values': v, 'scores': scores, 'indices': idx, 'queries': qw, 'a': A, 'b': B}
+    xd = {'queries': qd, 'keys': k, 'values': v, 'n': st[0], 'muK': st[1], 'muV': st[2], 'm': st[3]}
+    p = {'keep': keep, 'lambda': 1e-2}
+    cases = [  # (op, variant, inputs dumped with --dump); variants as lib/benches/*.ts
+        ('keydiffScores', '2 passes', ['keys']),
+        ('selectTokens', f'keep {int(KEEP * 100)}% uniform', ['scores']),
+        ('selectTokens', f'keep {int(KEEP * 100)}% adaptive', ['scores']),
+        ('gatherKV', f'keep {int(KEEP * 100)}%', ['keys', 'values', 'indices']),
+        ('nestedkvScores', '2 passes + radix statistics', ['keys']),
+        ('snapkvScores', f'G={G} W={W} avg', ['queries', 'keys']),
+        ('MomentState.merge', f'fused into gatherKV, keep {int(KEEP * 100)}%', ['keys', 'values', 'indices']),
+        ('decodeAttention', f'G={G} T=1 order 1, retained L=N', ['queries', 'keys', 'values', 'n', 'muK', 'muV', 'm']),
+        ('spdSolve', f'H systems of order {n_spd}, d right-hand sides', ['a', 'b']),
     ]
+    cases = [(op, variant, make_case(op, variant, xd if op == 'decodeAttention' else x, p, ct),
+              {n: (xd if op == 'decodeAttention' else x)[n] for n in names}) for op, variant, names in cases]
     rows = []
     for op, variant, fn, inputs in cases:
         if filt and not any(f in op.lower() for f in filt):
