@@ -33,7 +33,6 @@ extern "C" kvt_status kvt_keydiff_scores(const kvt_tensor* keys, const kvt_tenso
 // Batched (docs/runtime-caches.md §3): every sequence's scores, read in place through its view.
 extern "C" kvt_status kvt_keydiff_scores_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_tensor* scores,
                                                  kvt_stream stream) {
-  (void)stream;
   Batch b;
   View k, s;
   int64_t H, d;
@@ -41,7 +40,16 @@ extern "C" kvt_status kvt_keydiff_scores_batched(const kvt_seqs* seqs, const kvt
   KVT_TRY(check_seq_data(b, keys, "keys", kMaskFloat, &k, &H, &d));
   KVT_TRY(check_token_tensor(b, scores, "out", kMaskF32, H, &s));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
-  if (b.on_cuda) return batched_cuda_pending("keydiffScoresBatched");  // CUDA: cuda::keydiff_scores_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k}, {&s});
+    return cuda_status(cuda::keydiff_scores_batched(sq, batch_t3(b, k, sq), batch_tok(b, s), static_cast<cudaStream_t>(stream)),
+                       "keydiffScoresBatched");
+  }
+#else
+  (void)stream;
+#endif
   cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
                     [&](int64_t i) {
                       if (b.len(i) > 0) cpu::keydiff(seq_view(b, k, i), token_view(b, s, i));

@@ -110,7 +110,6 @@ extern "C" kvt_status kvt_nestedkv_scores(const kvt_tensor* keys, const kvt_nest
 // Batched (docs/runtime-caches.md §3): sequence b with its own default block size and tail count.
 extern "C" kvt_status kvt_nestedkv_scores_batched(const kvt_seqs* seqs, const kvt_tensor* keys, const kvt_nestedkv_opts* opts,
                                                   const kvt_tensor* scores, kvt_stream stream) {
-  (void)stream;
   Batch b;
   View k, s;
   int64_t H, d;
@@ -122,7 +121,20 @@ extern "C" kvt_status kvt_nestedkv_scores_batched(const kvt_seqs* seqs, const kv
   KVT_TRY(check_token_tensor(b, scores, "out", kMaskF32, H, &s));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   if (H > 0 && d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, k.ndim));
-  if (b.on_cuda) return batched_cuda_pending("nestedkvScoresBatched");  // CUDA: cuda::nestedkv_scores_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // block size and tail count per sequence, from its length on the device
+    if (H == 0) return KVT_OK;
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k}, {&s});
+    cuda::NestedkvParams cp{o.window, o.block, o.sinks, 0, {o.prior[0], o.prior[1], o.prior[2]}, o.beta, float(o.tau),
+                            float(o.kappa), o.scales == KVT_SCALES_GLOBAL ? 1 : 0};
+    return cuda_status(cuda::nestedkv_scores_batched(sq, batch_t3(b, k, sq), cp, o.tail, batch_tok(b, s),
+                                                     static_cast<cudaStream_t>(stream)),
+                       "nestedkvScoresBatched");
+  }
+#else
+  (void)stream;
+#endif
   cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
                     [&](int64_t i) {
                       const int64_t N = b.len(i);
