@@ -27,7 +27,8 @@ t.test('runBench on the CPU backend: one row per case and N, consistent derived 
 
 t.test('filter and errors', async (t) => {
   const r = runBench({ backend: 'cpu', N: [512], H: 1, d: 32, repeats: 1, filter: 'GATHER' });
-  t.ok(r.rows.length >= 1 && r.rows.every((x) => x.op === 'gatherKV'));
+  t.ok(r.rows.length >= 1 && r.rows.every((x) => x.op === 'gatherKV' || x.op === 'gatherKVBatched'), 'only the gather cases');
+  t.ok(r.rows.some((x) => x.op === 'gatherKVBatched' && x.baseline), 'the batched cases with B separate calls as their baseline');
   if (!backendInfo().cuda) t.throws(() => runBench({ backend: 'cuda' }), /CUDA is not available/);
   t.ok(measureBandwidth('cpu', 0, undefined, 2 ** 20) > 0);
 });

@@ -142,7 +142,6 @@ kvt_status check_seq_data(Batch& b, const kvt_tensor* t, const char* name, uint3
     case kSeqsRagged:
       *H = v->shape[1];
       *d = v->shape[2];
-      b.T = b.T < 0 ? v->shape[0] : std::min(b.T, v->shape[0]);
       if (b.host() && at1(b.table, b.B) > v->shape[0])
         return fail(KVT_ERR_RANGE, nm + ": indptr[B] = " + S(at1(b.table, b.B)) + " exceeds its " + S(v->shape[0]) +
                                        " rows (dimension 0)");

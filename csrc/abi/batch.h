@@ -18,7 +18,6 @@ struct Batch {
   SeqTable t;        // raw table (host or device pointers)
   int64_t B = -1;    // sequences (-1 until known: a padded batch without lengths takes B from its first tensor)
   int64_t P = -1;    // pages in the pool (paged, once a data tensor is checked)
-  int64_t T = -1;    // ragged: rows of the data (once checked)
   View table;        // indptr (ragged, paged) or lengths (padded), when has_table
   bool has_table = false;
   View page_table[2];  // paged: indices, last_page_len
