@@ -326,15 +326,15 @@ __global__ void __launch_bounds__(kThreads) rho_kernel(RoundArgs A) {
     if (!use) continue;
     const int64_t base = row_off<BATCH>(A.seqs, A.v, b, h, i);
     float pr[mkv::kMaxR + 1];
-    for (int b = 0; b < nb; b++) {
+    for (int r = 0; r < nb; r++) {
       float t = 0.f;
-      for (int64_t c = lane; c < dv; c += kWarp) t += bs[b * dv + c] * load_as_f32(A.v.p, A.v.dtype, base + c * A.v.s2);
-      pr[b] = warp_sum(t);
+      for (int64_t c = lane; c < dv; c += kWarp) t += bs[r * dv + c] * load_as_f32(A.v.p, A.v.dtype, base + c * A.v.s2);
+      pr[r] = warp_sum(t);
     }
     float q = 0.f;
     for (int64_t c = lane; c < dv; c += kWarp) {
       float w = load_as_f32(A.v.p, A.v.dtype, base + c * A.v.s2);
-      for (int b = 0; b < nb; b++) w -= pr[b] * bs[b * dv + c];
+      for (int r = 0; r < nb; r++) w -= pr[r] * bs[r * dv + c];
       q += w * w;
     }
     const float rho = sqrtf(warp_sum(q));

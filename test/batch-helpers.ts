@@ -7,6 +7,7 @@
 import type { Test } from 'tap';
 import { MomentState, Tensor, tensor, toDevice, toHost, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32, selectTokensBatched } from '../lib/index';
 import type { BatchCache, DType, Seqs } from '../lib/index';
+import { BACKENDS } from './helpers';
 import type { Backend } from './helpers';
 import { Rng } from '../lib/rng';
 
@@ -278,6 +279,21 @@ export function flat(t: Tensor): number[] {
 /** The sub-tensor `t[b]` of a [B, ...] tensor (a view). */
 export function at0(t: Tensor, b: number): Tensor {
   return t.view(t.shape.slice(1), t.strides.slice(1), t.offset + b * t.strides[0]);
+}
+
+/**
+ * KVTRIM_TEST_BATCH_SUBSET=1 (set by test/cuda-emu.test.ts for its sub-run on the emulated GPU, where every kernel is
+ * slow): the batched tests run their CUDA cases only, and every other case of their lists (ragged, NHD pages of 1 and
+ * 64 tokens, HND pages of 16 from layoutCases). The full lists run whenever the tests run directly.
+ */
+const SUBSET = process.env.KVTRIM_TEST_BATCH_SUBSET === '1';
+/** The backends a batched test runs. */
+export function batchBackends(): Backend[] {
+  return SUBSET ? BACKENDS.filter((b) => b !== 'cpu') : BACKENDS;
+}
+/** The numbered cases a batched test runs (numbers are the list's: seeds stay the same in the subset). */
+export function cases<T>(list: T[]): [number, T][] {
+  return [...list.entries()].filter(([k]) => !SUBSET || k % 2 === 0);
 }
 
 /** The cases every batched test runs: each layout, page sizes 1, 16 and 64 for the paged ones. */

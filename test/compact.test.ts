@@ -9,17 +9,15 @@ import {
 } from '../lib/index';
 import type { BatchCache, DType, PagedSeqs } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place, maxRelErr } from './helpers';
-import {
-  at0, cacheOn, fillTokens, flat, hostOf, layoutCases, makeCache, mixedLengths, momentRows, momentsHost, sameBits, seqsOn, storage, tokenTensor,
-} from './batch-helpers';
+import { place, maxRelErr } from './helpers';
+import { at0, cacheOn, fillTokens, flat, hostOf, layoutCases, makeCache, mixedLengths, momentRows, momentsHost, sameBits, seqsOn, storage, tokenTensor, batchBackends, cases } from './batch-helpers';
 
 const dtypes: DType[] = ['f32', 'bf16', 'f16'];
 
 // On CUDA the table, data (strides, poison and canaries kept), lists and state live on the device; the reference is
 // the CUDA gatherKVBatched of the same batch.
-for (const be of BACKENDS) {
-for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+for (const be of batchBackends()) {
+for (const [k, { layout, pageSize }] of cases(layoutCases())) {
   for (const budget of ['uniform', 'adaptive'] as const) {
     t.test(`compactInPlace ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''} ${budget}`, async (t) => {
       const rng = new Rng(1000 + 2 * k + (budget === 'adaptive' ? 1 : 0));

@@ -5,11 +5,11 @@
 import t from 'tap';
 import { decodeAttention, decodeAttentionBatched, tensor, MomentState } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place } from './helpers';
-import { cacheOn, hostOf, layoutCases, makeCache, mixedLengths, sameBits, flat, at0, randomSelection } from './batch-helpers';
+import { place } from './helpers';
+import { cacheOn, hostOf, layoutCases, makeCache, mixedLengths, sameBits, flat, at0, randomSelection, batchBackends, cases } from './batch-helpers';
 
-for (const be of BACKENDS) {
-for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+for (const be of batchBackends()) {
+for (const [k, { layout, pageSize }] of cases(layoutCases())) {
   for (const T of [0, 3]) {
     t.test(`decode batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''} ${T ? `T=${T}` : 'one token'}`, async (t) => {
       const rng = new Rng(700 + 2 * k + (T ? 1 : 0));

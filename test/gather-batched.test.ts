@@ -6,13 +6,13 @@ import t from 'tap';
 import { gatherKV, gatherKVBatched, MomentState } from '../lib/index';
 import type { DType, Tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place } from './helpers';
-import { cacheOn, layoutCases, makeCache, mixedLengths, sameBits, flat, at0, momentRows, momentsHost, hostOf, randomSelection } from './batch-helpers';
+import { place } from './helpers';
+import { cacheOn, layoutCases, makeCache, mixedLengths, sameBits, flat, at0, momentRows, momentsHost, hostOf, randomSelection, batchBackends, cases } from './batch-helpers';
 
 const dtypes: DType[] = ['f16', 'f32', 'bf16'];
 
-for (const be of BACKENDS) {
-  for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+for (const be of batchBackends()) {
+  for (const [k, { layout, pageSize }] of cases(layoutCases())) {
     t.test(`gather batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''}`, async (t) => {
       const rng = new Rng(500 + k);
       const lengths = mixedLengths(rng, 6, 140);

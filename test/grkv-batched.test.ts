@@ -6,14 +6,14 @@ import t from 'tap';
 import { grkvMerge, grkvMergeBatched, tensor, GRKV_DIAG_COLS } from '../lib/index';
 import type { QueryBatch, Tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place } from './helpers';
-import { cacheOn, hostOf, makeCache, makeData, makeTable, mixedLengths, onBackend, sameBits, seqsOn, flat, at0, fillTokens, tokenTensor, randomSelection } from './batch-helpers';
+import { place } from './helpers';
+import { cacheOn, hostOf, makeCache, makeData, makeTable, mixedLengths, onBackend, sameBits, seqsOn, flat, at0, fillTokens, tokenTensor, randomSelection, batchBackends, cases } from './batch-helpers';
 import type { BatchLayout } from './batch-helpers';
 
 const layouts: [BatchLayout, 'ragged' | 'padded', number][] = [['ragged', 'ragged', 0], ['padded', 'padded', 0], ['NHD', 'ragged', 16], ['HND', 'padded', 1]];
 
-for (const be of BACKENDS)
-for (const [k, [layout, qlayout, pageSize]] of layouts.entries()) {
+for (const be of batchBackends())
+for (const [k, [layout, qlayout, pageSize]] of cases(layouts)) {
   t.test(`grkv batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''}, ${qlayout} queries`, async (t) => {
     const rng = new Rng(900 + k);
     const lengths = mixedLengths(rng, 4, 90);

@@ -7,13 +7,13 @@ import t from 'tap';
 import { keydiffScores, keydiffScoresBatched, raggedSeqs, pagedSeqs, seqLengths, tensor } from '../lib/index';
 import type { DType } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place, fetch } from './helpers';
-import { cacheOn, fetchView, layoutCases, makeCache, mixedLengths, onBackend, sameBits, storage, tokenBlock, tokenPadding, tokenTensor } from './batch-helpers';
+import { place, fetch } from './helpers';
+import { cacheOn, fetchView, layoutCases, makeCache, mixedLengths, onBackend, sameBits, storage, tokenBlock, tokenPadding, tokenTensor, batchBackends, cases } from './batch-helpers';
 
 const dtypes: DType[] = ['f32', 'bf16', 'f16'];
 
-for (const be of BACKENDS) {
-  for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+for (const be of batchBackends()) {
+  for (const [k, { layout, pageSize }] of cases(layoutCases())) {
     const dtype = dtypes[k % 3];
     t.test(`keydiff batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''} ${dtype}`, async (t) => {
       const rng = new Rng(100 + k);

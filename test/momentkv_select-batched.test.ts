@@ -4,14 +4,14 @@
 import t from 'tap';
 import { momentkvSelect, momentkvSelectBatched, tensor, MomentState } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place } from './helpers';
-import { cacheOn, fetchView, hostOf, makeCache, mixedLengths, momentsHost, onBackend, sameBits, flat, at0, fillTokens, tokenTensor, tokenBlock, momentRows } from './batch-helpers';
+import { place } from './helpers';
+import { cacheOn, fetchView, hostOf, makeCache, mixedLengths, momentsHost, onBackend, sameBits, flat, at0, fillTokens, tokenTensor, tokenBlock, momentRows, batchBackends, cases } from './batch-helpers';
 import type { BatchLayout } from './batch-helpers';
 
 const layouts: [BatchLayout, number][] = [['ragged', 0], ['padded', 0], ['NHD', 16], ['HND', 64]];
 
-for (const be of BACKENDS)
-for (const [k, [layout, pageSize]] of layouts.entries()) {
+for (const be of batchBackends())
+for (const [k, [layout, pageSize]] of cases(layouts)) {
   t.test(`momentkv_select batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''}`, async (t) => {
     const rng = new Rng(800 + k);
     const lengths = mixedLengths(rng, 5, 120);

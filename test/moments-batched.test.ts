@@ -4,11 +4,11 @@
 import t from 'tap';
 import { MomentState } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place } from './helpers';
-import { cacheOn, layoutCases, makeCache, mixedLengths, sameBits, at0, momentRows, momentsHost, randomSelection } from './batch-helpers';
+import { place } from './helpers';
+import { cacheOn, layoutCases, makeCache, mixedLengths, sameBits, at0, momentRows, momentsHost, randomSelection, batchBackends, cases } from './batch-helpers';
 
-for (const be of BACKENDS) {
-  for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+for (const be of batchBackends()) {
+  for (const [k, { layout, pageSize }] of cases(layoutCases())) {
     t.test(`moments mergeBatched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''}`, async (t) => {
       const rng = new Rng(600 + k);
       const lengths = mixedLengths(rng, 5, 160);

@@ -6,13 +6,13 @@ import t from 'tap';
 import { nestedkvScores, nestedkvScoresBatched, nestedkvBlockSize } from '../lib/index';
 import type { DType } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, EMULATED_CUDA, place, fetch } from './helpers';
-import { cacheOn, fetchView, layoutCases, makeCache, mixedLengths, onBackend, sameBits, tokenBlock, tokenPadding, tokenTensor } from './batch-helpers';
+import { EMULATED_CUDA, place, fetch } from './helpers';
+import { cacheOn, fetchView, layoutCases, makeCache, mixedLengths, onBackend, sameBits, tokenBlock, tokenPadding, tokenTensor, batchBackends, cases } from './batch-helpers';
 
 const dtypes: DType[] = ['bf16', 'f32', 'f16'];
 
-for (const be of BACKENDS) {
-  for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+for (const be of batchBackends()) {
+  for (const [k, { layout, pageSize }] of cases(layoutCases())) {
     const dtype = dtypes[k % 3];
     t.test(`nestedkv batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''} ${dtype}`, async (t) => {
       const rng = new Rng(200 + k);

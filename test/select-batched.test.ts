@@ -5,14 +5,14 @@
 import t from 'tap';
 import { selectTokens, selectTokensBatched, keepFromRatio, tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place } from './helpers';
-import { hostOf, makeTable, mixedLengths, fillTokens, flat, at0, seqsOn, tokenTensor } from './batch-helpers';
+import { place } from './helpers';
+import { hostOf, makeTable, mixedLengths, fillTokens, flat, at0, seqsOn, tokenTensor, batchBackends, cases } from './batch-helpers';
 import type { BatchLayout } from './batch-helpers';
 
 const layouts: [BatchLayout, number][] = [['ragged', 0], ['padded', 0], ['NHD', 16], ['HND', 1]];
 
-for (const be of BACKENDS)
-for (const [li, [layout, pageSize]] of layouts.entries()) {
+for (const be of batchBackends())
+for (const [li, [layout, pageSize]] of cases(layouts)) {
   for (const budget of ['uniform', 'adaptive'] as const) {
     for (const keepKind of ['number', 'tensor', 'ratio'] as const) {
       t.test(`select batched ${be} ${layout} ${budget} keep as ${keepKind}`, async (t) => {

@@ -6,11 +6,11 @@ import t from 'tap';
 import { snapkvScores, snapkvScoresBatched } from '../lib/index';
 import type { QueryBatch } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place, fetch } from './helpers';
-import { cacheOn, fetchView, layoutCases, makeCache, makeData, makeTable, mixedLengths, onBackend, sameBits, seqsOn, tokenBlock, tokenPadding, tokenTensor } from './batch-helpers';
+import { place, fetch } from './helpers';
+import { cacheOn, fetchView, layoutCases, makeCache, makeData, makeTable, mixedLengths, onBackend, sameBits, seqsOn, tokenBlock, tokenPadding, tokenTensor, batchBackends, cases } from './batch-helpers';
 
-for (const be of BACKENDS)
-for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+for (const be of batchBackends())
+for (const [k, { layout, pageSize }] of cases(layoutCases())) {
   for (const qlayout of ['ragged', 'padded'] as const) {
     t.test(`snapkv batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''}, ${qlayout} queries`, async (t) => {
       const rng = new Rng(300 + 2 * k + (qlayout === 'padded' ? 1 : 0));

@@ -8,9 +8,9 @@ import t from 'tap';
 import { selectTokens, selectTokensBatched, tensor, toDevice, TpSelection, tpSelectTokens } from '../lib/index';
 import type { Tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { BACKENDS, place } from './helpers';
+import { place } from './helpers';
 import type { Backend } from './helpers';
-import { at0, fillTokens, flat, hostOf, makeTable, mixedLengths, seqsOn, tokenTensor } from './batch-helpers';
+import { at0, fillTokens, flat, hostOf, makeTable, mixedLengths, seqsOn, tokenTensor, batchBackends } from './batch-helpers';
 
 /**
  * An all-reduce over S shards: each shard's call resolves, once all S have called for the round, to the sum (on CUDA
@@ -49,7 +49,7 @@ function shards(H: number, S: number): [number, number][] {
 /** Rows [h0, h0 + n) of a [H, N] tensor (a view: shards read the scores in place). */
 const rowsOf = (s: Tensor, h0: number, n: number) => s.view([n, s.shape[1]], s.strides, s.offset + h0 * s.strides[0]);
 
-for (const be of BACKENDS)
+for (const be of batchBackends())
 for (const S of [2, 3, 4, 8]) {
   for (const bits of [4, 8, 16]) {
     t.test(`${be}: ${S} shards, ${bits}-bit digits = unsharded adaptive selection`, async (t) => {
@@ -76,7 +76,7 @@ for (const S of [2, 3, 4, 8]) {
   }
 }
 
-for (const be of BACKENDS)
+for (const be of batchBackends())
 t.test(`${be} batched: 4 shards over a ragged batch with empty and one-token sequences = selectTokensBatched`, async (t) => {
   const rng = new Rng(77);
   const H = 8, lengths = mixedLengths(rng, 9, 200);
