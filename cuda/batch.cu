@@ -17,28 +17,6 @@ __device__ __forceinline__ int64_t window_rows(const Seqs& q, int64_t window, in
   return window > 0 ? imin(window, n) : n;
 }
 
-// Block-wide inclusive scan of one value per thread (kThreads threads); `warp_tot` holds kThreads / 32 entries.
-// Returns the exclusive prefix; *total receives the block's sum. Two barriers.
-__device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* warp_tot, int64_t* total) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  int64_t incl = v;
-#pragma unroll
-  for (int o = 1; o < kWarp; o <<= 1) {
-    const int64_t t = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += t;
-  }
-  if (lane == kWarp - 1) warp_tot[warp] = incl;
-  __syncthreads();
-  int64_t before = 0, sum = 0;
-  for (int q = 0; q < kThreads / kWarp; q++) {
-    if (q < warp) before += warp_tot[q];
-    sum += warp_tot[q];
-  }
-  *total = sum;
-  __syncthreads();  // warp_tot may be reused
-  return before + incl - v;
-}
-
 // One block: tiles of kThreads sequences, a block scan per tile carried over the tiles. tok0 (and q0) have B + 1
 // entries; q0 sums the window rows of the query batch q (when q0 is not null).
 __global__ void __launch_bounds__(kThreads) offsets_kernel(Seqs s, int64_t bound, int64_t* tok0, Seqs q,
@@ -48,11 +26,11 @@ __global__ void __launch_bounds__(kThreads) offsets_kernel(Seqs s, int64_t bound
   for (int64_t b0 = 0; b0 < s.B; b0 += kThreads) {
     const int64_t b = b0 + threadIdx.x;
     int64_t total;
-    const int64_t ex = block_exclusive_scan(b < s.B ? s.r.length(b) : 0, warp_tot, &total);
+    const int64_t ex = block_exclusive_scan<kThreads>(b < s.B ? s.r.length(b) : 0, warp_tot, &total);
     if (b < s.B) tok0[b] = imin(carry + ex, bound);
     carry += total;
     if (q0) {
-      const int64_t qex = block_exclusive_scan(b < s.B ? window_rows(q, window, b) : 0, warp_tot, &total);
+      const int64_t qex = block_exclusive_scan<kThreads>(b < s.B ? window_rows(q, window, b) : 0, warp_tot, &total);
       if (b < s.B) q0[b] = imin(qcarry + qex, qbound);
       qcarry += total;
     }

@@ -143,6 +143,29 @@ __device__ __forceinline__ int64_t head_off(const T2& t, int64_t b, int64_t h, i
   return b * t.sq + h * t.s0 + j * t.s1;
 }
 
+// Block-wide scan of one value per thread (NT threads, every thread calls it): returns the thread's exclusive
+// prefix; *total receives the block's sum. `warp_tot` holds NT / 32 shared entries. Two barriers.
+template <int NT>
+__device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* warp_tot, int64_t* total) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  int64_t incl = v;
+#pragma unroll
+  for (int o = 1; o < kWarp; o <<= 1) {
+    const int64_t t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  if (lane == kWarp - 1) warp_tot[warp] = incl;
+  __syncthreads();
+  int64_t before = 0, sum = 0;
+  for (int q = 0; q < NT / kWarp; q++) {
+    if (q < warp) before += warp_tot[q];
+    sum += warp_tot[q];
+  }
+  *total = sum;
+  __syncthreads();  // warp_tot may be reused
+  return before + incl - v;
+}
+
 // Widest vector (elements) usable for rows of a 3-D view: unit element stride, d a multiple of V, base and row
 // strides aligned to V*elem bytes. At most 16 bytes.
 inline int row_vec_width(const T3& t) {

@@ -90,15 +90,7 @@ struct PageArgs {
   Seqs seqs;
   T2 cnt;  // [B, H]
   int64_t H;
-  int32_t* lengths;
-  int64_t lengths_s;
-  int32_t* page_counts;
-  int64_t page_counts_s;
-  int32_t* last;
-  int64_t last_s;
-  int32_t* freed;
-  int64_t freed_s, freed_n;
-  int32_t* freed_count;
+  CompactOut o;
 };
 
 // One block: per sequence the rows still spanned (max_h of the clamped counts) and, for pages, the pages still used,
@@ -106,13 +98,11 @@ struct PageArgs {
 // sequence's freed pages after those of the sequences before it.
 __global__ void __launch_bounds__(kPageThreads) pages_kernel(PageArgs A) {
   __shared__ int64_t warp_tot[kPageThreads / kWarp];
-  __shared__ int64_t carry;
   const SeqRows& r = A.seqs.r;
+  const CompactOut& o = A.o;
   const bool paged = r.t.paged();
   const int64_t ps = r.t.page_size;
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  if (threadIdx.x == 0) carry = 0;
-  __syncthreads();
+  int64_t carry = 0;  // freed pages of the tiles before (the same in every thread)
   for (int64_t b0 = 0; b0 < A.seqs.B; b0 += kPageThreads) {
     const int64_t b = b0 + threadIdx.x;
     int64_t nfree = 0, kept = 0, first = 0;
@@ -121,42 +111,26 @@ __global__ void __launch_bounds__(kPageThreads) pages_kernel(PageArgs A) {
       int64_t len = 0;
       for (int64_t h = 0; h < A.H; h++)
         len = imax(len, imin(int64_t(static_cast<const int32_t*>(A.cnt.p)[head_off(A.cnt, b, h)]), n));
-      if (A.lengths) A.lengths[b * A.lengths_s] = int32_t(len);
+      if (o.lengths) o.lengths[b * o.lengths_s] = int32_t(len);
       if (paged) {
         kept = ceil_div(len, ps);
         first = r.first(b);
         const int64_t pages = r.clamp(int64_t(r.t.indptr[(b + 1) * r.t.indptr_s]), first, r.entries) - first;
         nfree = imax(0, pages - kept);
-        if (A.page_counts) A.page_counts[b * A.page_counts_s] = int32_t(kept);
-        if (A.last) A.last[b * A.last_s] = int32_t(kept == 0 ? 0 : len - (kept - 1) * ps);
+        if (o.page_counts) o.page_counts[b * o.page_counts_s] = int32_t(kept);
+        if (o.last) o.last[b * o.last_s] = int32_t(kept == 0 ? 0 : len - (kept - 1) * ps);
       }
     }
-    // exclusive scan of nfree over the block
-    int64_t incl = nfree;
-#pragma unroll
-    for (int o = 1; o < kWarp; o <<= 1) {
-      const int64_t t = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += t;
-    }
-    if (lane == kWarp - 1) warp_tot[warp] = incl;
-    __syncthreads();
-    int64_t before = carry, total = 0;
-    for (int q = 0; q < kPageThreads / kWarp; q++) {
-      if (q < warp) before += warp_tot[q];
-      total += warp_tot[q];
-    }
-    before += incl - nfree;
-    if (A.freed)
-      for (int64_t t = 0; t < nfree && before + t < A.freed_n; t++)
-        A.freed[(before + t) * A.freed_s] = r.t.indices[(first + kept + t) * r.t.indices_s];
-    __syncthreads();  // every thread has read carry and warp_tot
-    if (threadIdx.x == 0) carry += total;
-    __syncthreads();
+    int64_t total;
+    const int64_t before = carry + block_exclusive_scan<kPageThreads>(nfree, warp_tot, &total);
+    if (o.freed)
+      for (int64_t t = 0; t < nfree && before + t < o.freed_n; t++)
+        o.freed[(before + t) * o.freed_s] = r.t.indices[(first + kept + t) * r.t.indices_s];
+    carry += total;
   }
-  const int64_t total = carry;
-  if (A.freed)
-    for (int64_t j = total + threadIdx.x; j < A.freed_n; j += kPageThreads) A.freed[j * A.freed_s] = -1;
-  if (A.freed_count && threadIdx.x == 0) *A.freed_count = int32_t(imin(total, 0x7fffffff));
+  if (o.freed)
+    for (int64_t j = carry + threadIdx.x; j < o.freed_n; j += kPageThreads) o.freed[j * o.freed_s] = -1;
+  if (o.freed_count && threadIdx.x == 0) *o.freed_count = int32_t(imin(carry, 0x7fffffff));
 }
 
 }  // namespace
@@ -186,8 +160,7 @@ cudaError_t compact_in_place(const Seqs& seqs, const T3& keys, const T3& values,
     }
   }
   if (!out.lengths && !out.page_counts && !out.last && !out.freed && !out.freed_count) return cudaSuccess;
-  const PageArgs P{seqs, counts, H, out.lengths, out.lengths_s, out.page_counts, out.page_counts_s, out.last, out.last_s,
-                   out.freed, out.freed_s, out.freed_n, out.freed_count};
+  const PageArgs P{seqs, counts, H, out};
   pages_kernel<<<1, kPageThreads, 0, stream>>>(P);
   return cudaGetLastError();
 }
