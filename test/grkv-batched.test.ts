@@ -10,7 +10,9 @@ import { place } from './helpers';
 import { cacheOn, hostOf, makeCache, makeData, makeTable, mixedLengths, onBackend, sameBits, seqsOn, flat, at0, fillTokens, tokenTensor, randomSelection, batchBackends, cases } from './batch-helpers';
 import type { BatchLayout } from './batch-helpers';
 
-const layouts: [BatchLayout, 'ragged' | 'padded', number][] = [['ragged', 'ragged', 0], ['padded', 'padded', 0], ['NHD', 'ragged', 16], ['HND', 'padded', 1]];
+const layouts: [BatchLayout, 'ragged' | 'padded', number][] = [
+  ['ragged', 'ragged', 0], ['padded', 'padded', 0], ['NHD', 'ragged', 16], ['HND', 'padded', 1], ['HND', 'ragged', 64],
+];
 
 for (const be of batchBackends())
 for (const [k, [layout, qlayout, pageSize]] of cases(layouts)) {

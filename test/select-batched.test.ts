@@ -9,7 +9,7 @@ import { place } from './helpers';
 import { hostOf, makeTable, mixedLengths, fillTokens, flat, at0, seqsOn, tokenTensor, batchBackends, cases } from './batch-helpers';
 import type { BatchLayout } from './batch-helpers';
 
-const layouts: [BatchLayout, number][] = [['ragged', 0], ['padded', 0], ['NHD', 16], ['HND', 1]];
+const layouts: [BatchLayout, number][] = [['ragged', 0], ['padded', 0], ['NHD', 16], ['HND', 1], ['NHD', 64]];
 
 for (const be of batchBackends())
 for (const [li, [layout, pageSize]] of cases(layouts)) {
