@@ -27,7 +27,7 @@ __device__ __forceinline__ uint64_t head_pivot(const TpParams& p, int64_t b, int
   return tp::join(word(p, b, tp::kHeader + 2 * int(h)), word(p, b, tp::kHeader + 2 * int(h) + 1));
 }
 
-Keys keys_of(const TpParams& p) {
+__host__ __device__ __forceinline__ Keys keys_of(const TpParams& p) {
   return Keys{p.scores, p.seqs, p.Hs, p.Htot, p.hoff, p.sinks, p.recent, nullptr};
 }
 
