@@ -83,17 +83,24 @@ __device__ __forceinline__ void load_vec(const void* p, float* out) {
 }
 
 // One warp loads a row of d elements (element stride s) into registers: lane handles elements
-// c = (j*32 + lane)*V + v for j < STEPS, v < V (zero beyond d). V > 1 requires s == 1 and alignment (checked
-// on the host by row_vec_width).
+// c = (j*32 + lane)*V + v for j < STEPS, v < V (zero beyond d). V > 1 uses vector loads, which require s == 1 and
+// alignment (checked on the host by row_vec_width), unless `vec` is false: then the same elements are loaded one by one
+// (a batch whose rows are not aligned keeps the element-to-lane assignment, hence the sums, of contiguous rows).
 template <int DT, int V, int STEPS>
-__device__ __forceinline__ void warp_load_row(const char* row, int64_t d, int64_t s, int lane, float* x) {
+__device__ __forceinline__ void warp_load_row(const char* row, int64_t d, int64_t s, int lane, float* x,
+                                              bool vec = true) {
   constexpr int ES = DT == kF32 ? 4 : 2;
 #pragma unroll
   for (int j = 0; j < STEPS; j++) {
     const int64_t c0 = (int64_t(j) * kWarp + lane) * V;
     if (c0 < d) {
       if constexpr (V > 1) {
-        load_vec<DT, V>(row + c0 * ES, x + j * V);
+        if (vec) {
+          load_vec<DT, V>(row + c0 * ES, x + j * V);
+        } else {
+#pragma unroll
+          for (int v = 0; v < V; v++) load_vec<DT, 1>(row + (c0 + v) * s * ES, x + j * V + v);
+        }
       } else {
         load_vec<DT, 1>(row + c0 * s * ES, x + j * V);
       }
@@ -108,6 +115,55 @@ __device__ __forceinline__ void warp_load_row(const char* row, int64_t d, int64_
 template <int V>
 __device__ __forceinline__ int64_t slot_elem(int j, int v, int lane) {
   return (int64_t(j) * kWarp + lane) * V + v;
+}
+
+// ---- Batches of sequences (docs/runtime-caches.md §6). Kernels are templates on BATCH: false for one plain [H, N, ...]
+// tensor (b = 0; the addressing of the per-sequence ops), true for a batch read through its clamped table (Seqs).
+
+// n_b: the tokens of sequence b (N of the plain tensor when !BATCH).
+template <bool BATCH>
+__device__ __forceinline__ int64_t seq_len(const Seqs& s, int64_t b) {
+  if constexpr (BATCH) return s.r.length(b);
+  else return s.r.t.L;
+}
+// Element offset of row (b, h, i) of a data tensor ([H, N, d] or a batch's keys / values).
+template <bool BATCH>
+__device__ __forceinline__ int64_t row_off(const Seqs& s, const T3& t, int64_t b, int64_t h, int64_t i) {
+  if constexpr (BATCH) return s.r.offset(t.sq, t.s0, t.s1, b, h, i);
+  else return h * t.s0 + i * t.s1;
+}
+// Element offset of token (b, h, i) of a per-token tensor ([H, N], or a batch's [H, T] / [B, H, L']).
+template <bool BATCH>
+__device__ __forceinline__ int64_t tok_off(const Seqs& s, const T2& t, int64_t b, int64_t h, int64_t i) {
+  if constexpr (BATCH) return s.r.tok_offset(t.sq, t.s0, t.s1, b, h, i);
+  else return h * t.s0 + i * t.s1;
+}
+// Element offset of entry (b, h, j) of a per-head tensor ([H, cap] / [H], or [B, H, cap] / [B, H]).
+__device__ __forceinline__ int64_t head_off(const T2& t, int64_t b, int64_t h, int64_t j = 0) {
+  return b * t.sq + h * t.s0 + j * t.s1;
+}
+
+// Block-wide scan of one value per thread (NT threads, every thread calls it): returns the thread's exclusive
+// prefix; *total receives the block's sum. `warp_tot` holds NT / 32 shared entries. Two barriers.
+template <int NT>
+__device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* warp_tot, int64_t* total) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  int64_t incl = v;
+#pragma unroll
+  for (int o = 1; o < kWarp; o <<= 1) {
+    const int64_t t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  if (lane == kWarp - 1) warp_tot[warp] = incl;
+  __syncthreads();
+  int64_t before = 0, sum = 0;
+  for (int q = 0; q < NT / kWarp; q++) {
+    if (q < warp) before += warp_tot[q];
+    sum += warp_tot[q];
+  }
+  *total = sum;
+  __syncthreads();  // warp_tot may be reused
+  return before + incl - v;
 }
 
 // Widest vector (elements) usable for rows of a 3-D view: unit element stride, d a multiple of V, base and row
@@ -132,13 +188,32 @@ inline int row_vec_width(const T3& t) {
 // GPU runs the same blocks in more waves. No launcher reads the multiprocessor count (test/ptxas-budget.test.ts).
 constexpr int64_t kRefSMs = 132;
 
+// Vector width of contiguous rows of d elements: what row_vec_width gives a contiguous [H, n, d] copy of a sequence.
+// A batch uses this width (the element-to-lane assignment of the per-sequence op on that copy), with vector loads
+// only when its own rows allow them (batch_vec_ok).
+inline int contiguous_vec_width(int dtype, int64_t d) {
+  const int es = dtype == kF32 ? 4 : 2;
+  for (int v = 16 / es; v > 1; v >>= 1)
+    if (d % v == 0) return v;
+  return 1;
+}
+// Whether a batch tensor's rows allow vector loads of `vec` elements: unit element stride, base and the head, token and
+// sequence (page) strides aligned.
+inline bool batch_vec_ok(const T3& t, int vec) {
+  const int64_t es = t.dtype == kF32 ? 4 : 2, bytes = es * vec;
+  if (vec <= 1) return true;
+  if (t.s2 != 1 && t.n2 > 1) return false;
+  return reinterpret_cast<uintptr_t>(t.p) % bytes == 0 && (t.s0 * es) % bytes == 0 && (t.s1 * es) % bytes == 0 &&
+         (t.sq * es) % bytes == 0;
+}
+
 inline int current_device() {
   int d = 0;
   cudaGetDevice(&d);
   return d;
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Stream-ordered scratch memory, freed on the same stream when it goes out of scope.
 class Scratch {

@@ -30,16 +30,21 @@ cudaError_t dispatch_vs(int vec, int64_t d, const F& f) {
   return f.template run<DT, 1, 8>();
 }
 
+// dtype / vector width / register steps of rows of d elements with vector width `vec`.
+template <int LargeSteps = 0, typename F>
+cudaError_t dispatch_vec(int dtype, int vec, int64_t d, const F& f) {
+  switch (dtype) {
+    case kF32: return dispatch_vs<kF32, LargeSteps>(vec > 4 ? 4 : vec, d, f);
+    case kF16: return dispatch_vs<kF16, LargeSteps>(vec, d, f);
+    case kBF16: return dispatch_vs<kBF16, LargeSteps>(vec, d, f);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
 // dtype / vector width / register steps of a [H, N, d] row tensor.
 template <int LargeSteps = 0, typename F>
 cudaError_t dispatch_rows(const T3& t, const F& f) {
-  const int vec = row_vec_width(t);
-  switch (t.dtype) {
-    case kF32: return dispatch_vs<kF32, LargeSteps>(vec > 4 ? 4 : vec, t.n2, f);
-    case kF16: return dispatch_vs<kF16, LargeSteps>(vec, t.n2, f);
-    case kBF16: return dispatch_vs<kBF16, LargeSteps>(vec, t.n2, f);
-    default: return cudaErrorInvalidValue;
-  }
+  return dispatch_vec<LargeSteps>(t.dtype, row_vec_width(t), t.n2, f);
 }
 
 }  // namespace cuda

@@ -1,7 +1,8 @@
 // Compaction of retained K/V rows on CUDA (docs/performance.md §5.5): one warp per output row, 16-byte vector
 // copies when rows are contiguous and aligned, element copies otherwise. Rows past counts[h] are zero-filled.
 // Out-of-range indices or counts never cause out-of-bounds accesses (the row is zero-filled / the count
-// clamped); the host-memory backend rejects them up front instead.
+// clamped); the host-memory backend rejects them up front instead. Batched (docs/runtime-caches.md §6): one warp per
+// output row of every sequence (B·H·cap rows), source rows read in place through the table.
 #include "common.cuh"
 
 namespace kvt {
@@ -42,23 +43,25 @@ __device__ __forceinline__ void zero_row(char* dst, int64_t ds, int64_t d, RowCo
   }
 }
 
-__global__ void __launch_bounds__(kThreads) gather_kernel(T3 k, T3 v, T2 idx, T2 cnt, O3 ko, O3 vo, T2 co, RowCopy kc,
-                                                          RowCopy vc) {
+template <bool BATCH>
+__global__ void __launch_bounds__(kThreads) gather_kernel(Seqs sq, T3 k, T3 v, T2 idx, T2 cnt, O3 ko, O3 vo, T2 co,
+                                                          RowCopy kc, RowCopy vc) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t cap = ko.n1;
+  const int64_t cap = ko.n1, H = k.n0;
   const int64_t row = int64_t(blockIdx.x) * kWarps + warp;
-  if (row >= k.n0 * cap) return;
-  const int64_t h = row / cap, j = row % cap;
-  int64_t c = static_cast<const int32_t*>(cnt.p)[h * cnt.s0];
+  if (row >= sq.B * H * cap) return;
+  const int64_t vh = row / cap, j = row % cap, b = vh / H, h = vh % H;
+  const int64_t n = seq_len<BATCH>(sq, b);
+  int64_t c = static_cast<const int32_t*>(cnt.p)[head_off(cnt, b, h)];
   c = imax(0, imin(c, imin(idx.n1, cap)));
-  if (j == 0 && lane == 0) static_cast<int32_t*>(co.p)[h * co.s0] = int32_t(c);
-  char* kd = static_cast<char*>(ko.p) + (h * ko.s0 + j * ko.s1) * kc.es;
-  char* vd = static_cast<char*>(vo.p) + (h * vo.s0 + j * vo.s1) * vc.es;
+  if (j == 0 && lane == 0) static_cast<int32_t*>(co.p)[head_off(co, b, h)] = int32_t(c);
+  char* kd = static_cast<char*>(ko.p) + (b * ko.sq + h * ko.s0 + j * ko.s1) * kc.es;
+  char* vd = static_cast<char*>(vo.p) + (b * vo.sq + h * vo.s0 + j * vo.s1) * vc.es;
   int64_t i = -1;
-  if (j < c) i = static_cast<const int32_t*>(idx.p)[h * idx.s0 + j * idx.s1];
-  if (i >= 0 && i < k.n1) {
-    copy_row(static_cast<const char*>(k.p) + (h * k.s0 + i * k.s1) * kc.es, k.s2, kd, ko.s2, k.n2, kc, lane);
-    copy_row(static_cast<const char*>(v.p) + (h * v.s0 + i * v.s1) * vc.es, v.s2, vd, vo.s2, v.n2, vc, lane);
+  if (j < c) i = static_cast<const int32_t*>(idx.p)[head_off(idx, b, h, j)];
+  if (i >= 0 && i < n) {
+    copy_row(static_cast<const char*>(k.p) + row_off<BATCH>(sq, k, b, h, i) * kc.es, k.s2, kd, ko.s2, k.n2, kc, lane);
+    copy_row(static_cast<const char*>(v.p) + row_off<BATCH>(sq, v, b, h, i) * vc.es, v.s2, vd, vo.s2, v.n2, vc, lane);
   } else {
     zero_row(kd, ko.s2, k.n2, kc, lane);
     zero_row(vd, vo.s2, v.n2, vc, lane);
@@ -73,8 +76,21 @@ RowCopy row_copy(const T3& src, const O3& dst) {
   const int es = src.dtype == kF32 ? 4 : 2;
   const bool contig = (src.s2 == 1 || src.n2 == 1) && (dst.s2 == 1 || dst.n2 == 1);
   const bool vec = contig && (src.n2 * es) % 16 == 0 && aligned16(src.p, src.s0, src.s1, es) &&
-                   aligned16(dst.p, dst.s0, dst.s1, es);
+                   aligned16(dst.p, dst.s0, dst.s1, es) && (src.sq * es) % 16 == 0 && (dst.sq * es) % 16 == 0;
   return RowCopy{vec, es};
+}
+
+template <bool BATCH>
+cudaError_t launch(const Seqs& sq, const T3& keys, const T3& values, const T2& indices, const T2& counts,
+                   const O3& keys_out, const O3& values_out, const T2& counts_out, cudaStream_t stream) {
+  const int64_t rows = sq.B * keys.n0 * keys_out.n1;
+  if (rows == 0) return cudaSuccess;
+  const int64_t blocks = ceil_div(rows, kWarps);
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  gather_kernel<BATCH><<<unsigned(blocks), kThreads, 0, stream>>>(sq, keys, values, indices, counts, keys_out,
+                                                                  values_out, counts_out, row_copy(keys, keys_out),
+                                                                  row_copy(values, values_out));
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -82,14 +98,16 @@ RowCopy row_copy(const T3& src, const O3& dst) {
 cudaError_t gather_kv(const T3& keys, const T3& values, const T2& indices, const T2& counts, const O3& keys_out,
                       const O3& values_out, const T2& counts_out, const Moments* moments, cudaStream_t stream) {
   if (moments) return cudaErrorNotSupported;
-  const int64_t rows = keys.n0 * keys_out.n1;
-  if (rows == 0) return cudaSuccess;
-  const int64_t blocks = ceil_div(rows, kWarps);
-  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  gather_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(keys, values, indices, counts, keys_out, values_out,
-                                                           counts_out, row_copy(keys, keys_out),
-                                                           row_copy(values, values_out));
-  return cudaGetLastError();
+  return launch<false>(dense_seqs(keys.n1), keys, values, indices, counts, keys_out, values_out, counts_out, stream);
+}
+
+cudaError_t gather_kv_batched(const Seqs& seqs, const T3& keys, const T3& values, const T2& indices, const T2& counts,
+                              const O3& keys_out, const O3& values_out, const T2& counts_out, const Moments* moments,
+                              cudaStream_t stream) {
+  if (moments)
+    return gather_kv_moments_batched(seqs, keys, values, indices, counts, keys_out, values_out, counts_out, *moments,
+                                     stream);
+  return launch<true>(seqs, keys, values, indices, counts, keys_out, values_out, counts_out, stream);
 }
 
 }  // namespace cuda

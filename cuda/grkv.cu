@@ -59,32 +59,41 @@ struct Layout {
 }  // namespace
 }  // namespace grkv
 
-cudaError_t grkv_merge(const GrkvParams& p, cudaStream_t stream) {
-  using namespace grkv;
+namespace grkv {
+namespace {
+
+// Both forms: p.seqs / p.qseqs are the batch (dense_seqs for a plain call), Qs the bound on every sequence's queries.
+cudaError_t run(const GrkvParams& p, bool batched, int64_t Qs, cudaStream_t stream) {
   Ctx c{};
   c.p = p;
   c.H = p.keys.n0;
-  c.N = p.keys.n1;
+  c.N = p.seqs.r.max_len;
   c.d = p.keys.n2;
   c.dv = p.values.n2;
-  c.Qs = p.queries.n1;
+  c.Qs = Qs;
   c.G = p.queries.n0 / (c.H > 0 ? c.H : 1);
   c.rows = c.G * c.Qs;
   c.cap_in = p.indices.n1;
   c.cap = p.keys_out.n1;
-  if (c.H == 0 || c.cap == 0) return cudaSuccess;
-  if (c.rows > kGrkvMaxRows || c.d > kGrkvMaxDim || c.dv > kGrkvMaxDim || c.H > 65535) return cudaErrorInvalidValue;
+  c.B = p.seqs.B;
+  c.VH = c.B * c.H;
+  if (c.VH == 0 || c.cap == 0) return cudaSuccess;
+  if (c.rows > kGrkvMaxRows || c.d > kGrkvMaxDim || c.dv > kGrkvMaxDim || c.VH > 65535) return cudaErrorInvalidValue;
   // plain eviction first: every output row as gatherKV writes it
-  KVT_CU_TRY(gather_kv(p.keys, p.values, p.indices, p.counts, p.keys_out, p.values_out, p.counts_out, nullptr, stream));
-  // target split: about four CTAs per SM of the reference device over the layer
-  const int64_t rb = ceil_div(imax(c.rows, 1), kTl);
-  c.ncht = imax(1, imin(ceil_div(kRefSMs * 4, c.H * rb), ceil_div(c.N, kTl)));
-  c.cht = ceil_div(ceil_div(c.N, c.ncht), kTl) * kTl;
-  c.ncht = ceil_div(c.N, c.cht);
+  KVT_CU_TRY(batched ? gather_kv_batched(p.seqs, p.keys, p.values, p.indices, p.counts, p.keys_out, p.values_out,
+                                         p.counts_out, nullptr, stream)
+                     : gather_kv(p.keys, p.values, p.indices, p.counts, p.keys_out, p.values_out, p.counts_out, nullptr,
+                                 stream));
+  // target split: about four CTAs per SM of the reference device over the layer (per sequence, grkv_partition.cu's
+  // geometry; here the bound)
+  int64_t cht;
+  target_split(c.H, c.rows, c.N, &c.ncht, &cht);
+  if (batched) c.ncht = imax(1, imin(ceil_div(kRefSMs * 4, c.H), ceil_div(c.N, kTl)));
   c.nchs = ceil_div(c.cap, kChunkSlots);
   if (c.ncht > 65535 || c.nchs > 65535) return cudaErrorInvalidConfiguration;
-  const int64_t H = c.H, rows = c.rows, cap = c.cap, d = c.d, dv = c.dv;
+  const int64_t H = c.VH, rows = c.rows, cap = c.cap, d = c.d, dv = c.dv;
   Layout L;
+  const size_t oGeo = L.take(size_t(H) * sizeof(GrkvGeo));
   const size_t oQf = L.take(size_t(H * rows * d) * 4), oSpos = L.take(size_t(H * cap) * 4), oSmut = L.take(size_t(H * cap));
   const size_t oSt = L.take(size_t(H) * sizeof(GrkvHead)), oSkey = L.take(size_t(H * cap) * 8);
   const size_t oOstar = L.take(size_t(H * rows * dv) * 4), oO = L.take(size_t(H * rows * dv) * 4);
@@ -100,6 +109,7 @@ cudaError_t grkv_merge(const GrkvParams& p, cudaStream_t stream) {
   Scratch scratch(L.bytes, stream);
   KVT_CU_TRY(scratch.error());
   char* base = scratch.as<char>();
+  c.geo = reinterpret_cast<GrkvGeo*>(base + oGeo);
   c.Qf = reinterpret_cast<float*>(base + oQf);
   c.spos = reinterpret_cast<int32_t*>(base + oSpos);
   c.smut = reinterpret_cast<uint8_t*>(base + oSmut);
@@ -122,10 +132,28 @@ cudaError_t grkv_merge(const GrkvParams& p, cudaStream_t stream) {
     c.T = reinterpret_cast<double*>(base + oT);
     c.partd = reinterpret_cast<double*>(base + oPartd);
   }
+  KVT_CU_TRY(launch_geometry(c, stream));
   if (rows > 0) KVT_CU_TRY(launch_prep(c, stream));
   KVT_CU_TRY(launch_partition(c, stream));
   if (rows > 0) return run_phases(c, stream);
   return launch_finalize(c, 0, stream);
+}
+
+}  // namespace
+}  // namespace grkv
+
+cudaError_t grkv_merge(const GrkvParams& p, cudaStream_t stream) {
+  GrkvParams q = p;
+  q.seqs = dense_seqs(p.keys.n1);
+  q.qseqs = dense_seqs(p.queries.n1);
+  q.qpos_sq = q.weights_sq = q.diag_sq = 0;
+  return grkv::run(q, false, p.queries.n1, stream);
+}
+
+cudaError_t grkv_merge_batched(const GrkvParams& p, cudaStream_t stream) {
+  const int64_t G = p.queries.n0 / (p.keys.n0 > 0 ? p.keys.n0 : 1);
+  const int64_t Qs = imin(p.qseqs.r.max_len, G > 0 ? kGrkvMaxRows / G : 0);
+  return grkv::run(p, true, Qs, stream);
 }
 
 }  // namespace cuda

@@ -15,16 +15,16 @@ __global__ void __launch_bounds__(kT) logits_kernel(Ctx c, int sel) {
   const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
   const int64_t h = blockIdx.z, r0 = int64_t(blockIdx.y) * kTl, s0 = int64_t(blockIdx.x) * kTl;
   if (!head_on(c, h, sel)) return;
-  const int64_t S = c.st[h].count;
-  if (s0 >= S) return;
+  const int64_t S = c.st[h].count, rows = rows_of(c, h);
+  if (s0 >= S || r0 >= rows) return;
   const O3& K = c.p.keys_out;
   float dot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-  tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot, query_rows<float>(c, h, r0), stored_rows<DT, float>(K, h, s0, S));
+  tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot, query_rows<float>(c, h, r0), stored_rows<DT, float>(c, K, h, s0, S));
 #pragma unroll
   for (int a = 0; a < 2; a++) {
     const int64_t row = r0 + ty + 16 * a;
-    if (row >= c.rows) continue;
-    const int32_t qp = qpos_of(c, row);
+    if (row >= rows) continue;
+    const int32_t qp = qpos_of(c, h, row);
 #pragma unroll
     for (int b = 0; b < 2; b++) {
       const int64_t slot = s0 + tx + 16 * b;
@@ -39,9 +39,9 @@ __global__ void __launch_bounds__(kT) logits_kernel(Ctx c, int sel) {
 __global__ void softmax_kernel(Ctx c, int sel) {
   const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (wid >= c.H * c.rows) return;
+  if (wid >= c.VH * c.rows) return;
   const int64_t h = wid / c.rows, i = wid % c.rows;
-  if (!head_on(c, h, sel)) return;
+  if (!head_on(c, h, sel) || i >= rows_of(c, h)) return;
   const int64_t S = c.st[h].count;
   float* a = c.A + (h * c.rows + i) * c.cap;
   float mx = -INFINITY;
@@ -70,7 +70,8 @@ __global__ void __launch_bounds__(kT) av_kernel(Ctx c, int sel) {
   const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
   const int64_t h = blockIdx.z, r0 = int64_t(blockIdx.y) * kTl, chunk = blockIdx.x;
   if (!head_on(c, h, sel)) return;
-  const int64_t S = c.st[h].count;
+  const int64_t S = c.st[h].count, rows = rows_of(c, h);
+  if (r0 >= rows) return;
   const int64_t t1 = imin(S, (chunk + 1) * kChunkSlots);
   const O3& V = c.p.values_out;
   float acc[2][2 * NC];
@@ -79,19 +80,19 @@ __global__ void __launch_bounds__(kT) av_kernel(Ctx c, int sel) {
     for (int e = tid; e < kTl * kTl; e += kT) {
       const int rr = e / kTl, tt = e % kTl;
       const int64_t row = r0 + rr, slot = t0 + tt;
-      Ps[rr][tt] = row < c.rows && slot < t1 ? c.A[(h * c.rows + row) * c.cap + slot] : 0.f;
+      Ps[rr][tt] = row < rows && slot < t1 ? c.A[(h * c.rows + row) * c.cap + slot] : 0.f;
     }
     tile_pb<false, NC>(Ps, Vs, c.dv, ty, tx, acc, [&](int cc) {
       tile_fill(Vs, tid, [&](int tt, int col) {
         const int64_t slot = t0 + tt, cv = cc * kTl + col;
-        return slot < t1 && cv < c.dv ? ldf<DT>(V.p, h * V.s0 + slot * V.s1 + cv * V.s2) : 0.f;
+        return slot < t1 && cv < c.dv ? ldf<DT>(V.p, out_row(c, V, h, slot) + cv * V.s2) : 0.f;
       });
     });
   }
 #pragma unroll
   for (int a = 0; a < 2; a++) {
     const int64_t row = r0 + ty + 16 * a;
-    if (row >= c.rows) continue;
+    if (row >= rows) continue;
     float* out = c.part + ((h * c.nchs + chunk) * c.rows + row) * c.dv;
     tile_store_row<NC>(acc, a, c.dv, tx, out);
   }
@@ -99,10 +100,10 @@ __global__ void __launch_bounds__(kT) av_kernel(Ctx c, int sel) {
 
 // out[h, i, :] = sum over chunks of the av partials.
 __global__ void av_reduce_kernel(Ctx c, float* out, int sel) {
-  const int64_t n = c.H * c.rows * c.dv;
+  const int64_t n = c.VH * c.rows * c.dv;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t h = e / (c.rows * c.dv), r = e % (c.rows * c.dv);
-    if (!head_on(c, h, sel)) continue;
+    if (!head_on(c, h, sel) || r / c.dv >= rows_of(c, h)) continue;
     float s = 0.f;
     for (int64_t k = 0; k < c.nchs; k++) s += c.part[(h * c.nchs + k) * c.rows * c.dv + r];
     out[e] = s;
@@ -115,13 +116,14 @@ __global__ void __launch_bounds__(kRedThreads) loss_kernel(Ctx c, const float* o
   const int64_t h = blockIdx.x;
   if (!head_on(c, h, sel)) return;
   double acc = 0;
-  for (int64_t i = 0; i < c.rows; i++) {
+  const int64_t rows = rows_of(c, h);
+  for (int64_t i = 0; i < rows; i++) {
     double e = 0;
     for (int64_t col = threadIdx.x; col < c.dv; col += blockDim.x) {
       const double x = double(o[(h * c.rows + i) * c.dv + col]) - double(c.ostar[(h * c.rows + i) * c.dv + col]);
       e += x * x;
     }
-    acc += double(w_of(c, i)) * e;
+    acc += double(w_of(c, h, i)) * e;
   }
   const double L = block_sum<double>(acc, sh);
   if (threadIdx.x == 0) {
@@ -137,7 +139,7 @@ __global__ void __launch_bounds__(kRedThreads) loss_kernel(Ctx c, const float* o
 cudaError_t launch_attention(const Ctx& c, int sel, cudaStream_t s) {
   KVT_CU_TRY(with_dtype(c.p.keys.dtype, [&](auto dt) {
     logits_kernel<decltype(dt)::value>
-        <<<dim3(unsigned(ceil_div(c.cap, kTl)), row_tiles(c), unsigned(c.H)), kT, 0, s>>>(c, sel);
+        <<<dim3(unsigned(ceil_div(c.cap, kTl)), row_tiles(c), unsigned(c.VH)), kT, 0, s>>>(c, sel);
     return cudaGetLastError();
   }));
   softmax_kernel<<<row_warps(c), kT, 0, s>>>(c, sel);
@@ -148,13 +150,13 @@ cudaError_t launch_output(const Ctx& c, int sel, float* out, int k, cudaStream_t
   KVT_CU_TRY(with_dtype(c.p.keys.dtype, [&](auto dt) {
     return with_dim(c.dv, [&](auto dvm) {
       av_kernel<decltype(dt)::value, decltype(dvm)::value>
-          <<<dim3(unsigned(c.nchs), row_tiles(c), unsigned(c.H)), kT, 0, s>>>(c, sel);
+          <<<dim3(unsigned(c.nchs), row_tiles(c), unsigned(c.VH)), kT, 0, s>>>(c, sel);
       return cudaGetLastError();
     });
   }));
-  av_reduce_kernel<<<blocks_for(c.H * c.rows * c.dv, kT), kT, 0, s>>>(c, out, sel);
+  av_reduce_kernel<<<blocks_for(c.VH * c.rows * c.dv, kT), kT, 0, s>>>(c, out, sel);
   KVT_CU_TRY(cudaGetLastError());
-  loss_kernel<<<unsigned(c.H), kRedThreads, 0, s>>>(c, out, k, sel);
+  loss_kernel<<<unsigned(c.VH), kRedThreads, 0, s>>>(c, out, k, sel);
   return cudaGetLastError();
 }
 

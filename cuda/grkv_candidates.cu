@@ -25,7 +25,7 @@ __global__ void __launch_bounds__(kStepThreads) step_kernel(Ctx c, int which, co
   const int64_t S = st.count;
   const int32_t* spos = c.spos + h * c.cap;
   const uint8_t* smut = c.smut + h * c.cap;
-  auto x0_at = [&](int64_t s, int64_t col) { return ldf<DT>(in.p, h * in.s0 + int64_t(spos[s]) * in.s1 + col * in.s2); };
+  auto x0_at = [&](int64_t s, int64_t col) { return ldf<DT>(in.p, in_row(c, in, h, spos[s]) + col * in.s2); };
   auto d_at = [&](int64_t s, int64_t col) { return float(D[(h * c.cap + s) * w + col]); };
   double n0 = 0, nd = 0;
   for (int64_t e = threadIdx.x; e < S * w; e += blockDim.x) {
@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kStepThreads) step_kernel(Ctx c, int which, co
     if (!smut[sl]) continue;
     const float v = grkv_candidate(x0_at(sl, col), s, d_at(sl, col), DT);
     bad += finite_f(v) ? 0.0 : 1.0;
-    stf<DT>(out.p, h * out.s0 + sl * out.s1 + col * out.s2, v);
+    stf<DT>(out.p, out_row(c, out, h, sl) + col * out.s2, v);
   }
   bad = block_sum<double>(bad, sh);
   if (threadIdx.x == 0) {
@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kStepThreads) step_kernel(Ctx c, int which, co
 // Per head: the value-only ablation, the choice, non-finite objectives, diagnostics.
 __global__ void finalize_kernel(Ctx c, int run_key) {
   const int64_t h = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (h >= c.H) return;
+  if (h >= c.VH) return;
   GrkvHead& st = c.st[h];
   if (st.active) {
     if (!run_key) {
@@ -95,7 +95,7 @@ __global__ void finalize_kernel(Ctx c, int run_key) {
     st.chosen = 0;
     st.L[1] = st.L[2] = st.L[0];
   }
-  if (c.p.diag) grkv_diag_row(st, c.p.diag + h * c.p.diag_s0, c.p.diag_s1);
+  if (c.p.diag) grkv_diag_row(st, c.p.diag + (h / c.H) * c.p.diag_sq + (h % c.H) * c.p.diag_s0, c.p.diag_s1);
 }
 
 // Rows of rejected candidates go back to the inputs (bit copies): keys unless key+value won, values if unchanged.
@@ -104,19 +104,20 @@ __global__ void restore_kernel(Ctx c) {
   using U = typename std::conditional<ES == 4, uint32_t, uint16_t>::type;
   const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (wid >= c.H * c.cap) return;
+  if (wid >= c.VH * c.cap) return;
   const int64_t h = wid / c.cap, s = wid % c.cap;
   const GrkvHead& st = c.st[h];
   if (!st.active || s >= st.count || !c.smut[h * c.cap + s] || st.chosen == 2) return;
   const int64_t pos = c.spos[h * c.cap + s];
   const GrkvParams& p = c.p;
+  const int64_t ko = out_row(c, p.keys_out, h, s), ki = in_row(c, p.keys, h, pos);
   for (int64_t col = lane; col < c.d; col += kWarp)
-    static_cast<U*>(p.keys_out.p)[h * p.keys_out.s0 + s * p.keys_out.s1 + col * p.keys_out.s2] =
-        static_cast<const U*>(p.keys.p)[h * p.keys.s0 + pos * p.keys.s1 + col * p.keys.s2];
-  if (st.chosen == 0)
+    static_cast<U*>(p.keys_out.p)[ko + col * p.keys_out.s2] = static_cast<const U*>(p.keys.p)[ki + col * p.keys.s2];
+  if (st.chosen == 0) {
+    const int64_t vo = out_row(c, p.values_out, h, s), vi = in_row(c, p.values, h, pos);
     for (int64_t col = lane; col < c.dv; col += kWarp)
-      static_cast<U*>(p.values_out.p)[h * p.values_out.s0 + s * p.values_out.s1 + col * p.values_out.s2] =
-          static_cast<const U*>(p.values.p)[h * p.values.s0 + pos * p.values.s1 + col * p.values.s2];
+      static_cast<U*>(p.values_out.p)[vo + col * p.values_out.s2] = static_cast<const U*>(p.values.p)[vi + col * p.values.s2];
+  }
 }
 
 }  // namespace
@@ -124,20 +125,20 @@ __global__ void restore_kernel(Ctx c) {
 cudaError_t launch_step(const Ctx& c, int which, cudaStream_t s) {
   return with_dtype(c.p.keys.dtype, [&](auto dt) {
     constexpr int DT = decltype(dt)::value;
-    if (which == 0) step_kernel<DT, float><<<unsigned(c.H), kStepThreads, 0, s>>>(c, 0, c.Dv, c.p.cap_value);
-    else step_kernel<DT, double><<<unsigned(c.H), kStepThreads, 0, s>>>(c, 1, c.T, c.p.cap_key);
+    if (which == 0) step_kernel<DT, float><<<unsigned(c.VH), kStepThreads, 0, s>>>(c, 0, c.Dv, c.p.cap_value);
+    else step_kernel<DT, double><<<unsigned(c.VH), kStepThreads, 0, s>>>(c, 1, c.T, c.p.cap_key);
     return cudaGetLastError();
   });
 }
 
 cudaError_t launch_finalize(const Ctx& c, int run_key, cudaStream_t s) {
-  finalize_kernel<<<blocks_for(c.H, 128), 128, 0, s>>>(c, run_key);
+  finalize_kernel<<<blocks_for(c.VH, 128), 128, 0, s>>>(c, run_key);
   return cudaGetLastError();
 }
 
 cudaError_t launch_restore(const Ctx& c, cudaStream_t s) {
-  if (c.p.keys.dtype == kF32) restore_kernel<4><<<blocks_for(c.H * c.cap * kWarp, kT), kT, 0, s>>>(c);
-  else restore_kernel<2><<<blocks_for(c.H * c.cap * kWarp, kT), kT, 0, s>>>(c);
+  if (c.p.keys.dtype == kF32) restore_kernel<4><<<blocks_for(c.VH * c.cap * kWarp, kT), kT, 0, s>>>(c);
+  else restore_kernel<2><<<blocks_for(c.VH * c.cap * kWarp, kT), kT, 0, s>>>(c);
   return cudaGetLastError();
 }
 

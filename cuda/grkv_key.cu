@@ -14,10 +14,10 @@ __global__ void __launch_bounds__(kRedThreads) cg_init_kernel(Ctx c) {
   __shared__ double sh[32];
   const int64_t h = blockIdx.x;
   if (!c.st[h].active) return;
-  const int64_t n = c.rows * c.dv, off = h * n;
+  const int64_t n = rows_of(c, h) * c.dv, off = h * c.rows * c.dv;
   double rr = 0;
   for (int64_t e = threadIdx.x; e < n; e += blockDim.x) {
-    const double b = double(sw_of(c, e / c.dv)) * (double(c.ostar[off + e]) - double(c.o1[off + e]));
+    const double b = double(sw_of(c, h, e / c.dv)) * (double(c.ostar[off + e]) - double(c.o1[off + e]));
     c.res[off + e] = b;
     c.pv[off + e] = b;
     c.x[off + e] = 0.0;
@@ -31,10 +31,10 @@ __global__ void __launch_bounds__(kRedThreads) cg_init_kernel(Ctx c) {
 __global__ void rowdot_kernel(Ctx c, const double* U, int sel) {
   const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (wid >= c.H * c.rows) return;
+  if (wid >= c.VH * c.rows) return;
   const int64_t h = wid / c.rows, i = wid % c.rows;
-  if (!head_on(c, h, sel)) return;
-  const double sw = sw_of(c, i);
+  if (!head_on(c, h, sel) || i >= rows_of(c, h)) return;
+  const double sw = sw_of(c, h, i);
   double acc = 0;
   for (int64_t col = lane; col < c.dv; col += kWarp)
     acc += sw * U[wid * c.dv + col] * double(c.o1[wid * c.dv + col]);
@@ -57,27 +57,28 @@ __global__ void __launch_bounds__(kT) vjp_kernel(Ctx c, const double* U, int sel
   const double scale = c.p.scale;
   double acc[2][2 * NC];
   tile_zero(acc);
-  for (int64_t r0 = 0; r0 < c.rows; r0 += kTl) {
+  const int64_t rows = rows_of(c, h);
+  for (int64_t r0 = 0; r0 < rows; r0 += kTl) {
     double cd[2][2] = {{0.0, 0.0}, {0.0, 0.0}};
     tile_dot_cols(Us, Vs, c.dv, tid, ty, tx, cd,
         [&](int rr, int64_t col) {
           const int64_t row = r0 + rr;
-          return row < c.rows ? double(sw_of(c, row)) * U[(h * c.rows + row) * c.dv + col] : 0.0;
+          return row < rows ? double(sw_of(c, h, row)) * U[(h * c.rows + row) * c.dv + col] : 0.0;
         },
-        stored_rows<DT, double>(V, h, s0, S));
+        stored_rows<DT, double>(c, V, h, s0, S));
 #pragma unroll
     for (int a = 0; a < 2; a++)
 #pragma unroll
       for (int b = 0; b < 2; b++) {
         const int64_t row = r0 + ty + 16 * a, slot = s0 + tx + 16 * b;
-        const bool ok = row < c.rows && slot < S && c.smut[h * c.cap + slot];
+        const bool ok = row < rows && slot < S && c.smut[h * c.cap + slot];
         Ps[ty + 16 * a][tx + 16 * b] =
             ok ? scale * double(c.A[(h * c.rows + row) * c.cap + slot]) * (cd[a][b] - c.uo[h * c.rows + row]) : 0.0;
       }
     tile_pb<true, NC>(Ps, Qs, c.d, ty, tx, acc, [&](int cc) {
       tile_fill(Qs, tid, [&](int rr, int col) {
         const int64_t row = r0 + rr, cq = cc * kTl + col;
-        return row < c.rows && cq < c.d ? double(c.Qf[(h * c.rows + row) * c.d + cq]) : 0.0;
+        return row < rows && cq < c.d ? double(c.Qf[(h * c.rows + row) * c.d + cq]) : 0.0;
       });
     });
   }
@@ -97,7 +98,8 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
   const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
   const int64_t h = blockIdx.z, r0 = int64_t(blockIdx.y) * kTl, chunk = blockIdx.x;
   if (!head_on(c, h, kCgHeads)) return;
-  const int64_t S = c.st[h].count;
+  const int64_t S = c.st[h].count, rows = rows_of(c, h);
+  if (r0 >= rows) return;
   const int64_t t1 = imin(S, (chunk + 1) * kChunkSlots);
   const O3& V = c.p.values_out;
   const double scale = c.p.scale;
@@ -115,7 +117,7 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
 #pragma unroll
       for (int b = 0; b < 2; b++) {
         const int64_t row = r0 + ty + 16 * a, slot = t0 + tx + 16 * b;
-        const bool ok = row < c.rows && slot < t1 && c.smut[h * c.cap + slot];
+        const bool ok = row < rows && slot < t1 && c.smut[h * c.cap + slot];
         const double f = ok ? scale * double(c.A[(h * c.rows + row) * c.cap + slot]) * qd[a][b] : 0.0;
         fs[a] += f;
         Ps[ty + 16 * a][tx + 16 * b] = f;
@@ -123,7 +125,7 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
     tile_pb<false, NC>(Ps, Vs, c.dv, ty, tx, acc, [&](int cc) {
       tile_fill(Vs, tid, [&](int tt, int col) {
         const int64_t slot = t0 + tt, cv = cc * kTl + col;
-        return slot < t1 && cv < c.dv ? double(ldf<DT>(V.p, h * V.s0 + slot * V.s1 + cv * V.s2)) : 0.0;
+        return slot < t1 && cv < c.dv ? double(ldf<DT>(V.p, out_row(c, V, h, slot) + cv * V.s2)) : 0.0;
       });
     });
   }
@@ -132,7 +134,7 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
   for (int a = 0; a < 2; a++) {
     const double fsum = half_sum(fs[a]);
     const int64_t row = r0 + ty + 16 * a;
-    if (row >= c.rows) continue;
+    if (row >= rows) continue;
     double* out = c.partd + ((h * c.nchs + chunk) * c.rows + row) * stride;
     if (tx == 0) out[0] = fsum;
     tile_store_row<NC>(acc, a, c.dv, tx, out + 1);
@@ -141,18 +143,18 @@ __global__ void __launch_bounds__(kT) jvp_kernel(Ctx c) {
 
 // Y_i = sqrt(w_i) (sum_s f_is v1_s - (sum_s f_is) o1_i), summed over the chunks.
 __global__ void jvp_reduce_kernel(Ctx c) {
-  const int64_t n = c.H * c.rows * c.dv;
+  const int64_t n = c.VH * c.rows * c.dv;
   const int64_t stride = c.dv + 1;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t h = e / (c.rows * c.dv), i = (e / c.dv) % c.rows, col = e % c.dv;
-    if (!head_on(c, h, kCgHeads)) continue;
+    if (!head_on(c, h, kCgHeads) || i >= rows_of(c, h)) continue;
     double y = 0, fsum = 0;
     for (int64_t k = 0; k < c.nchs; k++) {
       const double* pp = c.partd + ((h * c.nchs + k) * c.rows + i) * stride;
       fsum += pp[0];
       y += pp[1 + col];
     }
-    c.Y[e] = double(sw_of(c, i)) * (y - fsum * double(c.o1[e]));
+    c.Y[e] = double(sw_of(c, h, i)) * (y - fsum * double(c.o1[e]));
   }
 }
 
@@ -163,7 +165,7 @@ __global__ void __launch_bounds__(kRedThreads) cg_update_kernel(Ctx c) {
   __shared__ int s_ok, s_active;
   const int64_t h = blockIdx.x;
   if (!head_on(c, h, kCgHeads)) return;
-  const int64_t n = c.rows * c.dv, off = h * n;
+  const int64_t n = rows_of(c, h) * c.dv, off = h * c.rows * c.dv;
   const double lambda = c.p.lambda;
   double pAp = 0;
   for (int64_t e = threadIdx.x; e < n; e += blockDim.x) {
@@ -201,7 +203,7 @@ __global__ void __launch_bounds__(kRedThreads) cg_update_kernel(Ctx c) {
 }  // namespace
 
 cudaError_t launch_cg_init(const Ctx& c, cudaStream_t s) {
-  cg_init_kernel<<<unsigned(c.H), kRedThreads, 0, s>>>(c);
+  cg_init_kernel<<<unsigned(c.VH), kRedThreads, 0, s>>>(c);
   return cudaGetLastError();
 }
 
@@ -211,7 +213,7 @@ cudaError_t launch_vjp(const Ctx& c, const double* U, int sel, cudaStream_t s) {
   return with_dtype(c.p.keys.dtype, [&](auto dt) {
     return with_dim(c.d, [&](auto dm) {
       vjp_kernel<decltype(dt)::value, decltype(dm)::value>
-          <<<dim3(unsigned(ceil_div(c.cap, kTl)), unsigned(c.H)), kT, 0, s>>>(c, U, sel);
+          <<<dim3(unsigned(ceil_div(c.cap, kTl)), unsigned(c.VH)), kT, 0, s>>>(c, U, sel);
       return cudaGetLastError();
     });
   });
@@ -222,13 +224,13 @@ cudaError_t launch_cg_iteration(const Ctx& c, cudaStream_t s) {
   KVT_CU_TRY(with_dtype(c.p.keys.dtype, [&](auto dt) {
     return with_dim(c.dv, [&](auto dvm) {
       jvp_kernel<decltype(dt)::value, decltype(dvm)::value>
-          <<<dim3(unsigned(c.nchs), row_tiles(c), unsigned(c.H)), kT, 0, s>>>(c);
+          <<<dim3(unsigned(c.nchs), row_tiles(c), unsigned(c.VH)), kT, 0, s>>>(c);
       return cudaGetLastError();
     });
   }));
-  jvp_reduce_kernel<<<blocks_for(c.H * c.rows * c.dv, kT), kT, 0, s>>>(c);
+  jvp_reduce_kernel<<<blocks_for(c.VH * c.rows * c.dv, kT), kT, 0, s>>>(c);
   KVT_CU_TRY(cudaGetLastError());
-  cg_update_kernel<<<unsigned(c.H), kRedThreads, 0, s>>>(c);
+  cg_update_kernel<<<unsigned(c.VH), kRedThreads, 0, s>>>(c);
   return cudaGetLastError();
 }
 

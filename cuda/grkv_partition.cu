@@ -7,15 +7,30 @@ namespace cuda {
 namespace grkv {
 namespace {
 
+// The geometry of each virtual head from its sequence's lengths (clamped: at most kGrkvMaxRows / G queries).
+__global__ void geometry_kernel(Ctx c) {
+  const int64_t vh = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (vh >= c.VH) return;
+  GrkvGeo g{};
+  g.b = vh / c.H;
+  g.N = c.p.seqs.r.length(g.b);
+  g.Qs = imin(c.p.qseqs.r.length(g.b), kGrkvMaxRows / c.G);
+  g.rows = int32_t(c.G * g.Qs);
+  target_split(c.H, g.rows, g.N, &g.ncht, &g.cht);
+  c.geo[vh] = g;
+}
+
 __global__ void prep_kernel(Ctx c) {
-  const int64_t n = c.H * c.rows * c.d;
+  const int64_t n = c.VH * c.rows * c.d;
   const T3& q = c.p.queries;
   const int es = dtype_size(q.dtype);
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t col = e % c.d, i = (e / c.d) % c.rows, h = e / (c.d * c.rows);
-    const int64_t g = i / c.Qs, j = i % c.Qs;
-    const char* base = static_cast<const char*>(q.p) + ((h * c.G + g) * q.s0 + j * q.s1 + col * q.s2) * es;
-    c.Qf[e] = load_as_f32(base, q.dtype, 0);
+    const int64_t col = e % c.d, i = (e / c.d) % c.rows, vh = e / (c.d * c.rows);
+    const GrkvGeo& gm = c.geo[vh];
+    if (i >= gm.rows) continue;
+    const int64_t g = i / gm.Qs, j = i % gm.Qs;
+    const int64_t off = c.p.qseqs.r.offset(q.sq, q.s0, q.s1, gm.b, (vh % c.H) * c.G + g, j);
+    c.Qf[e] = load_as_f32(static_cast<const char*>(q.p) + (off + col * q.s2) * es, q.dtype, 0);
   }
 }
 
@@ -23,9 +38,9 @@ __global__ void prep_kernel(Ctx c) {
 // search for the k-th largest 64-bit key over keys built once into scratch), mutable flags, and the head state.
 __global__ void __launch_bounds__(kRedThreads) partition_kernel(Ctx c) {
   __shared__ int64_t sh[32];
-  const int64_t h = blockIdx.x;
+  const int64_t h = blockIdx.x, b = h / c.H, hh = h % c.H, N = c.geo[h].N;
   const GrkvParams& p = c.p;
-  int64_t S = static_cast<const int32_t*>(p.counts.p)[h * p.counts.s0];
+  int64_t S = static_cast<const int32_t*>(p.counts.p)[head_off(p.counts, b, hh)];
   S = imax(0, imin(S, imin(c.cap_in, c.cap)));
   const int64_t W = p.window;
   uint64_t* key = c.skey + h * c.cap;  // anchor key of each retained prefix slot; 0 = not a candidate
@@ -33,12 +48,15 @@ __global__ void __launch_bounds__(kRedThreads) partition_kernel(Ctx c) {
   for (int64_t s = threadIdx.x; s < c.cap; s += blockDim.x) {
     int64_t pos = -1;
     if (s < S) {
-      const int64_t i = static_cast<const int32_t*>(p.indices.p)[h * p.indices.s0 + s * p.indices.s1];
-      pos = i >= 0 && i < c.N ? i : -1;
+      const int64_t i = static_cast<const int32_t*>(p.indices.p)[head_off(p.indices, b, hh, s)];
+      pos = i >= 0 && i < N ? i : -1;
     }
     c.spos[h * c.cap + s] = int32_t(pos);
-    const bool pre = pos >= 0 && pos < c.N - W;
-    key[s] = pre ? grkv_anchor_key(static_cast<const float*>(p.scores.p)[h * p.scores.s0 + pos * p.scores.s1], pos) : 0;
+    const bool pre = pos >= 0 && pos < N - W;
+    key[s] = pre ? grkv_anchor_key(static_cast<const float*>(p.scores.p)[p.seqs.r.tok_offset(p.scores.sq, p.scores.s0,
+                                                                                             p.scores.s1, b, hh, pos)],
+                                   pos)
+                 : 0;
     np += pre;
   }
   const int64_t P = block_sum<int64_t>(np, sh);  // (its barriers also publish key[] to the block)
@@ -67,7 +85,7 @@ __global__ void __launch_bounds__(kRedThreads) partition_kernel(Ctx c) {
     st.prefix = int32_t(P);
     st.anchors = int32_t(k);
     st.mut = int32_t(R);
-    st.active = R > 0 && c.rows > 0;
+    st.active = R > 0 && c.geo[h].rows > 0;
     st.flags = st.active ? 0 : kGrkvSkipped;
     st.cg_stop = kCgNotRun;
     c.st[h] = st;
@@ -76,13 +94,18 @@ __global__ void __launch_bounds__(kRedThreads) partition_kernel(Ctx c) {
 
 }  // namespace
 
+cudaError_t launch_geometry(const Ctx& c, cudaStream_t s) {
+  geometry_kernel<<<blocks_for(c.VH, 128), 128, 0, s>>>(c);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_prep(const Ctx& c, cudaStream_t s) {
-  prep_kernel<<<blocks_for(c.H * c.rows * c.d, kT), kT, 0, s>>>(c);
+  prep_kernel<<<blocks_for(c.VH * c.rows * c.d, kT), kT, 0, s>>>(c);
   return cudaGetLastError();
 }
 
 cudaError_t launch_partition(const Ctx& c, cudaStream_t s) {
-  partition_kernel<<<unsigned(c.H), kRedThreads, 0, s>>>(c);
+  partition_kernel<<<unsigned(c.VH), kRedThreads, 0, s>>>(c);
   return cudaGetLastError();
 }
 

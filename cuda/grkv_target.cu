@@ -14,13 +14,16 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
   constexpr int NC = DVMAX / kTl;
   const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
   const int64_t h = blockIdx.z, r0 = int64_t(blockIdx.y) * kTl, chunk = blockIdx.x;
-  const int64_t n0 = chunk * c.cht, n1 = imin(c.N, n0 + c.cht);
+  const GrkvGeo& g = c.geo[h];
+  const int64_t rows = g.rows;
+  if (chunk >= g.ncht || r0 >= rows) return;  // past this head's chunks or rows (uniform over the block)
+  const int64_t n0 = chunk * g.cht, n1 = imin(g.N, n0 + g.cht);
   const T3& K = c.p.keys;
   const T3& V = c.p.values;
   int32_t qp[2];
 #pragma unroll
-  for (int a = 0; a < 2; a++) qp[a] = r0 + ty + 16 * a < c.rows ? qpos_of(c, r0 + ty + 16 * a) : -1;
-  if (tid < kTl) qmax[tid] = r0 + tid < c.rows ? qpos_of(c, r0 + tid) : -1;
+  for (int a = 0; a < 2; a++) qp[a] = r0 + ty + 16 * a < rows ? qpos_of(c, h, r0 + ty + 16 * a) : -1;
+  if (tid < kTl) qmax[tid] = r0 + tid < rows ? qpos_of(c, h, r0 + tid) : -1;
   __syncthreads();
   int32_t maxq = -1;
   for (int i = 0; i < kTl; i++) maxq = max(maxq, qmax[i]);
@@ -28,7 +31,7 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
   tile_zero(acc);
   for (int64_t t0 = n0; t0 < n1 && t0 <= maxq; t0 += kTl) {
     float dot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-    tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot, query_rows<float>(c, h, r0), stored_rows<DT, float>(K, h, t0, n1));
+    tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot, query_rows<float>(c, h, r0), input_rows<DT, float>(c, K, h, t0, n1));
 #pragma unroll
     for (int a = 0; a < 2; a++) {
       float lg[2];
@@ -54,7 +57,7 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
     tile_pb<false, NC>(Ps, Vs, c.dv, ty, tx, acc, [&](int cc) {
       tile_fill(Vs, tid, [&](int tt, int col) {
         const int64_t key = t0 + tt, cv = cc * kTl + col;
-        return key < n1 && cv < c.dv ? ldf<DT>(V.p, h * V.s0 + key * V.s1 + cv * V.s2) : 0.f;
+        return key < n1 && cv < c.dv ? ldf<DT>(V.p, in_row(c, V, h, key) + cv * V.s2) : 0.f;
       });
     });
   }
@@ -62,7 +65,7 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
 #pragma unroll
   for (int a = 0; a < 2; a++) {
     const int64_t row = r0 + ty + 16 * a;
-    if (row >= c.rows) continue;
+    if (row >= rows) continue;
     float* out = c.part + ((h * c.ncht + chunk) * c.rows + row) * stride;
     if (tx == 0) {
       out[0] = m[a];
@@ -76,12 +79,13 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
 __global__ void target_merge_kernel(Ctx c) {
   const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (wid >= c.H * c.rows) return;
-  const int64_t h = wid / c.rows, i = wid % c.rows, stride = c.dv + 2;
+  if (wid >= c.VH * c.rows) return;
+  const int64_t h = wid / c.rows, i = wid % c.rows, stride = c.dv + 2, ncht = c.geo[h].ncht;
+  if (i >= c.geo[h].rows) return;
   const float* base = c.part + (h * c.ncht * c.rows + i) * stride;
   const int64_t cs = c.rows * stride;  // chunk stride
   float M = -INFINITY;
-  for (int64_t k = lane; k < c.ncht; k += kWarp) M = fmaxf(M, base[k * cs]);
+  for (int64_t k = lane; k < ncht; k += kWarp) M = fmaxf(M, base[k * cs]);
   M = warp_max(M);
   float* o = c.ostar + (h * c.rows + i) * c.dv;
   if (M == -INFINITY) {
@@ -89,7 +93,7 @@ __global__ void target_merge_kernel(Ctx c) {
     return;
   }
   float L = 0.f;
-  for (int64_t k = lane; k < c.ncht; k += kWarp) {
+  for (int64_t k = lane; k < ncht; k += kWarp) {
     const float mk = base[k * cs];
     if (mk != -INFINITY) L += base[k * cs + 1] * expf(mk - M);
   }
@@ -97,7 +101,7 @@ __global__ void target_merge_kernel(Ctx c) {
   const float inv = 1.0f / L;
   for (int64_t col = lane; col < c.dv; col += kWarp) {
     float s = 0.f;
-    for (int64_t k = 0; k < c.ncht; k++) {
+    for (int64_t k = 0; k < ncht; k++) {
       const float mk = base[k * cs];
       if (mk != -INFINITY) s += base[k * cs + 2 + col] * expf(mk - M);
     }
@@ -111,7 +115,7 @@ cudaError_t launch_target(const Ctx& c, cudaStream_t s) {
   KVT_CU_TRY(with_dtype(c.p.keys.dtype, [&](auto dt) {
     return with_dim(c.dv, [&](auto dvm) {
       target_kernel<decltype(dt)::value, decltype(dvm)::value>
-          <<<dim3(unsigned(c.ncht), row_tiles(c), unsigned(c.H)), kT, 0, s>>>(c);
+          <<<dim3(unsigned(c.ncht), row_tiles(c), unsigned(c.VH)), kT, 0, s>>>(c);
       return cudaGetLastError();
     });
   }));

@@ -98,20 +98,29 @@ __device__ __forceinline__ void tile_dot_cols(T (*Xs)[kTp], T (*Ys)[kTp], int64_
   }
 }
 
-// Operands of tile_dot_cols. Row r0 + r of head h of the staged f32 queries, as T (0 past the last row).
+// Operands of tile_dot_cols. Row r0 + r of head h of the staged f32 queries, as T (0 past the head's last row).
 template <typename T>
 __device__ __forceinline__ auto query_rows(const Ctx& c, int64_t h, int64_t r0) {
-  return [&c, h, r0](int rr, int64_t col) -> T {
+  const int64_t rows = c.geo[h].rows;
+  return [&c, h, r0, rows](int rr, int64_t col) -> T {
     const int64_t row = r0 + rr;
-    return row < c.rows ? T(c.Qf[(h * c.rows + row) * c.d + col]) : T(0);
+    return row < rows ? T(c.Qf[(h * c.rows + row) * c.d + col]) : T(0);
   };
 }
-// Position p0 + r of head h of a stored [H, N, d] tensor of dtype DT (an input or an output), as T (0 from lim on).
-template <int DT, typename T, typename X>
-__device__ __forceinline__ auto stored_rows(const X& x, int64_t h, int64_t p0, int64_t lim) {
-  return [&x, h, p0, lim](int rr, int64_t col) -> T {
+// Slot p0 + r of virtual head h of an output [.., H, cap, d] of dtype DT, as T (0 from lim on).
+template <int DT, typename T>
+__device__ __forceinline__ auto stored_rows(const Ctx& c, const O3& x, int64_t h, int64_t p0, int64_t lim) {
+  return [&c, &x, h, p0, lim](int rr, int64_t col) -> T {
     const int64_t p = p0 + rr;
-    return p < lim ? T(ldf<DT>(x.p, h * x.s0 + p * x.s1 + col * x.s2)) : T(0);
+    return p < lim ? T(ldf<DT>(x.p, out_row(c, x, h, p) + col * x.s2)) : T(0);
+  };
+}
+// Position p0 + r of virtual head h of an input (keys / values, through the batch's table), as T (0 from lim on).
+template <int DT, typename T>
+__device__ __forceinline__ auto input_rows(const Ctx& c, const T3& x, int64_t h, int64_t p0, int64_t lim) {
+  return [&c, &x, h, p0, lim](int rr, int64_t col) -> T {
+    const int64_t p = p0 + rr;
+    return p < lim ? T(ldf<DT>(x.p, in_row(c, x, h, p) + col * x.s2)) : T(0);
   };
 }
 

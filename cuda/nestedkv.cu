@@ -16,6 +16,10 @@
 //   final   (1 launch)      a* per token (shared token_score), sinks +Infinity, strided output; NaN everywhere for a
 //                           head whose keys hold a non-finite value (flagged by pass 1, math/nestedkv.h).
 // The 'global' ablation runs pass 1, a cosine-only pass 2 and the final kernel.
+// Batched (docs/runtime-caches.md §6): the grid's z dimension runs over the sequences, each with its own length, block
+// size and tail count (Geo, from the table on the device), its rows read in place; the per-token scratch is compact
+// (seq_token_offsets). Every reduction is exact or per row, so a sequence's scores do not depend on how its rows are
+// chunked: they equal the per-sequence op's on a contiguous copy (same element-to-lane assignment of the rows).
 #include <tuple>
 #include <type_traits>
 
@@ -37,17 +41,62 @@ constexpr unsigned kFull = 0xffffffffu;
 
 struct Ctx {
   T3 k;
-  int64_t H, N, d, W, b, nb, sinks, m;
+  Seqs seqs;
+  int64_t H, N, d, W, b, nb, sinks, m;  // N, b, nb, m: of a plain tensor (a batch's are per sequence, Geo)
   int global;
-  int64_t rows_per_warp;  // pass 1/2: contiguous rows per warp
+  bool vec;            // vector loads allowed (a batch: rows aligned)
+  int64_t block_opt;   // batch: the block size option (0: default_block(n_b)), the smallest block, the tail fraction
+  int64_t block_min;
+  double tail;
+  const int64_t* tok0;  // batch: [B + 1] compact token offsets (seq_token_offsets)
+  int64_t tot;         // tokens of the per-token scratch (N, or seq_token_bound)
   // workspace
-  float* inv_norm;     // [H, N]
-  long long* bsum;     // [H, nb, d] fixed-point block sums of k̂
-  long long* gsum;     // [H, d] fixed-point head sums
-  float* raw;          // [3, H, N]
-  unsigned* mm;        // [3, H, 2]: (~key of min, key of max), atomicMax
-  unsigned* bad;       // [H]: nonzero when a k̂ element of the head is not finite
+  float* inv_norm;     // [tokens][H]: per sequence [H, n_b] at tok0·H
+  long long* bsum;     // per sequence [H, nb, d] fixed-point block sums of k̂ (at blk0·H·d)
+  long long* gsum;     // [B·H, d] fixed-point head sums
+  float* raw;          // [3][tot·H]: per sequence [H, n_b] at tok0·H
+  unsigned* mm;        // [3, B·H, 2]: (~key of min, key of max), atomicMax
+  unsigned* bad;       // [B·H]: nonzero when a k̂ element of the (virtual) head is not finite
 };
+
+// Contiguous rows per warp of pass 1/2 for a head of n tokens: about four blocks per SM of the reference device
+// (kRefSMs) over the layer, at least 64 rows; a multiple of W when W is short (window-state initialisation then reads
+// exactly one chunk).
+__host__ __device__ __forceinline__ int64_t rows_per_warp(int64_t H, int64_t n, int64_t W, int global) {
+  int64_t rpw = imax(64, ceil_div(H * n, kRefSMs * 4 * kWarps));
+  if (!global && W <= rpw) rpw = ceil_div(rpw, W) * W;
+  return rpw;
+}
+
+// One sequence of the call: length, episodic block size and count, tail count, offsets of its per-token scratch
+// (tok0) and block sums (blk0), rows per warp.
+struct Geo {
+  int64_t n, blk, nb, m, tok0, blk0, rpw;
+};
+template <bool BATCH>
+__device__ __forceinline__ Geo geo(const Ctx& c, int64_t b) {
+  Geo g;
+  if constexpr (!BATCH) {
+    g.n = c.N;
+    g.blk = c.b;
+    g.nb = c.nb;
+    g.m = c.m;
+    g.tok0 = g.blk0 = 0;
+  } else {
+    g.tok0 = c.tok0[b];
+    g.n = c.tok0[b + 1] - g.tok0;
+    g.blk = c.block_opt > 0 ? c.block_opt : default_block(g.n);
+    g.nb = ceil_div(g.n, g.blk);
+    g.m = tail_count(c.tail, g.n);
+    g.blk0 = g.tok0 / c.block_min + b;  // sum over earlier sequences of ceil(n / blk) <= tok0 / block_min + b
+  }
+  g.rpw = rows_per_warp(c.H, g.n, c.W, c.global);
+  return g;
+}
+// Index of token i of head h in the per-token scratch.
+__device__ __forceinline__ int64_t tix(const Ctx& c, const Geo& g, int64_t h, int64_t i) {
+  return g.tok0 * c.H + h * g.n + i;
+}
 
 // Element c of the lane-owned slot (j, v).
 template <int V>
@@ -55,12 +104,12 @@ __device__ __forceinline__ int64_t elem(int j, int v, int lane) {
   return (int64_t(j) * kWarp + lane) * V + v;
 }
 
-// Loads row (h, i) into registers: V*STEPS values per lane (zeros beyond d).
-template <int DT, int V, int STEPS>
-__device__ __forceinline__ void load_key(const T3& k, int64_t h, int64_t i, int lane, float* x) {
+// Loads row (b, h, i) into registers: V*STEPS values per lane (zeros beyond d).
+template <bool BATCH, int DT, int V, int STEPS>
+__device__ __forceinline__ void load_key(const Ctx& c, int64_t b, int64_t h, int64_t i, int lane, float* x) {
   constexpr int ES = DT == kF32 ? 4 : 2;
-  const char* row = static_cast<const char*>(k.p) + (h * k.s0 + i * k.s1) * ES;
-  warp_load_row<DT, V, STEPS>(row, k.n2, k.s2, lane, x);
+  const char* row = static_cast<const char*>(c.k.p) + row_off<BATCH>(c.seqs, c.k, b, h, i) * ES;
+  warp_load_row<DT, V, STEPS>(row, c.k.n2, c.k.s2, lane, x, !BATCH || c.vec);
 }
 
 __device__ __forceinline__ double warp_sum_d(double v) {
@@ -92,18 +141,19 @@ __device__ __forceinline__ void warp_sum4(float& a, float& b, float& c, float& e
 
 // ---------------------------------------------------------------------------------------------------------
 // Pass 1: inverse norms and exact fixed-point block / head sums of k̂.
-template <int DT, int V, int STEPS>
+template <bool BATCH, int DT, int V, int STEPS>
 __global__ void __launch_bounds__(kThreads) pass1_kernel(Ctx c) {
   constexpr int VS = V * STEPS;
-  const int64_t h = blockIdx.y;
+  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * c.H + h;
+  const Geo g = geo<BATCH>(c, b);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * c.rows_per_warp;
-  const int64_t r1 = imin(c.N, r0 + c.rows_per_warp);
+  const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * g.rpw;
+  const int64_t r1 = imin(g.n, r0 + g.rpw);
   if (r0 >= r1) return;
   long long acc[VS];
 #pragma unroll
   for (int j = 0; j < VS; j++) acc[j] = 0;
-  int64_t blk = r0 / c.b;
+  int64_t blk = r0 / g.blk;
   auto flush = [&](int64_t bk) {
 #pragma unroll
     for (int j = 0; j < STEPS; j++)
@@ -112,9 +162,9 @@ __global__ void __launch_bounds__(kThreads) pass1_kernel(Ctx c) {
         const int64_t e = elem<V>(j, v, lane);
         if (e < c.d && acc[j * V + v] != 0) {
           if (!c.global)
-            atomicAdd(reinterpret_cast<unsigned long long*>(&c.bsum[(h * c.nb + bk) * c.d + e]),
+            atomicAdd(reinterpret_cast<unsigned long long*>(&c.bsum[((g.blk0 * c.H) + h * g.nb + bk) * c.d + e]),
                       static_cast<unsigned long long>(acc[j * V + v]));
-          atomicAdd(reinterpret_cast<unsigned long long*>(&c.gsum[h * c.d + e]),
+          atomicAdd(reinterpret_cast<unsigned long long*>(&c.gsum[vh * c.d + e]),
                     static_cast<unsigned long long>(acc[j * V + v]));
         }
         acc[j * V + v] = 0;
@@ -122,17 +172,17 @@ __global__ void __launch_bounds__(kThreads) pass1_kernel(Ctx c) {
   };
   float x[VS], xn[VS];
   bool finite = true;
-  load_key<DT, V, STEPS>(c.k, h, r0, lane, x);
+  load_key<BATCH, DT, V, STEPS>(c, b, h, r0, lane, x);
   for (int64_t i = r0; i < r1; i++) {
-    if (i + 1 < r1) load_key<DT, V, STEPS>(c.k, h, i + 1, lane, xn);  // prefetch the next row
+    if (i + 1 < r1) load_key<BATCH, DT, V, STEPS>(c, b, h, i + 1, lane, xn);  // prefetch the next row
     float ss = 0.f;
 #pragma unroll
     for (int j = 0; j < VS; j++) ss = fmaf(x[j], x[j], ss);
     const float inv = inv_norm_clamped(warp_sum(ss));
-    if (lane == 0) c.inv_norm[h * c.N + i] = inv;
-    if (i / c.b != blk) {
+    if (lane == 0) c.inv_norm[tix(c, g, h, i)] = inv;
+    if (i / g.blk != blk) {
       flush(blk);
-      blk = i / c.b;
+      blk = i / g.blk;
     }
 #pragma unroll
     for (int j = 0; j < VS; j++) {
@@ -144,18 +194,18 @@ __global__ void __launch_bounds__(kThreads) pass1_kernel(Ctx c) {
     for (int j = 0; j < VS; j++) x[j] = xn[j];
   }
   flush(blk);
-  if (__any_sync(kFull, !finite) && lane == 0) atomicOr(&c.bad[h], 1u);
+  if (__any_sync(kFull, !finite) && lane == 0) atomicOr(&c.bad[vh], 1u);
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Pass 2: raw anomalies a_s, a_e, a_c and their per-(scale, head) min / max.
 
-// k̂ of row (h, i) in registers (inverse norm from pass 1).
-template <int DT, int V, int STEPS>
-__device__ __forceinline__ void load_khat(const Ctx& c, int64_t h, int64_t i, int lane, float* y) {
+// k̂ of row (b, h, i) in registers (inverse norm from pass 1).
+template <bool BATCH, int DT, int V, int STEPS>
+__device__ __forceinline__ void load_khat(const Ctx& c, const Geo& g, int64_t b, int64_t h, int64_t i, int lane, float* y) {
   constexpr int VS = V * STEPS;
-  load_key<DT, V, STEPS>(c.k, h, i, lane, y);
-  const float inv = c.inv_norm[h * c.N + i];
+  load_key<BATCH, DT, V, STEPS>(c, b, h, i, lane, y);
+  const float inv = c.inv_norm[tix(c, g, h, i)];
 #pragma unroll
   for (int j = 0; j < VS; j++) y[j] = fmul(y[j], inv);
 }
@@ -185,7 +235,7 @@ __device__ __forceinline__ float load_anchor(const long long* sum, int64_t d, in
   return float(sqrt(warp_sum_d(nn)));
 }
 
-template <int DT, int V, int STEPS>
+template <bool BATCH, int DT, int V, int STEPS>
 __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <= kLargeVS ? 2 : 1)) pass2_kernel(Ctx c) {
   constexpr int VS = V * STEPS;
   // d > 256: the two anchors live in shared memory (dynamic, [kWarps][2][VS][32]) and the next row is not prefetched,
@@ -193,14 +243,16 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
   constexpr bool kLarge = VS > kLargeVS;
   extern __shared__ float lane_slots[];
   __shared__ float red_lo[3][kWarps], red_hi[3][kWarps];
-  const int64_t h = blockIdx.y;
+  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * c.H + h, BH = c.seqs.B * c.H;
+  const Geo g = geo<BATCH>(c, b);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * c.rows_per_warp;
-  const int64_t r1 = imin(c.N, r0 + c.rows_per_warp);
+  const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * g.rpw;
+  const int64_t r1 = imin(g.n, r0 + g.rpw);
   float lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
   if (r0 < r1) {
-    const int64_t HN = c.H * c.N, W = c.W;
-    float mus_r[kLarge ? 1 : VS], mue_r[kLarge ? 1 : VS], A[VS], B[VS], x[VS], y[VS], xn[kLarge ? 1 : VS], yn[kLarge ? 1 : VS];
+    const int64_t HN = c.H * c.tot, W = c.W;
+    float mus_r[kLarge ? 1 : VS], mue_r[kLarge ? 1 : VS], A[VS], B[VS], x[VS], y[VS], xn[kLarge ? 1 : VS],
+        yn[kLarge ? 1 : VS];
     using Anchor = std::conditional_t<kLarge, LaneSlots, float*>;
     Anchor mus, mue;
     if constexpr (kLarge) {
@@ -210,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
       mus = mus_r;
       mue = mue_r;
     }
-    const float nrm_s = load_anchor<V, STEPS>(c.gsum + h * c.d, c.d, lane, mus);
+    const float nrm_s = load_anchor<V, STEPS>(c.gsum + vh * c.d, c.d, lane, mus);
     int64_t blk = -1;
     float nrm_e = 0.f, cnt_e = 0.f;
 #pragma unroll
@@ -220,7 +272,7 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
       const int64_t ch = r0 / W;
       if (ch >= 1)
         for (int64_t q = (ch - 1) * W; q < ch * W; q++) {
-          load_khat<DT, V, STEPS>(c, h, q, lane, y);
+          load_khat<BATCH, DT, V, STEPS>(c, g, b, h, q, lane, y);
 #pragma unroll
           for (int j = 0; j < VS; j++) A[j] = fadd(A[j], y[j]);
         }
@@ -232,28 +284,28 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
         }
         if (ch >= 1)
           for (int64_t q = (ch - 1) * W; q <= r0 - 1 - W; q++) {
-            load_khat<DT, V, STEPS>(c, h, q, lane, y);
+            load_khat<BATCH, DT, V, STEPS>(c, g, b, h, q, lane, y);
 #pragma unroll
             for (int j = 0; j < VS; j++) B[j] = fsub(B[j], y[j]);
           }
         for (int64_t q = ch * W; q < r0; q++) {
-          load_khat<DT, V, STEPS>(c, h, q, lane, y);
+          load_khat<BATCH, DT, V, STEPS>(c, g, b, h, q, lane, y);
 #pragma unroll
           for (int j = 0; j < VS; j++) A[j] = fadd(A[j], y[j]);
         }
       }
     }
-    float* raw_s = c.raw + h * c.N;
+    float* raw_s = c.raw + tix(c, g, h, 0);
     float* raw_e = raw_s + HN;
     float* raw_c = raw_s + 2 * HN;
     // Row i and the row leaving the window (i - W), with their inverse norms; row i + 1 is prefetched.
     float inv = 0.f, invy = 0.f, invn = 0.f, invyn = 0.f;
     auto fetch = [&](int64_t i, float* xa, float* ya, float& ia, float& iya) {
-      load_key<DT, V, STEPS>(c.k, h, i, lane, xa);
-      ia = c.inv_norm[h * c.N + i];
+      load_key<BATCH, DT, V, STEPS>(c, b, h, i, lane, xa);
+      ia = c.inv_norm[tix(c, g, h, i)];
       if (!c.global && i >= W) {
-        load_key<DT, V, STEPS>(c.k, h, i - W, lane, ya);
-        iya = c.inv_norm[h * c.N + i - W];
+        load_key<BATCH, DT, V, STEPS>(c, b, h, i - W, lane, ya);
+        iya = c.inv_norm[tix(c, g, h, i - W)];
       }
     };
     if constexpr (!kLarge) fetch(r0, x, y, inv, invy);
@@ -266,10 +318,10 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
         for (int j = 0; j < VS; j++) ps = fmaf(x[j], mus[j], ps);
         ps = warp_sum(ps);
       } else {
-        if (i / c.b != blk) {  // block change: reload the episodic anchor
-          blk = i / c.b;
-          nrm_e = load_anchor<V, STEPS>(c.bsum + (h * c.nb + blk) * c.d, c.d, lane, mue);
-          cnt_e = float(imin(c.b, c.N - blk * c.b));
+        if (i / g.blk != blk) {  // block change: reload the episodic anchor
+          blk = i / g.blk;
+          nrm_e = load_anchor<V, STEPS>(c.bsum + ((g.blk0 * c.H) + h * g.nb + blk) * c.d, c.d, lane, mue);
+          cnt_e = float(imin(g.blk, g.n - blk * g.blk));
         }
         if (i > 0 && i % W == 0) {
 #pragma unroll
@@ -293,7 +345,7 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
         }
         warp_sum4(ps, pe, pc, nc, lane);
       }
-      const float as = anchor_neg_cos(ps * inv, nrm_s, float(c.N));
+      const float as = anchor_neg_cos(ps * inv, nrm_s, float(g.n));
       lo[0] = fminf(lo[0], as);
       hi[0] = fmaxf(hi[0], as);
       if (lane == 0) raw_s[i] = as;
@@ -335,30 +387,34 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
       u = fmaxf(u, red_hi[x][w]);
     }
     if (l <= u) {
-      atomicMax(&c.mm[(x * c.H + h) * 2 + 0], ~order_key(l));
-      atomicMax(&c.mm[(x * c.H + h) * 2 + 1], order_key(u));
+      atomicMax(&c.mm[(x * BH + vh) * 2 + 0], ~order_key(l));
+      atomicMax(&c.mm[(x * BH + vh) * 2 + 1], order_key(u));
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Exact tail thresholds: per group g = (x*H + h)*2 + side, the k-th largest order key of raw[x][h][:] with
-// k = m (side 0, top) or k = N - m + 1 (side 1, i.e. the m-th smallest).
+// Exact tail thresholds: per group g = (x*B*H + b*H + h)*2 + side, the k-th largest order key of raw[x][b, h][:] with
+// k = m (side 0, top) or k = N - m + 1 (side 1, i.e. the m-th smallest). Grid (blocks, 3·H, B); every block of a
+// row takes a ticket (blocks past the row's tokens count nothing).
 struct Radix {
   unsigned prefix;    // digits found so far (bits = 8 * round)
   unsigned consumed;  // elements known to be larger than the prefix bucket
 };
 
-__global__ void __launch_bounds__(kThreads) radix_kernel(const float* raw, int64_t H, int64_t N, int64_t m, int r,
-                                                         Radix* st, unsigned* hist, unsigned* tickets) {
+template <bool BATCH>
+__global__ void __launch_bounds__(kThreads) radix_kernel(Ctx c, int r, Radix* st, unsigned* hist, unsigned* tickets) {
   __shared__ unsigned sh[2][kBins];
   __shared__ bool last;
-  const int64_t row = blockIdx.y;  // x*H + h
+  const int64_t b = blockIdx.z, xs = blockIdx.y / c.H, h = blockIdx.y % c.H;
+  const Geo g = geo<BATCH>(c, b);
+  if (g.n == 0) return;
+  const int64_t N = g.n, m = g.m, row = xs * c.seqs.B * c.H + b * c.H + h;
   const Radix s0 = st[row * 2], s1 = st[row * 2 + 1];
   for (int q = threadIdx.x; q < 2 * kBins; q += kThreads) (&sh[0][0])[q] = 0;
   __syncthreads();
   const int hi_shift = 32 - 8 * r, shift = 24 - 8 * r;
-  const float* x = raw + row * N;
+  const float* x = c.raw + xs * c.H * c.tot + tix(c, g, h, 0);
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < N; i += int64_t(gridDim.x) * kThreads) {
     const unsigned key = order_key(x[i]);
     const unsigned dig = (key >> shift) & 0xffu;
@@ -408,8 +464,9 @@ struct Learner {
   double beta;
 };
 
-__device__ __forceinline__ MinMax head_minmax(const unsigned* mm, int64_t H, int x, int64_t h) {
-  const unsigned lo = ~mm[(x * H + h) * 2], hi = mm[(x * H + h) * 2 + 1];
+// Min / max of scale x of virtual head vh (of BH).
+__device__ __forceinline__ MinMax head_minmax(const unsigned* mm, int64_t BH, int x, int64_t vh) {
+  const unsigned lo = ~mm[(x * BH + vh) * 2], hi = mm[(x * BH + vh) * 2 + 1];
   return make_minmax(key_value(lo), key_value(hi));
 }
 
@@ -441,26 +498,31 @@ struct HeadArgs {
   double beta;
 };
 
-__global__ void __launch_bounds__(kThreads) stats_kernel(const float* raw, const unsigned* mm, const Radix* st,
-                                                         int64_t H, int64_t N, int64_t m, HeadArgs ha, Stats* stats,
+template <bool BATCH>
+__global__ void __launch_bounds__(kThreads) stats_kernel(Ctx c, const Radix* st, HeadArgs ha, Stats* stats,
                                                          HeadParams* params) {
   __shared__ unsigned long long sh64[kWarps];
   __shared__ unsigned sh32[kWarps];
   __shared__ bool last;
-  const int64_t h = blockIdx.y, HN = H * N;
+  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * c.H + h, BH = c.seqs.B * c.H, HN = c.H * c.tot;
+  const Geo g = geo<BATCH>(c, b);
+  if (g.n == 0) return;
+  const int64_t N = g.n, m = g.m;
+  const float* raw = c.raw + tix(c, g, h, 0);
+  const unsigned* mm = c.mm;
   MinMax mmx[3];
   unsigned top[3], bot[3];
   for (int x = 0; x < 3; x++) {
-    mmx[x] = head_minmax(mm, H, x, h);
-    top[x] = st[(x * H + h) * 2].prefix;
-    bot[x] = st[(x * H + h) * 2 + 1].prefix;
+    mmx[x] = head_minmax(mm, BH, x, vh);
+    top[x] = st[(x * BH + vh) * 2].prefix;
+    bot[x] = st[(x * BH + vh) * 2 + 1].prefix;
   }
   unsigned long long sgt[3] = {0, 0, 0}, slt[3] = {0, 0, 0}, ss = 0;
   unsigned cgt[3] = {0, 0, 0}, clt[3] = {0, 0, 0}, slo_inv = 0, shi = 0;
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < N; i += int64_t(gridDim.x) * kThreads) {
     float t[3];
     for (int x = 0; x < 3; x++) {
-      const float a = raw[x * HN + h * N + i];
+      const float a = raw[x * HN + i];
       const unsigned key = order_key(a);
       t[x] = apply_minmax(a, mmx[x]);
       if (key > top[x]) {
@@ -478,7 +540,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const float* raw, const
     shi = max(shi, ks);
     ss += to_ufixed(s);
   }
-  Stats& o = stats[h];
+  Stats& o = stats[vh];
   for (int x = 0; x < 3; x++) {
     const unsigned long long a = block_sum(sgt[x], sh64), b = block_sum(slt[x], sh64);
     const unsigned ca = block_sum(cgt[x], sh32), cb = block_sum(clt[x], sh32);
@@ -512,54 +574,62 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const float* raw, const
     hs.sum_lt[x] = v.sum_lt[x];
     hs.cnt_gt[x] = v.cnt_gt[x];
     hs.cnt_lt[x] = v.cnt_lt[x];
-    rlo[x] = key_value(~mm[(x * H + h) * 2]);
-    rhi[x] = key_value(mm[(x * H + h) * 2 + 1]);
+    rlo[x] = key_value(~mm[(x * BH + vh) * 2]);
+    rhi[x] = key_value(mm[(x * BH + vh) * 2 + 1]);
   }
   hs.sum_s = v.sum_s;
   hs.s_lo_key = ~v.s_lo_inv;
   hs.s_hi_key = v.s_hi;
-  params[h] = head_params(rlo, rhi, hs, N, m, ha.prior, ha.beta, false);
+  params[vh] = head_params(rlo, rhi, hs, N, m, ha.prior, ha.beta, false);
 }
 
 // Final score per token.
-__global__ void __launch_bounds__(kThreads) final_kernel(const float* raw, const unsigned* mm, const unsigned* bad,
-                                                         const HeadParams* params, int64_t H, int64_t N, int64_t sinks,
-                                                         float tau, float kappa, int global, T2 out) {
-  const int64_t h = blockIdx.y, HN = H * N;
+template <bool BATCH>
+__global__ void __launch_bounds__(kThreads) final_kernel(Ctx c, const HeadParams* params, float tau, float kappa, T2 out) {
+  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * c.H + h, HN = c.H * c.tot;
+  const Geo g = geo<BATCH>(c, b);
+  const int64_t N = g.n;
+  const int global = c.global;
+  const float* raw = c.raw + tix(c, g, h, 0);
+  const unsigned* mm = c.mm;
+  const bool bad = c.bad[vh] != 0;
   HeadParams p;
+  if (N == 0) return;
   if (global) {
-    const float rlo[3] = {key_value(~mm[h * 2]), 0.f, 0.f}, rhi[3] = {key_value(mm[h * 2 + 1]), 0.f, 0.f};
+    const float rlo[3] = {key_value(~mm[vh * 2]), 0.f, 0.f}, rhi[3] = {key_value(mm[vh * 2 + 1]), 0.f, 0.f};
     const double prior[3] = {1, 0, 0};
     p = head_params(rlo, rhi, HeadStats{}, N, 1, prior, 0.0, true);
   } else {
-    p = params[h];
+    p = params[vh];
   }
-  float* o = static_cast<float*>(out.p) + h * out.s0;
+  float* o = static_cast<float*>(out.p);
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < N; i += int64_t(gridDim.x) * kThreads) {
-    const float as = raw[h * N + i];
-    const float v = bad[h] ? NAN
-                    : i < sinks ? INFINITY
-                              : token_score(as, global ? 0.f : raw[HN + h * N + i], global ? 0.f : raw[2 * HN + h * N + i],
-                                            p, tau, kappa, global != 0);
-    o[i * out.s1] = v;
+    const float as = raw[i];
+    const float v = bad ? NAN
+                    : i < c.sinks ? INFINITY
+                                  : token_score(as, global ? 0.f : raw[HN + i], global ? 0.f : raw[2 * HN + i], p, tau,
+                                                kappa, global != 0);
+    o[tok_off<BATCH>(c.seqs, out, b, h, i)] = v;
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------
+template <bool BATCH>
 struct Launch {
   Ctx c;
   cudaStream_t stream;
-  unsigned chunks;  // pass 1/2 blocks per head
+  unsigned chunks;  // pass 1/2 blocks per head (a bound over the sequences of a batch)
   template <int DT, int V, int STEPS>
   cudaError_t run() const {
-    const dim3 grid{chunks, static_cast<unsigned>(c.H)};
-    pass1_kernel<DT, V, STEPS><<<grid, kThreads, 0, stream>>>(c);
+    const dim3 grid{chunks, static_cast<unsigned>(c.H), static_cast<unsigned>(c.seqs.B)};
+    pass1_kernel<BATCH, DT, V, STEPS><<<grid, kThreads, 0, stream>>>(c);
     KVT_CU_TRY(cudaGetLastError());
     // d > 256: the anchors' lane slots (pass2_kernel), 64 KB at VS = 32 (opt-in above 48 KB; every sm_80+ part has it)
     const size_t smem = V * STEPS > kLargeVS ? size_t(kWarps) * 2 * V * STEPS * kWarp * sizeof(float) : 0;
     if (smem > 48 * 1024)
-      KVT_CU_TRY(cudaFuncSetAttribute(pass2_kernel<DT, V, STEPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    pass2_kernel<DT, V, STEPS><<<grid, kThreads, smem, stream>>>(c);
+      KVT_CU_TRY(cudaFuncSetAttribute(pass2_kernel<BATCH, DT, V, STEPS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      int(smem)));
+    pass2_kernel<BATCH, DT, V, STEPS><<<grid, kThreads, smem, stream>>>(c);
     return cudaGetLastError();
   }
 };
@@ -577,44 +647,40 @@ struct Carve {
   }
 };
 
-}  // namespace
-
-cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& scores, cudaStream_t stream) {
-  const int64_t H = keys.n0, N = keys.n1, d = keys.n2;
-  if (d > kMaxHeadDim || 3 * H > 65535) return cudaErrorInvalidValue;  // grid.y limits (radix: one row per scale and head)
-  Ctx c{};
-  c.k = keys;
-  c.H = H;
-  c.N = N;
-  c.d = d;
+// Both forms: c.N (a plain tensor's N, or the bound of every n_b), c.H, c.seqs and the options set by the caller.
+template <bool BATCH>
+cudaError_t run(Ctx c, const NestedkvParams& p, const T2& scores, int vec, cudaStream_t stream) {
+  const int64_t H = c.H, N = c.N, d = c.d, B = c.seqs.B, BH = B * H;
+  if (d > kMaxHeadDim || 3 * H > 65535 || B > 65535) return cudaErrorInvalidValue;  // grid limits
+  if (BH == 0 || N == 0) return cudaSuccess;
   c.W = p.window;
-  c.b = p.block;
-  c.nb = ceil_div(N, p.block);
   c.sinks = p.sinks;
-  c.m = p.tail_m;
   c.global = p.global;
-  // Contiguous rows per warp: about four blocks per SM of the reference device over the layer, at least 64 rows; a
-  // multiple of W when W is short (window-state initialisation then reads exactly one chunk).
-  int64_t rpw = imax(64, ceil_div(H * N, kRefSMs * 4 * kWarps));
-  if (!p.global && c.W <= rpw) rpw = ceil_div(rpw, c.W) * c.W;
-  c.rows_per_warp = rpw;
-  const unsigned chunks = static_cast<unsigned>(ceil_div(N, rpw * kWarps));
+  // pass 1/2 chunks: a plain tensor's (rows_per_warp of N), or the bound over every n_b <= N of a batch (rows per
+  // warp >= 64 and >= H n / (4 kRefSMs warps))
+  const int64_t chunks = BATCH ? imax(1, imin(ceil_div(N, 64 * kWarps), ceil_div(4 * kRefSMs, H)))
+                               : ceil_div(N, rows_per_warp(H, N, c.W, c.global) * kWarps);
+  // block sums: a plain tensor's nb blocks per head, or per sequence at blk0 (tok0 / block_min + b) of the bound
+  c.tot = BATCH ? seq_token_bound(c.seqs) : N;
+  const int64_t blocks = BATCH ? c.tot / c.block_min + B : c.nb;
   // Workspace: zeroed region first (sums, min/max, radix state, histograms, tickets, stats), then the rest.
-  const int64_t groups = 3 * H * 2;
+  const int64_t groups = 3 * BH * 2;
+  int64_t* tok0 = nullptr;
   auto layout = [&](char* base, size_t* zero_bytes, size_t* total) {
     Carve cv{base};
-    c.bsum = cv.take<long long>(size_t(H * c.nb * d));
-    c.gsum = cv.take<long long>(size_t(H * d));
-    c.mm = cv.take<unsigned>(size_t(3 * H * 2));
-    c.bad = cv.take<unsigned>(size_t(H));
+    c.bsum = cv.take<long long>(size_t(H * blocks * d));
+    c.gsum = cv.take<long long>(size_t(BH * d));
+    c.mm = cv.take<unsigned>(size_t(3 * BH * 2));
+    c.bad = cv.take<unsigned>(size_t(BH));
     Radix* st = cv.take<Radix>(size_t(groups));
     unsigned* hist = cv.take<unsigned>(size_t(groups) * kRounds * kBins);
-    unsigned* tickets = cv.take<unsigned>(size_t(3 * H) * kRounds);
-    Stats* stats = cv.take<Stats>(size_t(H));
+    unsigned* tickets = cv.take<unsigned>(size_t(3 * BH) * kRounds);
+    Stats* stats = cv.take<Stats>(size_t(BH));
     *zero_bytes = cv.off;
-    c.inv_norm = cv.take<float>(size_t(H * N));
-    c.raw = cv.take<float>(size_t((p.global ? 1 : 3) * H * N));
-    HeadParams* params = cv.take<HeadParams>(size_t(H));
+    c.inv_norm = cv.take<float>(size_t(H * c.tot));
+    c.raw = cv.take<float>(size_t((p.global ? 1 : 3) * H * c.tot));
+    HeadParams* params = cv.take<HeadParams>(size_t(BH));
+    tok0 = BATCH ? cv.take<int64_t>(size_t(B + 1)) : nullptr;
     *total = cv.off;
     return std::make_tuple(st, hist, tickets, stats, params);
   };
@@ -624,25 +690,60 @@ cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& s
   KVT_CU_TRY(ws.error());
   auto [st, hist, tickets, stats, params] = layout(ws.as<char>(), &zero_bytes, &total);
   KVT_CU_TRY(cudaMemsetAsync(ws.as<char>(), 0, zero_bytes, stream));
+  if (BATCH) {
+    KVT_CU_TRY(seq_token_offsets(c.seqs, tok0, stream));
+    c.tok0 = tok0;
+  }
   // d > 256: V = 1 and 32 steps (pass2_kernel keeps its anchors in shared memory then)
-  KVT_CU_TRY(dispatch_rows<32>(keys, Launch{c, stream, chunks}));
+  KVT_CU_TRY(dispatch_vec<32>(c.k.dtype, vec, d, Launch<BATCH>{c, stream, static_cast<unsigned>(chunks)}));
   // Statistics over the L2-resident raw anomalies: about two blocks per SM in all.
   const unsigned sblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(2 * kRefSMs, 3 * H))));
+  const unsigned ub = static_cast<unsigned>(B);
   if (!p.global) {
     for (int r = 0; r < kRounds; r++) {
-      radix_kernel<<<dim3{sblocks, static_cast<unsigned>(3 * H)}, kThreads, 0, stream>>>(c.raw, H, N, c.m, r, st, hist,
-                                                                                          tickets);
+      radix_kernel<BATCH><<<dim3{sblocks, static_cast<unsigned>(3 * H), ub}, kThreads, 0, stream>>>(c, r, st, hist, tickets);
       KVT_CU_TRY(cudaGetLastError());
     }
     HeadArgs ha{{p.prior[0], p.prior[1], p.prior[2]}, p.beta};
-    stats_kernel<<<dim3{sblocks, static_cast<unsigned>(H)}, kThreads, 0, stream>>>(c.raw, c.mm, st, H, N, c.m, ha,
-                                                                                    stats, params);
+    stats_kernel<BATCH><<<dim3{sblocks, static_cast<unsigned>(H), ub}, kThreads, 0, stream>>>(c, st, ha, stats, params);
     KVT_CU_TRY(cudaGetLastError());
   }
   const unsigned fblocks = static_cast<unsigned>(imax(1, imin(ceil_div(N, kThreads), ceil_div(4 * kRefSMs, H))));
-  final_kernel<<<dim3{fblocks, static_cast<unsigned>(H)}, kThreads, 0, stream>>>(c.raw, c.mm, c.bad, params, H, N, c.sinks,
-                                                                                  p.tau, p.kappa, p.global, scores);
+  final_kernel<BATCH><<<dim3{fblocks, static_cast<unsigned>(H), ub}, kThreads, 0, stream>>>(c, params, p.tau, p.kappa,
+                                                                                            scores);
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t nestedkv_scores(const T3& keys, const NestedkvParams& p, const T2& scores, cudaStream_t stream) {
+  Ctx c{};
+  c.k = keys;
+  c.seqs = dense_seqs(keys.n1);
+  c.H = keys.n0;
+  c.N = keys.n1;
+  c.d = keys.n2;
+  c.b = p.block;
+  c.nb = ceil_div(keys.n1, p.block);
+  c.m = p.tail_m;
+  c.vec = true;
+  return run<false>(c, p, scores, row_vec_width(keys), stream);
+}
+
+cudaError_t nestedkv_scores_batched(const Seqs& seqs, const T3& keys, const NestedkvParams& p, double tail,
+                                   const T2& scores, cudaStream_t stream) {
+  Ctx c{};
+  c.k = keys;
+  c.seqs = seqs;
+  c.H = keys.n0;
+  c.N = seqs.r.max_len;
+  c.d = keys.n2;
+  c.block_opt = p.block;
+  c.block_min = p.block > 0 ? p.block : default_block(0);
+  c.tail = tail;
+  const int vec = contiguous_vec_width(keys.dtype, keys.n2);
+  c.vec = batch_vec_ok(keys, vec);
+  return run<true>(c, p, scores, vec, stream);
 }
 
 }  // namespace cuda

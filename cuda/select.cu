@@ -3,83 +3,72 @@
 // indices already ascending. Several blocks cooperate on a row; the last block of a round to finish (atomic
 // ticket) picks the digit, so no round needs a separate scan kernel and nothing synchronises with the host.
 // A group whose remaining k equals its bucket size stops early: later rounds exit at once.
-#include "common.cuh"
+// Batched (docs/runtime-caches.md §6): grid (chunks, H, B); each sequence has its own length, chunk count, budget
+// and groups (its rows, or the sequence for the adaptive layer budget), so a batch is B selections side by side.
+// The shared pieces (keys, state, launchers) are declared in select.cuh; the tensor-parallel protocol reuses them.
+#include "select.cuh"
 
 namespace kvt {
 namespace cuda {
+namespace sel {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kPerThread = 8;
-constexpr int kChunk = kThreads * kPerThread;  // elements of one row per block
-constexpr int kRounds = 8;
-constexpr int kBins = 256;
-
-enum Mode : int { kActive = 0, kPrefix = 1, kAll = 2, kNone = 3 };
-
-struct State {
-  unsigned long long prefix;
-  unsigned int k_rem;
-  int bits;
-  int mode;
-};
-
-struct Ctx {
-  T2 scores;
-  int64_t H, N;
-  int32_t sinks, recent;
-  const State* promote;  // adaptive phase 2: per-head safeguard states, or null
-};
-
-__device__ __forceinline__ bool kept(unsigned long long key, const State& s) {
-  if (s.mode == kAll) return true;
-  if (s.mode == kNone) return false;
-  return s.bits == 0 || (key >> (64 - s.bits)) >= s.prefix;
+// The rank a group seeks (see Budget) and the size of the group.
+template <bool BATCH>
+__device__ __forceinline__ void group_rank(const Keys& c, bool per_row, const Budget& bg, int64_t b, int64_t* k,
+                                           int64_t* size) {
+  const int64_t n = seq_len<BATCH>(c.seqs, b);
+  const int64_t raw = bg.keep ? int64_t(bg.keep[b * bg.keep_s]) : int64_t(bg.keep_scalar);
+  const int64_t keep = imax(0, imin(raw, n));
+  if (bg.kind == kSafeguard) *k = int64_t(floor(double(keep) * bg.safeguard + 1e-9));
+  else if (bg.kind == kLayer) *k = c.H * keep;
+  else *k = keep;
+  *size = per_row ? n : c.H * n;
 }
 
-__device__ __forceinline__ unsigned long long key_of(const Ctx& c, int64_t h, int64_t i) {
-  const float s = static_cast<const float*>(c.scores.p)[h * c.scores.s0 + i * c.scores.s1];
-  unsigned long long k = rank_key(s, is_forced_position(i, c.N, c.sinks, c.recent), i, h, c.H);
-  if (c.promote && kept(k, c.promote[h])) k |= (unsigned long long)(kForcedKey) << 32;
-  return k;
-}
-
-// One thread per group: initial state from k and the group size; zero histograms and tickets.
-__global__ void init_kernel(State* st, int groups, int64_t group_size, int64_t k) {
-  const int g = blockIdx.x * blockDim.x + threadIdx.x;
+// One thread per group: initial state from its rank and size.
+template <bool BATCH>
+__global__ void init_kernel(Keys c, bool per_row, Budget bg, State* st, int64_t groups) {
+  const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (g >= groups) return;
+  int64_t k, size;
+  group_rank<BATCH>(c, per_row, bg, per_row ? g / c.H : g, &k, &size);
   State s;
   s.prefix = 0ull;
   s.bits = 0;
   s.k_rem = (unsigned int)(k);
-  s.mode = k <= 0 ? kNone : (k >= group_size ? kAll : kActive);
+  s.mode = k <= 0 ? kNone : (k >= size ? kAll : kActive);
   st[g] = s;
 }
 
 // Round r: histogram of digit r over the keys that match the group's prefix; the last block picks the digit.
-// Grid: (chunks per row, H). Rows map to groups: group = per_row ? row : 0.
-__global__ void __launch_bounds__(kThreads) round_kernel(Ctx c, int r, bool per_row, State* st, unsigned int* hist,
-                                                         unsigned int* tickets, unsigned int blocks_per_group) {
+// Grid: (chunks, H, B); a block past its sequence's chunks returns at once.
+template <bool BATCH>
+__global__ void __launch_bounds__(kThreads) round_kernel(Keys c, int r, bool per_row, State* st, unsigned int* hist,
+                                                         unsigned int* tickets) {
   __shared__ unsigned int sh[kBins];
   __shared__ bool last;
-  const int64_t h = blockIdx.y;
-  const int g = per_row ? int(h) : 0;
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t n = seq_len<BATCH>(c.seqs, b), chunks = ceil_div(n, kChunk);
+  if (blockIdx.x >= chunks) return;
+  const int64_t g = per_row ? b * c.H + h : b;
+  const unsigned int blocks_per_group = unsigned(per_row ? chunks : chunks * c.H);
   State s = st[g];
   if (s.mode != kActive) return;  // uniform across the block: state only changes between launches
-  for (int b = threadIdx.x; b < kBins; b += kThreads) sh[b] = 0;
+  for (int q = threadIdx.x; q < kBins; q += kThreads) sh[q] = 0;
   __syncthreads();
   const int shift = 56 - 8 * r;
   const int64_t base = int64_t(blockIdx.x) * kChunk;
   for (int j = 0; j < kPerThread; j++) {
     const int64_t i = base + int64_t(j) * kThreads + threadIdx.x;
-    if (i >= c.N) break;
-    const unsigned long long key = key_of(c, h, i);
+    if (i >= n) break;
+    const unsigned long long key = key_at<BATCH>(c, b, h, i, n);
     if (r == 0 || (key >> (64 - 8 * r)) == s.prefix) atomicAdd(&sh[(key >> shift) & 0xffu], 1u);
   }
   __syncthreads();
   unsigned int* gh = hist + (size_t(g) * kRounds + r) * kBins;
-  for (int b = threadIdx.x; b < kBins; b += kThreads)
-    if (sh[b]) atomicAdd(&gh[b], sh[b]);
+  for (int q = threadIdx.x; q < kBins; q += kThreads)
+    if (sh[q]) atomicAdd(&gh[q], sh[q]);
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(&tickets[g * kRounds + r], 1u) == blocks_per_group - 1;
@@ -89,15 +78,15 @@ __global__ void __launch_bounds__(kThreads) round_kernel(Ctx c, int r, bool per_
   const volatile unsigned int* vh = gh;
   unsigned int cum = 0;
   int digit = 0;
-  for (int b = kBins - 1; b >= 0; b--) {
-    const unsigned int n = vh[b];
-    if (cum + n >= s.k_rem) {
-      digit = b;
+  for (int q = kBins - 1; q >= 0; q--) {
+    const unsigned int cnt = vh[q];
+    if (cum + cnt >= s.k_rem) {
+      digit = q;
       s.k_rem -= cum;
-      if (n == s.k_rem) s.mode = kPrefix;
+      if (cnt == s.k_rem) s.mode = kPrefix;
       break;
     }
-    cum += n;
+    cum += cnt;
   }
   s.prefix = (s.prefix << 8) | (unsigned long long)(digit);
   s.bits += 8;
@@ -106,38 +95,52 @@ __global__ void __launch_bounds__(kThreads) round_kernel(Ctx c, int r, bool per_
 }
 
 // Count of kept elements per (row, chunk).
-__global__ void __launch_bounds__(kThreads) count_kernel(Ctx c, bool per_row, const State* st, unsigned int* chunk_cnt) {
+template <bool BATCH>
+__global__ void __launch_bounds__(kThreads) count_kernel(Keys c, bool per_row, const State* st, unsigned int* chunk_cnt) {
   __shared__ unsigned int total;
-  const int64_t h = blockIdx.y;
-  const State s = st[per_row ? h : 0];
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t n = seq_len<BATCH>(c.seqs, b);
+  if (blockIdx.x >= ceil_div(n, kChunk)) return;
+  const State s = st[per_row ? b * c.H + h : b];
   if (threadIdx.x == 0) total = 0;
   __syncthreads();
-  unsigned int n = 0;
+  unsigned int cnt = 0;
   const int64_t base = int64_t(blockIdx.x) * kChunk;
   for (int j = 0; j < kPerThread; j++) {
     const int64_t i = base + int64_t(j) * kThreads + threadIdx.x;
-    if (i < c.N && kept(key_of(c, h, i), s)) n++;
+    if (i < n && kept(key_at<BATCH>(c, b, h, i, n), s)) cnt++;
   }
-  n = __reduce_add_sync(0xffffffffu, n);
-  if ((threadIdx.x % kWarp) == 0 && n) atomicAdd(&total, n);
+  cnt = __reduce_add_sync(0xffffffffu, cnt);
+  if ((threadIdx.x % kWarp) == 0 && cnt) atomicAdd(&total, cnt);
   __syncthreads();
-  if (threadIdx.x == 0) chunk_cnt[h * gridDim.x + blockIdx.x] = total;
+  if (threadIdx.x == 0) chunk_cnt[(b * c.H + h) * gridDim.x + blockIdx.x] = total;
 }
 
 // Position-ordered collect: thread t owns the kPerThread consecutive elements [t*kPerThread, ...) of the chunk.
-__global__ void __launch_bounds__(kThreads) write_kernel(Ctx c, bool per_row, const State* st,
+template <bool BATCH>
+__global__ void __launch_bounds__(kThreads) write_kernel(Keys c, bool per_row, const State* st,
                                                          const unsigned int* chunk_cnt, T2 idx, T2 cnt) {
   __shared__ unsigned int warp_tot[kThreads / kWarp];
-  const int64_t h = blockIdx.y;
-  const State s = st[per_row ? h : 0];
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t n = seq_len<BATCH>(c.seqs, b), chunks = ceil_div(n, kChunk);
   const int64_t cap = idx.n1;
+  int32_t* out = static_cast<int32_t*>(idx.p) + head_off(idx, b, h);
+  int32_t* count = static_cast<int32_t*>(cnt.p) + head_off(cnt, b, h);
+  if (chunks == 0) {  // an empty sequence: count 0, every index -1
+    if (blockIdx.x != 0) return;
+    if (threadIdx.x == 0) *count = 0;
+    for (int64_t q = threadIdx.x; q < cap; q += kThreads) out[q * idx.s1] = -1;
+    return;
+  }
+  if (blockIdx.x >= chunks) return;
+  const State s = st[per_row ? b * c.H + h : b];
   unsigned int offset = 0;
-  for (unsigned int q = 0; q < blockIdx.x; q++) offset += chunk_cnt[h * gridDim.x + q];
+  for (unsigned int q = 0; q < blockIdx.x; q++) offset += chunk_cnt[(b * c.H + h) * gridDim.x + q];
   const int64_t first = int64_t(blockIdx.x) * kChunk + int64_t(threadIdx.x) * kPerThread;
   unsigned int mask = 0;
   for (int j = 0; j < kPerThread; j++) {
     const int64_t i = first + j;
-    if (i < c.N && kept(key_of(c, h, i), s)) mask |= 1u << j;
+    if (i < n && kept(key_at<BATCH>(c, b, h, i, n), s)) mask |= 1u << j;
   }
   const unsigned int mine = __popc(mask);
   // Block exclusive scan of `mine`.
@@ -156,80 +159,147 @@ __global__ void __launch_bounds__(kThreads) write_kernel(Ctx c, bool per_row, co
     block_total += warp_tot[w];
   }
   unsigned int pos = offset + before + incl - mine;
-  int32_t* out = static_cast<int32_t*>(idx.p) + h * idx.s0;
   for (int j = 0; j < kPerThread; j++)
     if (mask & (1u << j)) {
       if (int64_t(pos) < cap) out[int64_t(pos) * idx.s1] = int32_t(first + j);
       pos++;
     }
-  if (blockIdx.x == gridDim.x - 1) {  // last chunk: the row total is known; write the count and the padding
+  if (blockIdx.x == chunks - 1) {  // last chunk: the row total is known; write the count and the padding
     const unsigned int total = offset + block_total;
-    if (threadIdx.x == 0) static_cast<int32_t*>(cnt.p)[h * cnt.s0] = int32_t(total);
+    if (threadIdx.x == 0) *count = int32_t(total);
     for (int64_t q = int64_t(total) + threadIdx.x; q < cap; q += kThreads) out[q * idx.s1] = -1;
   }
 }
 
-cudaError_t run_select(const Ctx& c, bool per_row, int64_t k, State* st, unsigned int* hist, unsigned int* tickets,
-                       int64_t chunks, cudaStream_t stream) {
-  const int groups = per_row ? int(c.H) : 1;
-  const int64_t group_size = per_row ? c.N : c.H * c.N;
-  init_kernel<<<unsigned(ceil_div(groups, 128)), 128, 0, stream>>>(st, groups, group_size, k);
-  KVT_CU_TRY(cudaGetLastError());
-  const dim3 grid{static_cast<unsigned>(chunks), static_cast<unsigned>(c.H)};
-  const unsigned int blocks_per_group = per_row ? unsigned(chunks) : unsigned(chunks * c.H);
-  for (int r = 0; r < kRounds; r++) {
-    round_kernel<<<grid, kThreads, 0, stream>>>(c, r, per_row, st, hist, tickets, blocks_per_group);
-    KVT_CU_TRY(cudaGetLastError());
+// The smallest kept key of each row (per-row states): the exact k-th largest key. Rows start at ~0 (none kept).
+template <bool BATCH>
+__global__ void __launch_bounds__(kThreads) pivot_kernel(Keys c, const State* st, unsigned long long* piv) {
+  __shared__ unsigned long long block_min;
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t n = seq_len<BATCH>(c.seqs, b);
+  if (blockIdx.x >= ceil_div(n, kChunk)) return;
+  const State s = st[b * c.H + h];
+  if (threadIdx.x == 0) block_min = ~0ull;
+  __syncthreads();
+  unsigned long long m = ~0ull;
+  const int64_t base = int64_t(blockIdx.x) * kChunk;
+  for (int j = 0; j < kPerThread; j++) {
+    const int64_t i = base + int64_t(j) * kThreads + threadIdx.x;
+    if (i >= n) break;
+    const unsigned long long key = key_at<BATCH>(c, b, h, i, n);
+    if (kept(key, s) && key < m) m = key;
   }
+  if (m != ~0ull) atomicMin(&block_min, m);
+  __syncthreads();
+  if (threadIdx.x == 0 && block_min != ~0ull) atomicMin(&piv[b * c.H + h], block_min);
+}
+
+// Grid of the per-row kernels: chunks of the longest sequence (at least one block, for empty selections).
+dim3 row_grid(const Keys& c) {
+  return dim3{static_cast<unsigned>(imax(1, ceil_div(c.seqs.r.max_len, kChunk))), static_cast<unsigned>(c.H),
+              static_cast<unsigned>(c.seqs.B)};
+}
+
+cudaError_t check_grid(const Keys& c) {
+  if (c.H > 65535 || c.seqs.B > 65535 || ceil_div(c.seqs.r.max_len, kChunk) > 0x7fffffff)
+    return cudaErrorInvalidConfiguration;
   return cudaSuccess;
 }
 
 }  // namespace
 
+template <bool BATCH>
+cudaError_t radix_select(const Keys& c, bool per_row, const Budget& budget, State* st, cudaStream_t stream) {
+  KVT_CU_TRY(check_grid(c));
+  const int64_t groups = per_row ? c.seqs.B * c.H : c.seqs.B;
+  if (groups == 0) return cudaSuccess;
+  const size_t hist_words = size_t(groups) * kRounds * kBins, ticket_words = size_t(groups) * kRounds;
+  Scratch ws((hist_words + ticket_words) * sizeof(unsigned int), stream);
+  KVT_CU_TRY(ws.error());
+  unsigned int* hist = ws.as<unsigned int>();
+  unsigned int* tickets = hist + hist_words;
+  KVT_CU_TRY(cudaMemsetAsync(hist, 0, (hist_words + ticket_words) * sizeof(unsigned int), stream));
+  init_kernel<BATCH><<<unsigned(ceil_div(groups, 128)), 128, 0, stream>>>(c, per_row, budget, st, groups);
+  KVT_CU_TRY(cudaGetLastError());
+  for (int r = 0; r < kRounds; r++) {
+    round_kernel<BATCH><<<row_grid(c), kThreads, 0, stream>>>(c, r, per_row, st, hist, tickets);
+    KVT_CU_TRY(cudaGetLastError());
+  }
+  return cudaSuccess;
+}
+
+template <bool BATCH>
+cudaError_t row_pivots(const Keys& c, const State* st, unsigned long long* pivots, cudaStream_t stream) {
+  KVT_CU_TRY(check_grid(c));
+  if (c.seqs.B * c.H == 0) return cudaSuccess;
+  KVT_CU_TRY(cudaMemsetAsync(pivots, 0xff, size_t(c.seqs.B * c.H) * sizeof(unsigned long long), stream));
+  pivot_kernel<BATCH><<<row_grid(c), kThreads, 0, stream>>>(c, st, pivots);
+  return cudaGetLastError();
+}
+
+template <bool BATCH>
+cudaError_t collect(const Keys& c, bool per_row, const State* st, const T2& idx, const T2& cnt, cudaStream_t stream) {
+  KVT_CU_TRY(check_grid(c));
+  if (c.seqs.B * c.H == 0) return cudaSuccess;
+  const dim3 grid = row_grid(c);
+  Scratch ws(size_t(c.seqs.B * c.H) * grid.x * sizeof(unsigned int), stream);
+  KVT_CU_TRY(ws.error());
+  count_kernel<BATCH><<<grid, kThreads, 0, stream>>>(c, per_row, st, ws.as<unsigned int>());
+  KVT_CU_TRY(cudaGetLastError());
+  write_kernel<BATCH><<<grid, kThreads, 0, stream>>>(c, per_row, st, ws.as<unsigned int>(), idx, cnt);
+  return cudaGetLastError();
+}
+
+template cudaError_t radix_select<true>(const Keys&, bool, const Budget&, State*, cudaStream_t);
+template cudaError_t radix_select<false>(const Keys&, bool, const Budget&, State*, cudaStream_t);
+template cudaError_t row_pivots<true>(const Keys&, const State*, unsigned long long*, cudaStream_t);
+template cudaError_t collect<true>(const Keys&, bool, const State*, const T2&, const T2&, cudaStream_t);
+template cudaError_t collect<false>(const Keys&, bool, const State*, const T2&, const T2&, cudaStream_t);
+
+namespace {
+
+// Uniform: per-row top-k. Adaptive: per-row safeguard states, then per sequence the layer's top H·keep_b with the
+// safeguard tokens promoted to forced (`promote`: rows whose safeguard is empty have state kNone and promote nothing).
+template <bool BATCH>
+cudaError_t run(const Keys& c, const Budget& keep, const Budget& safe, bool adaptive, bool promote, const T2& indices,
+                const T2& counts, cudaStream_t stream) {
+  const int64_t rows = c.seqs.B * c.H;
+  Scratch ws(size_t(rows + c.seqs.B) * sizeof(State), stream);
+  KVT_CU_TRY(ws.error());
+  State* st_row = ws.as<State>();
+  State* st_seq = st_row + rows;
+  if (!adaptive) {
+    KVT_CU_TRY(radix_select<BATCH>(c, true, keep, st_row, stream));
+    return collect<BATCH>(c, true, st_row, indices, counts, stream);
+  }
+  KVT_CU_TRY(radix_select<BATCH>(c, true, safe, st_row, stream));
+  Keys c2 = c;
+  if (promote) c2.promote = st_row;
+  Budget layer = keep;
+  layer.kind = kLayer;
+  KVT_CU_TRY(radix_select<BATCH>(c2, false, layer, st_seq, stream));
+  return collect<BATCH>(c2, false, st_seq, indices, counts, stream);
+}
+
+}  // namespace
+}  // namespace sel
+
 cudaError_t select_tokens(const T2& scores, const SelectParams& p, const T2& indices, const T2& counts,
                           cudaStream_t stream) {
+  using namespace sel;
   const int64_t H = scores.n0, N = scores.n1;
-  if (H > 65535) return cudaErrorInvalidConfiguration;
-  const int64_t chunks = ceil_div(N, kChunk);
-  const bool adaptive = p.budget == 1;
-  // Workspace: two state sets (safeguard per head, then the layer), histograms and tickets for both phases,
-  // per-chunk counts.
-  const size_t n_state = size_t(H) + 1;
-  const size_t hist_words = size_t(H + 1) * kRounds * kBins;
-  const size_t ticket_words = size_t(H + 1) * kRounds;
-  const size_t cnt_words = size_t(H * chunks);
-  const size_t bytes = n_state * sizeof(State) + (hist_words + ticket_words + cnt_words) * sizeof(unsigned int);
-  Scratch ws(bytes, stream);
-  KVT_CU_TRY(ws.error());
-  State* st_head = ws.as<State>();
-  State* st_layer = st_head + H;
-  unsigned int* words = reinterpret_cast<unsigned int*>(st_head + n_state);
-  unsigned int* hist = words;
-  unsigned int* tickets = hist + hist_words;
-  unsigned int* chunk_cnt = tickets + ticket_words;
-  KVT_CU_TRY(cudaMemsetAsync(hist, 0, (hist_words + ticket_words) * sizeof(unsigned int), stream));
-  Ctx c{scores, H, N, p.sinks, p.recent, nullptr};
-  const dim3 grid{static_cast<unsigned>(chunks), static_cast<unsigned>(H)};
-  const State* final_state;
-  bool per_row;
-  if (!adaptive) {
-    KVT_CU_TRY(run_select(c, true, p.keep, st_head, hist, tickets, chunks, stream));
-    final_state = st_head;
-    per_row = true;
-  } else {
-    // Phase 1: per-head safeguard (top n_safe of each head). Phase 2: the layer's top H*keep with the safeguard
-    // tokens promoted to forced. Phase 2 uses the last histogram/ticket slot set (group index H).
-    KVT_CU_TRY(run_select(c, true, p.n_safe, st_head, hist, tickets, chunks, stream));
-    if (p.n_safe > 0) c.promote = st_head;
-    KVT_CU_TRY(run_select(c, false, H * int64_t(p.keep), st_layer, hist + size_t(H) * kRounds * kBins,
-                          tickets + size_t(H) * kRounds, chunks, stream));
-    final_state = st_layer;
-    per_row = false;
-  }
-  count_kernel<<<grid, kThreads, 0, stream>>>(c, per_row, final_state, chunk_cnt);
-  KVT_CU_TRY(cudaGetLastError());
-  write_kernel<<<grid, kThreads, 0, stream>>>(c, per_row, final_state, chunk_cnt, indices, counts);
-  return cudaGetLastError();
+  const Keys c{scores, dense_seqs(N), H, H, 0, p.sinks, p.recent, nullptr};
+  // keep <= N: the safeguard phase seeks n_safe per head (computed on the host)
+  return run<false>(c, Budget{nullptr, 0, p.keep, 0, kUniform}, Budget{nullptr, 0, p.n_safe, 0, kUniform}, p.budget == 1,
+                    p.n_safe > 0, indices, counts, stream);
+}
+
+cudaError_t select_tokens_batched(const Seqs& seqs, const T2& scores, const SelectParams& p, const int32_t* keep,
+                                  int64_t keep_s, const T2& indices, const T2& counts, cudaStream_t stream) {
+  using namespace sel;
+  const Keys c{scores, seqs, scores.n0, scores.n0, 0, p.sinks, p.recent, nullptr};
+  return run<true>(c, Budget{keep, keep_s, p.keep, p.safeguard, kUniform},
+                   Budget{keep, keep_s, p.keep, p.safeguard, kSafeguard}, p.budget == 1, true, indices, counts, stream);
 }
 
 }  // namespace cuda

@@ -109,13 +109,15 @@ __device__ inline int spd_solve_block(const SpdSys& s, int n, int r, float lambd
 
 // Batched kernel: system b = blockIdx.x of F3 tensors a [B, n, n], b/x [B, n, r]. gL: global scratch for the packed
 // factors (B * n(n+1)/2 floats) when they do not fit in shared memory, else NULL. info: i32 per system or NULL.
+// orders: i32 per system (stride orders_s) or NULL: system b has order min(orders[b], n) (its leading block).
 __global__ void __launch_bounds__(kSpdThreads)
-    spd_solve_kernel(F3 a, F3 b, F3 x, float lambda, int32_t* info, int64_t info_s, int TW, float* gL) {
+    spd_solve_kernel(F3 a, F3 b, F3 x, float lambda, int32_t* info, int64_t info_s, int TW, float* gL,
+                     const int32_t* orders, int64_t orders_s) {
   extern __shared__ float sm[];
-  const int n = int(a.n1), r = int(b.n2);
   const int64_t sys = blockIdx.x;
-  const int64_t packed = int64_t(n) * (n + 1) / 2;
-  float* L = gL ? gL + sys * packed : sm;
+  const int r = int(b.n2), n = orders ? int(imax(0, imin(orders[sys * orders_s], a.n1))) : int(a.n1);
+  const int64_t packed = int64_t(n) * (n + 1) / 2, stride = a.n1 * (a.n1 + 1) / 2;
+  float* L = gL ? gL + sys * stride : sm;
   float* inv = gL ? sm : sm + packed;
   float* Y = inv + n;
   SpdSys s{a.p + sys * a.s0, a.s1, a.s2, b.p + sys * b.s0, b.s1, b.s2, x.p + sys * x.s0, x.s1, x.s2};
@@ -151,13 +153,16 @@ inline cudaError_t spd_plan(int64_t n, SpdPlan* plan) {
   return cudaErrorInvalidValue;
 }
 
-// Enqueues the batched solve. `scratch_factor` must hold B * n(n+1)/2 floats when plan.global_factor.
+// Enqueues the batched solve. `scratch_factor` must hold B * n(n+1)/2 floats when plan.global_factor. With `orders`,
+// system b solves its leading orders[b] x orders[b] block (the plan is for the largest order n).
 inline cudaError_t spd_launch(const F3& a, const F3& b, float lambda, const F3& x, int32_t* info, int64_t info_s,
-                              const SpdPlan& plan, float* scratch_factor, cudaStream_t stream) {
+                              const SpdPlan& plan, float* scratch_factor, cudaStream_t stream,
+                              const int32_t* orders = nullptr, int64_t orders_s = 0) {
   if (a.n0 == 0) return cudaSuccess;
   if (a.n0 > 0x7fffffff) return cudaErrorInvalidConfiguration;
   spd_solve_kernel<<<unsigned(a.n0), kSpdThreads, plan.smem, stream>>>(a, b, x, lambda, info, info_s, plan.TW,
-                                                                       plan.global_factor ? scratch_factor : nullptr);
+                                                                       plan.global_factor ? scratch_factor : nullptr,
+                                                                       orders, orders_s);
   return cudaGetLastError();
 }
 

@@ -5,8 +5,10 @@
  * same stored values, which the per-sequence op runs on as the reference.
  */
 import type { Test } from 'tap';
-import { MomentState, Tensor, tensor, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32, selectTokensBatched } from '../lib/index';
+import { MomentState, Tensor, tensor, toDevice, toHost, f32ToBf16, f32ToF16, bf16ToF32, f16ToF32, selectTokensBatched } from '../lib/index';
 import type { BatchCache, DType, Seqs } from '../lib/index';
+import { BACKENDS } from './helpers';
+import type { Backend } from './helpers';
 import { Rng } from '../lib/rng';
 
 export type BatchLayout = 'ragged' | 'padded' | 'NHD' | 'HND';
@@ -279,6 +281,24 @@ export function at0(t: Tensor, b: number): Tensor {
   return t.view(t.shape.slice(1), t.strides.slice(1), t.offset + b * t.strides[0]);
 }
 
+/**
+ * KVTRIM_TEST_BATCH_SUBSET=1 (set by test/cuda-emu.test.ts for its sub-run on the emulated GPU, where every kernel is
+ * slow): the batched tests run their CUDA cases only, and every other case of their lists (ragged, NHD pages of 1 and
+ * 64 tokens, HND pages of 16 from layoutCases). The full lists run whenever the tests run directly.
+ */
+const SUBSET = process.env.KVTRIM_TEST_BATCH_SUBSET === '1';
+/** The backends a batched test runs. */
+export function batchBackends(): Backend[] {
+  return SUBSET ? BACKENDS.filter((b) => b !== 'cpu') : BACKENDS;
+}
+/**
+ * The numbered cases a batched test runs (numbers are the list's: seeds stay the same in the subset): all of them, or
+ * in the subset every `every`-th.
+ */
+export function cases<T>(list: T[], every = 2): [number, T][] {
+  return [...list.entries()].filter(([k]) => !SUBSET || k % every === 0);
+}
+
 /** The cases every batched test runs: each layout, page sizes 1, 16 and 64 for the paged ones. */
 export function layoutCases(): { layout: BatchLayout; pageSize: number }[] {
   return [
@@ -304,4 +324,63 @@ export function momentRows(m: MomentState, b: number, H: number): number[][] {
     const per = x.numel / m.H;
     return flat(x).slice(b * H * per, (b + 1) * H * per);
   });
+}
+
+// ---- the same batches on a CUDA device (the 'cuda' cases of the batched tests)
+
+/**
+ * A host tensor's whole storage (every element of its data: rows, poisoned free space and canaries) copied to the
+ * device and viewed with the same shape, strides and offset; the host tensor itself on the CPU backend.
+ */
+export function onBackend(t: Tensor, be: Backend): Tensor {
+  if (be === 'cpu') return t;
+  const n = t.host.length;
+  return toDevice(tensor(t.host, [n], { dtype: t.dtype })).view(t.shape, t.strides, t.offset);
+}
+
+/** The whole storage of a tensor (device tensors: fetched) as a host array, for canary and poison checks. */
+export async function storage(t: Tensor): Promise<ArrayLike<number>> {
+  if (!t.onCuda) return t.host;
+  const es = t.dtype === 'f32' || t.dtype === 'i32' ? 4 : 2;
+  const buf = t.data as unknown as { byteLength: number };
+  return (await toHost(tensor(t.data, [buf.byteLength / es], { dtype: t.dtype }))).host;
+}
+
+/** A host tensor with the storage of `dev` (fetched), viewed like it: elements read with Tensor.at / tokenBlock. */
+export async function fetchView(dev: Tensor): Promise<Tensor> {
+  if (!dev.onCuda) return dev;
+  const all = await storage(dev);
+  return tensor(all as Float32Array, dev.shape, { dtype: dev.dtype, strides: dev.strides, offset: dev.offset });
+}
+
+/** A table with its tensors on the backend. */
+export function seqsOn<S extends Seqs>(s: S, be: Backend): S {
+  if (be === 'cpu') return s;
+  const o: Record<string, unknown> = { ...s };
+  for (const k of ['indptr', 'lengths', 'indices', 'lastPageLen']) if (o[k] !== undefined) o[k] = toDevice(o[k] as Tensor);
+  return o as S;
+}
+
+/** A batch cache (table, keys, values) on the backend, keeping the data's strides, poison and canaries. */
+export function cacheOn(c: BatchCache, be: Backend): BatchCache {
+  if (be === 'cpu') return c;
+  return { ...seqsOn(c, be), keys: onBackend(c.keys as Tensor, be), ...(c.values ? { values: onBackend(c.values as Tensor, be) } : {}) } as BatchCache;
+}
+
+/** A moment state with its four tensors on the backend (copies on CUDA). */
+export function momentsOn(m: MomentState, be: Backend): MomentState {
+  if (be === 'cpu') return m;
+  return MomentState.from({ n: toDevice(m.n), muK: toDevice(m.muK), muV: toDevice(m.muV), m: toDevice(m.m) });
+}
+
+/** A moment state with host copies of its tensors (for momentRows). */
+export async function momentsHost(m: MomentState): Promise<MomentState> {
+  if (!m.n.onCuda) return m;
+  const [n, muK, muV, mm] = await Promise.all([m.n, m.muK, m.muV, m.m].map((x) => toHost(x)));
+  return MomentState.from({ n, muK, muV, m: mm });
+}
+
+/** A host copy of a tensor (fetched when on the device). */
+export async function hostOf(x: Tensor): Promise<Tensor> {
+  return x.onCuda ? toHost(x) : x;
 }

@@ -8,7 +8,8 @@
 //  - the same on an sm_90-like device (227 KB of shared memory per block, 132 SMs: the SPD factor in shared memory),
 //    whose outputs must be bit-identical to the 4-SM device's: partitions depend on the shapes only, never on the
 //    device (cuda/common.cuh kRefSMs; docs/performance.md §10), and no launcher reads the multiprocessor count;
-//  - a few op test files (their 'cuda' cases run on the emulator);
+//  - a few op test files (their 'cuda' cases run on the emulator), and the batched-op tests' CUDA cases (a subset of
+//    their layouts) under shuffled schedules;
 //  - every __global__ kernel of cuda/ must have been launched.
 // Skipped only when there is no host C++ compiler or python3 (or not on Linux).
 import t from 'tap';
@@ -83,6 +84,18 @@ t.test('CUDA kernels under the CPU emulator', { skip }, async (t) => {
   // ... because no launcher sizes a partition from the device: the multiprocessor count is read nowhere in cuda/
   const readers = fs.readdirSync(path.join(root, 'cuda')).filter((f) => /MultiProcessorCount|multiProcessorCount/.test(fs.readFileSync(path.join(root, 'cuda', f), 'utf8')));
   t.same(readers, [], 'no file of cuda/ reads the multiprocessor count');
+
+  // The batched, paged and in-place ops (docs/runtime-caches.md §6): their CUDA cases (a subset of the layouts, every
+  // op) must equal the per-sequence CUDA ops bit for bit under shuffled thread and block orders, on the sm_90-like
+  // device; an order-dependent read in a batched kernel would show up as a mismatch.
+  const batched = ['keydiff', 'nestedkv', 'snapkv', 'select', 'gather', 'moments', 'decode', 'momentkv_select', 'grkv']
+    .map((op) => path.join('test', `${op}-batched.test.ts`))
+    .concat(['compact', 'tp_select'].map((f) => path.join('test', `${f}.test.ts`)));
+  const d = await tapRun(batched, {
+    ...base, KVTRIM_EMU_SM: '90', KVTRIM_EMU_SMS: '132', KVTRIM_TEST_BATCH_SUBSET: '1',
+    KVTRIM_EMU_THREAD_ORDER: 'random', KVTRIM_EMU_BLOCK_ORDER: 'random', KVTRIM_EMU_SEED: '11',
+  });
+  t.equal(d.code, 0, `batched ops = per-sequence ops on CUDA, shuffled orders: ${batched.join(', ')}`, { diagnostic: d.code !== 0, failures: failures(d.out) });
 
   // every kernel of cuda/ was launched
   const src = fs.readdirSync(path.join(root, 'cuda')).filter((f) => /\.cuh?$/.test(f));

@@ -1,40 +1,46 @@
 // decodeAttentionBatched (docs/runtime-caches.md §3) equals decodeAttention per sequence, bit for bit: ragged per-head
 // counts <= n_b read in place in every layout, one or several query tokens, GQA, with and without a moment state
-// (B·H virtual heads) and clip radii.
+// (B·H virtual heads) and clip radii. On CUDA (tables, data, counts, queries, state on the device) against the CUDA
+// decodeAttention of each sequence's contiguous copy.
 import t from 'tap';
 import { decodeAttention, decodeAttentionBatched, tensor, MomentState } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { layoutCases, makeCache, mixedLengths, sameBits, flat, at0, randomSelection } from './batch-helpers';
+import { place, on } from './helpers';
+import { cacheOn, hostOf, layoutCases, makeCache, mixedLengths, sameBits, flat, at0, randomSelection, batchBackends, cases } from './batch-helpers';
 
-for (const [k, { layout, pageSize }] of layoutCases().entries()) {
+for (const be of batchBackends()) {
+for (const [k, { layout, pageSize }] of cases(layoutCases())) {
   for (const T of [0, 3]) {
-    t.test(`decode batched ${layout}${pageSize ? ` page ${pageSize}` : ''} ${T ? `T=${T}` : 'one token'}`, async (t) => {
+    t.test(`decode batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''} ${T ? `T=${T}` : 'one token'}`, on(be), async (t) => {
       const rng = new Rng(700 + 2 * k + (T ? 1 : 0));
       const lengths = mixedLengths(rng, 6, 130);
       const H = 2, G = 2, d = 16, dv = 8, B = lengths.length;
-      const { tb, keys, values, cache } = makeCache(rng, layout, lengths, H, d, dv, k % 3 === 1 ? 'f16' : 'f32', pageSize || 16);
-      const counts = tensor(Int32Array.from({ length: B * H }, (_, i) => rng.int(lengths[Math.floor(i / H)] + 1)), [B, H]);
+      const { tb, keys, values, cache: hostCache } = makeCache(rng, layout, lengths, H, d, dv, k % 3 === 1 ? 'f16' : 'f32', pageSize || 16);
+      const cache = cacheOn(hostCache, be);
+      const counts = place(tensor(Int32Array.from({ length: B * H }, (_, i) => rng.int(lengths[Math.floor(i / H)] + 1)), [B, H]), be);
       const qshape = T ? [B, H * G, T, d] : [B, H * G, d];
-      const queries = tensor(Float32Array.from({ length: qshape.reduce((a, b) => a * b, 1) }, () => 0.3 * rng.normal()), qshape);
+      const queries = place(tensor(Float32Array.from({ length: qshape.reduce((a, b) => a * b, 1) }, () => 0.3 * rng.normal()), qshape), be);
       // a summary of some rows of each sequence (rows that stay readable: the state is just data here)
       const some = randomSelection(rng, tb, H, 0.5);
-      const moments = MomentState.create(B * H, d, dv).mergeBatched(cache, some.indices, some.counts);
-      const clipT = tensor(Float32Array.from({ length: B * H }, () => rng.uniform()), [B * H]);
+      const moments = MomentState.create(B * H, d, dv, be === 'cuda' ? { device: 0 } : {}).mergeBatched(cache, place(some.indices, be), place(some.counts, be));
+      const clipT = place(tensor(Float32Array.from({ length: B * H }, () => rng.uniform()), [B * H]), be);
       for (const variant of ['plain', 'moments', 'moments order 0, clip tensor', 'moments, clip 0.5'] as const) {
         const extra = variant === 'plain' ? {} : variant === 'moments' ? { moments } : variant.includes('tensor') ? { moments, order: 0 as const, clip: clipT } : { moments, clip: 0.5 };
-        const out = decodeAttentionBatched({ queries, cache, counts, ...extra });
-        lengths.forEach((n, b) => {
+        const out = await hostOf(decodeAttentionBatched({ queries, cache, counts, ...extra }));
+        const countsHost = await hostOf(counts);
+        for (const [b, n] of lengths.entries()) {
           const st = 'moments' in extra ? MomentState.from({ n: at0View(moments.n, b, H), muK: at0View(moments.muK, b, H), muV: at0View(moments.muV, b, H), m: at0View(moments.m, b, H) }) : undefined;
           const clip = 'clip' in extra ? (typeof extra.clip === 'number' ? extra.clip : at0View(clipT, b, H)) : undefined;
-          const ref = decodeAttention({
-            queries: at0(queries, b), keys: keys.perSeq[b], values: values.perSeq[b], counts: at0(counts, b),
+          const ref = await hostOf(decodeAttention({
+            queries: at0(queries, b), keys: place(keys.perSeq[b], be), values: place(values.perSeq[b], be), counts: at0(counts, b),
             ...(st ? { moments: st } : {}), ...('order' in extra ? { order: extra.order } : {}), ...(clip !== undefined ? { clip } : {}),
-          });
-          sameBits(t, flat(at0(out, b)), flat(ref), `${variant}: sequence ${b} (n = ${n}, counts ${flat(at0(counts, b))})`);
-        });
+          }));
+          sameBits(t, flat(at0(out, b)), flat(ref), `${variant}: sequence ${b} (n = ${n}, counts ${flat(at0(countsHost, b))})`);
+        }
       }
     });
   }
+}
 }
 
 /** Rows [b·H, (b+1)·H) of a tensor whose dim 0 counts virtual heads. */

@@ -1,16 +1,22 @@
 // grkvMergeBatched (docs/runtime-caches.md §3) equals grkvMerge per sequence, bit for bit (outputs, counts,
-// diagnostics), with ragged and padded surrogate-query batches; an empty sequence gets zero rows and counts 0.
+// diagnostics), with ragged and padded surrogate-query batches; an empty sequence gets zero rows and counts 0. On CUDA
+// (tables, cache, queries, positions, weights, scores and selection on the device) against the CUDA grkvMerge of each
+// sequence's contiguous copies.
 import t from 'tap';
 import { grkvMerge, grkvMergeBatched, tensor, GRKV_DIAG_COLS } from '../lib/index';
 import type { QueryBatch, Tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { makeCache, makeData, makeTable, mixedLengths, sameBits, flat, at0, fillTokens, tokenTensor, randomSelection } from './batch-helpers';
+import { place, on } from './helpers';
+import { cacheOn, hostOf, makeCache, makeData, makeTable, mixedLengths, onBackend, sameBits, seqsOn, flat, at0, fillTokens, tokenTensor, randomSelection, batchBackends, cases } from './batch-helpers';
 import type { BatchLayout } from './batch-helpers';
 
-const layouts: [BatchLayout, 'ragged' | 'padded', number][] = [['ragged', 'ragged', 0], ['padded', 'padded', 0], ['NHD', 'ragged', 16], ['HND', 'padded', 1]];
+const layouts: [BatchLayout, 'ragged' | 'padded', number][] = [
+  ['ragged', 'ragged', 0], ['padded', 'padded', 0], ['NHD', 'ragged', 16], ['HND', 'padded', 1], ['HND', 'ragged', 64],
+];
 
-for (const [k, [layout, qlayout, pageSize]] of layouts.entries()) {
-  t.test(`grkv batched ${layout}${pageSize ? ` page ${pageSize}` : ''}, ${qlayout} queries`, async (t) => {
+for (const be of batchBackends())
+for (const [k, [layout, qlayout, pageSize]] of cases(layouts)) {
+  t.test(`grkv batched ${be} ${layout}${pageSize ? ` page ${pageSize}` : ''}, ${qlayout} queries`, on(be), async (t) => {
     const rng = new Rng(900 + k);
     const lengths = mixedLengths(rng, 4, 90);
     const H = 2, G = 2, d = 16, dv = 16, B = lengths.length;
@@ -42,23 +48,31 @@ for (const [k, [layout, qlayout, pageSize]] of layouts.entries()) {
     const blocks = lengths.map((n) => Float32Array.from({ length: H * n }, () => Math.abs(rng.normal())));
     const scores = fillTokens(tokenTensor(tb, H), tb, (b) => blocks[b]);
     const opts = { window: 4, cgIters: 4 };
-    const res = grkvMergeBatched({ cache, selection: sel, queries: { ...qtb.seqs, queries: q.data } as QueryBatch, queryPositions, weights, scores, diagnostics: true, ...opts });
-    lengths.forEach((n, b) => {
+    const dres = grkvMergeBatched({
+      cache: cacheOn(cache, be), selection: { indices: place(sel.indices, be), counts: place(sel.counts, be) },
+      queries: { ...seqsOn(qtb.seqs, be), queries: onBackend(q.data, be) } as QueryBatch, queryPositions: place(queryPositions, be),
+      weights: place(weights, be), scores: onBackend(scores, be), diagnostics: true, ...opts,
+    });
+    const res = { keys: await hostOf(dres.keys), values: await hostOf(dres.values), counts: await hostOf(dres.counts), diagnostics: await hostOf(dres.diagnostics!) };
+    for (const [b, n] of lengths.entries()) {
       if (n === 0) {
         t.ok(flat(at0(res.counts, b)).every((c) => c === 0) && flat(at0(res.keys, b)).every((x) => x === 0), `sequence ${b} (empty): counts 0, zero rows`);
         const dg = flat(at0(res.diagnostics!, b));
         t.ok(dg.every((x, i) => i % GRKV_DIAG_COLS !== 13 || x === 1), `sequence ${b}: diagnostics say skipped`);
-        return;
+        continue;
       }
-      const ref = grkvMerge({
-        keys: keys.perSeq[b], values: values.perSeq[b], selection: { indices: at0(sel.indices, b), counts: at0(sel.counts, b) }, queries: q.perSeq[b],
-        queryPositions: tensor(pos[b], [qlens[b]]), weights: tensor(w[b], [qlens[b]]), scores: tensor(blocks[b], [H, n]), diagnostics: true, ...opts,
+      const dref = grkvMerge({
+        keys: place(keys.perSeq[b], be), values: place(values.perSeq[b], be),
+        selection: { indices: place(at0(sel.indices, b), be), counts: place(at0(sel.counts, b), be) }, queries: place(q.perSeq[b], be),
+        queryPositions: place(tensor(pos[b], [qlens[b]]), be), weights: place(tensor(w[b], [qlens[b]]), be), scores: place(tensor(blocks[b], [H, n]), be),
+        diagnostics: true, ...opts,
       });
+      const ref = { keys: await hostOf(dref.keys), values: await hostOf(dref.values), counts: await hostOf(dref.counts), diagnostics: await hostOf(dref.diagnostics!) };
       sameBits(t, flat(at0(res.keys, b)), flat(ref.keys), `sequence ${b} (n = ${n}, ${qlens[b]} queries) keys`);
       sameBits(t, flat(at0(res.values, b)), flat(ref.values), `sequence ${b} values`);
       t.same(flat(at0(res.counts, b)), flat(ref.counts), `sequence ${b} counts`);
-      sameBits(t, flat(at0(res.diagnostics!, b)), flat(ref.diagnostics!), `sequence ${b} diagnostics`);
-    });
+      sameBits(t, flat(at0(res.diagnostics, b)), flat(ref.diagnostics), `sequence ${b} diagnostics`);
+    }
     const chosen = flat(res.diagnostics!).filter((x, i) => i % GRKV_DIAG_COLS === 0 && x > 0).length;
     t.ok(chosen > 0, `${chosen} heads took a merged candidate (the fits ran)`);
   });

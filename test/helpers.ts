@@ -73,7 +73,7 @@ export function place(t: Tensor, b: Backend): Tensor {
  * for floats) or 'finite' (a finite pattern outside every output's range); integer outputs get impossible values.
  * `expectClose` / `expectWritten` report any element still holding either pattern.
  */
-export function poisoned(shape: number[], dtype: DType, b: Backend, fill: Fill = 'nan'): Tensor {
+export function poisoned(shape: readonly number[], dtype: DType, b: Backend, fill: Fill = 'nan'): Tensor {
   return poison(empty(shape, dtype, b === 'cuda' ? { kind: 'cuda', id: 0 } : { kind: 'cpu' }), fill);
 }
 

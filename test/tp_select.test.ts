@@ -2,29 +2,37 @@
 // one process, their histograms summed by a JS all-reduce (a barrier over the shards' promises) or by hand through
 // the raw partials API, give exactly the unsharded adaptive selection (selectTokens / selectTokensBatched): ties,
 // NaN, sinks and recent windows, 4-, 8- and 16-bit digits, batches with empty sequences. Misuse of the protocol is
-// a RangeError.
+// a RangeError (CPU: the state is read on the host; CUDA flags it in the state instead). On CUDA the shards' scores,
+// table, keep and state live on the device and the all-reduce sums fetched histograms into a device tensor.
 import t from 'tap';
-import { selectTokens, selectTokensBatched, tensor, TpSelection, tpSelectTokens } from '../lib/index';
+import { selectTokens, selectTokensBatched, tensor, toDevice, TpSelection, tpSelectTokens } from '../lib/index';
 import type { Tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { at0, fillTokens, flat, makeTable, mixedLengths, tokenTensor } from './batch-helpers';
+import { place, on } from './helpers';
+import type { Backend } from './helpers';
+import { at0, fillTokens, flat, hostOf, makeTable, mixedLengths, seqsOn, tokenTensor, batchBackends } from './batch-helpers';
 
-/** An all-reduce over S shards: each shard's call resolves, once all S have called for the round, to the sum. */
-function allReduce(S: number) {
-  const pending = new Map<number, { parts: Int32Array[]; resolve: ((x: Int32Array) => void)[] }>();
-  return (local: Tensor, round: number): Promise<Int32Array> =>
-    new Promise((resolve) => {
+/**
+ * An all-reduce over S shards: each shard's call resolves, once all S have called for the round, to the sum (on CUDA
+ * a device tensor of the summed fetched histograms).
+ */
+function allReduce(S: number, be: Backend = 'cpu') {
+  const pending = new Map<number, { parts: Int32Array[]; resolve: ((x: Int32Array | Tensor) => void)[] }>();
+  return async (local: Tensor, round: number): Promise<Int32Array | Tensor> => {
+    const mine = Int32Array.from(flat(await hostOf(local)));
+    return new Promise((resolve) => {
       const e = pending.get(round) ?? { parts: [], resolve: [] };
       pending.set(round, e);
-      e.parts.push(Int32Array.from(flat(local)));
+      e.parts.push(mine);
       e.resolve.push(resolve);
       if (e.parts.length === S) {
         const sum = new Int32Array(e.parts[0].length);
         for (const p of e.parts) p.forEach((x, i) => (sum[i] += x));
-        e.resolve.forEach((r) => r(sum));
+        e.resolve.forEach((r) => r(be === 'cpu' ? sum : toDevice(tensor(sum, [...local.shape]))));
         pending.delete(round);
       }
     });
+  };
 }
 
 /** Head ranges of S shards over H heads (as even as possible). */
@@ -41,17 +49,20 @@ function shards(H: number, S: number): [number, number][] {
 /** Rows [h0, h0 + n) of a [H, N] tensor (a view: shards read the scores in place). */
 const rowsOf = (s: Tensor, h0: number, n: number) => s.view([n, s.shape[1]], s.strides, s.offset + h0 * s.strides[0]);
 
+for (const be of batchBackends())
 for (const S of [2, 3, 4, 8]) {
   for (const bits of [4, 8, 16]) {
-    t.test(`${S} shards, ${bits}-bit digits = unsharded adaptive selection`, async (t) => {
+    t.test(`${be}: ${S} shards, ${bits}-bit digits = unsharded adaptive selection`, on(be), async (t) => {
       const rng = new Rng(S * 100 + bits);
       const H = 8, N = 700;
       // ties (rounded values), NaN and negative zero
       const scores = tensor(Float32Array.from({ length: H * N }, () => (rng.uniform() < 0.03 ? NaN : rng.uniform() < 0.02 ? -0 : Math.round(rng.normal() * 8) / 8)), [H, N]);
       const opts = { keep: 37, safeguard: 0.3, sinks: 3, recent: 5 };
       const ref = selectTokens(scores, { ...opts, budget: 'adaptive' });
-      const reduce = allReduce(S);
-      const parts = await Promise.all(shards(H, S).map(([h0, n]) => tpSelectTokens(rowsOf(scores, h0, n), { ...opts, headOffset: h0, totalHeads: H, radixBits: bits }, reduce)));
+      const reduce = allReduce(S, be);
+      const dscores = place(scores, be);
+      const dparts = await Promise.all(shards(H, S).map(([h0, n]) => tpSelectTokens(rowsOf(dscores, h0, n), { ...opts, headOffset: h0, totalHeads: H, radixBits: bits }, reduce)));
+      const parts = await Promise.all(dparts.map(async (p) => ({ counts: await hostOf(p.counts), indices: await hostOf(p.indices) })));
       t.same(parts.flatMap((p) => flat(p.counts)), flat(ref.counts), `counts ${flat(ref.counts)}`);
       const cap = ref.indices.shape[1], refIdx = flat(ref.indices);
       let h = 0;
@@ -65,17 +76,20 @@ for (const S of [2, 3, 4, 8]) {
   }
 }
 
-t.test('batched: 4 shards over a ragged batch with empty and one-token sequences = selectTokensBatched', async (t) => {
+for (const be of batchBackends())
+t.test(`${be} batched: 4 shards over a ragged batch with empty and one-token sequences = selectTokensBatched`, on(be), async (t) => {
   const rng = new Rng(77);
   const H = 8, lengths = mixedLengths(rng, 9, 200);
   const tb = makeTable(rng, 'ragged', lengths);
   const scores = fillTokens(tokenTensor(tb, H), tb, (b) => Float32Array.from({ length: H * lengths[b] }, () => Math.round(rng.normal() * 4) / 4));
   const keep = tensor(Int32Array.from(lengths, () => 1 + rng.int(30)), [lengths.length]);
   const ref = selectTokensBatched(scores, tb.seqs, { keep, budget: 'adaptive', safeguard: 0.2, sinks: 1 });
-  const reduce = allReduce(4);
-  const parts = await Promise.all(
-    shards(H, 4).map(([h0, n]) => tpSelectTokens(rowsOf(scores, h0, n), { keep, safeguard: 0.2, sinks: 1, headOffset: h0, totalHeads: H, seqs: tb.seqs }, reduce)),
+  const reduce = allReduce(4, be);
+  const [dscores, dkeep, dseqs] = [place(scores, be), place(keep, be), seqsOn(tb.seqs, be)];
+  const dparts = await Promise.all(
+    shards(H, 4).map(([h0, n]) => tpSelectTokens(rowsOf(dscores, h0, n), { keep: dkeep, safeguard: 0.2, sinks: 1, headOffset: h0, totalHeads: H, seqs: dseqs, cap: ref.indices.shape[2] }, reduce)),
   );
+  const parts = await Promise.all(dparts.map(async (p) => ({ counts: await hostOf(p.counts), indices: await hostOf(p.indices) })));
   lengths.forEach((len, b) => {
     const want = flat(at0(ref.counts, b));
     t.same(parts.flatMap((p) => flat(at0(p.counts, b))), want, `sequence ${b} (n = ${len}): counts`);

@@ -359,10 +359,4 @@ kvt_status resolve_keep(const Batch& b, int32_t keep, const kvt_tensor* keep_t, 
   return KVT_OK;
 }
 
-kvt_status batched_cuda_pending(const char* op) {
-  return fail(KVT_ERR_UNSUPPORTED, std::string(op) +
-                                       ": batched and paged caches are not implemented on the CUDA backend yet (pass host "
-                                       "tensors to run on the CPU backend)");
-}
-
 }  // namespace kvt

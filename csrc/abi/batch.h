@@ -80,7 +80,4 @@ kvt_status resolve_keep(const Batch& b, int32_t keep, const kvt_tensor* keep_t, 
 kvt_status check_select_opts(const kvt_select_opts& o);
 int32_t select_n_safe(const kvt_select_opts& o);
 
-// The answer of a *_batched entry point for CUDA tensors until the CUDA backend implements them.
-kvt_status batched_cuda_pending(const char* op);
-
 }  // namespace kvt

@@ -9,6 +9,9 @@
 #include "abi/validate.h"
 #include "cpu/batch.h"
 #include "cpu/ops.h"
+#if defined(KVT_WITH_CUDA)
+#include "abi/cuda_glue.h"
+#endif
 
 using namespace kvt;
 
@@ -105,7 +108,29 @@ extern "C" kvt_status kvt_compact_in_place(const kvt_seqs* seqs, const kvt_tenso
     for (int c = 0; c < a; c++)
       if (o.has[c]) KVT_TRY(check_no_overlap(*outs[a], out_names[a], *outs[c], out_names[c]));
   }
-  if (b.on_cuda) return batched_cuda_pending("compactInPlace");  // CUDA: cuda::compact_in_place
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // device tables and lists: clamped by the kernels; pages shared between sequences are the caller's to avoid
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k, &v}, {});
+    auto ptr = [&](int a, const View& x, int64_t* st) -> int32_t* {
+      *st = o.has[a] ? x.stride[0] : 1;
+      return o.has[a] ? x.ptr<int32_t>() : nullptr;
+    };
+    cuda::CompactOut co{};
+    co.lengths = ptr(0, o.lengths, &co.lengths_s);
+    co.page_counts = ptr(1, o.page_counts, &co.page_counts_s);
+    co.last = ptr(2, o.last, &co.last_s);
+    co.freed = ptr(3, o.freed, &co.freed_s);
+    co.freed_n = o.has[3] ? o.freed.shape[0] : 0;
+    int64_t unused;
+    co.freed_count = ptr(4, o.freed_count, &unused);
+    cuda::Moments cm{};
+    if (moments) cm = cuda_moments(m);
+    return cuda_status(cuda::compact_in_place(sq, batch_t3(b, k, sq), batch_t3(b, v, sq), seq_t2(idx), seq_t2(cnt),
+                                              moments ? &cm : nullptr, co, static_cast<cudaStream_t>(stream)),
+                       "compactInPlace");
+  }
+#endif
   KVT_TRY(check_index_lists(b, idx, "indices", cnt, idx.shape[2]));
   if (b.paged()) KVT_TRY(check_page_owners(b));
   cpu::for_each_seq(b.B, [&](int64_t s) { return H * b.len(s); },

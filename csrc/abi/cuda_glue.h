@@ -4,8 +4,11 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <initializer_list>
 #include <string>
 
+#include "abi/batch.h"
 #include "abi/moment_state.h"
 #include "abi/validate.h"
 #include "launch.h"
@@ -40,6 +43,86 @@ inline cuda::F3 f3(const View& v) {
 // The moment state's four f32 buffers.
 inline cuda::Moments cuda_moments(const MomentViews& m) {
   return cuda::Moments{m.n().ptr<float>(), m.mu_k().ptr<float>(), m.mu_v().ptr<float>(), m.m().ptr<float>()};
+}
+
+// ---- Batches (docs/runtime-caches.md §6): the table as the kernels read it, clamped to bounds from the shapes of the
+// tensors the call reads or writes: `data` (keys, values: rows of a ragged batch, L of a padded one, pages) and
+// `tokens` (per-token tensors: their columns).
+inline cuda::Seqs cuda_seqs(const Batch& b, std::initializer_list<const View*> data,
+                            std::initializer_list<const View*> tokens) {
+  cuda::Seqs s;
+  s.B = std::max<int64_t>(b.B, 0);
+  s.r.t = b.t;
+  s.r.t.B = s.B;
+  const int32_t layout = b.t.layout;
+  int64_t bound = INT64_MAX;
+  for (const View* x : data) {
+    if (layout == kSeqsRagged) bound = std::min(bound, x->shape[0]);
+    else if (layout == kSeqsPadded) bound = std::min(bound, x->shape[2]);
+    else s.r.pages = x->shape[0];
+  }
+  for (const View* x : tokens) bound = std::min(bound, layout == kSeqsRagged ? x->shape[1] : x->shape[2]);
+  if (b.paged()) {
+    s.r.entries = b.page_table[0].shape[0];
+    bound = std::min(bound, s.r.entries * int64_t(b.t.page_size));
+    if (s.r.pages < 1) bound = 0;
+    s.r.pages = std::max<int64_t>(s.r.pages, 1);
+  }
+  if (bound == INT64_MAX) bound = 0;
+  s.r.rows = bound;
+  s.r.max_len = layout == kSeqsPadded && !b.has_table ? std::min(bound, b.t.L) : bound;  // no lengths tensor: every n_b = L
+  return s;
+}
+
+// A data tensor of a batch (ragged [T, H, d], padded [B, H, L, d], NHD / HND pages) as one sequence's [H, n, d] rows:
+// n1 = the bound of every n_b, sq the stride between sequences or pages.
+inline cuda::T3 batch_t3(const Batch& b, const View& x, const cuda::Seqs& s) {
+  const SeqStrides st = seq_strides(b.t.layout, x.stride);
+  const int32_t layout = b.t.layout;
+  const int64_t H = layout == kSeqsRagged ? x.shape[1] : layout == kSeqsPagedNHD ? x.shape[2] : x.shape[1];
+  const int64_t d = layout == kSeqsRagged ? x.shape[2] : x.shape[3];
+  cuda::T3 t{x.base, x.dtype, H, s.r.max_len, d, st.head, st.token, st.elem};
+  t.sq = st.seq;
+  return t;
+}
+inline cuda::O3 batch_o3(const Batch& b, const View& x, const cuda::Seqs& s) {
+  const cuda::T3 t = batch_t3(b, x, s);
+  cuda::O3 o{x.base, t.dtype, t.n0, t.n1, t.n2, t.s0, t.s1, t.s2};
+  o.sq = t.sq;
+  return o;
+}
+// A per-token tensor of a batch: ragged [H, T'] (columns indptr[b] + i), otherwise [B, H, L'].
+inline cuda::T2 batch_tok(const Batch& b, const View& x) {
+  if (b.t.layout == kSeqsRagged) return t2(x);
+  cuda::T2 t{x.base, x.dtype, x.shape[1], x.shape[2], x.stride[1], x.stride[2]};
+  t.sq = x.stride[0];
+  return t;
+}
+// A per-sequence tensor [B, X, ...] as its [X, ...] slice with sq the stride between sequences ([B, H, cap], [B, H]).
+inline cuda::T2 seq_t2(const View& x) {
+  cuda::T2 t{x.base, x.dtype, x.ndim > 1 ? x.shape[1] : 1, x.ndim > 2 ? x.shape[2] : 1, x.ndim > 1 ? x.stride[1] : 1,
+             x.ndim > 2 ? x.stride[2] : 1};
+  t.sq = x.stride[0];
+  return t;
+}
+inline cuda::T3 seq_t3(const View& x) {
+  cuda::T3 t{x.base, x.dtype, x.shape[1], x.shape[2], x.shape[3], x.stride[1], x.stride[2], x.stride[3]};
+  t.sq = x.stride[0];
+  return t;
+}
+inline cuda::O3 seq_o3(const View& x) {
+  cuda::O3 t{x.base, x.dtype, x.shape[1], x.shape[2], x.shape[3], x.stride[1], x.stride[2], x.stride[3]};
+  t.sq = x.stride[0];
+  return t;
+}
+
+// An optional i32 [B] keep tensor (already checked by resolve_keep): its pointer and stride, or null.
+inline const int32_t* keep_ptr(const kvt_tensor* keep, int64_t* stride) {
+  View kt;
+  *stride = 1;
+  if (!keep || check_tensor(keep, "keep", 1, kMaskI32, "[B]", &kt) != KVT_OK) return nullptr;
+  *stride = kt.stride[0];
+  return kt.ptr<int32_t>();
 }
 
 }  // namespace kvt

@@ -212,7 +212,28 @@ extern "C" kvt_status kvt_decode_attention_batched(const kvt_seqs* seqs, const k
   }
   int clip_mode = 0;
   KVT_TRY(check_clip(clip, *opts, k, o, b.B * Hkv, "[B * Hkv]", "B * Hkv", &cl, &clip_mode));
-  if (b.on_cuda) return batched_cuda_pending("decodeAttentionBatched");  // CUDA: cuda::decode_attention_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // device counts are clamped to [0, n_b] by the kernels
+    if (d > cuda::kDecodeMaxDim || dv > cuda::kDecodeMaxDim)
+      return fail(KVT_ERR_RANGE, "keys: the CUDA decodeAttentionBatched supports d and dv up to 256, got d = " +
+                                     std::to_string(d) + ", dv = " + std::to_string(dv));
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k, &v}, {});
+    cuda::T3 qt = qnd == 4 ? seq_t3(q) : cuda::T3{q.base, q.dtype, q.shape[1], 1, q.shape[2], q.stride[1], 0, q.stride[2]};
+    cuda::O3 ot = qnd == 4 ? seq_o3(o) : cuda::O3{o.base, o.dtype, o.shape[1], 1, o.shape[2], o.stride[1], 0, o.stride[2]};
+    if (qnd == 3) {
+      qt.sq = q.stride[0];
+      ot.sq = o.stride[0];
+    }
+    cuda::DecodeParams p{opts->order, float(scale), clip_mode, float(opts->clip),
+                         clip_mode == 2 ? t2(cl) : cuda::T2{nullptr, kF32, 0, 0, 0, 0}};
+    cuda::Moments cm{};
+    if (moments) cm = cuda_moments(m);
+    return cuda_status(cuda::decode_attention_batched(sq, qt, batch_t3(b, k, sq), batch_t3(b, v, sq), seq_t2(cnt),
+                                                      moments ? &cm : nullptr, p, ot, static_cast<cudaStream_t>(stream)),
+                       "decodeAttentionBatched");
+  }
+#endif
   for (int64_t i = 0; i < b.B; i++)
     for (int64_t h = 0; h < Hkv; h++) {
       const int64_t c = cnt.ptr<int32_t>()[i * cnt.stride[0] + h * cnt.stride[1]];

@@ -145,7 +145,17 @@ extern "C" kvt_status kvt_gather_kv_batched(const kvt_seqs* seqs, const kvt_tens
     const char* names[] = {"keys", "values", "indices", "counts", "keysOut", "valuesOut", "countsOut"};
     for (int i = 0; i < 7; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));
   }
-  if (b.on_cuda) return batched_cuda_pending("gatherKVBatched");  // CUDA: cuda::gather_kv_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // counts and indices are clamped by the kernels (rows past a bad count or index zero-filled)
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k, &v}, {});
+    cuda::Moments cm{};
+    if (moments) cm = cuda_moments(m);
+    return cuda_status(cuda::gather_kv_batched(sq, batch_t3(b, k, sq), batch_t3(b, v, sq), seq_t2(idx), seq_t2(cnt), seq_o3(ko),
+                                               seq_o3(vo), seq_t2(co), moments ? &cm : nullptr, static_cast<cudaStream_t>(stream)),
+                       "gatherKVBatched");
+  }
+#endif
   KVT_TRY(check_index_lists(b, idx, "indices", cnt, ko.shape[2]));
   cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
                     [&](int64_t i) {

@@ -207,6 +207,34 @@ extern "C" void kvt_grkv_default_opts(kvt_grkv_opts* o) {
   o->accept = KVT_GRKV_ACCEPT_BEST;
 }
 
+#if defined(KVT_WITH_CUDA)
+// The options of a checked merge as the CUDA launcher's parameters (the tensors are set by the caller).
+static cuda::GrkvParams cuda_grkv_opts(const cpu::GrkvArgs& a) {
+  cuda::GrkvParams p{};
+  p.window = a.o.window;
+  p.cg_iters = a.o.cg_iters;
+  p.gamma = a.o.gamma;
+  p.lambda = a.o.lambda;
+  p.cap_key = a.o.cap_key;
+  p.cap_value = a.o.cap_value;
+  p.tol = a.o.tol;
+  p.scale = a.scale;
+  p.accept = a.o.accept;
+  return p;
+}
+
+// The head-dim limit of the CUDA merge.
+static kvt_status cuda_grkv_dims(const cpu::GrkvArgs& a) {
+  if (a.d > cuda::kGrkvMaxDim || a.dv > cuda::kGrkvMaxDim) {
+    std::ostringstream os;
+    os << (a.d > cuda::kGrkvMaxDim ? "keys" : "values") << ": the CUDA backend supports head dims up to "
+       << cuda::kGrkvMaxDim << ", got d = " << a.d << ", dv = " << a.dv;
+    return fail(KVT_ERR_RANGE, os.str());
+  }
+  return KVT_OK;
+}
+#endif
+
 extern "C" kvt_status kvt_grkv_merge(const kvt_tensor* keys, const kvt_tensor* values, const kvt_tensor* indices,
                                      const kvt_tensor* counts, const kvt_tensor* queries, const kvt_tensor* query_positions,
                                      const kvt_tensor* weights, const kvt_tensor* scores, const kvt_grkv_opts* opts,
@@ -223,14 +251,9 @@ extern "C" kvt_status kvt_grkv_merge(const kvt_tensor* keys, const kvt_tensor* v
          << a.G << "*" << a.Qs << " = " << a.rows;
       return fail(KVT_ERR_RANGE, os.str());
     }
-    if (a.d > cuda::kGrkvMaxDim || a.dv > cuda::kGrkvMaxDim) {
-      std::ostringstream os;
-      os << (a.d > cuda::kGrkvMaxDim ? "keys" : "values") << ": the CUDA backend supports head dims up to "
-         << cuda::kGrkvMaxDim << ", got d = " << a.d << ", dv = " << a.dv;
-      return fail(KVT_ERR_RANGE, os.str());
-    }
+    KVT_TRY(cuda_grkv_dims(a));
     KVT_CUDA_TRY(set_device(a.k.device_id));
-    cuda::GrkvParams p;
+    cuda::GrkvParams p = cuda_grkv_opts(a);
     p.keys = t3(a.k);
     p.values = t3(a.v);
     p.indices = t2(a.idx);
@@ -247,15 +270,6 @@ extern "C" kvt_status kvt_grkv_merge(const kvt_tensor* keys, const kvt_tensor* v
     p.diag = a.has_dg ? a.dg.ptr<float>() : nullptr;
     p.diag_s0 = a.has_dg ? a.dg.stride[0] : 0;
     p.diag_s1 = a.has_dg ? a.dg.stride[1] : 0;
-    p.window = a.o.window;
-    p.cg_iters = a.o.cg_iters;
-    p.gamma = a.o.gamma;
-    p.lambda = a.o.lambda;
-    p.cap_key = a.o.cap_key;
-    p.cap_value = a.o.cap_value;
-    p.tol = a.o.tol;
-    p.scale = a.scale;
-    p.accept = a.o.accept;
     return cuda_status(cuda::grkv_merge(p, static_cast<cudaStream_t>(stream)), "grkvMerge");
   }
 #else
@@ -336,7 +350,35 @@ extern "C" kvt_status kvt_grkv_merge_batched(const kvt_seqs* seqs, const kvt_ten
       KVT_TRY(check_not_table(qb, *outs[o], names[o]));
     }
   }
-  if (b.on_cuda) return batched_cuda_pending("grkvMergeBatched");  // CUDA: cuda::grkv_merge_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // per sequence on the device: at most kGrkvMaxRows / G queries (more are clamped), positions clamped
+    KVT_TRY(cuda_grkv_dims(a));
+    KVT_CUDA_TRY(set_device(a.k.device_id));
+    cuda::GrkvParams p = cuda_grkv_opts(a);
+    p.seqs = cuda_seqs(b, {&a.k, &a.v}, {&a.sc});
+    p.qseqs = cuda_seqs(qb, {&a.q}, {});
+    p.keys = batch_t3(b, a.k, p.seqs);
+    p.values = batch_t3(b, a.v, p.seqs);
+    p.indices = seq_t2(a.idx);
+    p.counts = seq_t2(a.cnt);
+    p.queries = batch_t3(qb, a.q, p.qseqs);
+    p.qpos = a.qp.ptr<int32_t>();
+    p.qpos_s = qragged ? a.qp.stride[0] : a.qp.stride[1];
+    p.qpos_sq = qragged ? 0 : a.qp.stride[0];
+    p.weights = a.has_w ? a.w.ptr<float>() : nullptr;
+    p.weights_s = a.has_w ? (qragged ? a.w.stride[0] : a.w.stride[1]) : 0;
+    p.weights_sq = a.has_w && !qragged ? a.w.stride[0] : 0;
+    p.scores = batch_tok(b, a.sc);
+    p.keys_out = seq_o3(a.ko);
+    p.values_out = seq_o3(a.vo);
+    p.counts_out = seq_t2(a.co);
+    p.diag = a.has_dg ? a.dg.ptr<float>() : nullptr;
+    p.diag_sq = a.has_dg ? a.dg.stride[0] : 0;
+    p.diag_s0 = a.has_dg ? a.dg.stride[1] : 0;
+    p.diag_s1 = a.has_dg ? a.dg.stride[2] : 0;
+    return cuda_status(cuda::grkv_merge_batched(p, static_cast<cudaStream_t>(stream)), "grkvMergeBatched");
+  }
+#endif
   KVT_TRY(check_index_lists(b, a.idx, "indices", a.cnt, a.cap));
   for (int64_t s = 0; s < b.B; s++) {
     if (b.len(s) == 0) continue;

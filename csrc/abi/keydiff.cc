@@ -46,7 +46,14 @@ extern "C" kvt_status kvt_keydiff_scores_batched(const kvt_seqs* seqs, const kvt
   KVT_TRY(check_distinct(s, "out"));
   KVT_TRY(check_not_table(b, s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
-  if (b.on_cuda) return batched_cuda_pending("keydiffScoresBatched");  // CUDA: cuda::keydiff_scores_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k}, {&s});
+    return cuda_status(cuda::keydiff_scores_batched(sq, batch_t3(b, k, sq), batch_tok(b, s), static_cast<cudaStream_t>(stream)),
+                       "keydiffScoresBatched");
+  }
+#endif
   cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
                     [&](int64_t i) {
                       if (b.len(i) > 0) cpu::keydiff(seq_view(b, k, i), token_view(b, s, i));

@@ -165,7 +165,22 @@ extern "C" kvt_status kvt_momentkv_select_batched(const kvt_seqs* seqs, const kv
   KVT_TRY(check_overlaps(s, k, v, idx, cnt, evicted_round ? &er : nullptr, m));
   std::vector<int32_t> kb;
   KVT_TRY(resolve_keep(b, o.keep, keep, &kb));
-  if (b.on_cuda) return batched_cuda_pending("momentkvSelectBatched");  // CUDA: cuda::momentkv_select_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // keep_b and the rounds' plan per sequence on the device
+    if (dv > 256)
+      return fail(KVT_ERR_RANGE, "values: the CUDA momentkvSelectBatched supports dv up to 256, got " + std::to_string(dv));
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = evicted_round ? cuda_seqs(b, {&k, &v}, {&s, &er}) : cuda_seqs(b, {&k, &v}, {&s});
+    int64_t ks;
+    const int32_t* kp = keep_ptr(keep, &ks);
+    cuda::MkvSelectParams p{o.keep, o.mi ? o.rounds : 1, int32_t(std::min<int64_t>(o.r, dv)), o.mi, float(o.eps)};
+    cuda::T2 ert = evicted_round ? batch_tok(b, er) : cuda::T2{nullptr, kI32, 0, 0, 0, 0};
+    return cuda_status(cuda::momentkv_select_batched(sq, batch_tok(b, s), batch_t3(b, k, sq), batch_t3(b, v, sq), p, kp, ks,
+                                                     seq_t2(idx), seq_t2(cnt), cuda_moments(m), evicted_round ? &ert : nullptr,
+                                                     static_cast<cudaStream_t>(stream)),
+                       "momentkvSelectBatched");
+  }
+#endif
   for (int64_t i = 0; i < b.B; i++) {
     if (b.len(i) == 0) continue;
     if (H * b.len(i) >= (int64_t(1) << 31))

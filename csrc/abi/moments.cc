@@ -95,7 +95,16 @@ extern "C" kvt_status kvt_moments_merge_batched(const kvt_seqs* seqs, const kvt_
   const View* views[] = {&k, &v, &idx, &cnt};
   const char* names[] = {"keys", "values", "evictedIndices", "counts"};
   for (int i = 0; i < 4; i++) KVT_TRY(check_moments_no_overlap(m, *views[i], names[i]));
-  if (b.on_cuda) return batched_cuda_pending("MomentState.mergeBatched");  // CUDA: cuda::moments_merge_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // device lists: the kernels clamp counts and skip entries outside the sequence
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k, &v}, {});
+    cuda::RowSel sel{0, seq_t2(idx), seq_t2(cnt), cuda::T2{nullptr, kI32, 0, 0, 0, 0}, 0};
+    return cuda_status(cuda::moments_merge_batched(sq, batch_t3(b, k, sq), batch_t3(b, v, sq), sel, cuda_moments(m),
+                                                   static_cast<cudaStream_t>(stream)),
+                       "MomentState.mergeBatched");
+  }
+#endif
   KVT_TRY(check_index_lists(b, idx, "evictedIndices", cnt, idx.shape[2]));
   cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },
                     [&](int64_t i) {

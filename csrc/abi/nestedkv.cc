@@ -134,7 +134,18 @@ extern "C" kvt_status kvt_nestedkv_scores_batched(const kvt_seqs* seqs, const kv
   KVT_TRY(check_not_table(b, s, "out"));
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   if (H > 0 && d < 1) return fail(KVT_ERR_RANGE, "keys: head dim d must be >= 1, got shape " + shape_str(k.shape, k.ndim));
-  if (b.on_cuda) return batched_cuda_pending("nestedkvScoresBatched");  // CUDA: cuda::nestedkv_scores_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // block size and tail count per sequence, from its length on the device
+    if (H == 0) return KVT_OK;
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k}, {&s});
+    cuda::NestedkvParams cp{o.window, o.block, o.sinks, 0, {o.prior[0], o.prior[1], o.prior[2]}, o.beta, float(o.tau),
+                            float(o.kappa), o.scales == KVT_SCALES_GLOBAL ? 1 : 0};
+    return cuda_status(cuda::nestedkv_scores_batched(sq, batch_t3(b, k, sq), cp, o.tail, batch_tok(b, s),
+                                                     static_cast<cudaStream_t>(stream)),
+                       "nestedkvScoresBatched");
+  }
+#endif
   for (int64_t i = 0; i < b.B; i++)
     if (H > 0 && b.len(i) > 0) KVT_TRY(check_cpu_scratch(params(o, H, b.len(i), d), k.span_bytes()));
   cpu::for_each_seq(b.B, [&](int64_t i) { return H * b.len(i); },

@@ -119,7 +119,18 @@ extern "C" kvt_status kvt_select_tokens_batched(const kvt_seqs* seqs, const kvt_
   KVT_TRY(check_no_overlap(cnt, "counts", idx, "indices"));
   std::vector<int32_t> kb;
   KVT_TRY(resolve_keep(b, o.keep, keep, &kb));
-  if (b.on_cuda) return batched_cuda_pending("selectTokensBatched");  // CUDA: cuda::select_tokens_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // device tables: keep_b, capacities and lengths are the kernels' (clamped, never out of bounds)
+    KVT_CUDA_TRY(set_device(s.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {}, {&s});
+    int64_t ks;
+    const int32_t* kp = keep_ptr(keep, &ks);
+    cuda::SelectParams p{o.keep, o.budget, o.sinks, o.recent, 0, o.safeguard};
+    return cuda_status(cuda::select_tokens_batched(sq, batch_tok(b, s), p, kp, ks, seq_t2(idx), seq_t2(cnt),
+                                                   static_cast<cudaStream_t>(stream)),
+                       "selectTokensBatched");
+  }
+#endif
   for (int64_t i = 0; i < b.B; i++) {
     if (b.len(i) == 0) continue;
     if (H * b.len(i) >= (int64_t(1) << 32))

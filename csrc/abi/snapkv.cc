@@ -119,7 +119,17 @@ extern "C" kvt_status kvt_snapkv_scores_batched(const kvt_seqs* seqs, const kvt_
   KVT_TRY(check_no_overlap(s, "out", k, "keys"));
   KVT_TRY(check_no_overlap(s, "out", q, "queries"));
   const float scale = o.scale == 0 ? float(1.0 / sqrt(double(d))) : float(o.scale);
-  if (b.on_cuda) return batched_cuda_pending("snapkvScoresBatched");  // CUDA: cuda::snapkv_scores_batched
+#if defined(KVT_WITH_CUDA)
+  if (b.on_cuda) {  // W_b = min(window, the sequence's queries) on the device; no prefix (or no query): +Infinity
+    KVT_CUDA_TRY(set_device(k.device_id));
+    const cuda::Seqs sq = cuda_seqs(b, {&k}, {&s});
+    const cuda::Seqs qs = cuda_seqs(qb, {&q}, {});
+    cuda::SnapkvParams cp{o.kernel, o.pool == KVT_POOL_MAX ? 1 : 0, scale, 0};
+    return cuda_status(cuda::snapkv_scores_batched(sq, batch_t3(b, k, sq), qs, batch_t3(qb, q, qs), o.window, cp,
+                                                   batch_tok(b, s), static_cast<cudaStream_t>(stream)),
+                       "snapkvScoresBatched");
+  }
+#endif
   auto window = [&](int64_t i) { return o.window == 0 ? qb.len(i) : int64_t(o.window); };
   for (int64_t i = 0; i < b.B; i++) {
     if (b.len(i) == 0) continue;

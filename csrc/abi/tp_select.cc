@@ -8,6 +8,9 @@
 #include "abi/validate.h"
 #include "cpu/ops.h"
 #include "math/tp_select.h"
+#if defined(KVT_WITH_CUDA)
+#include "abi/cuda_glue.h"
+#endif
 
 using namespace kvt;
 
@@ -113,6 +116,33 @@ kvt_status check_hist(const Tp& t, const kvt_tensor* h, const char* name, View* 
   return check_no_overlap(*v, name, t.scores, "scores");
 }
 
+#if defined(KVT_WITH_CUDA)
+// The shard's problem for the CUDA kernels (device tables: lengths, keep_b and rounds are the kernels' to clamp).
+cuda::TpParams cuda_tp(const kvt_tp_select* p, const Tp& t) {
+  cuda::TpParams c{};
+  if (t.batched) {
+    c.seqs = cuda_seqs(t.b, {}, {&t.scores});
+    c.scores = batch_tok(t.b, t.scores);
+  } else {
+    c.seqs = cuda::dense_seqs(t.scores.shape[1]);
+    c.scores = t2(t.scores);
+  }
+  c.Hs = t.a.Hs;
+  c.hoff = int32_t(t.a.off);
+  c.Htot = int32_t(t.a.Htot);
+  c.sinks = t.a.o.sinks;
+  c.recent = t.a.o.recent;
+  c.bits = t.a.bits;
+  c.keep = keep_ptr(p->keep, &c.keep_s);
+  c.keep_scalar = p->select.keep;
+  c.safeguard = t.a.o.safeguard;
+  c.state = t.a.state.ptr<int32_t>();
+  c.st_s0 = t.a.state.stride[0];
+  c.st_s1 = t.a.state.stride[1];
+  return c;
+}
+#endif
+
 }  // namespace
 
 extern "C" int32_t kvt_tp_select_rounds(int32_t radix_bits) { return tp::rounds(radix_bits); }
@@ -125,7 +155,12 @@ extern "C" kvt_status kvt_tp_select_begin(const kvt_tp_select* p, kvt_stream str
   (void)stream;
   Tp t;
   KVT_TRY(check_problem(p, &t));
-  if (t.b.on_cuda) return batched_cuda_pending("TpSelection.begin");  // CUDA: cuda::tp_select_begin
+#if defined(KVT_WITH_CUDA)
+  if (t.b.on_cuda) {
+    KVT_CUDA_TRY(set_device(t.scores.device_id));
+    return cuda_status(cuda::tp_select_begin(cuda_tp(p, t), static_cast<cudaStream_t>(stream)), "TpSelection.begin");
+  }
+#endif
   cpu::tp_begin(t.a);
   return KVT_OK;
 } KVT_API_CATCH
@@ -138,7 +173,14 @@ extern "C" kvt_status kvt_tp_select_histogram(const kvt_tp_select* p, int32_t ro
   KVT_TRY(check_problem(p, &t));
   KVT_TRY(check_range(round, 0, tp::rounds(t.a.bits) - 1, "round"));
   KVT_TRY(check_hist(t, hist, "hist", &h));
-  if (t.b.on_cuda) return batched_cuda_pending("TpSelection.histogram");  // CUDA: cuda::tp_select_histogram
+#if defined(KVT_WITH_CUDA)
+  if (t.b.on_cuda) {  // the state's round is the caller's to keep in order (device memory is not read here)
+    KVT_CUDA_TRY(set_device(t.scores.device_id));
+    return cuda_status(cuda::tp_select_histogram(cuda_tp(p, t), round, h.ptr<int32_t>(), h.stride[0], h.stride[1],
+                                                 static_cast<cudaStream_t>(stream)),
+                       "TpSelection.histogram");
+  }
+#endif
   KVT_TRY(check_round(t, round, "histogram"));
   cpu::tp_histogram(t.a, round, h);
   return KVT_OK;
@@ -152,7 +194,14 @@ extern "C" kvt_status kvt_tp_select_advance(const kvt_tp_select* p, int32_t roun
   KVT_TRY(check_problem(p, &t));
   KVT_TRY(check_range(round, 0, tp::rounds(t.a.bits) - 1, "round"));
   KVT_TRY(check_hist(t, hist_sum, "histSum", &h));
-  if (t.b.on_cuda) return batched_cuda_pending("TpSelection.advance");  // CUDA: cuda::tp_select_advance
+#if defined(KVT_WITH_CUDA)
+  if (t.b.on_cuda) {  // a short histogram sets the state's flag (kFlagShort) instead of an error
+    KVT_CUDA_TRY(set_device(t.scores.device_id));
+    return cuda_status(cuda::tp_select_advance(cuda_tp(p, t), round, h.ptr<int32_t>(), h.stride[0], h.stride[1],
+                                               static_cast<cudaStream_t>(stream)),
+                       "TpSelection.advance");
+  }
+#endif
   KVT_TRY(check_round(t, round, "advance"));
   const int64_t bad = cpu::tp_advance(t.a, round, h);
   if (bad >= 0)
@@ -190,7 +239,13 @@ extern "C" kvt_status kvt_tp_select_finish(const kvt_tp_select* p, const kvt_ten
     KVT_TRY(check_not_table(t.b, *outs[o], names[o]));
   }
   KVT_TRY(check_no_overlap(cnt, "counts", idx, "indices"));
-  if (t.b.on_cuda) return batched_cuda_pending("TpSelection.finish");  // CUDA: cuda::tp_select_finish
+#if defined(KVT_WITH_CUDA)
+  if (t.b.on_cuda) {
+    KVT_CUDA_TRY(set_device(t.scores.device_id));
+    return cuda_status(cuda::tp_select_finish(cuda_tp(p, t), seq_t2(idx), seq_t2(cnt), static_cast<cudaStream_t>(stream)),
+                       "TpSelection.finish");
+  }
+#endif
   KVT_TRY(check_round(t, tp::rounds(t.a.bits), "finish"));
   for (int64_t s = 0; s < t.b.B; s++) {
     kvt_select_opts ob = t.a.o;

@@ -45,24 +45,29 @@ struct SeqTable {
   KVT_HD int64_t first(int64_t b) const { return int64_t(indptr[b * indptr_s]); }
 };
 
-// Element offset of slot `i` of a paged sequence whose page list starts at `ids` (stride ids_s), relative to the
-// pool's base: page ids[(i / page_size)], slot i % page_size. Add h * (head stride) for the row of head h.
-// Page sizes are usually powers of two (16, 64): a shift and a mask instead of a division.
-KVT_HD int64_t paged_slot_offset(const int32_t* ids, int64_t ids_s, int64_t page_size, int64_t page_stride,
-                                 int64_t slot_stride, int64_t i) {
-  int64_t page, slot;
+// Page and slot of token i of a paged sequence: i / page_size and i % page_size. Page sizes are usually powers of two
+// (16, 64): a shift and a mask instead of a division.
+KVT_HD void page_slot(int64_t i, int64_t page_size, int64_t* page, int64_t* slot) {
   if ((page_size & (page_size - 1)) == 0) {
 #if defined(__CUDA_ARCH__)
     const int shift = __ffsll(page_size) - 1;
 #else
     const int shift = __builtin_ctzll(uint64_t(page_size));
 #endif
-    page = i >> shift;
-    slot = i & (page_size - 1);
+    *page = i >> shift;
+    *slot = i & (page_size - 1);
   } else {
-    page = i / page_size;
-    slot = i - page * page_size;
+    *page = i / page_size;
+    *slot = i - *page * page_size;
   }
+}
+
+// Element offset of slot `i` of a paged sequence whose page list starts at `ids` (stride ids_s), relative to the
+// pool's base: page ids[(i / page_size)], slot i % page_size. Add h * (head stride) for the row of head h.
+KVT_HD int64_t paged_slot_offset(const int32_t* ids, int64_t ids_s, int64_t page_size, int64_t page_stride,
+                                 int64_t slot_stride, int64_t i) {
+  int64_t page, slot;
+  page_slot(i, page_size, &page, &slot);
   return int64_t(ids[page * ids_s]) * page_stride + slot * slot_stride;
 }
 
@@ -95,5 +100,59 @@ KVT_HD int64_t seq_row_offset(const SeqTable& t, const SeqStrides& s, int64_t b,
              h * s.head;
   }
 }
+
+
+// The table of a batch as the CUDA kernels read it (docs/runtime-caches.md §6): the tables are device data that the
+// host never sees, so every entry is clamped to bounds taken from the tensors' shapes: a wrong table gives unspecified
+// values but never an access outside a tensor. `length(b)` and `offset(...)` are the kernels' row map; a single
+// strided [H, N, d] tensor (the per-sequence ops) is the padded batch B = 1 without lengths, L = N.
+struct SeqRows {
+  SeqTable t;
+  int64_t rows = 0;     // ragged: indptr entries clamped to [0, rows] (the rows of every tensor read or written)
+  int64_t entries = 0;  // paged: indptr entries clamped to [0, entries] (the entries of indices)
+  int64_t pages = 1;    // paged: page ids clamped to [0, pages)
+  int64_t max_len = 0;  // every n_b clamped to [0, max_len] (padded: L; paged: the per-token tensors' L')
+
+  KVT_HD int64_t clamp(int64_t x, int64_t lo, int64_t hi) const { return x < lo ? lo : (x > hi ? hi : x); }
+  // indptr[b] clamped (ragged: to the rows; paged: to the entries of indices).
+  KVT_HD int64_t first(int64_t b) const {
+    return clamp(int64_t(t.indptr[b * t.indptr_s]), 0, t.layout == kSeqsRagged ? rows : entries);
+  }
+  // n_b, clamped: first(b) + n_b stays within the rows (ragged), n_b within max_len.
+  KVT_HD int64_t length(int64_t b) const {
+    int64_t n;
+    switch (t.layout) {
+      case kSeqsRagged: {
+        const int64_t lo = first(b);
+        n = clamp(int64_t(t.indptr[(b + 1) * t.indptr_s]), lo, rows) - lo;
+        break;
+      }
+      case kSeqsPadded: n = t.lengths ? int64_t(t.lengths[b * t.lengths_s]) : t.L; break;
+      default: {
+        const int64_t lo = first(b), p = clamp(int64_t(t.indptr[(b + 1) * t.indptr_s]), lo, entries) - lo;
+        const int64_t ps = t.page_size;
+        n = p == 0 ? 0 : (p - 1) * ps + clamp(int64_t(t.last[b * t.last_s]), 0, ps);
+      }
+    }
+    return clamp(n, 0, max_len);
+  }
+  // Page id of entry e of the page list (clamped).
+  KVT_HD int64_t page(int64_t e) const { return clamp(int64_t(t.indices[e * t.indices_s]), 0, pages - 1); }
+  // Element offset of row (b, h, i), i < length(b), of a data tensor with the given strides; `seq` is the stride
+  // between sequences (padded) or pages (paged), unused for ragged batches.
+  KVT_HD int64_t offset(int64_t seq, int64_t head, int64_t token, int64_t b, int64_t h, int64_t i) const {
+    if (t.layout == kSeqsRagged) return (first(b) + i) * token + h * head;
+    if (t.layout == kSeqsPadded) return b * seq + h * head + i * token;
+    int64_t pg, slot;
+    page_slot(i, t.page_size, &pg, &slot);
+    return page(first(b) + pg) * seq + slot * token + h * head;
+  }
+  // Element offset of token (b, h, i) of a per-token tensor (docs/runtime-caches.md §2): ragged [H, T'] at column
+  // indptr[b] + i (`seq` unused), otherwise [B, H, L'].
+  KVT_HD int64_t tok_offset(int64_t seq, int64_t head, int64_t token, int64_t b, int64_t h, int64_t i) const {
+    if (t.layout == kSeqsRagged) return (first(b) + i) * token + h * head;
+    return b * seq + h * head + i * token;
+  }
+};
 
 }  // namespace kvt

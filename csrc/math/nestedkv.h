@@ -47,7 +47,7 @@ KVT_HD int64_t default_block(int64_t N) {
 }
 
 // Tail count m = max(1, ⌊tail·N⌋) (docs/methods/nestedkv.md §9.6).
-inline int64_t tail_count(double tail, int64_t N) {
+KVT_HD int64_t tail_count(double tail, int64_t N) {
   double m = floor(tail * double(N));
   return m < 1 ? 1 : (m > double(N) ? N : int64_t(m));
 }

@@ -63,6 +63,7 @@ export class SeqTable {
   /** Padded table without lengths: every sequence's length (the data's dimension 2). */
   readonly L?: number;
   private hostLengths?: Int32Array;
+  private readonly dataDevice?: Device;
 
   constructor(name: string, v: unknown, data?: Tensor) {
     if (v === null || typeof v !== 'object') throw new TypeError(`${name}: expected a sequence table ({ layout, ... }), got ${show(v)}`);
@@ -80,6 +81,7 @@ export class SeqTable {
       } else {
         this.B = data ? data.shape[0] : -1;
         this.L = data ? data.shape[2] : undefined;
+        this.dataDevice = data?.device;  // a table without tensors lives where its data does
       }
     } else {
       this.pageSize = checkInt(`${name}.pageSize`, o.pageSize, 1, 2 ** 31 - 1);
@@ -99,7 +101,7 @@ export class SeqTable {
   }
 
   get device(): Device {
-    return (this.indptr ?? this.lengthsTensor)?.device ?? { kind: 'cpu' };
+    return (this.indptr ?? this.lengthsTensor)?.device ?? this.dataDevice ?? { kind: 'cpu' };
   }
 
   /** n_b of every sequence (host tables only; undefined for device tables). Not validated here: the addon checks. */

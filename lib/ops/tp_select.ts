@@ -45,6 +45,11 @@ export class TpSelection {
   readonly Hs: number;
   private round = 0;
   private readonly problem: NativeTpProblem;
+  /**
+   * The JS owners of the tensors `problem` points at (state, table, keep): held for the selection's lifetime, or a
+   * device buffer could be collected and freed between rounds.
+   */
+  private readonly owners: unknown[];
   private readonly scores: Tensor;
   private readonly cap: number;
   private readonly batched: boolean;
@@ -84,6 +89,7 @@ export class TpSelection {
     this.stream = streamOf(o, s.device);
     const state = output('state', undefined, [this.B, native.tpSelectStateWords(this.Hs)], 'i32', s.device, this.stream);
     this.scores = s;
+    this.owners = [state, table, keep];
     this.problem = {
       ...(this.batched ? { seqs: table.toNative() } : {}),
       scores: s.toNative(),

@@ -6,10 +6,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
-import {
-  backendInfo, tensor, toDevice, toHost, keydiffScores, selectTokens, gatherKV, snapkvScores, empty, fillBytes,
-  keydiffScoresBatched, gatherKVBatched, decodeAttentionBatched, compactInPlace, MomentState,
-} from '../../lib/index';
+import { backendInfo, tensor, toDevice, toHost, keydiffScores, selectTokens, gatherKV, snapkvScores, empty, fillBytes } from '../../lib/index';
 import type { Tensor } from '../../lib/index';
 import { native } from '../../lib/binding';
 import { runChecks } from '../../lib/check';
@@ -90,27 +87,6 @@ t.test('kvtrim bench runs every case on the emulated GPU', { skip: !emulated }, 
   const r = runBench({ backend: 'cuda', N: [640], H: 2, d: 64, repeats: 1, warmup: 0 });
   t.ok(r.rows.length > 0 && r.rows.every((x) => x.medianMs > 0), `${r.rows.length} cases timed`);
   t.ok(r.rows.some((x) => x.baseline), 'baselines timed');
-});
-
-// The batched, paged and in-place entry points validate CUDA tensors and then answer ERR_KVTRIM_UNSUPPORTED until the
-// CUDA kernels of docs/runtime-caches.md §6 exist (one marked dispatch line each).
-t.test('batched entry points on CUDA tensors: ERR_KVTRIM_UNSUPPORTED', { skip: !emulated }, async (t) => {
-  const rng = new Rng(3);
-  const dev = (x: Tensor) => toDevice(x);
-  const indptr = dev(tensor(Int32Array.from([0, 5, 9]), [3]));
-  const cache = { layout: 'ragged' as const, indptr, keys: dev(randomHost(rng, [9, 2, 16], 'f32')), values: dev(randomHost(rng, [9, 2, 16], 'f32')) };
-  const indices = dev(tensor(Int32Array.from({ length: 2 * 2 * 3 }, (_, i) => i % 3), [2, 2, 3]));
-  const counts = dev(tensor(Int32Array.from([3, 3, 3, 3]), [2, 2]));
-  const calls: [string, () => unknown][] = [
-    ['keydiffScoresBatched', () => keydiffScoresBatched(cache)],
-    ['gatherKVBatched', () => gatherKVBatched({ cache, indices, counts })],
-    ['decodeAttentionBatched', () => decodeAttentionBatched({ queries: dev(randomHost(rng, [2, 2, 16], 'f32')), cache, counts })],
-    ['compactInPlace', () => compactInPlace({ cache, indices, counts })],
-    ['MomentState.mergeBatched', () => MomentState.create(4, 16, 16, { device: 0 }).mergeBatched(cache, indices, counts)],
-  ];
-  for (const [name, call] of calls) {
-    t.throws(call, { code: 'ERR_KVTRIM_UNSUPPORTED', message: new RegExp(`${name.replace('.', '\\.')}: batched and paged caches are not implemented on the CUDA backend yet`) }, name);
-  }
 });
 
 void tensor;

@@ -702,11 +702,12 @@ export const nativeTargets: Target[] = [
 /** Device memory, streams and events of the addon (CPU builds: every call is ERR_KVTRIM_NO_CUDA; the handles are trusted). */
 nativeTargets.push(
   {
-    name: 'native.init / defaultOptions',
+    name: 'native.init / defaultOptions / fmaPeak',
     weight: 0.2,
     build(b) {
       const o = b.num('opts', { cuda: false }, () => true);  // `cuda` is read as a boolean when opts is an object: any value is accepted
-      return () => [native.init(o as never), native.defaultOptions()];
+      const peak = b.int(0, 15) === 0;  // fmaPeak takes no argument and runs ~0.2 s: one call in 16
+      return () => [native.init(o as never), native.defaultOptions(), peak ? native.fmaPeak() : undefined];
     },
   },
   {
