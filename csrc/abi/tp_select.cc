@@ -72,6 +72,7 @@ kvt_status check_problem(const kvt_tp_select* p, Tp* t) {
   KVT_TRY(check_same_device(b.ref, "scores", a.state, "state"));
   KVT_TRY(check_dim(a.state, "state", 0, b.B, "B (sequences)"));
   KVT_TRY(check_dim(a.state, "state", 1, kvt_tp_select_state_words(a.Hs), "kvt_tp_select_state_words(Hs)"));
+  KVT_TRY(check_distinct(a.state, "state"));
   KVT_TRY(check_no_overlap(a.state, "state", t->scores, "scores"));
   KVT_TRY(check_not_table(b, a.state, "state"));
   if (b.host()) {
@@ -138,6 +139,7 @@ extern "C" kvt_status kvt_tp_select_histogram(const kvt_tp_select* p, int32_t ro
   KVT_TRY(check_problem(p, &t));
   KVT_TRY(check_range(round, 0, tp::rounds(t.a.bits) - 1, "round"));
   KVT_TRY(check_hist(t, hist, "hist", &h));
+  KVT_TRY(check_distinct(h, "hist"));  // written: no two elements may share memory (histSum, only read, may)
   if (t.b.on_cuda) return batched_cuda_pending("TpSelection.histogram");  // CUDA: cuda::tp_select_histogram
   KVT_TRY(check_round(t, round, "histogram"));
   cpu::tp_histogram(t.a, round, h);
@@ -185,6 +187,7 @@ extern "C" kvt_status kvt_tp_select_finish(const kvt_tp_select* p, const kvt_ten
   const View* outs[] = {&idx, &cnt};
   const char* names[] = {"indices", "counts"};
   for (int o = 0; o < 2; o++) {
+    KVT_TRY(check_distinct(*outs[o], names[o]));
     KVT_TRY(check_no_overlap(*outs[o], names[o], t.scores, "scores"));
     KVT_TRY(check_no_overlap(*outs[o], names[o], t.a.state, "state"));
     KVT_TRY(check_not_table(t.b, *outs[o], names[o]));

@@ -463,7 +463,7 @@ export class Builder {
    * An options object built by the target; mutations add an unknown key, replace it or drop it. `strict`: unknown keys
    * are rejected (false for objects that may carry more fields, e.g. a compress() result passed as `compressed`).
    */
-  options<T extends object>(name: string, obj: T, optional = true, strict = true): unknown {
+  options<T extends object>(name: string, obj: T, optional = true, strict = true, names: string[] = []): unknown {
     if (!this.slot(name)) return obj;
     const op = this.pickOf(['unknown-key', 'unknown-key', 'not-object', 'omit', 'proto']);
     if (op === 'unknown-key') {
@@ -476,7 +476,7 @@ export class Builder {
       return Object.create(obj);
     }
     // a missing or wrong container may be reported through the field it lacks
-    const fields = Object.keys(obj);
+    const fields = [...Object.keys(obj), ...names];
     if (op === 'omit') {
       this.set(name, op, optional ? 'any' : 'error', 'omitted', fields);
       return undefined;
