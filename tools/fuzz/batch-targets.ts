@@ -120,7 +120,8 @@ function table(b: Builder, sh: Shape, mk: Mk, o: { prefix?: string; native?: boo
     layout: o.native
       // with no sequence (B = 0) the table of another layout can describe the same empty batch
       // a paged pool read as a padded batch without lengths (B, L from its dimensions) can be a consistent batch too
-      ? b.num(`${p}.layout`, li, (v) => v === li || (swap && (v === 2 || v === 3)) || (B === 0 && [0, 1, 2, 3].includes(v as number)) || (sh.paged && v === 1), DATA_NAMES)
+      ? b.num(`${p}.layout`, li, (v) => v === li || (swap && (v === 2 || v === 3)) || (B === 0 && [0, 1, 2, 3].includes(v as number)) || (sh.paged && v === 1) ||
+        (o.noData === true && sh.paged && (v === 2 || v === 3)), DATA_NAMES)  // pages not read: NHD and HND alike
       : b.choice(`${p}.layout`, layout, swap ? ['NHD', 'HND'] : [layout], false, DATA_NAMES),
   };
   if (layout === 'ragged') {
@@ -667,7 +668,8 @@ export const nativeBatchTargets: Target[] = [
       const cap = sh.H * Math.max(1, sh.maxN);  // >= any capacity of this batch
       const idx = mk('indices', { dtype: 'i32', shape: [sh.B, sh.H, cap], role: 'out', flexible: true });
       const cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], role: 'out' });
-      return nativeCall(b, 'selectTokensBatched', asy, [seqs, scores, nativeOpts.select(b, keep, keepT !== undefined), keepT, idx, cnt]);
+      // the scalar keep is unread with a keep tensor or when every sequence is empty
+      return nativeCall(b, 'selectTokensBatched', asy, [seqs, scores, nativeOpts.select(b, keep, keepT !== undefined || sh.maxN === 0), keepT, idx, cnt]);
     },
   },
   {
@@ -699,7 +701,7 @@ export const nativeBatchTargets: Target[] = [
       const { sh, mk, seqs } = rawBatch(b), asy = b.int(0, 1) === 1;
       // the values must have the keys' dtype: a keys dtype change may be reported on the values
       const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d), names: ['values'] }), values = mk('values', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.dv) });
-      const q = mk('queries', { dtype: 'f32', shape: [sh.B, sh.H, sh.d], ranks: [3, 4] });
+      const q = mk('queries', { dtype: 'f32', shape: [sh.B, sh.H, sh.d], ranks: [3, 4], dtypes: FLOATS });
       const cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], fill: sh.lens.flatMap((n) => Array.from({ length: sh.H }, () => n)), hostile: [(v, pick) => {
         // a count outside [0, n_b] of its sequence
         if (!v.length) return null;

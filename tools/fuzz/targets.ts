@@ -306,7 +306,7 @@ export const targets: Target[] = [
       if (b.int(0, 2) === 0) args.scale = b.num('scale', 0.3, opt(num(0, 1e30, { lo: true, hi: true })));
       const c = b.int(0, 2);
       if (c === 1) args.clip = b.num('clip', 0.5, opt(num(0, Infinity)));
-      if (c === 2) args.clip = b.tensor('clip', { dtype: 'f32', shape: [Hkv], fill: 'positive', optional: true });
+      if (c === 2) args.clip = b.tensor('clip', { dtype: 'f32', shape: [Hkv], fill: 'positive', optional: true, numberOk: true });
       const a = b.options('args', args, false);
       return twin(b, kv.decodeAttention, kv.decodeAttentionAsync, a as never);
     },
@@ -524,7 +524,7 @@ export const targets: Target[] = [
       const which = b.int(0, 2);
       // without options (omitted, or its fields only inherited) runEval and runBench run the whole default job: minutes
       // of a correct call, which the per-call timeout would report as a hang; such a call is not made
-      const defaults = (o: unknown) => o === undefined || (o !== null && typeof o === 'object' && Object.keys(o).length === 0 && Object.getPrototypeOf(o) !== Object.prototype);
+      const defaults = (o: unknown) => o === undefined || (o !== null && typeof o === 'object' && !Array.isArray(o) && Object.keys(o).length === 0 && Object.getPrototypeOf(o) !== Object.prototype);
       if (which === 0) {
         const o = b.options('options', {
           trace: { tokens: 128, layers: 1, kvHeads: 1, groupSize: 1, headDim: 16, window: 8, heldOut: 2, needles: 1, segments: 2 },
