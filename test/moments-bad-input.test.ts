@@ -10,7 +10,7 @@ const { H, N, d, dv, keys, vals, ev, evCnt, st } = small;
 
 const cases: BadCall[] = [
   // MomentState.create / from
-  ['create: H 0', () => kv.MomentState.create(0, d, dv), 'RangeError', /H: must be in \[1,/],
+  ['create: H negative', () => kv.MomentState.create(-1, d, dv), 'RangeError', /H: must be in \[0,/],
   ['create: d fractional', () => kv.MomentState.create(H, 1.5, dv), 'TypeError', /d: expected an integer/],
   ['create: dv string', () => kv.MomentState.create(H, d, '3' as never), 'TypeError', /dv: expected an integer/],
   ['create: bad device', () => kv.MomentState.create(H, d, dv, { device: 'gpu' as never }), 'TypeError', /device: expected 'cpu', a CUDA device id or a Device/],
@@ -67,4 +67,10 @@ t.test('a rejected merge writes nothing: the state keeps its contents', async (t
 t.test('the process survives and merges still work after all of that', async (t) => {
   const s = st().merge(keys, vals, ev, evCnt);
   t.same(Array.from(s.n.host.subarray(s.n.offset, s.n.offset + 2)), [3, 2]);
+});
+
+t.test('MomentState.create(0, d, dv) is the (empty) state of an empty batch', async (t) => {
+  const s = kv.MomentState.create(0, d, dv);
+  t.same([s.H, s.d, s.dv], [0, d, dv]);
+  t.same([s.n.shape, s.muK.shape, s.muV.shape, s.m.shape], [[0], [0, d], [0, dv], [0, dv, d]]);
 });

@@ -75,6 +75,7 @@ kvt_status check_problem(const kvt_tp_select* p, Tp* t) {
   KVT_TRY(check_same_device(b.ref, "scores", a.state, "state"));
   KVT_TRY(check_dim(a.state, "state", 0, b.B, "B (sequences)"));
   KVT_TRY(check_dim(a.state, "state", 1, kvt_tp_select_state_words(a.Hs), "kvt_tp_select_state_words(Hs)"));
+  KVT_TRY(check_distinct(a.state, "state"));
   KVT_TRY(check_no_overlap(a.state, "state", t->scores, "scores"));
   KVT_TRY(check_not_table(b, a.state, "state"));
   if (b.host()) {
@@ -173,6 +174,7 @@ extern "C" kvt_status kvt_tp_select_histogram(const kvt_tp_select* p, int32_t ro
   KVT_TRY(check_problem(p, &t));
   KVT_TRY(check_range(round, 0, tp::rounds(t.a.bits) - 1, "round"));
   KVT_TRY(check_hist(t, hist, "hist", &h));
+  KVT_TRY(check_distinct(h, "hist"));  // written: no two elements may share memory (histSum, only read, may)
 #if defined(KVT_WITH_CUDA)
   if (t.b.on_cuda) {  // the state's round is the caller's to keep in order (device memory is not read here)
     KVT_CUDA_TRY(set_device(t.scores.device_id));
@@ -234,6 +236,7 @@ extern "C" kvt_status kvt_tp_select_finish(const kvt_tp_select* p, const kvt_ten
   const View* outs[] = {&idx, &cnt};
   const char* names[] = {"indices", "counts"};
   for (int o = 0; o < 2; o++) {
+    KVT_TRY(check_distinct(*outs[o], names[o]));
     KVT_TRY(check_no_overlap(*outs[o], names[o], t.scores, "scores"));
     KVT_TRY(check_no_overlap(*outs[o], names[o], t.a.state, "state"));
     KVT_TRY(check_not_table(t.b, *outs[o], names[o]));

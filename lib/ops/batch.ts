@@ -64,8 +64,11 @@ export class SeqTable {
   readonly L?: number;
   private hostLengths?: Int32Array;
   private readonly dataDevice?: Device;
+  /** The table's argument name in messages. */
+  private readonly name: string;
 
   constructor(name: string, v: unknown, data?: Tensor) {
+    this.name = name;
     if (v === null || typeof v !== 'object') throw new TypeError(`${name}: expected a sequence table ({ layout, ... }), got ${show(v)}`);
     const o = v as Record<string, unknown>;
     this.layout = checkOneOf(`${name}.layout`, o.layout, LAYOUTS);
@@ -114,12 +117,17 @@ export class SeqTable {
     const t = this.indptr ?? this.lengthsTensor!;
     if (t.onCuda) return undefined;
     const out = new Int32Array(this.B);
-    if (this.layout === 'padded') out.set(hostContiguous(this.lengthsTensor!) as Int32Array);
-    else {
+    if (this.layout === 'padded') {
+      out.set(hostContiguous(this.lengthsTensor!) as Int32Array);
+      // what a length feeds (capacities, ratios) needs it valid: named here rather than by a later computation
+      const bad = out.findIndex((x) => x < 0);
+      if (bad >= 0) throw new RangeError(`${this.name}.lengths: lengths[${bad}] = ${out[bad]} must be >= 0`);
+    } else {
       const ip = hostContiguous(this.indptr!) as Int32Array;
       const last = this.paged ? (hostContiguous(this.lastPageLen!) as Int32Array) : undefined;
       for (let b = 0; b < this.B; b++) {
         const n = ip[b + 1] - ip[b];
+        if (n < 0) throw new RangeError(`${this.name}.indptr: must be non-decreasing, indptr[${b + 1}] = ${ip[b + 1]} < indptr[${b}] = ${ip[b]}`);
         const len = !last ? n : n <= 0 ? 0 : (n - 1) * this.pageSize + last[b];
         if (len > 2 ** 31 - 2) throw new RangeError(`seqs: sequence ${b} has ${len} tokens, more than 2^31 - 2`);
         out[b] = len;
@@ -307,6 +315,10 @@ export function pagedSeqs(lengths: ArrayLike<number>, options: { pageSize: numbe
 export function seqLengths(seqs: Seqs, data?: Tensor | TensorLike): Int32Array {
   const d = data === undefined ? undefined : asTensor('data', data);
   const table = new SeqTable('seqs', seqs, d);
+  if (d) {
+    const dims = table.layout === 'ragged' ? '[T, H, d]' : table.layout === 'padded' ? '[B, H, L, d]' : table.layout === 'NHD' ? '[pages, pageSize, H, d]' : '[pages, H, pageSize, d]';
+    checkRank('data', d, table.layout === 'ragged' ? 3 : 4, dims);
+  }
   const n = table.lengths();
   if (!n) throw new TypeError('seqs: the table is on a CUDA device (or a padded table without lengths has no data)');
   checkHostTable(table, n, d);

@@ -4,7 +4,7 @@
  * `moments`, every row NOT retained is merged into the moment state (MomentKV), reading each evicted row once.
  */
 import { native, Native } from '../binding';
-import { Tensor, TensorLike, asTensor, checkRank } from '../tensor';
+import { Tensor, TensorLike, asTensor, checkDtype, checkRank } from '../tensor';
 import { checkInt } from '../validate';
 import { AsyncOptions, StreamOpt, keysOf, opts, output, runAsync, signalOf, streamOf } from './common';
 import { MomentTensors, momentsNative } from './moments';
@@ -47,8 +47,9 @@ const KEYS = ['keys', 'values', 'indices', 'counts', 'cap', 'moments', 'keysOut'
 
 function plan(args: unknown, async: boolean) {
   const o = opts('args', args, keysOf(KEYS, async));
-  const k = checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]');
-  const v = checkRank('values', asTensor('values', o.values), 3, '[H, N, dv]');
+  // the outputs take the inputs' dtypes: a non-float input is named here, not through its output
+  const k = checkDtype('keys', checkRank('keys', asTensor('keys', o.keys), 3, '[H, N, d]'), ['f32', 'f16', 'bf16']);
+  const v = checkDtype('values', checkRank('values', asTensor('values', o.values), 3, '[H, N, dv]'), ['f32', 'f16', 'bf16']);
   const idx = checkRank('indices', asTensor('indices', o.indices), 2, '[H, cap]');
   const cnt = checkRank('counts', asTensor('counts', o.counts), 1, '[H]');
   const H = k.shape[0];

@@ -74,7 +74,9 @@ function shapeOf(b: Builder, minB = 0): Shape {
 }
 
 /** The tensors whose reading a sequence table's layout decides (an error of another layout may name them). */
-const DATA_NAMES = ['keys', 'values', 'queries', 'scores', 'out', 'indices', 'counts', 'keep', 'evictedRound', 'cache.keys', 'cache.values', 'data', 'clip', 'moments'];
+// A table entry that disagrees with a tensor of the batch (or with maxLength) may be reported through either of them.
+const DATA_NAMES = ['keys', 'values', 'queries', 'scores', 'out', 'indices', 'counts', 'keep', 'evictedRound', 'cache.keys', 'cache.values', 'data', 'clip', 'moments',
+  'evictedIndices', 'keysOut', 'valuesOut', 'countsOut', 'pageCounts', 'lastPageLen', 'freed', 'freedCount', 'state', 'maxLength'];
 
 const err = (detail: string) => ({ expect: 'error' as Expect, detail });
 const any = (detail: string) => ({ expect: 'any' as Expect, detail });
@@ -117,7 +119,9 @@ function table(b: Builder, sh: Shape, mk: Mk, o: { prefix?: string; native?: boo
     // another layout reinterprets the data: the error may name a tensor of the batch instead
     layout: o.native
       // with no sequence (B = 0) the table of another layout can describe the same empty batch
-      ? b.num(`${p}.layout`, li, (v) => v === li || (swap && (v === 2 || v === 3)) || (B === 0 && [0, 1, 2, 3].includes(v as number)), DATA_NAMES)
+      // a paged pool read as a padded batch without lengths (B, L from its dimensions) can be a consistent batch too
+      ? b.num(`${p}.layout`, li, (v) => v === li || (swap && (v === 2 || v === 3)) || (B === 0 && [0, 1, 2, 3].includes(v as number)) || (sh.paged && v === 1) ||
+        (o.noData === true && sh.paged && (v === 2 || v === 3)), DATA_NAMES)  // pages not read: NHD and HND alike
       : b.choice(`${p}.layout`, layout, swap ? ['NHD', 'HND'] : [layout], false, DATA_NAMES),
   };
   if (layout === 'ragged') {
@@ -494,7 +498,7 @@ export const batchTargets: Target[] = [
         queries: b.options('queries', {
           layout: 'padded',
           lengths: b.tensor('queries.lengths', { dtype: 'i32', shape: [sh.B], fill: qlens, optional: true }),
-          queries: b.tensor('queries.queries', { dtype: 'f32', shape: [sh.B, sh.H * G, Qs, sh.d] }),
+          queries: b.tensor('queries.queries', { dtype: 'f32', shape: [sh.B, sh.H * G, Qs, sh.d], dtypes: FLOATS }),
         }, false, false),
         queryPositions: b.tensor('queryPositions', { dtype: 'i32', shape: [sh.B, Qs], fill: pos, hostile: [(v, pick) => {
           const live = qlens.flatMap((m, s) => Array.from({ length: m }, (_, j) => s * Qs + j));
@@ -608,10 +612,10 @@ export function nativeCall(b: Builder, name: string, asy: boolean, args: unknown
   return async () => n[`${name}Async`](...args, undefined, abort);  // the stream (default), then the abort cell
 }
 
-function rawBatch(b: Builder, o: { minB?: number; compact?: boolean; optional?: boolean; noData?: boolean } = {}) {
+function rawBatch(b: Builder, o: { minB?: number; compact?: boolean; optional?: boolean; noData?: boolean; names?: string[] } = {}) {
   const sh = shapeOf(b, o.minB);
   const mk: Mk = (n, s) => b.raw(n, s);
-  const seqs = b.options('seqs', table(b, sh, mk, { native: true, compact: o.compact, noData: o.noData }), o.optional ?? false, false);
+  const seqs = b.options('seqs', table(b, sh, mk, { native: true, compact: o.compact, noData: o.noData }), o.optional ?? false, false, o.names);
   return { sh, mk, seqs };
 }
 
@@ -638,7 +642,7 @@ export const nativeBatchTargets: Target[] = [
     name: 'native.nestedkvScoresBatched / nestedkvScoresBatchedAsync',
     build(b) {
       const { sh, mk, seqs } = rawBatch(b), asy = b.int(0, 1) === 1;
-      const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d) });
+      const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d), dtypes: FLOATS });
       return nativeCall(b, 'nestedkvScoresBatched', asy, [seqs, keys, nativeOpts.nestedkv(b), rawToken(b, sh, 'out', { role: 'out', flexible: true })]);
     },
   },
@@ -647,7 +651,7 @@ export const nativeBatchTargets: Target[] = [
     build(b) {
       const { sh, mk, seqs } = rawBatch(b), asy = b.int(0, 1) === 1;
       const Wq = b.int(1, 3);
-      const keys = mk('keys', { dtype: 'bf16', shape: dataShape(sh, sh.H, sh.d) });
+      const keys = mk('keys', { dtype: 'bf16', shape: dataShape(sh, sh.H, sh.d), dtypes: FLOATS });
       const qseqs = b.options('qseqs', { layout: 1, pageSize: 0, lengths: mk('qseqs.lengths', { dtype: 'i32', shape: [sh.B], fill: sh.lens.map(() => Wq), optional: true }) }, false, false);
       const q = mk('queries', { dtype: 'f32', shape: [sh.B, sh.H, Wq, sh.d], dtypes: FLOATS });
       const o = b.options('opts', { window: b.num('window', 0, opt(int(0, Wq))), kernel: 1, pool: b.num('pool', 0, opt(int(0, 1))), scale: 0 }, false, false);
@@ -664,7 +668,8 @@ export const nativeBatchTargets: Target[] = [
       const cap = sh.H * Math.max(1, sh.maxN);  // >= any capacity of this batch
       const idx = mk('indices', { dtype: 'i32', shape: [sh.B, sh.H, cap], role: 'out', flexible: true });
       const cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], role: 'out' });
-      return nativeCall(b, 'selectTokensBatched', asy, [seqs, scores, nativeOpts.select(b, keep, keepT !== undefined), keepT, idx, cnt]);
+      // the scalar keep is unread with a keep tensor or when every sequence is empty
+      return nativeCall(b, 'selectTokensBatched', asy, [seqs, scores, nativeOpts.select(b, keep, keepT !== undefined || sh.maxN === 0), keepT, idx, cnt]);
     },
   },
   {
@@ -685,7 +690,7 @@ export const nativeBatchTargets: Target[] = [
     name: 'native.momentsMergeBatched / momentsMergeBatchedAsync',
     build(b) {
       const { sh, mk, seqs } = rawBatch(b, { minB: 1 }), asy = b.int(0, 1) === 1;
-      const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d) }), values = mk('values', { dtype: 'f16', shape: dataShape(sh, sh.H, sh.dv) });
+      const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d), dtypes: FLOATS }), values = mk('values', { dtype: 'f16', shape: dataShape(sh, sh.H, sh.dv), dtypes: FLOATS });
       const l = lists(b, sh, mk, { indices: 'evictedIndices', counts: 'counts' });
       return nativeCall(b, 'momentsMergeBatched', asy, [seqs, keys, values, l.indices, l.countsT, momentParts(mk, sh.B * sh.H, sh.d, sh.dv)]);
     },
@@ -694,9 +699,16 @@ export const nativeBatchTargets: Target[] = [
     name: 'native.decodeAttentionBatched / decodeAttentionBatchedAsync',
     build(b) {
       const { sh, mk, seqs } = rawBatch(b), asy = b.int(0, 1) === 1;
-      const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d) }), values = mk('values', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.dv) });
-      const q = mk('queries', { dtype: 'f32', shape: [sh.B, sh.H, sh.d], ranks: [3, 4] });
-      const cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], fill: sh.lens.flatMap((n) => Array.from({ length: sh.H }, () => n)), check: { kind: 'count', range: 0 } });
+      // the values must have the keys' dtype: a keys dtype change may be reported on the values
+      const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d), names: ['values'] }), values = mk('values', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.dv) });
+      const q = mk('queries', { dtype: 'f32', shape: [sh.B, sh.H, sh.d], ranks: [3, 4], dtypes: FLOATS });
+      const cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], fill: sh.lens.flatMap((n) => Array.from({ length: sh.H }, () => n)), hostile: [(v, pick) => {
+        // a count outside [0, n_b] of its sequence
+        if (!v.length) return null;
+        const r = pick(v.map((_, i) => i));
+        v[r] = pick([-1, sh.lens[Math.floor(r / sh.H)] + 1, I32]);
+        return err(`counts entry ${r} = ${v[r]}`);
+      }] });
       const clip = b.int(0, 2) === 0 ? mk('clip', { dtype: 'f32', shape: [sh.B * sh.H], fill: 'positive', optional: true }) : undefined;
       const o = b.options('opts', { order: b.num('order', 1, opt(int(0, 1))), scale: 0, useClip: clip ? 1 : 0, clip: 1 }, false, false);
       const out = mk('out', { dtype: 'f32', shape: [sh.B, sh.H, sh.dv], role: 'out' });
@@ -710,7 +722,8 @@ export const nativeBatchTargets: Target[] = [
       const keep = b.int(1, 6);
       const scores = rawToken(b, sh, 'scores', { fill: 'positive' });
       const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d), dtypes: FLOATS }), values = mk('values', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.dv), dtypes: FLOATS });
-      const o = b.options('opts', { keep: b.num('keep', keep, opt(int(1, I32))), rounds: b.num('rounds', 2, opt(int(1, 1 << 20))), r: 1, mi: 0, eps: 0.05 }, false, false);
+      // keep is read only for non-empty sequences
+      const o = b.options('opts', { keep: b.num('keep', keep, sh.maxN === 0 ? () => true : opt(int(1, I32))), rounds: b.num('rounds', 2, opt(int(1, 1 << 20))), r: 1, mi: 0, eps: 0.05 }, false, false);
       // capacity min(keep, longest sequence): keep is clamped to each sequence's length
       const idx = mk('indices', { dtype: 'i32', shape: [sh.B, sh.H, Math.min(keep, sh.maxN)], role: 'out' }), cnt = mk('counts', { dtype: 'i32', shape: [sh.B, sh.H], role: 'out' });
       const m = momentParts(mk, sh.B * sh.H, sh.d, sh.dv);
@@ -723,11 +736,11 @@ export const nativeBatchTargets: Target[] = [
     build(b) {
       const { sh, mk, seqs } = rawBatch(b), asy = b.int(0, 1) === 1;
       const Qs = b.int(1, 2);
-      const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d) }), values = mk('values', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d) });
+      const keys = mk('keys', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d), names: ['values'] }), values = mk('values', { dtype: 'f32', shape: dataShape(sh, sh.H, sh.d) });
       const l = lists(b, sh, mk, { indices: 'indices', counts: 'counts' });
       const qlens = sh.lens.map((n) => (n ? Qs : 0));
       const qseqs = b.options('qseqs', { layout: 1, pageSize: 0, lengths: mk('qseqs.lengths', { dtype: 'i32', shape: [sh.B], fill: qlens, optional: true }) }, false, false);
-      const q = mk('queries', { dtype: 'f32', shape: [sh.B, sh.H, Qs, sh.d] });
+      const q = mk('queries', { dtype: 'f32', shape: [sh.B, sh.H, Qs, sh.d], dtypes: FLOATS });
       const qp = mk('queryPositions', { dtype: 'i32', shape: [sh.B, Qs], fill: sh.lens.flatMap((n) => Array.from({ length: Qs }, () => Math.max(0, n - 1))) });
       const sc = rawToken(b, sh, 'scores', { fill: 'positive' });
       const o = b.options('opts', { window: 2, gamma: 0.1, lambda: b.num('lambda', 0.01, opt(num(0, 1e30, { lo: true, hi: true }))), capKey: 0.025, capValue: 0.1, cgIters: b.num('cgIters', 2, opt(int(0, 100000))), tol: 1e-6, scale: 0, accept: 0 }, false, false);
@@ -763,7 +776,8 @@ export const nativeBatchTargets: Target[] = [
     weight: 1.5,
     build(b) {
       const batched = b.int(0, 1) === 1;
-      const r = batched ? rawBatch(b, { optional: true, noData: true }) : undefined;
+      // without a table the problem is one sequence (B = 1): the state or the scores then disagree with it
+      const r = batched ? rawBatch(b, { optional: true, noData: true, names: ['state', 'scores'] }) : undefined;
       const sh = r?.sh;
       const mk: Mk = (n, s) => b.raw(n, s);
       const Hs = sh?.H ?? b.int(1, 2), N = b.int(0, 12), B = sh?.B ?? 1;
@@ -775,7 +789,8 @@ export const nativeBatchTargets: Target[] = [
       const problem = b.options('problem', {
         ...(r ? { seqs: r.seqs } : {}),
         scores: sh ? rawToken(b, sh, 'scores') : mk('scores', { dtype: 'f32', shape: [Hs, N] }),
-        select: b.options('select', { keep: b.num('keep', b.int(1, 5), opt(int(1, I32))), safeguard: 0.2, sinks: 1, recent: 1 }, false, false),
+        // keep is read only for non-empty sequences
+        select: b.options('select', { keep: b.num('keep', b.int(1, 5), (sh ? sh.maxN : N) === 0 ? () => true : opt(int(1, I32))), safeguard: 0.2, sinks: 1, recent: 1 }, false, false),
         headOffset: b.num('headOffset', 0, opt(int(0, 0))),
         totalHeads: b.num('totalHeads', Hs, opt(int(Hs, I32))),
         radixBits: bits,

@@ -40,6 +40,8 @@ export interface TensorSpec {
    * 'count' entries in [0, range], 'position' entries in [0, range).
    */
   check?: { kind: 'ascending' | 'count' | 'position'; range: number; counts?: ArrayLike<number> };
+  /** A non-negative number is a valid value too (e.g. decodeAttention's clip: a radius or a per-head tensor). */
+  numberOk?: boolean;
   /** Outputs that may be exactly this input (an in-place op). */
   inPlaceOf?: string;
   /** Pass as a plain { data, dtype, shape, strides, offset } object instead of a Tensor. */
@@ -315,7 +317,8 @@ export class Builder {
         }
         case 'not-tensor': {
           const v = this.pickOf(NOT_TENSORS);
-          this.set(name, op, v === undefined && spec.optional ? 'any' : v === null && spec.optional ? 'any' : 'error', `value ${String(v)}`, spec.names);
+          const valid = (v === undefined && spec.optional) || (v === null && spec.optional) || (spec.numberOk === true && typeof v === 'number' && v >= 0);
+          this.set(name, op, valid ? 'any' : 'error', `value ${String(v)}`, spec.names);
           return v;
         }
         case 'omit':
@@ -463,7 +466,7 @@ export class Builder {
    * An options object built by the target; mutations add an unknown key, replace it or drop it. `strict`: unknown keys
    * are rejected (false for objects that may carry more fields, e.g. a compress() result passed as `compressed`).
    */
-  options<T extends object>(name: string, obj: T, optional = true, strict = true): unknown {
+  options<T extends object>(name: string, obj: T, optional = true, strict = true, names: string[] = []): unknown {
     if (!this.slot(name)) return obj;
     const op = this.pickOf(['unknown-key', 'unknown-key', 'not-object', 'omit', 'proto']);
     if (op === 'unknown-key') {
@@ -476,7 +479,7 @@ export class Builder {
       return Object.create(obj);
     }
     // a missing or wrong container may be reported through the field it lacks
-    const fields = Object.keys(obj);
+    const fields = [...Object.keys(obj), ...names];
     if (op === 'omit') {
       this.set(name, op, optional ? 'any' : 'error', 'omitted', fields);
       return undefined;
