@@ -57,15 +57,20 @@ __device__ __forceinline__ void move_rows(const MoveArgs& A, const T3& x, int64_
   auto unit_at = [&](int64_t row, int64_t u) {
     return reinterpret_cast<T*>(base + row_off<true>(A.seqs, x, b, h, row) * es) + (u0 + u) * us;
   };
+  // rows * w units fit the staging buffer (or one row of a slice): 32-bit index arithmetic, no 64-bit division
+  // subroutine (docs/performance.md §10.3)
+  const int32_t w32 = int32_t(w);
   for (int64_t j0 = 0; j0 < c; j0 += R) {
-    const int64_t rows = imin(R, c - j0);
-    for (int64_t e = threadIdx.x; e < rows * w; e += kThreads) {
-      const int64_t r = e / w, u = e % w, i = list[(j0 + r) * A.idx.s1];
+    const int32_t m = int32_t(imin(R, c - j0)) * w32;
+    for (int32_t e = threadIdx.x; e < m; e += kThreads) {
+      const int32_t r = e / w32, u = e - r * w32;
+      const int64_t i = list[(j0 + r) * A.idx.s1];
       if (i != j0 + r && i >= 0 && i < n) stage[e] = *unit_at(i, u);
     }
     __syncthreads();  // every source of the chunk read before any destination is written
-    for (int64_t e = threadIdx.x; e < rows * w; e += kThreads) {
-      const int64_t r = e / w, u = e % w, i = list[(j0 + r) * A.idx.s1];
+    for (int32_t e = threadIdx.x; e < m; e += kThreads) {
+      const int32_t r = e / w32, u = e - r * w32;
+      const int64_t i = list[(j0 + r) * A.idx.s1];
       if (i != j0 + r && i >= 0 && i < n) *unit_at(j0 + r, u) = stage[e];
     }
     __syncthreads();  // the staging buffer is reused by the next chunk

@@ -38,6 +38,7 @@ struct DecArgs {
   O3 out;        // [Hq, T, dv] f32 (a batch: sq between sequences)
   float* part;   // [B·Hkv][Q][nch][dv + 2]
   int64_t G, Q, nch;  // nch: chunks of a plain tensor, the bound of every sequence's chunks for a batch
+  int64_t chunk;      // rows per chunk of a plain tensor (a batch computes each sequence's in the kernel)
   bool vload;    // vector loads allowed (a batch whose rows are aligned; always for a plain tensor with VEC)
 };
 
@@ -89,7 +90,7 @@ __device__ __forceinline__ void load_row(const void* base, int64_t off, int64_t 
       return;
     }
 #pragma unroll
-    for (int i = 0; i < PL; i++) x[i] = c0 + i < n ? E::load(p + (c0 + i) * s) : 0.f;
+    for (int i = 0; i < PL; i++) x[i] = c0 + i < n ? E::load(p + (c0 + i) * (vload ? 1 : s)) : 0.f;  // vload: s == 1
   } else {
 #pragma unroll
     for (int i = 0; i < PL; i++) {
@@ -106,11 +107,16 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(DecArgs A) {
   float* wm = as + kQB * PL * 32;                // [kWarps][kQB]
   float* wl = wm + kWarps * kQB;                 // [kWarps][kQB]
   float* wacc = wl + kWarps * kQB;               // [kWarps][kQB][PL*32]
-  const int64_t ch = blockIdx.x, qg = blockIdx.y, vh = blockIdx.z, Hkv = A.k.n0, b = vh / Hkv, h = vh % Hkv;
+  // A plain tensor (!BATCH) keeps the per-sequence op's addressing: b = 0 and the host's chunking, no division here.
+  const int64_t ch = blockIdx.x, qg = blockIdx.y, vh = blockIdx.z, Hkv = A.k.n0;
+  const int64_t b = BATCH ? vh / Hkv : 0, h = BATCH ? vh % Hkv : vh;
   const int64_t d = A.k.n2, dv = A.v.n2;
   const int64_t n = seq_len<BATCH>(A.seqs, b);
-  const Chunks C = kv_chunks(n, Hkv, ceil_div(A.Q, kQB));  // a plain tensor: n = cap
-  if (ch >= C.nch) return;  // past this sequence's chunks (uniform over the block)
+  Chunks C{A.nch, A.chunk};
+  if constexpr (BATCH) {
+    C = kv_chunks(n, Hkv, ceil_div(A.Q, kQB));
+    if (ch >= C.nch) return;  // past this sequence's chunks (uniform over the block)
+  }
   const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
   const int64_t q0 = qg * kQB;
   const int nq = int(imin(kQB, A.Q - q0));
@@ -214,10 +220,11 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(DecArgs A) {
   float* ca = a + d;     // [dv]
   float* ob = ca + dv;   // [dv]: the row, written once it is known to be finite
   __shared__ float red[kWarps];
-  const int64_t Hq = A.q.n0, Hkv = A.k.n0, b = blockIdx.x / Hq, j = blockIdx.x % Hq, t = blockIdx.y, T = A.q.n1;
+  const int64_t Hq = A.q.n0, Hkv = A.k.n0, t = blockIdx.y, T = A.q.n1;
+  const int64_t b = BATCH ? blockIdx.x / Hq : 0, j = BATCH ? blockIdx.x % Hq : blockIdx.x;
   const int64_t h = j / A.G, qi = (j % A.G) * T + t, vh = b * Hkv + h;
   const int64_t len = seq_len<BATCH>(A.seqs, b);
-  const int64_t nch = kv_chunks(len, Hkv, ceil_div(A.Q, kQB)).nch;
+  const int64_t nch = BATCH ? kv_chunks(len, Hkv, ceil_div(A.Q, kQB)).nch : A.nch;  // a plain tensor: the host's
   const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
   for (int64_t c = tid; c < d; c += kThreads)
     a[c] = load_as_f32(A.q.p, A.q.dtype, b * A.q.sq + j * A.q.s0 + t * A.q.s1 + c * A.q.s2) * A.p.scale;
@@ -331,7 +338,9 @@ cudaError_t run(DecArgs A, const Moments* m, cudaStream_t stream) {
   const int64_t groups = ceil_div(A.Q, kQB);
   if (groups > 65535) return cudaErrorInvalidConfiguration;
   // A plain tensor's chunks, or for a batch the bound over every n_b <= cap (the count is capped by the GPU target).
-  A.nch = kv_chunks(cap, Hkv, groups).nch;
+  const Chunks C = kv_chunks(cap, Hkv, groups);
+  A.nch = C.nch;
+  A.chunk = C.chunk;
   if (BATCH) A.nch = imax(1, imin(ceil_div(kTargetBlocks, Hkv * groups), ceil_div(cap, kMinChunk)));
   Scratch ws(size_t(B * Hkv * A.Q * A.nch * (dv + 2)) * sizeof(float), stream);
   KVT_CU_TRY(ws.error());

@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(kThreads) gather_kernel(Seqs sq, T3 k, T3 v, T
   const int64_t cap = ko.n1, H = k.n0;
   const int64_t row = int64_t(blockIdx.x) * kWarps + warp;
   if (row >= sq.B * H * cap) return;
-  const int64_t vh = row / cap, j = row % cap, b = vh / H, h = vh % H;
+  // a plain tensor (!BATCH): one sequence, so the head is the row's vh (no division by H)
+  const int64_t vh = row / cap, j = row % cap, b = BATCH ? vh / H : 0, h = BATCH ? vh % H : vh;
   const int64_t n = seq_len<BATCH>(sq, b);
   int64_t c = static_cast<const int32_t*>(cnt.p)[head_off(cnt, b, h)];
   c = imax(0, imin(c, imin(idx.n1, cap)));

@@ -34,7 +34,7 @@ template <bool BATCH, int DT, int V, int STEPS>
 __global__ void __launch_bounds__(kThreads) anchor_partial_kernel(Args a) {
   extern __shared__ float red[];  // [kWarps][d]
   const T3& k = a.k;
-  const int64_t b = blockIdx.z, h = blockIdx.y, chunk = blockIdx.x, d = k.n2, H = k.n0;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, chunk = blockIdx.x, d = k.n2, H = k.n0;
   const int64_t n = seq_len<BATCH>(a.seqs, b), rows_per_blk = rows_per_block(H, n);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   constexpr int ES = DT == kF32 ? 4 : 2;
@@ -94,7 +94,7 @@ template <bool BATCH, int DT, int V, int STEPS>
 __global__ void __launch_bounds__(kThreads) score_kernel(Args a) {
   extern __shared__ float anchor[];  // [d] + kWarps
   const T3& k = a.k;
-  const int64_t b = blockIdx.z, h = blockIdx.y, chunk = blockIdx.x, d = k.n2, H = k.n0;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, chunk = blockIdx.x, d = k.n2, H = k.n0;
   const int64_t n = seq_len<BATCH>(a.seqs, b), rows_per_blk = rows_per_block(H, n);
   const int64_t C = ceil_div(n, rows_per_blk);
   const int64_t i0 = chunk * rows_per_blk, i1 = imin(n, i0 + rows_per_blk);

@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kThreads) basis_kernel(BasisArgs A) {
   __shared__ int ncand;
   const int64_t h = blockIdx.x, d = A.d, dv = A.dv;
   const int p = A.p, tid = threadIdx.x;
-  if (!A.plan[h / A.H].active) return;
+  if (!A.plan[uint32_t(h) / uint32_t(A.H)].active) return;  // 32-bit: no 64-bit division subroutine (§10.3)
   float* X = sm;                   // [dv][p]
   float* Y = X + dv * p;           // [dv][p]
   float* y = Y + dv * p;           // [dv]
@@ -308,7 +308,7 @@ __global__ void __launch_bounds__(kThreads) rho_kernel(RoundArgs A) {
   extern __shared__ float bs[];  // [nb][dv]
   __shared__ double wsum[kWarps];
   __shared__ long long wcnt[kWarps];
-  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * A.v.n0 + h, blk = blockIdx.x, dv = A.v.n2;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, vh = b * A.v.n0 + h, blk = blockIdx.x, dv = A.v.n2;
   const int64_t N = seq_len<BATCH>(A.seqs, b);
   if (!A.plan[b].active || blk * kRowsPerBlock >= N) return;
   const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
@@ -368,7 +368,7 @@ __global__ void __launch_bounds__(kThreads) rho_kernel(RoundArgs A) {
 template <bool BATCH>
 __global__ void __launch_bounds__(kThreads) key_kernel(RoundArgs A) {
   __shared__ float eps_mean;
-  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * A.v.n0 + h;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, vh = b * A.v.n0 + h;
   const int64_t N = seq_len<BATCH>(A.seqs, b);
   if (!A.plan[b].active || int64_t(blockIdx.x) * blockDim.x >= N) return;
   const bool use = A.mi && A.m.n[vh] > 0.f;
@@ -399,7 +399,7 @@ __global__ void __launch_bounds__(kThreads) key_kernel(RoundArgs A) {
 template <bool BATCH>
 __global__ void label_kernel(sel::Keys c, T2 label, const sel::State* st, sel::State* final_st, const Plan* plan,
                              int32_t round) {
-  const int64_t b = blockIdx.z, h = blockIdx.y, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const Plan p = plan[b];
   if (!p.active) return;
   const sel::State s = st[b * c.H + h];

@@ -63,8 +63,8 @@ __device__ __forceinline__ Head head_of(const MergeArgs& A, int64_t z) {
   Head x;
   const int64_t H = A.k.n0;
   x.vh = A.vh0 + z;
-  x.b = x.vh / H;
-  x.h = x.vh % H;
+  x.b = BATCH ? x.vh / H : 0;  // a plain tensor: one sequence (vh0 = 0), no division
+  x.h = BATCH ? x.vh % H : x.vh;
   x.n = seq_len<BATCH>(A.seqs, x.b);
   x.P = mkv::merge_partition(x.n, H, A.k.n2, A.v.n2);
   return x;
@@ -320,8 +320,14 @@ template <bool BATCH>
 __global__ void __launch_bounds__(kThreads) final_kernel(MergeArgs A) {
   extern __shared__ float sm[];  // ck[d], rkA[d], dk[d]
   __shared__ float cv[kFinalRows], rvA[kFinalRows], dvv[kFinalRows];
-  const Head hd = head_of<BATCH>(A, blockIdx.y);
-  const int64_t z = blockIdx.y, vh = hd.vh, d = A.k.n2, dv = A.v.n2;
+  // a plain tensor: the host's segment count (A.S), no partition computed here
+  int64_t vh = A.vh0 + blockIdx.y, segments = A.S;
+  if constexpr (BATCH) {
+    const Head hd = head_of<BATCH>(A, blockIdx.y);
+    vh = hd.vh;
+    segments = hd.P.segments;
+  }
+  const int64_t z = blockIdx.y, d = A.k.n2, dv = A.v.n2;
   const int64_t a0 = int64_t(blockIdx.x) * kFinalRows;
   const int nrow = int(imin(kFinalRows, dv - a0));
   const int tid = threadIdx.x;
@@ -342,7 +348,7 @@ __global__ void __launch_bounds__(kThreads) final_kernel(MergeArgs A) {
   const int64_t sf = mkv::seg_state_floats(d, dv);
   float* M = A.m.m + vh * dv * d;
   bool any = false;
-  for (int64_t s = 0; s < hd.P.segments; s++) {
+  for (int64_t s = 0; s < segments; s++) {
     const mkv::SegState<const float> sg = mkv::seg_state<const float>(A.seg + (z * A.S + s) * sf, d, dv);
     const float nb = *sg.n;
     if (nb == 0.f) continue;

@@ -47,6 +47,7 @@ struct Ctx {
   bool vec;            // vector loads allowed (a batch: rows aligned)
   int64_t block_opt;   // batch: the block size option (0: default_block(n_b)), the smallest block, the tail fraction
   int64_t block_min;
+  int64_t rpw;         // a plain tensor's rows per warp (passes 1/2; set by the host, a batch's are per sequence)
   double tail;
   const int64_t* tok0;  // batch: [B + 1] compact token offsets (seq_token_offsets)
   int64_t tot;         // tokens of the per-token scratch (N, or seq_token_bound)
@@ -90,7 +91,8 @@ __device__ __forceinline__ Geo geo(const Ctx& c, int64_t b) {
     g.m = tail_count(c.tail, g.n);
     g.blk0 = g.tok0 / c.block_min + b;  // sum over earlier sequences of ceil(n / blk) <= tok0 / block_min + b
   }
-  g.rpw = rows_per_warp(c.H, g.n, c.W, c.global);
+  // a plain tensor: the host's rows per warp (no division here, the per-sequence op's registers)
+  g.rpw = BATCH ? rows_per_warp(c.H, g.n, c.W, c.global) : c.rpw;
   return g;
 }
 // Index of token i of head h in the per-token scratch.
@@ -144,7 +146,7 @@ __device__ __forceinline__ void warp_sum4(float& a, float& b, float& c, float& e
 template <bool BATCH, int DT, int V, int STEPS>
 __global__ void __launch_bounds__(kThreads) pass1_kernel(Ctx c) {
   constexpr int VS = V * STEPS;
-  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * c.H + h;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, vh = b * c.H + h;
   const Geo g = geo<BATCH>(c, b);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * g.rpw;
@@ -243,7 +245,7 @@ __global__ void __launch_bounds__(kThreads, (V * STEPS <= 4) ? 3 : (V * STEPS <=
   constexpr bool kLarge = VS > kLargeVS;
   extern __shared__ float lane_slots[];
   __shared__ float red_lo[3][kWarps], red_hi[3][kWarps];
-  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * c.H + h, BH = c.seqs.B * c.H;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, vh = b * c.H + h, BH = c.seqs.B * c.H;
   const Geo g = geo<BATCH>(c, b);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * g.rpw;
@@ -406,7 +408,7 @@ template <bool BATCH>
 __global__ void __launch_bounds__(kThreads) radix_kernel(Ctx c, int r, Radix* st, unsigned* hist, unsigned* tickets) {
   __shared__ unsigned sh[2][kBins];
   __shared__ bool last;
-  const int64_t b = blockIdx.z, xs = blockIdx.y / c.H, h = blockIdx.y % c.H;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, xs = blockIdx.y / c.H, h = blockIdx.y % c.H;
   const Geo g = geo<BATCH>(c, b);
   if (g.n == 0) return;
   const int64_t N = g.n, m = g.m, row = xs * c.seqs.B * c.H + b * c.H + h;
@@ -504,7 +506,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(Ctx c, const Radix* st,
   __shared__ unsigned long long sh64[kWarps];
   __shared__ unsigned sh32[kWarps];
   __shared__ bool last;
-  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * c.H + h, BH = c.seqs.B * c.H, HN = c.H * c.tot;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, vh = b * c.H + h, BH = c.seqs.B * c.H, HN = c.H * c.tot;
   const Geo g = geo<BATCH>(c, b);
   if (g.n == 0) return;
   const int64_t N = g.n, m = g.m;
@@ -586,7 +588,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(Ctx c, const Radix* st,
 // Final score per token.
 template <bool BATCH>
 __global__ void __launch_bounds__(kThreads) final_kernel(Ctx c, const HeadParams* params, float tau, float kappa, T2 out) {
-  const int64_t b = blockIdx.z, h = blockIdx.y, vh = b * c.H + h, HN = c.H * c.tot;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y, vh = b * c.H + h, HN = c.H * c.tot;
   const Geo g = geo<BATCH>(c, b);
   const int64_t N = g.n;
   const int global = c.global;
@@ -658,8 +660,9 @@ cudaError_t run(Ctx c, const NestedkvParams& p, const T2& scores, int vec, cudaS
   c.global = p.global;
   // pass 1/2 chunks: a plain tensor's (rows_per_warp of N), or the bound over every n_b <= N of a batch (rows per
   // warp >= 64 and >= H n / (4 kRefSMs warps))
+  if (!BATCH) c.rpw = rows_per_warp(H, N, c.W, c.global);
   const int64_t chunks = BATCH ? imax(1, imin(ceil_div(N, 64 * kWarps), ceil_div(4 * kRefSMs, H)))
-                               : ceil_div(N, rows_per_warp(H, N, c.W, c.global) * kWarps);
+                               : ceil_div(N, c.rpw * kWarps);
   // block sums: a plain tensor's nb blocks per head, or per sequence at blk0 (tok0 / block_min + b) of the bound
   c.tot = BATCH ? seq_token_bound(c.seqs) : N;
   const int64_t blocks = BATCH ? c.tot / c.block_min + B : c.nb;

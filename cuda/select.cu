@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kThreads) round_kernel(Keys c, int r, bool per
                                                          unsigned int* tickets) {
   __shared__ unsigned int sh[kBins];
   __shared__ bool last;
-  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y;
   const int64_t n = seq_len<BATCH>(c.seqs, b), chunks = ceil_div(n, kChunk);
   if (blockIdx.x >= chunks) return;
   const int64_t g = per_row ? b * c.H + h : b;
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kThreads) round_kernel(Keys c, int r, bool per
 template <bool BATCH>
 __global__ void __launch_bounds__(kThreads) count_kernel(Keys c, bool per_row, const State* st, unsigned int* chunk_cnt) {
   __shared__ unsigned int total;
-  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y;
   const int64_t n = seq_len<BATCH>(c.seqs, b);
   if (blockIdx.x >= ceil_div(n, kChunk)) return;
   const State s = st[per_row ? b * c.H + h : b];
@@ -121,7 +121,7 @@ template <bool BATCH>
 __global__ void __launch_bounds__(kThreads) write_kernel(Keys c, bool per_row, const State* st,
                                                          const unsigned int* chunk_cnt, T2 idx, T2 cnt) {
   __shared__ unsigned int warp_tot[kThreads / kWarp];
-  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y;
   const int64_t n = seq_len<BATCH>(c.seqs, b), chunks = ceil_div(n, kChunk);
   const int64_t cap = idx.n1;
   int32_t* out = static_cast<int32_t*>(idx.p) + head_off(idx, b, h);
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kThreads) write_kernel(Keys c, bool per_row, c
 template <bool BATCH>
 __global__ void __launch_bounds__(kThreads) pivot_kernel(Keys c, const State* st, unsigned long long* piv) {
   __shared__ unsigned long long block_min;
-  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y;
   const int64_t n = seq_len<BATCH>(c.seqs, b);
   if (blockIdx.x >= ceil_div(n, kChunk)) return;
   const State s = st[b * c.H + h];

@@ -337,7 +337,8 @@ struct Smem {
 template <bool BATCH, int DT, int KS, bool MMA, bool PASS2>
 __global__ void __launch_bounds__(KS > 8 ? 256 : 512) snap_kernel(Geo g0, float2* part, const float* lse, float* mean) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int64_t chunk = blockIdx.x, h = blockIdx.y % g0.Hkv, z = blockIdx.z;
+  // a plain tensor (!BATCH): grid y is the head (one sequence), no division
+  const int64_t chunk = blockIdx.x, h = BATCH ? blockIdx.y % g0.Hkv : blockIdx.y, z = blockIdx.z;
   const Geo g = seq_geo<BATCH>(g0, blockIdx.y / g0.Hkv, PASS2);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int rows = blockDim.x / kWarp * 16;
