@@ -39,6 +39,21 @@ t.test('ptxas reports parse: registers, stack, spills, shared memory per entry a
   t.same(px.kernelName('void kvt::cuda::grkv::(anonymous namespace)::av_kernel<2, 256>(kvt::cuda::grkv::Ctx, int)'), { kernel: 'av_kernel', args: ['2', '256'] });
   t.same(px.kernelName('kvt::cuda::(anonymous namespace)::gather_kernel(kvt::cuda::T3, kvt::cuda::T3)'), { kernel: 'gather_kernel', args: [] });
   t.ok(px.matchArgs(['2', '1', '32'], '<*, 1, 32>') && !px.matchArgs(['2', '8', '1'], '<*, 1, 32>'), 'variant patterns');
+  // a batched (BATCH = true) variant's own floor and allowance: "`<pattern>` floor % / local bytes" in the batched column
+  const doc = [
+    '## 10. x', '',
+    '| file | kernel | threads | dynamic smem (bytes) | occupancy floor | local bytes (d ≤ 256) | d > 256 variants | batched variants (floor / local bytes) | note |',
+    '|---|---|---|---|---|---|---|---|---|',
+    '| `a.cu` | `k_kernel` | 256 | 0 | 50 % | 0 | | `<true, *>` 25 % / 8 | why |',
+  ].join('\n');
+  const row = px.budgetTable(doc)[0];
+  t.match(row, { floor: 0.5, localBytes: 0, batched: { patterns: ['<true, *>'], floor: 0.25, localBytes: 8 } });
+  const parsedEntry = { object: 'a.cu.o', mangled: 'k', arch: 'sm_90', barriers: 0, smem: 0, cmem: 0, spillLoads: 0, lmem: 0, entry: true, demangled: 'k' };
+  const entry = (args: string[]) => ({ ...parsedEntry, args, kernel: 'k_kernel', file: 'a.cu', regs: 128, stack: 8, spillStores: 8 });
+  const rows = px.budgetRows([entry(['true', '1']), entry(['false', '1'])], [row], 'sm_90');
+  const b = rows.find((r) => r.args[0] === 'true'), s = rows.find((r) => r.args[0] === 'false');
+  t.match(b, { batched: true, floor: 0.25, localBytes: 8, occupancy: 0.25 });
+  t.match(s, { batched: false, floor: 0.5, localBytes: 0 });
 });
 
 t.test('occupancy as the CUDA occupancy calculator computes it', async (t) => {

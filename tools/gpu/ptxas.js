@@ -185,7 +185,18 @@ function budgetTable(markdown) {
   };
   const cFile = col(/^file/), cKernel = col(/^kernel/), cThreads = col(/^threads/), cDyn = col(/^dynamic/),
     cFloor = col(/floor/), cLocal = col(/^local bytes/), cLarge = col(/d > 256/);
+  const cBatched = header.findIndex((h) => /^batched/.test(h));  // optional
   const tick = (/** @type {string} */ c) => [...c.matchAll(/`([^`]+)`/g)].map((m) => m[1]);
+  // "`<true, *, *>` 12.5 % / 16": the batched (BATCH = true) variants matching the patterns have their own occupancy
+  // floor and local-memory allowance (the reason is in the note column)
+  const batchedCell = (/** @type {string | undefined} */ c) => {
+    const patterns = c ? tick(c) : [];
+    if (!c || !patterns.length) return null;
+    const rest = c.replace(/`[^`]+`/g, '');
+    const f = /([\d.]+)\s*%/.exec(rest), l = /\/\s*(\d+)/.exec(rest);
+    if (!f || !l) throw new Error(`docs/performance.md §10: batched cell "${c}" needs "floor % / local bytes"`);
+    return { patterns, floor: Number(f[1]) / 100, localBytes: Number(l[1]) };
+  };
   const rows = [];
   for (i += 2; i < lines.length && lines[i].startsWith('|'); i++) {
     const r = split(lines[i]);
@@ -197,6 +208,7 @@ function budgetTable(markdown) {
       floor: Number(r[cFloor].replace(/[^\d.]/g, '')) / 100,
       localBytes: Number(r[cLocal]),
       large: tick(r[cLarge]),
+      batched: cBatched >= 0 ? batchedCell(r[cBatched]) : null,
     });
   }
   return rows;
@@ -224,6 +236,7 @@ function budgetRows(entries, table, arch) {
     .filter((e) => e.entry && e.arch === arch)
     .map((e) => {
       const doc = table.find((r) => r.file === e.file && r.kernel === e.kernel);
+      const bat = doc && doc.batched && doc.batched.patterns.some((p) => matchArgs(e.args, p)) ? doc.batched : null;
       const occ = doc ? occupancy({ arch, regs: e.regs, smem: e.smem, threads: doc.threads, dynSmem: doc.dynSmem }) : null;
       return {
         file: e.file,
@@ -241,8 +254,9 @@ function budgetRows(entries, table, arch) {
         blocksPerSM: occ ? occ.blocksPerSM : null,
         occupancy: occ ? Math.round(occ.occupancy * 1000) / 1000 : null,
         limiter: occ ? occ.limiter : null,
-        floor: doc ? doc.floor : null,
-        localBytes: doc ? doc.localBytes : null,
+        floor: bat ? bat.floor : doc ? doc.floor : null,
+        localBytes: bat ? bat.localBytes : doc ? doc.localBytes : null,
+        batched: !!bat,
         largeD: doc ? doc.large.some((p) => matchArgs(e.args, p)) : false,
       };
     })

@@ -39,41 +39,41 @@ const OPS = [
     sol: 2 * H * N * d * es + 4 * H * N,
     note: 'one row (256 B) in flight per warp; the grid gives 4 CTAs per SM',
     kernels: [
-      { name: 'pass 1', file: 'keydiff.cu', kernel: 'anchor_partial_kernel', args: '2,4,1', bytes: H * N * d * es, rows: H * N, instr: 35, inflight: 256, gridWarps: 32 },
+      { name: 'pass 1', file: 'keydiff.cu', kernel: 'anchor_partial_kernel', args: 'false,2,4,1', bytes: H * N * d * es, rows: H * N, instr: 35, inflight: 256, gridWarps: 32 },
       // every block first reduces its head's 66 partial sums (34 KB from L2) before its rows
-      { name: 'pass 2', file: 'keydiff.cu', kernel: 'score_kernel', args: '2,4,1', bytes: H * N * d * es + 4 * H * N, rows: H * N, instr: 45, inflight: 256, gridWarps: 32, serialL2: 4 },
+      { name: 'pass 2', file: 'keydiff.cu', kernel: 'score_kernel', args: 'false,2,4,1', bytes: H * N * d * es + 4 * H * N, rows: H * N, instr: 45, inflight: 256, gridWarps: 32, serialL2: 4 },
     ],
   },
   {
     op: 'gatherKV',
     sol: 2 * 2 * H * keep * d * es,
     note: 'a warp per output row: count -> index -> K -> V, four dependent latencies per row',
-    kernels: [{ name: 'copy', file: 'gather.cu', kernel: 'gather_kernel', args: '', bytes: 2 * 2 * H * keep * d * es, rows: H * keep, instr: 40, inflight: 512 / 4, gridWarps: 64 }],
+    kernels: [{ name: 'copy', file: 'gather.cu', kernel: 'gather_kernel', args: 'false', bytes: 2 * 2 * H * keep * d * es, rows: H * keep, instr: 40, inflight: 512 / 4, gridWarps: 64 }],
   },
   {
     op: 'nestedkvScores',
     sol: 2 * H * N * d * es + 4 * H * N,
     note: 'pass 2 issue-bound (~250 instructions per 256-byte row); each radix round picks its digit on one thread, scanning about half of 256 bins with dependent L2 loads',
     kernels: [
-      { name: 'pass 1', file: 'nestedkv.cu', kernel: 'pass1_kernel', args: '2,4,1', bytes: H * N * d * es + 4 * H * N, rows: H * N, instr: 60, inflight: 512, gridWarps: 31 },
-      { name: 'pass 2', file: 'nestedkv.cu', kernel: 'pass2_kernel', args: '2,4,1', bytes: H * N * d * es + 16 * H * N, rows: H * N, instr: 250, inflight: 512, gridWarps: 31 },
-      { name: '4 radix rounds', file: 'nestedkv.cu', kernel: 'radix_kernel', args: '', bytes: 0, rows: 4 * 3 * H * N / 32, instr: 20, inflight: 128, gridWarps: 64, serialL2: 4 * 128, launches: 4 },
-      { name: 'statistics + output', file: 'nestedkv.cu', kernel: 'stats_kernel', args: '', bytes: 4 * H * N, rows: 2 * 3 * H * N / 32, instr: 60, inflight: 128, gridWarps: 64, launches: 2 },
+      { name: 'pass 1', file: 'nestedkv.cu', kernel: 'pass1_kernel', args: 'false,2,4,1', bytes: H * N * d * es + 4 * H * N, rows: H * N, instr: 60, inflight: 512, gridWarps: 31 },
+      { name: 'pass 2', file: 'nestedkv.cu', kernel: 'pass2_kernel', args: 'false,2,4,1', bytes: H * N * d * es + 16 * H * N, rows: H * N, instr: 250, inflight: 512, gridWarps: 31 },
+      { name: '4 radix rounds', file: 'nestedkv.cu', kernel: 'radix_kernel', args: 'false', bytes: 0, rows: 4 * 3 * H * N / 32, instr: 20, inflight: 128, gridWarps: 64, serialL2: 4 * 128, launches: 4 },
+      { name: 'statistics + output', file: 'nestedkv.cu', kernel: 'stats_kernel', args: 'false', bytes: 4 * H * N, rows: 2 * 3 * H * N / 32, instr: 60, inflight: 128, gridWarps: 64, launches: 2 },
     ],
   },
   {
     op: 'selectTokens',
     sol: 4 * H * N + 4 * H * keep,
     note: 'latency-bound: up to 8 radix rounds (about 4 before the bucket is unique), each a launch and a digit pick on one thread scanning about 128 bins with dependent L2 loads',
-    kernels: [{ name: 'radix select', file: 'select.cu', kernel: 'round_kernel', args: '', bytes: 4 * H * N + 4 * H * keep, rows: 8 * H * N / 32, instr: 20, inflight: 128, gridWarps: 64, serialL2: 4 * 128, launches: 11 }],
+    kernels: [{ name: 'radix select', file: 'select.cu', kernel: 'round_kernel', args: 'false', bytes: 4 * H * N + 4 * H * keep, rows: 8 * H * N / 32, instr: 20, inflight: 128, gridWarps: 64, serialL2: 4 * 128, launches: 11 }],
   },
   {
     op: 'snapkvScores',
     sol: 2 * H * N * d * es + H * G * W * d * es + 4 * H * N,
     note: 'tensor-core logits of 128 window queries per 32-key tile (a warp: 16 queries); the LSE state is read and written in global memory once per tile (a dependent L2 round trip, 31 tiles per block)',
     kernels: [
-      { name: 'pass 1 (LSE)', file: 'snapkv.cu', kernel: 'snap_kernel', args: '2,8,true,false', bytes: H * N * d * es, rows: (H * N / 32) * 8, instr: 200, inflight: 16384 / 8, gridWarps: 16, flops: 2 * G * W * d * H * N, flopRate: HW.mmaFlops, serialL2: 31 },
-      { name: 'pass 2 (probabilities)', file: 'snapkv.cu', kernel: 'snap_kernel', args: '2,8,true,true', bytes: H * (N - W) * d * es + 4 * H * G * N, rows: (H * N / 32) * 8, instr: 300, inflight: 16384 / 8, gridWarps: 16, flops: 2 * G * W * d * H * N, flopRate: HW.mmaFlops, serialL2: 31, launches: 3 },
+      { name: 'pass 1 (LSE)', file: 'snapkv.cu', kernel: 'snap_kernel', args: 'false,2,8,true,false', bytes: H * N * d * es, rows: (H * N / 32) * 8, instr: 200, inflight: 16384 / 8, gridWarps: 16, flops: 2 * G * W * d * H * N, flopRate: HW.mmaFlops, serialL2: 31 },
+      { name: 'pass 2 (probabilities)', file: 'snapkv.cu', kernel: 'snap_kernel', args: 'false,2,8,true,true', bytes: H * (N - W) * d * es + 4 * H * G * N, rows: (H * N / 32) * 8, instr: 300, inflight: 16384 / 8, gridWarps: 16, flops: 2 * G * W * d * H * N, flopRate: HW.mmaFlops, serialL2: 31, launches: 3 },
     ],
   },
   {
@@ -81,15 +81,15 @@ const OPS = [
     sol: H * (2 * N * d * es + (d * d + 2 * d + 1) * 4) + H * G * d * (es + 4),
     note: '5 shuffles and 2 exps per K/V row and query; 2 CTAs per SM (87 registers)',
     kernels: [
-      { name: 'split-K partial', file: 'decode.cu', kernel: 'partial_kernel', args: '2,4,true', bytes: 2 * H * N * d * es, rows: H * N, instr: 120, inflight: 512, gridWarps: 62 },
-      { name: 'merge + summary', file: 'decode.cu', kernel: 'merge_kernel', args: '', bytes: H * d * d * 4, rows: H * G * 128, instr: 30, inflight: 128, gridWarps: 1, serialL2: 128 },
+      { name: 'split-K partial', file: 'decode.cu', kernel: 'partial_kernel', args: 'false,2,4,true', bytes: 2 * H * N * d * es, rows: H * N, instr: 120, inflight: 512, gridWarps: 62 },
+      { name: 'merge + summary', file: 'decode.cu', kernel: 'merge_kernel', args: 'false', bytes: H * d * d * 4, rows: H * G * 128, instr: 30, inflight: 128, gridWarps: 1, serialL2: 128 },
     ],
   },
   {
     op: 'MomentState.merge',
     sol: 2 * H * N * d * es + 2 * H * keep * d * es,
     note: 'fused into gatherKV: one CTA per SM (209 registers), FP32 co-moments, ~33 MB of segment scratch written and re-read',
-    kernels: [{ name: 'segments', file: 'moments.cu', kernel: 'segment_kernel', args: '', bytes: 2 * H * N * d * es + 2 * H * keep * d * es + 2 * 33e6, rows: H * N, instr: 60, inflight: 256, gridWarps: 8, flops: 2 * H * (N - keep) * d * d, flopRate: HW.fp32 * 0.4, launches: 2 }],
+    kernels: [{ name: 'segments', file: 'moments.cu', kernel: 'segment_kernel', args: 'false', bytes: 2 * H * N * d * es + 2 * H * keep * d * es + 2 * 33e6, rows: H * N, instr: 60, inflight: 256, gridWarps: 8, flops: 2 * H * (N - keep) * d * d, flopRate: HW.fp32 * 0.4, launches: 2 }],
   },
 ];
 
