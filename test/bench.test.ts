@@ -53,7 +53,9 @@ t.test('kvtrim bench CLI writes the JSON report', async (t) => {
   t.equal(code, 0);
   t.match(out.join('\n'), /% SoL/);
   const j = JSON.parse(fs.readFileSync(file, 'utf8'));
-  t.same(Object.keys(j).sort(), ['backend', 'bandwidthGBs', 'device', 'repeats', 'rows', 'threads']);
+  t.same(Object.keys(j).sort(), ['backend', 'bandwidthGBs', 'cpuIsa', 'device', 'fmaPeakGFs', 'host', 'repeats', 'rows', 'threads']);
+  t.ok(j.fmaPeakGFs > 0 && ['avx512', 'avx2', 'baseline', 'neon'].includes(j.cpuIsa), `the CPU report carries the FMA peak (${j.fmaPeakGFs}) and the ISA level (${j.cpuIsa})`);
+  t.match(j.host, { cpu: String, date: String, loadavg: Array }, 'and the host, date and load of the run');
   t.same(Object.keys(j.rows[0]).filter((k) => k !== 'baseline').sort(), ['H', 'N', 'd', 'dtype', 'gbps', 'medianMs', 'minMs', 'op', 'solBytes', 'solFraction', 'solMs', 'variant'].sort());
   const help: string[] = [];
   console.log = (...a: unknown[]) => void help.push(a.join(' '));

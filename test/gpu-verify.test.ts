@@ -205,9 +205,7 @@ t.test('gpu:verify end to end on the CUDA emulator, with stand-in GPU tools', { 
   const args = [script, '--results', results, '--out', out, '--build-dir', buildDir, '--check-op', 'keydiff', '--check-size', 'small',
     '--bench-op', 'keydiff,gather', '--bench-N', '640', '--bench-repeats', '2', '--peer-device', 'cpu', '--budget', 'synccheck=3', '--seed', '5',
     ...(py ? ['--python', py] : [])];
-  const t0 = Date.now();
   const r = await run(process.execPath, args, env);
-  const seconds = (Date.now() - t0) / 1000;
   t.equal(r.code, 1, 'exit code 1: a sanitizer finding and a step stopped at its budget', { output: r.out.slice(-3000) });
   t.match(r.out, /PARTIAL or FAILED/);
   for (const dir of [results, out]) {
@@ -227,8 +225,8 @@ t.test('gpu:verify end to end on the CUDA emulator, with stand-in GPU tools', { 
   t.ok(R.check.rows.length > 0 && R.check.rows.every((x: { op: string; pass: boolean }) => x.pass && /keydiff/i.test(x.op)) && R.check.complete && R.check.size === 'small', `check: ${R.check.rows.length} keydiff checks passed`);
   t.match(R.sanitizer, { memcheck: { errors: 0 }, racecheck: { errors: 1 } });
   t.ok(R.sanitizer.memcheck.checks.startsWith(String(R.check.rows.length)), 'memcheck ran the same checks');
-  const sync = R.steps.find((s: { name: string }) => s.name === 'synccheck');
-  t.ok(sync.seconds < 12, `synccheck stopped at its 3 s budget (${sync.seconds.toFixed(1)} s)`);
+  // synccheck's stand-in never ends by itself: its 'timeout' status above says the 3 s budget stopped it (no clock is
+  // read here: test/timing.test.ts)
   const ops = new Set(R.bench.rows.map((x: { op: string }) => x.op));
   t.same([...ops].sort(), ['gatherKV', 'keydiffScores'], 'bench: the selected ops');
   t.ok(R.bench.rows.every((x: { N: number; solFraction: number; medianMs: number }) => x.N === 640 && x.solFraction > 0 && x.medianMs > 0), 'bench rows with % of the speed of light');
@@ -240,7 +238,6 @@ t.test('gpu:verify end to end on the CUDA emulator, with stand-in GPU tools', { 
   const md = fs.readFileSync(path.join(out, 'gpu-kvtrim-cuda-emulator.md'), 'utf8');
   for (const h of ['# kvtrim gpu:verify — kvtrim CUDA emulator', '## kvtrim check (small', '## compute-sanitizer racecheck', '## kvtrim bench', '## Nsight Compute', '## ptxas (sm_90']) t.match(md, h, `markdown: ${h}`);
   if (py) t.match(md, /\| keydiffScores \| 2 passes \| 640 \|.*\| [\d.]+x \|$/m, 'markdown: kvtrim next to the PyTorch peer');
-  t.ok(seconds < R.deadline, `the run took ${seconds.toFixed(0)} s`);
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -248,11 +245,9 @@ t.test('gpu:verify stops a hanging step at the deadline and still writes the par
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-verify-'));
   const bin = path.join(tmp, 'bin'), results = path.join(tmp, 'results');
   fakeTools(bin, { slowProbe: true });
-  const t0 = Date.now();
+  // the stand-in probe never ends by itself: that the run returns at all, with the probe 'timeout', is the deadline at work
   const r = await run(process.execPath, [script, '--results', results, '--deadline', '10'], { PATH: `${bin}:${process.env.PATH}` });
-  const seconds = (Date.now() - t0) / 1000;
   t.equal(r.code, 1);
-  t.ok(seconds < 15, `ended after ${seconds.toFixed(1)} s (deadline 10 s)`);
   const R = readJson(path.join(results, 'gpu-unknown.json'));
   t.equal(R.steps[0].status, 'timeout', 'probe stopped');
   t.ok(R.steps.slice(1).every((s: { status: string }) => s.status === 'skipped'), 'the other steps skipped, with the reason');

@@ -7,7 +7,8 @@
 //   node tools/coverage/native.mjs report [--build build-cov] [--floor P] [--json FILE]
 //
 // tests: every test/<op>.test.ts and test/<op>-<aspect>.test.ts that loads the addon (the -ref files test float64
-// references alone), plus test/bad-input.test.ts, at reduced sizes (KVTRIM_TEST_QUICK=1), CPU backend, under node
+// references alone, ops including compact and tp_select), plus EXTRA below (bad input, hostile views, non-finite data, the
+// fuzzer's CI corpus, the async forms, the bench), at reduced sizes (KVTRIM_TEST_QUICK=1), CPU backend, under node
 // with tap's TypeScript loader, `--jobs` at a time; exits 1 when one fails.
 //
 // report: per source file of csrc/ (headers included: a line counts as covered when any translation unit that
@@ -111,13 +112,15 @@ function ranges(xs) {
   return out.join(', ');
 }
 
-const OPS = ['keydiff', 'nestedkv', 'snapkv', 'select', 'gather', 'moments', 'decode', 'momentkv_select', 'spd', 'grkv'];
+const OPS = ['keydiff', 'nestedkv', 'snapkv', 'select', 'gather', 'moments', 'decode', 'momentkv_select', 'spd', 'grkv', 'compact', 'tp_select'];
+/** Test files beyond the ops' own that reach native code: bad input of every kind, the fuzzer's corpus, async forms, the bench. */
+const EXTRA = ['bad-input.test.ts', 'batch-bad-input.test.ts', 'hostile.test.ts', 'nonfinite.test.ts', 'async.test.ts', 'batched-async.test.ts', 'fuzz.test.ts', 'bench.test.ts'];
 
 /** The op test files (see the header). */
 function opTests() {
   return fs.readdirSync(path.join(root, 'test'))
     .filter((f) => f.endsWith('.test.ts') && !f.endsWith('-ref.test.ts'))
-    .filter((f) => f === 'bad-input.test.ts' || OPS.some((op) => f === `${op}.test.ts` || f.startsWith(`${op}-`)))
+    .filter((f) => EXTRA.includes(f) || OPS.some((op) => f === `${op}.test.ts` || f.startsWith(`${op}-`)))
     .map((f) => `test/${f}`)
     .sort();
 }
