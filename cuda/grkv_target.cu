@@ -8,9 +8,10 @@ namespace grkv {
 namespace {
 
 template <int DT, int DVMAX>
-__global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
+__global__ void __launch_bounds__(kT, 2) target_kernel(Ctx c) {
   __shared__ float Qs[kTl][kTp], Ks[kTl][kTp], Ps[kTl][kTp], Vs[kTl][kTp];
   __shared__ int32_t qmax[kTl];
+  __shared__ int64_t koff[kTl], voff[kTl];  // element offsets of the tile's key / value rows (-1 past n1)
   constexpr int NC = DVMAX / kTl;
   const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
   const int64_t h = blockIdx.z, r0 = int64_t(blockIdx.y) * kTl, chunk = blockIdx.x;
@@ -30,8 +31,18 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, acc[2][2 * NC];
   tile_zero(acc);
   for (int64_t t0 = n0; t0 < n1 && t0 <= maxq; t0 += kTl) {
+    // The rows' offsets through the batch's table once per tile (not per element: the paged addressing held in
+    // registers across the tile loops spilled); the previous tile's last reads of them precede tile_pb's barrier.
+    if (tid < 2 * kTl) {
+      const int64_t key = t0 + tid % kTl;
+      const T3& X = tid < kTl ? K : V;
+      (tid < kTl ? koff : voff)[tid % kTl] = key < n1 ? in_row(c, X, h, key) : -1;
+    }
+    __syncthreads();
     float dot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-    tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot, query_rows<float>(c, h, r0), input_rows<DT, float>(c, K, h, t0, n1));
+    tile_dot_cols(Qs, Ks, c.d, tid, ty, tx, dot, query_rows<float>(c, h, r0), [&](int rr, int64_t col) {
+      return koff[rr] >= 0 ? ldf<DT>(K.p, koff[rr] + col * K.s2) : 0.f;
+    });
 #pragma unroll
     for (int a = 0; a < 2; a++) {
       float lg[2];
@@ -56,8 +67,8 @@ __global__ void __launch_bounds__(kT) target_kernel(Ctx c) {
     }
     tile_pb<false, NC>(Ps, Vs, c.dv, ty, tx, acc, [&](int cc) {
       tile_fill(Vs, tid, [&](int tt, int col) {
-        const int64_t key = t0 + tt, cv = cc * kTl + col;
-        return key < n1 && cv < c.dv ? ldf<DT>(V.p, in_row(c, V, h, key) + cv * V.s2) : 0.f;
+        const int64_t cv = cc * kTl + col;
+        return voff[tt] >= 0 && cv < c.dv ? ldf<DT>(V.p, voff[tt] + cv * V.s2) : 0.f;
       });
     });
   }

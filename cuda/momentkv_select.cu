@@ -167,7 +167,7 @@ __device__ void orthonormalize(const float* Y, float* X, int64_t dv, int p, int 
   }
 }
 
-__global__ void __launch_bounds__(kThreads) basis_kernel(BasisArgs A) {
+__global__ void __launch_bounds__(kThreads, 4) basis_kernel(BasisArgs A) {
   extern __shared__ float sm[];
   __shared__ float red[kWarps], proj[mkv::kMaxP];
   __shared__ float B[mkv::kMaxP * mkv::kMaxP], W[mkv::kMaxP * mkv::kMaxP], lam[mkv::kMaxP];
