@@ -47,3 +47,24 @@ for (const [k, { layout, pageSize }] of cases(layoutCases())) {
 function at0View(x: import('../lib/index').Tensor, b: number, H: number) {
   return x.view([H, ...x.shape.slice(1)], x.strides, x.offset + b * H * x.strides[0]);
 }
+
+// The CPU backend reads token-major views (ragged rows, NHD pages) token by token across the heads and HND pages page
+// by page (csrc/cpu/rows.h row_walk), skipping each head's rows past its own count; each head's rows keep their order,
+// so the bits are the per-sequence op's. Long sequences (several 512-row chunks), a page size that is not a power of
+// two, per-head counts from 0 to n.
+t.test('decode batched cpu: long sequences over several chunks, pages of 24, ragged per-head counts', async (t) => {
+  for (const layout of ['ragged', 'NHD', 'HND'] as const) {
+    const rng = new Rng(771);
+    const lengths = [1900, 1, 0, 1100];
+    const H = 3, G = 2, d = 16, dv = 12, B = lengths.length;
+    const { keys, values, cache } = makeCache(rng, layout, lengths, H, d, dv, 'f32', 24);
+    const cnt = lengths.flatMap((n) => [n, rng.int(n + 1), Math.min(n, 513)]);
+    const counts = tensor(Int32Array.from(cnt), [B, H]);
+    const queries = tensor(Float32Array.from({ length: B * H * G * d }, () => 0.3 * rng.normal()), [B, H * G, d]);
+    const out = await hostOf(decodeAttentionBatched({ queries, cache, counts }));
+    for (const [b, n] of lengths.entries()) {
+      const ref = await hostOf(decodeAttention({ queries: at0(queries, b), keys: keys.perSeq[b], values: values.perSeq[b], counts: at0(counts, b) }));
+      sameBits(t, flat(at0(out, b)), flat(ref), `${layout}: sequence ${b} (n = ${n}, counts ${cnt.slice(b * H, b * H + H)})`);
+    }
+  }
+});

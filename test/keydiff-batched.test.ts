@@ -50,3 +50,21 @@ t.test('table builders and seqLengths', async (t) => {
   t.same(Array.from(p.lastPageLen.data as Int32Array), [5, 0, 1, 1], 'last page lengths');
   t.same(Array.from(seqLengths({ layout: 'padded' }, tensor(new Float32Array(2 * 3 * 4 * 1), [2, 3, 4, 1]))), [4, 4], 'padded without lengths');
 });
+
+// The CPU backend reads token-major views (ragged rows, NHD pages) token by token across the heads and HND pages page
+// by page (csrc/cpu/rows.h row_walk); each head's rows keep their order, so the bits are the per-sequence op's. Long
+// sequences (several 256- and 1024-row chunks) and a page size that is not a power of two (blocks cut at page ends).
+t.test('keydiff batched cpu: long sequences over several chunks, pages of 24', async (t) => {
+  for (const layout of ['ragged', 'NHD', 'HND'] as const) {
+    const rng = new Rng(170);
+    const lengths = [2600, 0, 1, 1500];
+    const H = 3, d = 20;
+    const { tb, keys, cache } = makeCache(rng, layout, lengths, H, d, d, 'f32', 24);
+    const out = tokenTensor(tb, H);
+    keydiffScoresBatched(cache, { out });
+    const got = await fetchView(out);
+    for (const [b, n] of lengths.entries()) {
+      if (n > 0) sameBits(t, tokenBlock(got, tb, b), keydiffScores(keys.perSeq[b]).host as Float32Array, `${layout}: sequence ${b} (n = ${n})`);
+    }
+  }
+});

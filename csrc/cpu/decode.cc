@@ -34,39 +34,58 @@ void decode(const DecodeArgs& A) {
   const int64_t ps = dv + 2;  // partial state: m, l, acc[dv]
   std::vector<float> part(static_cast<size_t>(Hkv * nch * Q * ps));
   auto count_of = [&](int64_t h) { return int64_t(A.cnt.ptr<int32_t>()[h * A.cnt.stride[0]]); };
-  parallel_for(Hkv * nch, 1, [&](int64_t b, int64_t e) {
+  // A task is one head's chunk, or the chunk of every head where rows.h's row_walk reads all heads together (token by
+  // token, or page by page); each head's rows are still taken in ascending order, so its arithmetic is the same.
+  const RowWalk wk = row_walk(A.k), wv = row_walk(A.v);
+  const int64_t hg = wk.all_heads || wv.all_heads ? Hkv : 1;  // heads per task
+  parallel_for(Hkv / hg * nch, 1, [&](int64_t b, int64_t e) {
     std::vector<float> buf, logits;
     for (int64_t t = b; t < e; t++) {
-      const int64_t h = t / nch, ch = t % nch;
-      const int64_t r0 = ch * kDecodeRows, r1 = std::min(count_of(h), r0 + kDecodeRows);
-      float* P = &part[size_t(t * Q * ps)];
-      for (int64_t q = 0; q < Q; q++) {
-        P[q * ps] = -INFINITY;
-        std::fill(P + q * ps + 1, P + (q + 1) * ps, 0.f);
-      }
-      if (r0 >= r1) continue;
-      const int64_t L = r1 - r0;
-      const float* ah = &a[size_t(h * Q * d)];  // queries of KV head h: index q = g*T + t
-      logits.resize(size_t(Q * L));
-      for (int64_t r = 0; r < L; r++) {
-        const float* kr = load_row(A.k, h, r0 + r, buf);
-        for (int64_t q = 0; q < Q; q++) logits[size_t(q * L + r)] = mkv::logit_or_nan(dot8(ah + q * d, kr, d));
-      }
-      for (int64_t q = 0; q < Q; q++) {
-        float mx = -INFINITY;
-        for (int64_t r = 0; r < L; r++) mx = std::max(mx, logits[size_t(q * L + r)]);
-        P[q * ps] = mx;
-        for (int64_t r = 0; r < L; r++) logits[size_t(q * L + r)] = expf(logits[size_t(q * L + r)] - mx);
-      }
-      for (int64_t r = 0; r < L; r++) {
-        const float* vr = load_row(A.v, h, r0 + r, buf);
+      const int64_t h0 = t / nch * hg, ch = t % nch, r0 = ch * kDecodeRows;
+      int64_t L = 0;  // rows of the chunk in the longest head of the group
+      for (int64_t h = h0; h < h0 + hg; h++) {
+        float* P = &part[size_t((h * nch + ch) * Q * ps)];
         for (int64_t q = 0; q < Q; q++) {
-          const float p = logits[size_t(q * L + r)];
+          P[q * ps] = -INFINITY;
+          std::fill(P + q * ps + 1, P + (q + 1) * ps, 0.f);
+        }
+        L = std::max(L, std::min(count_of(h), r0 + kDecodeRows) - r0);
+      }
+      if (L <= 0) continue;
+      // logits[(h - h0) * Q * L + q * L + r]; head h's rows below its own count only
+      logits.resize(size_t(hg * Q * L));
+      walk_rows(wk, h0, h0 + hg, r0, r0 + L, [&](int64_t h, int64_t i) {
+        if (i >= count_of(h)) return;
+        prefetch_row(A.k, h, i + kPrefetchRows);
+        const float* kr = load_row(A.k, h, i, buf);
+        const float* ah = &a[size_t(h * Q * d)];  // queries of KV head h: index q = g*T + t
+        float* lg = &logits[size_t((h - h0) * Q * L)];
+        for (int64_t q = 0; q < Q; q++) lg[q * L + (i - r0)] = mkv::logit_or_nan(dot8(ah + q * d, kr, d));
+      });
+      for (int64_t h = h0; h < h0 + hg; h++) {
+        const int64_t Lh = std::min(count_of(h), r0 + kDecodeRows) - r0;
+        float* P = &part[size_t((h * nch + ch) * Q * ps)];
+        float* lg = &logits[size_t((h - h0) * Q * L)];
+        for (int64_t q = 0; q < Q && Lh > 0; q++) {
+          float mx = -INFINITY;
+          for (int64_t r = 0; r < Lh; r++) mx = std::max(mx, lg[q * L + r]);
+          P[q * ps] = mx;
+          for (int64_t r = 0; r < Lh; r++) lg[q * L + r] = expf(lg[q * L + r] - mx);
+        }
+      }
+      walk_rows(wv, h0, h0 + hg, r0, r0 + L, [&](int64_t h, int64_t i) {
+        if (i >= count_of(h)) return;
+        prefetch_row(A.v, h, i + kPrefetchRows);
+        const float* vr = load_row(A.v, h, i, buf);
+        float* P = &part[size_t((h * nch + ch) * Q * ps)];
+        const float* lg = &logits[size_t((h - h0) * Q * L)];
+        for (int64_t q = 0; q < Q; q++) {
+          const float p = lg[q * L + (i - r0)];
           float* acc = P + q * ps + 2;
           P[q * ps + 1] += p;
           for (int64_t c = 0; c < dv; c++) acc[c] += p * vr[c];
         }
-      }
+      });
     }
   });
   parallel_for(Hq * T, 4, [&](int64_t b, int64_t e) {

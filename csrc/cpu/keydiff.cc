@@ -10,23 +10,33 @@
 namespace kvt {
 namespace cpu {
 
+// The tasks of a pass over k in chunks of `rows` rows: one head's chunk, or the chunk of every head where rows.h's
+// row_walk reads all heads together; fn(h, c, i, buf) per row in that order (buf: a row buffer of the task's thread).
+template <typename F>
+static void over_chunks(const View& k, int64_t rows, const F& fn) {
+  const int64_t H = k.shape[0], N = k.shape[1], C = (N + rows - 1) / rows;
+  const RowWalk w = row_walk(k);
+  parallel_for(w.all_heads ? C : H * C, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> buf;
+    for (int64_t t = b; t < e; t++) {
+      const int64_t c = t % C, h0 = w.all_heads ? 0 : t / C, h1 = w.all_heads ? H : h0 + 1;
+      walk_rows(w, h0, h1, c * rows, std::min(N, (c + 1) * rows), [&](int64_t h, int64_t i) { fn(h, c, i, buf); });
+    }
+  });
+}
+
 // Anchor per head: mean of L2-normalised keys, accumulated in f64 over row chunks.
 static void normalized_key_means(const View& k, std::vector<float>& anchor) {
   const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
   const int64_t rows_per_chunk = 1024;
   const int64_t C = (N + rows_per_chunk - 1) / rows_per_chunk;
   std::vector<double> partial(size_t(H * C * d), 0.0);
-  parallel_for(H * C, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> buf;
-    for (int64_t t = b; t < e; t++) {
-      int64_t h = t / C, c = t % C;
-      double* acc = &partial[size_t(t * d)];
-      for (int64_t i = c * rows_per_chunk; i < std::min(N, (c + 1) * rows_per_chunk); i++) {
-        const float* row = load_row(k, h, i, buf);
-        float inv = inv_norm_clamped(sumsq8(row, d));
-        for (int64_t j = 0; j < d; j++) acc[j] += double(row[j] * inv);
-      }
-    }
+  over_chunks(k, rows_per_chunk, [&](int64_t h, int64_t c, int64_t i, std::vector<float>& buf) {
+    prefetch_row(k, h, i + kPrefetchRows);
+    double* acc = &partial[size_t((h * C + c) * d)];
+    const float* row = load_row(k, h, i, buf);
+    float inv = inv_norm_clamped(sumsq8(row, d));
+    for (int64_t j = 0; j < d; j++) acc[j] += double(row[j] * inv);
   });
   anchor.assign(size_t(H * d), 0.0f);
   for (int64_t h = 0; h < H; h++)
@@ -38,24 +48,16 @@ static void normalized_key_means(const View& k, std::vector<float>& anchor) {
 }
 
 void keydiff(const View& k, const View& out) {
-  const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
+  const int64_t H = k.shape[0], d = k.shape[2];
   std::vector<float> anchor;
   normalized_key_means(k, anchor);
   std::vector<float> anorm(static_cast<size_t>(H));
   for (int64_t h = 0; h < H; h++) anorm[size_t(h)] = sqrtf(sumsq8(&anchor[size_t(h * d)], d));
-  const int64_t grain = 256;
-  const int64_t C = (N + grain - 1) / grain;
-  parallel_for(H * C, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> buf;
-    for (int64_t t = b; t < e; t++) {
-      int64_t h = t / C, c = t % C;
-      const float* a = &anchor[size_t(h * d)];
-      float* o = out.ptr<float>() + h * out.stride[0];
-      for (int64_t i = c * grain; i < std::min(N, (c + 1) * grain); i++) {
-        const float* row = load_row(k, h, i, buf);
-        o[i * out.stride[1]] = neg_cosine(dot8(row, a, d), sumsq8(row, d), anorm[size_t(h)]);
-      }
-    }
+  over_chunks(k, 256, [&](int64_t h, int64_t, int64_t i, std::vector<float>& buf) {
+    prefetch_row(k, h, i + kPrefetchRows);
+    const float* row = load_row(k, h, i, buf);
+    out.ptr<float>()[h * out.stride[0] + i * out.stride[1]] =
+        neg_cosine(dot8(row, &anchor[size_t(h * d)], d), sumsq8(row, d), anorm[size_t(h)]);
   });
 }
 

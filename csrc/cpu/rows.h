@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "abi/validate.h"
@@ -46,6 +47,43 @@ inline const float* load_row(const View& v, int64_t a, int64_t b, std::vector<fl
     }
   }
   return out;
+}
+
+// Prefetches row (a, b, :) of a paged view: a head's rows lie in page-sized pieces at unrelated addresses, which the
+// hardware prefetcher does not follow from one piece to the next, so loops over paged rows ask for a row a page ahead.
+constexpr int64_t kPrefetchRows = 16;
+inline void prefetch_row(const View& v, int64_t a, int64_t b) {
+  if (!v.pages || b >= v.shape[1]) return;
+  const char* p = row_ptr(v, a, b);
+  const int64_t bytes = v.shape[2] * v.stride[2] * dtype_size(v.dtype);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
+}
+
+// The order a pass over a [H, N, d] view visits its rows in. A contiguous head-major view is read one head at a time
+// (one head per task). Where the heads are interleaved token by token (token-major storage: the rows of a ragged
+// batch, NHD pages, an NHD tensor viewed as [H, N, d]) one head's consecutive rows lie H·d elements apart, so walking
+// one head touches a new 4 KB page per row (no hardware prefetch, a TLB miss each): such a view is read token by token
+// across all heads. HND pages hold [H, page, d] blocks: read page by page across all heads. Every head's rows are
+// still visited in ascending order, so per-head arithmetic (and its bits) does not depend on the order.
+struct RowWalk {
+  bool all_heads;  // a task covers every head of its rows
+  int64_t block;   // rows visited per head before moving to the next head
+};
+inline RowWalk row_walk(const View& v) {
+  const int64_t s0 = v.stride[0] < 0 ? -v.stride[0] : v.stride[0], s1 = v.stride[1] < 0 ? -v.stride[1] : v.stride[1];
+  if (v.shape[0] > 1 && s0 < s1) return {true, 1};
+  if (v.shape[0] > 1 && v.pages) return {true, v.page_size};
+  return {false, INT64_MAX};
+}
+// fn(h, i) for heads [h0, h1) and rows [i0, i1) in the order of w (blocks aligned to multiples of w.block).
+template <typename F>
+inline void walk_rows(const RowWalk& w, int64_t h0, int64_t h1, int64_t i0, int64_t i1, const F& fn) {
+  for (int64_t b0 = i0; b0 < i1;) {
+    const int64_t b1 = w.block >= i1 - b0 ? i1 : std::min(i1, (b0 / w.block + 1) * w.block);
+    for (int64_t h = h0; h < h1; h++)
+      for (int64_t i = b0; i < b1; i++) fn(h, i);
+    b0 = b1;
+  }
 }
 
 inline float dot8(const float* a, const float* b, int64_t n) {
