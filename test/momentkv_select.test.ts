@@ -11,6 +11,24 @@ import { stateHost, stateErrors } from './moments-helpers';
 import { validateRoundsTolerant } from './momentkv_select-helpers';
 
 for (const b of BACKENDS) {
+  t.test(`momentkvSelect ${b}: element-strided scores select as dense ones`, on(b), async (t) => {
+    const rng = new Rng(106);
+    const H = 2, N = 90, d = 8, dv = 6, keep = 30;
+    const K = rng.normals(H * N * d), V = rng.normals(H * N * dv);
+    const sc = new Float32Array(H * N).map(() => rng.uniform());
+    // the scores [H, N] with element stride 2; the gaps hold NaN, which must never be read
+    const wide = new Float32Array(2 * H * N).fill(NaN);
+    sc.forEach((x, i) => (wide[2 * i] = x));
+    const args = { keys: place(tensor(K, [H, N, d]), b), values: place(tensor(V, [H, N, dv]), b), keep, evictedRound: true };
+    const dense = momentkvSelect({ ...args, scores: place(tensor(sc, [H, N]), b) });
+    const strided = momentkvSelect({ ...args, scores: place(tensor(wide, [H, N], { strides: [2 * N, 2] }), b) });
+    t.same(rows(await fetch(strided.indices), await fetch(strided.counts)), rows(await fetch(dense.indices), await fetch(dense.counts)), 'same kept rows');
+    t.same(Array.from(values(await fetch(strided.evictedRound!))), Array.from(values(await fetch(dense.evictedRound!))), 'same eviction rounds');
+    const ref = momentkvSelectRef({ scores: sc, K, V, Hkv: H, N, d, dv, keep, mi: false });
+    const plain = momentkvSelect({ ...args, mi: false, scores: place(tensor(wide, [H, N], { strides: [2 * N, 2] }), b) });
+    t.same(rows(await fetch(plain.indices), await fetch(plain.counts)), ref.kept, 'mi=false on strided scores = top-keep by score');
+  });
+
   t.test(`momentkvSelect ${b}: counts, protection, moments = batch stats of the evicted rows, rounds`, on(b), async (t) => {
     const rng = new Rng(105);
     const H = 3, N = 501, d = 16, dv = 12, keep = 120;
