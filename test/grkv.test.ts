@@ -358,6 +358,45 @@ for (const backend of BACKENDS) {
     }
   });
 
+  t.test(`grkvMerge ${backend}: the first and the last retained slot mutable (no window row kept), γ = 0`, on(backend), async (t) => {
+    // head 0 keeps only prefix positions, so its first and its last slot are regressed; head 1 keeps its window rows too
+    const L = traceLayer({ N: 600, Hkv: 2, d: 64, groupSize: 2, seed: 9 });
+    const prefix = Array.from({ length: 40 }, (_, j) => 3 + 13 * j).filter((p) => p < L.N - L.W);
+    const withWindow = [...prefix.slice(0, 30), ...Array.from({ length: L.W }, (_, j) => L.N - L.W + j)];
+    const c: Case = { name: 'prefix only', layer: L, dtype: 'f32', source: 'window', ratio: 0.9, kept: [prefix, withWindow], gamma: 0 };
+    const b = build(c);
+    const { mutable } = grkvPartitionRef(b.kept, b.ref.raw, b.N, b.ref.W, 0);
+    t.same([mutable[0][0], mutable[0][mutable[0].length - 1]], [prefix[0], prefix[prefix.length - 1]], 'head 0: first and last slot mutable');
+    const ref = grkvMergeRef(b.ref);
+    const { res, cap } = run(c, backend, b);
+    const o = await outputs(b, res, cap);
+    await invariants(t, 'prefix only', b, o, 0);
+    const joint = run({ ...c, acceptance: 'joint' }, backend, b);
+    const oj = await outputs(b, joint.res, joint.cap);
+    for (let h = 0; h < b.H; h++) {
+      const hr = ref.heads[h], Lh = o.diag[h].objectives;
+      t.ok(Math.abs(Lh[0] - hr.objectives[0]) <= 1e-5 * hr.objectives[0], `h${h}: L0 ${Lh[0]} vs reference ${hr.objectives[0].toPrecision(6)}`);
+      t.ok(Math.abs(Lh[1] - hr.objectives[1]) <= 1e-4 * hr.objectives[0], `h${h}: L1 ${Lh[1]} vs reference ${hr.objectives[1].toPrecision(6)}`);
+      const { dV } = deltas(b, oj, h, hr.mutable);
+      const V0 = hr.mutable.flatMap((p) => Array.from(b.V32.subarray((h * b.N + p) * b.dv, (h * b.N + p + 1) * b.dv)));
+      const eV = relDiff(dV, Array.from(hr.dV.rows, (x, i) => x - V0[i]));
+      t.ok(eV <= 1e-4, `h${h}: ΔV of every mutable row vs reference ${eV.toExponential(2)}`);
+    }
+  });
+
+  t.test(`grkvMerge ${backend}: diagnostics into an element-strided view`, on(backend), async (t) => {
+    const c: Case = { name: 'diag view', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9 };
+    const b = build(c);
+    const dense = run(c, backend, b);
+    const want = values(await fetch(dense.res.diagnostics as Tensor));
+    // [H, cols] with element stride 2 inside a poisoned buffer: every column lands on its element, the gaps keep the poison
+    const buf = poisoned([2 * b.H * GRKV_DIAG_COLS], 'f32', backend);
+    run(c, backend, b, { diagnostics: buf.view([b.H, GRKV_DIAG_COLS], [2 * GRKV_DIAG_COLS, 2]) });
+    const host = values(await fetch(buf));
+    t.same(Array.from({ length: b.H * GRKV_DIAG_COLS }, (_, i) => host[2 * i]), Array.from(want), 'strided diagnostics = dense diagnostics');
+    t.ok(Array.from({ length: b.H * GRKV_DIAG_COLS }, (_, i) => host[2 * i + 1]).every((x) => Number.isNaN(x)), 'nothing written between the elements');
+  });
+
   t.test(`grkvMerge ${backend}: the dual value step equals the primal ridge solution (caps off, value only)`, on(backend), async (t) => {
     const c: Case = { name: 'dual', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9, caps: { key: 0, value: Infinity } };
     const b = build(c);
@@ -408,6 +447,9 @@ for (const backend of BACKENDS) {
     const all = run({ ...c, gamma: 1 }, backend, b);
     const oa = await outputs(b, all.res, all.cap);
     t.ok(oa.diag.every((x: GrkvHeadDiagnostics) => x.skipped && x.chosen === 'unchanged' && x.mutable === 0), 'γ = 1: skipped');
+    // a skipped head reports the plain-eviction objective for every candidate (nothing else was tried)
+    t.ok(oa.diag.every((x: GrkvHeadDiagnostics) => x.objectives[0] > 0 && x.objectives[1] === x.objectives[0] && x.objectives[2] === x.objectives[0]),
+      `γ = 1: objectives [L0, L0, L0] (${oa.diag.map((x) => x.objectives.join('/')).join(', ')})`);
     t.same(Array.from(oa.ko.host), Array.from(oa.plain.keys.host), 'γ = 1: keys = gatherKV');
     t.same(Array.from(oa.vo.host), Array.from(oa.plain.values.host), 'γ = 1: values = gatherKV');
     // window ≥ N: every retained token is fixed
