@@ -288,7 +288,8 @@ async function run() {
   const log = flag('ci') ? null : fs.openSync(logFile, 'a');
 
   // the unmutated build must pass every test file a mutant will run; its times set the timeouts
-  const files = [...new Set(chosen.flatMap((m) => opsFor(m.file).flatMap((o) => testsForOp(root, o))))];
+  // the test files of the suite snapshot (a file added to the checkout during the run is not part of it)
+  const files = [...new Set(chosen.flatMap((m) => opsFor(m.file).flatMap((o) => testsForOp(suiteDir, o))))];
   for (const f of targetFiles(root)) writeIfChanged(path.join(src, f), fs.readFileSync(path.join(root, f), 'utf8'));
   let r = build(b);
   if (r.code !== 0) throw new Error(`unmutated build failed:\n${r.out.slice(-3000)}`);
@@ -333,7 +334,9 @@ async function run() {
       rec.status = 'compile-error';
       rec.detail = r.out.split('\n').filter((l) => /error/.test(l)).slice(0, 3).join(' | ').slice(0, 400);
     } else {
-      const tests = [...new Set(opsFor(m.file).flatMap((o) => testsForOp(root, o)))].sort((x, y) => baseline[x] - baseline[y]);
+      const tests = [...new Set(opsFor(m.file).flatMap((o) => testsForOp(suiteDir, o)))].sort((x, y) => baseline[x] - baseline[y]);
+      const unbased = tests.filter((f) => !(baseline[f] > 0));
+      if (unbased.length) throw new Error(`no baseline time for ${unbased.join(', ')}`);
       rec.status = 'survived';
       rec.ran = [];
       for (const f of tests) {
