@@ -384,6 +384,29 @@ for (const backend of BACKENDS) {
     }
   });
 
+  t.test(`grkvMerge ${backend}: outputs with a gap after every row: merged, copied and padding rows stay inside their rows`, on(backend), async (t) => {
+    const c: Case = { name: 'row gaps', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9, acceptance: 'joint' };
+    const b = build(c);
+    const dense = run(c, backend, b);
+    const od = await outputs(b, dense.res, dense.cap);
+    t.ok(od.diag.every((x) => x.chosen === 'key+value'), 'every head writes merged key and value rows');
+    const cap = dense.cap;
+    // [H, cap, w] with row stride w + 1 inside a poisoned buffer: the element after each row must keep its poison
+    const gapped = (w: number) => poisoned([b.H * cap * (w + 1)], 'f32', backend);
+    const kb = gapped(b.d), vb = gapped(b.dv);
+    run(c, backend, b, { keysOut: kb.view([b.H, cap, b.d], [cap * (b.d + 1), b.d + 1, 1]), valuesOut: vb.view([b.H, cap, b.dv], [cap * (b.dv + 1), b.dv + 1, 1]) });
+    for (const [name, buf, w, want] of [['keys', kb, b.d, od.ko], ['values', vb, b.dv, od.vo]] as const) {
+      const host = values(await fetch(buf)), ref = values(want);
+      let rowsSame = true, gapsPoisoned = true;
+      for (let r = 0; r < b.H * cap; r++) {
+        for (let e = 0; e < w; e++) rowsSame &&= Object.is(host[r * (w + 1) + e], ref[r * w + e]);
+        gapsPoisoned &&= Number.isNaN(host[r * (w + 1) + w]);
+      }
+      t.ok(rowsSame, `${name}: rows = dense outputs`);
+      t.ok(gapsPoisoned, `${name}: nothing written after a row (padding rows zero-filled within their width)`);
+    }
+  });
+
   t.test(`grkvMerge ${backend}: diagnostics into an element-strided view`, on(backend), async (t) => {
     const c: Case = { name: 'diag view', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9 };
     const b = build(c);
