@@ -407,6 +407,32 @@ for (const backend of BACKENDS) {
     }
   });
 
+  t.test(`grkvMerge ${backend}: a value step dropped by the storage recheck has scale 0 and leaves the rows as they were`, on(backend), async (t) => {
+    // One mutable row with one value channel (dv = 1) holding 1.5 in bf16 (spacing u = 2^-7 around it) and a value cap
+    // with cap·‖V0‖ = 0.85u: the capped step (0.85u, and 0.9^4·0.85u = 0.56u after 4 shrinks) always rounds to one
+    // full u, which breaks the cap, so the step is dropped (docs/methods/grkv.md §7.3): s = 0 and the row stays 1.5.
+    const p = 100;
+    const V = Float32Array.from(small.V);
+    for (let h = 0; h < small.Hkv; h++) V[(h * small.N + p) * small.d] = 1.5;
+    const layer = { ...small, V };
+    const win = Array.from({ length: small.W }, (_, j) => small.N - small.W + j);
+    const c: Case = { name: 'dropped', layer, dtype: 'bf16', source: 'stratified', ratio: 0.9, dv: 1, kept: [[p, ...win], [p, ...win]], gamma: 0, acceptance: 'joint' };
+    const b = build(c);
+    const u = 2 ** -7;
+    const drop = run({ ...c, caps: { key: 0, value: (0.85 * u) / 1.5 } }, backend, b);
+    const od = await outputs(b, drop.res, drop.cap);
+    const keep = run({ ...c, caps: { key: 0, value: (3 * u) / 1.5 } }, backend, b);
+    const ok = await outputs(b, keep.res, keep.cap);
+    for (let h = 0; h < b.H; h++) {
+      t.equal(od.diag[h].mutable, 1, `h${h}: one mutable row`);
+      t.ok(od.diag[h].valueDropped && od.diag[h].valueShrinks === 4, `h${h}: cap 0.85u: dropped after 4 shrinks`);
+      t.equal(od.diag[h].valueScale, 0, `h${h}: dropped: scale 0`);
+      t.equal(od.vo.at(h, 0, 0), 1.5, `h${h}: dropped: the row keeps 1.5`);
+      t.ok(!ok.diag[h].valueDropped && ok.diag[h].valueScale > 0, `h${h}: cap 3u: the step is kept (scale ${ok.diag[h].valueScale})`);
+      t.not(ok.vo.at(h, 0, 0), 1.5, `h${h}: cap 3u: the row moves`);
+    }
+  });
+
   t.test(`grkvMerge ${backend}: diagnostics into an element-strided view`, on(backend), async (t) => {
     const c: Case = { name: 'diag view', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9 };
     const b = build(c);
