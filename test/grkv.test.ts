@@ -433,6 +433,35 @@ for (const backend of BACKENDS) {
     }
   });
 
+  t.test(`grkvMerge ${backend}: f16 rounding of the value step: subnormal and overflowing candidates, as the float64 reference`, on(backend), async (t) => {
+    // One mutable row with one value channel (dv = 1) per head, V0 = ±x (head 0 +x, head 1 −x) in f16, and a value cap
+    // with cap·‖V0‖ = f·u (u the f16 spacing at x): the candidate x ± f·u is rounded to f16 (subnormal spacing 2^-24 for
+    // x = 100·2^-24; x = 65504, the largest f16, overflows to ∞ at 65520), then rechecked against the cap
+    // (docs/methods/grkv.md §7.3). Shrinks, drop and the stored row must be the reference's (test/ref/grkv.ts with the
+    // f16 rounding of lib/half.ts). For x = 65504 every prefix row holds ±x too, so the evicted rows pull the kept one
+    // outwards (the step points away from 0 and overflows).
+    const p = 100;
+    const win = Array.from({ length: small.W }, (_, j) => small.N - small.W + j);
+    for (const [x, u] of [[100 * 2 ** -24, 2 ** -24], [65504, 32]]) {
+      const V = Float32Array.from(small.V);
+      for (let h = 0; h < small.Hkv; h++)
+        for (let q = x > 1 ? 0 : p; q <= p || (x > 1 && q < small.N - small.W); q++) V[(h * small.N + q) * small.d] = h === 0 ? x : -x;
+      const c: Case = { name: 'f16 rounding', layer: { ...small, V }, dtype: 'f16', source: 'stratified', ratio: 0.9, dv: 1, kept: [[p, ...win], [p, ...win]], gamma: 0, acceptance: 'joint' };
+      for (const f of [0.3, 0.7, 1.7]) {
+        const cc = { ...c, caps: { key: 0, value: (f * u) / x } };
+        const b = build(cc);
+        const ref = grkvMergeRef(b.ref);
+        const r = run(cc, backend, b);
+        const o = await outputs(b, r.res, r.cap);
+        for (let h = 0; h < b.H; h++) {
+          const hr = ref.heads[h], dg = o.diag[h], tag = `x ${h === 0 ? '' : '−'}${x}, step ${f}u, h${h}`;
+          t.same([dg.valueShrinks, dg.valueDropped], [hr.dV.shrinks, hr.dV.reverted], `${tag}: shrinks and drop as the reference (${hr.dV.shrinks}, ${hr.dV.reverted})`);
+          t.equal(o.vo.at(h, 0, 0), hr.dV.rows[0], `${tag}: stored value ${hr.dV.rows[0]} as the reference`);
+        }
+      }
+    }
+  });
+
   t.test(`grkvMerge ${backend}: diagnostics into an element-strided view`, on(backend), async (t) => {
     const c: Case = { name: 'diag view', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9 };
     const b = build(c);
