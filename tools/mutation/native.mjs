@@ -63,9 +63,16 @@ function population() {
   for (const file of targetFiles(root)) {
     const src = fs.readFileSync(path.join(root, file), 'utf8');
     const regions = regionsOf(file, src);
+    // The same edit of two identical lines (e.g. two `for (int64_t s = 0; s < S; s++) {` in one file) hashes alike:
+    // the first occurrence keeps the hash, the k-th (k >= 2, in line order) is `hash~k`, so every mutant has its own
+    // id and its own verdict in the log.
+    const seen = new Map();
     for (const m of mutantsOf(src)) {
       if (regions && !regions.some(([a, b]) => m.line >= a && m.line <= b)) continue;
-      out.push({ id: mutantId(file, m), file, ...m });
+      const h = mutantId(file, m);
+      const k = (seen.get(h) ?? 0) + 1;
+      seen.set(h, k);
+      out.push({ id: k === 1 ? h : `${h}~${k}`, file, ...m });
     }
   }
   return out;
