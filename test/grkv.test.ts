@@ -382,6 +382,17 @@ for (const backend of BACKENDS) {
       const eV = relDiff(dV, Array.from(hr.dV.rows, (x, i) => x - V0[i]));
       t.ok(eV <= 1e-4, `h${h}: ΔV of every mutable row vs reference ${eV.toExponential(2)}`);
     }
+    // γ = 0.1 with head 0's last slot the best-scored prefix position: it ranks among the anchors (fixed)
+    const lim = L.N - L.W;
+    let best = Math.floor(lim / 2);
+    for (let q = best; q < lim; q++) if (L.raw[q] > L.raw[best]) best = q;
+    const ladder = [...prefix.filter((q) => q < best), best];
+    const c2: Case = { ...c, name: 'last slot an anchor', kept: [ladder, withWindow], gamma: 0.1 };
+    const b2 = build(c2);
+    const part = grkvPartitionRef(b2.kept, b2.ref.raw, b2.N, b2.ref.W, 0.1);
+    t.ok(part.fixed[0].includes(best), `head 0: the last slot (position ${best}) is an anchor`);
+    const r2 = run(c2, backend, b2);
+    await invariants(t, 'last slot an anchor', b2, await outputs(b2, r2.res, r2.cap), 0.1);
   });
 
   t.test(`grkvMerge ${backend}: outputs with a gap after every row: merged, copied and padding rows stay inside their rows`, on(backend), async (t) => {
