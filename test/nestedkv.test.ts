@@ -66,6 +66,33 @@ for (const b of BACKENDS) {
     });
   }
 
+  t.test(`nestedkv ${b}: anchors whose keys cancel to one fixed-point unit are degenerate (anomaly 0), as the reference`, on(b), async (t) => {
+    // Every 256-key block holds ±e0, (2^-32, 1, 0, ...) and (0, -1, 0, ...), and otherwise pairs (v, -v): the block sums
+    // of the normalised keys (exact fixed point, unit 2^-32) are one unit in channel 0, so every block and the global
+    // anchor have a norm below eps·count (1e-12 per key, docs/methods/nestedkv.md §10) and score an anomaly of 0 (window 1:
+    // the current anchor of a key is the key itself).
+    const rng = new Rng(29);
+    const H = 1, N = 512, d = 8, B = 256;
+    const K = new Float32Array(H * N * d);
+    for (let blk = 0; blk < N / B; blk++) {
+      const row = (i: number) => K.subarray((blk * B + i) * d, (blk * B + i + 1) * d);
+      row(0)[0] = 1;
+      row(1)[0] = -1;
+      row(2)[0] = 2 ** -32;
+      row(2)[1] = 1;
+      row(3)[1] = -1;
+      for (let i = 4; i < B; i += 2) {
+        const v = rng.normals(d);
+        row(i).set(v);
+        row(i + 1).set(v.map((x) => -x));
+      }
+    }
+    const opts = { block: B, window: 1 };  // window 1: the current anchor is the key itself, never degenerate
+    const ref = nestedkvScoresRef(K, H, N, d, opts);
+    const got = await fetch(nestedkvScores(place(tensor(K, [H, N, d]), b), opts));
+    expectClose(t, got, ref, { tol: TOL, floor: 1e-2 }, 'degenerate anchors');
+  });
+
   t.test(`nestedkv ${b}: an element-strided output gets the scores of a dense one, nothing written between them`, on(b), async (t) => {
     const rng = new Rng(23);
     const H = 2, N = 600, d = 32;
