@@ -358,6 +358,134 @@ for (const backend of BACKENDS) {
     }
   });
 
+  t.test(`grkvMerge ${backend}: the first and the last retained slot mutable (no window row kept), γ = 0`, on(backend), async (t) => {
+    // head 0 keeps only prefix positions, so its first and its last slot are regressed; head 1 keeps its window rows too
+    const L = traceLayer({ N: 600, Hkv: 2, d: 64, groupSize: 2, seed: 9 });
+    const prefix = Array.from({ length: 40 }, (_, j) => 3 + 13 * j).filter((p) => p < L.N - L.W);
+    const withWindow = [...prefix.slice(0, 30), ...Array.from({ length: L.W }, (_, j) => L.N - L.W + j)];
+    const c: Case = { name: 'prefix only', layer: L, dtype: 'f32', source: 'window', ratio: 0.9, kept: [prefix, withWindow], gamma: 0 };
+    const b = build(c);
+    const { mutable } = grkvPartitionRef(b.kept, b.ref.raw, b.N, b.ref.W, 0);
+    t.same([mutable[0][0], mutable[0][mutable[0].length - 1]], [prefix[0], prefix[prefix.length - 1]], 'head 0: first and last slot mutable');
+    const ref = grkvMergeRef(b.ref);
+    const { res, cap } = run(c, backend, b);
+    const o = await outputs(b, res, cap);
+    await invariants(t, 'prefix only', b, o, 0);
+    const joint = run({ ...c, acceptance: 'joint' }, backend, b);
+    const oj = await outputs(b, joint.res, joint.cap);
+    for (let h = 0; h < b.H; h++) {
+      const hr = ref.heads[h], Lh = o.diag[h].objectives;
+      t.ok(Math.abs(Lh[0] - hr.objectives[0]) <= 1e-5 * hr.objectives[0], `h${h}: L0 ${Lh[0]} vs reference ${hr.objectives[0].toPrecision(6)}`);
+      t.ok(Math.abs(Lh[1] - hr.objectives[1]) <= 1e-4 * hr.objectives[0], `h${h}: L1 ${Lh[1]} vs reference ${hr.objectives[1].toPrecision(6)}`);
+      const { dV } = deltas(b, oj, h, hr.mutable);
+      const V0 = hr.mutable.flatMap((p) => Array.from(b.V32.subarray((h * b.N + p) * b.dv, (h * b.N + p + 1) * b.dv)));
+      const eV = relDiff(dV, Array.from(hr.dV.rows, (x, i) => x - V0[i]));
+      t.ok(eV <= 1e-4, `h${h}: ΔV of every mutable row vs reference ${eV.toExponential(2)}`);
+    }
+    // γ = 0.1 with head 0's last slot the best-scored prefix position: it ranks among the anchors (fixed)
+    const lim = L.N - L.W;
+    let best = Math.floor(lim / 2);
+    for (let q = best; q < lim; q++) if (L.raw[q] > L.raw[best]) best = q;
+    const ladder = [...prefix.filter((q) => q < best), best];
+    const c2: Case = { ...c, name: 'last slot an anchor', kept: [ladder, withWindow], gamma: 0.1 };
+    const b2 = build(c2);
+    const part = grkvPartitionRef(b2.kept, b2.ref.raw, b2.N, b2.ref.W, 0.1);
+    t.ok(part.fixed[0].includes(best), `head 0: the last slot (position ${best}) is an anchor`);
+    const r2 = run(c2, backend, b2);
+    await invariants(t, 'last slot an anchor', b2, await outputs(b2, r2.res, r2.cap), 0.1);
+  });
+
+  t.test(`grkvMerge ${backend}: outputs with a gap after every row: merged, copied and padding rows stay inside their rows`, on(backend), async (t) => {
+    const c: Case = { name: 'row gaps', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9, acceptance: 'joint' };
+    const b = build(c);
+    const dense = run(c, backend, b);
+    const od = await outputs(b, dense.res, dense.cap);
+    t.ok(od.diag.every((x) => x.chosen === 'key+value'), 'every head writes merged key and value rows');
+    const cap = dense.cap;
+    // [H, cap, w] with row stride w + 1 inside a poisoned buffer: the element after each row must keep its poison
+    const gapped = (w: number) => poisoned([b.H * cap * (w + 1)], 'f32', backend);
+    const kb = gapped(b.d), vb = gapped(b.dv);
+    run(c, backend, b, { keysOut: kb.view([b.H, cap, b.d], [cap * (b.d + 1), b.d + 1, 1]), valuesOut: vb.view([b.H, cap, b.dv], [cap * (b.dv + 1), b.dv + 1, 1]) });
+    for (const [name, buf, w, want] of [['keys', kb, b.d, od.ko], ['values', vb, b.dv, od.vo]] as const) {
+      const host = values(await fetch(buf)), ref = values(want);
+      let rowsSame = true, gapsPoisoned = true;
+      for (let r = 0; r < b.H * cap; r++) {
+        for (let e = 0; e < w; e++) rowsSame &&= Object.is(host[r * (w + 1) + e], ref[r * w + e]);
+        gapsPoisoned &&= Number.isNaN(host[r * (w + 1) + w]);
+      }
+      t.ok(rowsSame, `${name}: rows = dense outputs`);
+      t.ok(gapsPoisoned, `${name}: nothing written after a row (padding rows zero-filled within their width)`);
+    }
+  });
+
+  t.test(`grkvMerge ${backend}: a value step dropped by the storage recheck has scale 0 and leaves the rows as they were`, on(backend), async (t) => {
+    // One mutable row with one value channel (dv = 1) holding 1.5 in bf16 (spacing u = 2^-7 around it) and a value cap
+    // with cap·‖V0‖ = 0.85u: the capped step (0.85u, and 0.9^4·0.85u = 0.56u after 4 shrinks) always rounds to one
+    // full u, which breaks the cap, so the step is dropped (docs/methods/grkv.md §7.3): s = 0 and the row stays 1.5.
+    const p = 100;
+    const V = Float32Array.from(small.V);
+    for (let h = 0; h < small.Hkv; h++) V[(h * small.N + p) * small.d] = 1.5;
+    const layer = { ...small, V };
+    const win = Array.from({ length: small.W }, (_, j) => small.N - small.W + j);
+    const c: Case = { name: 'dropped', layer, dtype: 'bf16', source: 'stratified', ratio: 0.9, dv: 1, kept: [[p, ...win], [p, ...win]], gamma: 0, acceptance: 'joint' };
+    const b = build(c);
+    const u = 2 ** -7;
+    const drop = run({ ...c, caps: { key: 0, value: (0.85 * u) / 1.5 } }, backend, b);
+    const od = await outputs(b, drop.res, drop.cap);
+    const keep = run({ ...c, caps: { key: 0, value: (3 * u) / 1.5 } }, backend, b);
+    const ok = await outputs(b, keep.res, keep.cap);
+    for (let h = 0; h < b.H; h++) {
+      t.equal(od.diag[h].mutable, 1, `h${h}: one mutable row`);
+      t.ok(od.diag[h].valueDropped && od.diag[h].valueShrinks === 4, `h${h}: cap 0.85u: dropped after 4 shrinks`);
+      t.equal(od.diag[h].valueScale, 0, `h${h}: dropped: scale 0`);
+      t.equal(od.vo.at(h, 0, 0), 1.5, `h${h}: dropped: the row keeps 1.5`);
+      t.ok(!ok.diag[h].valueDropped && ok.diag[h].valueScale > 0, `h${h}: cap 3u: the step is kept (scale ${ok.diag[h].valueScale})`);
+      t.not(ok.vo.at(h, 0, 0), 1.5, `h${h}: cap 3u: the row moves`);
+    }
+  });
+
+  t.test(`grkvMerge ${backend}: f16 rounding of the value step: subnormal and overflowing candidates, as the float64 reference`, on(backend), async (t) => {
+    // One mutable row with one value channel (dv = 1) per head, V0 = ±x (head 0 +x, head 1 −x) in f16, and a value cap
+    // with cap·‖V0‖ = f·u (u the f16 spacing at x): the candidate x ± f·u is rounded to f16 (subnormal spacing 2^-24 for
+    // x = 100·2^-24; x = 65504, the largest f16, overflows to ∞ at 65520), then rechecked against the cap
+    // (docs/methods/grkv.md §7.3). Shrinks, drop and the stored row must be the reference's (test/ref/grkv.ts with the
+    // f16 rounding of lib/half.ts). For x = 65504 every prefix row holds ±x too, so the evicted rows pull the kept one
+    // outwards (the step points away from 0 and overflows).
+    const p = 100;
+    const win = Array.from({ length: small.W }, (_, j) => small.N - small.W + j);
+    for (const [x, u] of [[100 * 2 ** -24, 2 ** -24], [65504, 32]]) {
+      const V = Float32Array.from(small.V);
+      for (let h = 0; h < small.Hkv; h++)
+        for (let q = x > 1 ? 0 : p; q <= p || (x > 1 && q < small.N - small.W); q++) V[(h * small.N + q) * small.d] = h === 0 ? x : -x;
+      const c: Case = { name: 'f16 rounding', layer: { ...small, V }, dtype: 'f16', source: 'stratified', ratio: 0.9, dv: 1, kept: [[p, ...win], [p, ...win]], gamma: 0, acceptance: 'joint' };
+      for (const f of [0.3, 0.7, 1.7]) {
+        const cc = { ...c, caps: { key: 0, value: (f * u) / x } };
+        const b = build(cc);
+        const ref = grkvMergeRef(b.ref);
+        const r = run(cc, backend, b);
+        const o = await outputs(b, r.res, r.cap);
+        for (let h = 0; h < b.H; h++) {
+          const hr = ref.heads[h], dg = o.diag[h], tag = `x ${h === 0 ? '' : '−'}${x}, step ${f}u, h${h}`;
+          t.same([dg.valueShrinks, dg.valueDropped], [hr.dV.shrinks, hr.dV.reverted], `${tag}: shrinks and drop as the reference (${hr.dV.shrinks}, ${hr.dV.reverted})`);
+          t.equal(o.vo.at(h, 0, 0), hr.dV.rows[0], `${tag}: stored value ${hr.dV.rows[0]} as the reference`);
+        }
+      }
+    }
+  });
+
+  t.test(`grkvMerge ${backend}: diagnostics into an element-strided view`, on(backend), async (t) => {
+    const c: Case = { name: 'diag view', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9 };
+    const b = build(c);
+    const dense = run(c, backend, b);
+    const want = values(await fetch(dense.res.diagnostics as Tensor));
+    // [H, cols] with element stride 2 inside a poisoned buffer: every column lands on its element, the gaps keep the poison
+    const buf = poisoned([2 * b.H * GRKV_DIAG_COLS], 'f32', backend);
+    run(c, backend, b, { diagnostics: buf.view([b.H, GRKV_DIAG_COLS], [2 * GRKV_DIAG_COLS, 2]) });
+    const host = values(await fetch(buf));
+    t.same(Array.from({ length: b.H * GRKV_DIAG_COLS }, (_, i) => host[2 * i]), Array.from(want), 'strided diagnostics = dense diagnostics');
+    t.ok(Array.from({ length: b.H * GRKV_DIAG_COLS }, (_, i) => host[2 * i + 1]).every((x) => Number.isNaN(x)), 'nothing written between the elements');
+  });
+
   t.test(`grkvMerge ${backend}: the dual value step equals the primal ridge solution (caps off, value only)`, on(backend), async (t) => {
     const c: Case = { name: 'dual', layer: small, dtype: 'f32', source: 'stratified', ratio: 0.9, caps: { key: 0, value: Infinity } };
     const b = build(c);
@@ -408,6 +536,9 @@ for (const backend of BACKENDS) {
     const all = run({ ...c, gamma: 1 }, backend, b);
     const oa = await outputs(b, all.res, all.cap);
     t.ok(oa.diag.every((x: GrkvHeadDiagnostics) => x.skipped && x.chosen === 'unchanged' && x.mutable === 0), 'γ = 1: skipped');
+    // a skipped head reports the plain-eviction objective for every candidate (nothing else was tried)
+    t.ok(oa.diag.every((x: GrkvHeadDiagnostics) => x.objectives[0] > 0 && x.objectives[1] === x.objectives[0] && x.objectives[2] === x.objectives[0]),
+      `γ = 1: objectives [L0, L0, L0] (${oa.diag.map((x) => x.objectives.join('/')).join(', ')})`);
     t.same(Array.from(oa.ko.host), Array.from(oa.plain.keys.host), 'γ = 1: keys = gatherKV');
     t.same(Array.from(oa.vo.host), Array.from(oa.plain.values.host), 'γ = 1: values = gatherKV');
     // window ≥ N: every retained token is fixed

@@ -11,6 +11,40 @@ import { stateHost, stateErrors } from './moments-helpers';
 import { validateRoundsTolerant } from './momentkv_select-helpers';
 
 for (const b of BACKENDS) {
+  t.test(`momentkvSelect ${b}: r = 4 of dv = 6 value channels (the subspace block is all of them): rounds as the float64 keys`, on(b), async (t) => {
+    // Values coupled to the keys through channel scales 8, 4, 2, 1, 0.5, 0.25: the co-moment has six well separated
+    // singular values, and with r = 4 the 4th summary direction differs from the 5th by a factor 2
+    // (docs/methods/momentkv.md §5.2); every round must evict the lowest keys of the float64 reference.
+    const rng = new Rng(107);
+    const H = 2, N = 400, d = 8, dv = 6, keep = 100, r = 4;
+    const K = rng.normals(H * N * d), V = new Float32Array(H * N * dv);
+    const scale = [8, 4, 2, 1, 0.5, 0.25];
+    for (let x = 0; x < H * N; x++)
+      for (let a = 0; a < dv; a++) V[x * dv + a] = scale[a] * (K[x * d + a] + 0.3 * K[x * d + a + 1]) + 0.05 * rng.normal();
+    const sc = new Float32Array(H * N).map(() => 0.5 + 0.1 * rng.uniform());
+    const sel = momentkvSelect({ scores: place(tensor(sc, [H, N]), b), keys: place(tensor(K, [H, N, d]), b), values: place(tensor(V, [H, N, dv]), b), keep, r, rounds: 3, evictedRound: true });
+    const v = validateRoundsTolerant({ scores: sc, K, V, Hkv: H, N, d, dv, keep, r, rounds: 3, evictedRound: values(await fetch(sel.evictedRound!)) });
+    t.equal(v.error, null, `rounds valid against float64 keys (worst ${v.worst.toExponential(1)}, near ties ${v.nearTies})`);
+  });
+
+  t.test(`momentkvSelect ${b}: element-strided scores select as dense ones`, on(b), async (t) => {
+    const rng = new Rng(106);
+    const H = 2, N = 90, d = 8, dv = 6, keep = 30;
+    const K = rng.normals(H * N * d), V = rng.normals(H * N * dv);
+    const sc = new Float32Array(H * N).map(() => rng.uniform());
+    // the scores [H, N] with element stride 2; the gaps hold NaN, which must never be read
+    const wide = new Float32Array(2 * H * N).fill(NaN);
+    sc.forEach((x, i) => (wide[2 * i] = x));
+    const args = { keys: place(tensor(K, [H, N, d]), b), values: place(tensor(V, [H, N, dv]), b), keep, evictedRound: true };
+    const dense = momentkvSelect({ ...args, scores: place(tensor(sc, [H, N]), b) });
+    const strided = momentkvSelect({ ...args, scores: place(tensor(wide, [H, N], { strides: [2 * N, 2] }), b) });
+    t.same(rows(await fetch(strided.indices), await fetch(strided.counts)), rows(await fetch(dense.indices), await fetch(dense.counts)), 'same kept rows');
+    t.same(Array.from(values(await fetch(strided.evictedRound!))), Array.from(values(await fetch(dense.evictedRound!))), 'same eviction rounds');
+    const ref = momentkvSelectRef({ scores: sc, K, V, Hkv: H, N, d, dv, keep, mi: false });
+    const plain = momentkvSelect({ ...args, mi: false, scores: place(tensor(wide, [H, N], { strides: [2 * N, 2] }), b) });
+    t.same(rows(await fetch(plain.indices), await fetch(plain.counts)), ref.kept, 'mi=false on strided scores = top-keep by score');
+  });
+
   t.test(`momentkvSelect ${b}: counts, protection, moments = batch stats of the evicted rows, rounds`, on(b), async (t) => {
     const rng = new Rng(105);
     const H = 3, N = 501, d = 16, dv = 12, keep = 120;

@@ -72,6 +72,53 @@ for (const b of BACKENDS) {
     t.equal(maxAbs(s0.M.subarray(0, dv * d)) + maxAbs(s0.muK.subarray(0, d)), 0, 'head 0 untouched');
   });
 
+  t.test(`moments ${b}: keys offset by 1e5 (spread 1): merges into an empty and into a non-empty state keep C to 1e-5`, on(b), async (t) => {
+    // The running mean is held as a small residual about a shift (the state's mean, or the first window's mean of an
+    // empty state: docs/methods/momentkv.md §4.3), so the rounding error is relative to the spread of the rows, not to
+    // their offset (f32 spacing at 1e5 is 2^-7). The first set comes in mirrored pairs 1e5 ± z, so its mean, the
+    // state's mean after the first merge, is exactly 1e5 in f32; the second merge is then shifted by an exact mean.
+    const rng = new Rng(131);
+    const H = 2, N = 700, NA = 400, d = 8, dv = 6;
+    const K = new Float32Array(H * N * d), V = new Float32Array(H * N * dv);
+    for (let h = 0; h < H; h++)
+      for (let s = 0; s < N; s++) {
+        const r = h * N + s;
+        for (let c = 0; c < d; c++) K[r * d + c] = s < NA && s % 2 === 1 ? 2e5 - K[(r - 1) * d + c] : 1e5 + rng.normal();
+        for (let a = 0; a < dv; a++) V[r * dv + a] = -3 + 0.5 * (K[r * d + (a % d)] - 1e5) + 0.2 * rng.normal();
+      }
+    const kt = place(tensor(K, [H, N, d]), b), vt = place(tensor(V, [H, N, dv]), b);
+    const first = Array.from({ length: H }, () => Array.from({ length: NA }, (_, s) => s));
+    const second = Array.from({ length: H }, () => Array.from({ length: N - NA }, (_, s) => NA + s));
+    const refOf = (sets: number[][]): MomentStateRef => {
+      const ref: MomentStateRef = { H, d, dv, n: new Float64Array(H), muK: new Float64Array(H * d), muV: new Float64Array(H * dv), M: new Float64Array(H * dv * d) };
+      for (let h = 0; h < H; h++) {
+        const bm = batchMomentsRef(gatherRows(K, h, N, d, sets[h]), gatherRows(V, h, N, dv, sets[h]), d, dv);
+        ref.n[h] = bm.n;
+        ref.muK.set(bm.muK, h * d);
+        ref.muV.set(bm.muV, h * dv);
+        ref.M.set(bm.M, h * dv * d);
+      }
+      return ref;
+    };
+    const st = newState(H, d, dv, b);
+    const l1 = lists(first);
+    st.merge(kt, vt, place(l1.indices, b), place(l1.counts, b));
+    const s1 = await stateHost(st);
+    t.ok(Array.from(s1.muK).every((x) => x === 1e5), 'the first set\'s key mean is 1e5 exactly');
+    const e1 = stateErrors(s1, refOf(first));
+    t.ok(e1.C <= 1e-5, `into an empty state: C (${e1.C.toExponential(2)})`);
+    const l2 = lists(second);
+    st.merge(kt, vt, place(l2.indices, b), place(l2.counts, b));
+    const e2 = stateErrors(await stateHost(st), refOf(first.map((f, h) => [...f, ...second[h]])));
+    t.ok(e2.C <= 1e-5, `into a non-empty state: C (${e2.C.toExponential(2)})`);
+    t.ok(e2.mu <= 1e-6, `into a non-empty state: means (${e2.mu.toExponential(2)})`);
+    // the second set alone into an empty state: shifted by its first window's mean
+    const fresh = newState(H, d, dv, b);
+    fresh.merge(kt, vt, place(l2.indices, b), place(l2.counts, b));
+    const e3 = stateErrors(await stateHost(fresh), refOf(second));
+    t.ok(e3.C <= 1e-5, `the second set into an empty state: C (${e3.C.toExponential(2)})`);
+  });
+
   t.test(`moments ${b}: gatherKV with moments = merge of the complement (bit for bit); compaction unchanged`, on(b), async (t) => {
     const rng = new Rng(102);
     const H = 4, N = 1501, d = 64, dv = 48;

@@ -7,7 +7,7 @@ import { nestedkvScoresRef, nestedkvDetailRef } from './ref/nestedkv';
 import { keydiffScoresRef } from './ref/keydiff';
 import { plantedKeys } from './ref/planted';
 import { selectRef, checkSelectionValid } from './ref/select';
-import { BACKENDS, on, place, poisoned, fetch, randomTensor, rows, Layout, expectBadCalls, BadCall, QUICK_SKIP } from './helpers';
+import { BACKENDS, on, place, poisoned, fetch, values, randomTensor, rows, Layout, expectBadCalls, BadCall, QUICK_SKIP } from './helpers';
 import { FILLS, expectClose } from './ref/compare';
 
 // NestedKV scores are in [0, 1] (sinks +Infinity). Tolerance 1e-5 relative with a 1e-2 floor (absolute 1e-7 near 0:
@@ -44,6 +44,8 @@ const cases: { H: number; N: number; d: number; dtype: DType; layout: Layout; op
   { H: 1, N: 2000, d: 128, dtype: 'f32', layout: 'hnd', opts: { window: 1, block: 1 } },
   { H: 2, N: 777, d: 96, dtype: 'f16', layout: 'hnd' },
   { H: 2, N: 100, d: 300, dtype: 'f32', layout: 'nhd' }, // N < block, d beyond the register path of the CUDA kernels
+  // window > 1024 rows: the CPU backend's second 1024-row segment starts inside the first window chunk (no previous chunk)
+  { H: 2, N: 2600, d: 32, dtype: 'f32', layout: 'hnd', opts: { window: 1500 } },
 ];
 
 for (const b of BACKENDS) {
@@ -63,6 +65,48 @@ for (const b of BACKENDS) {
       }
     });
   }
+
+  t.test(`nestedkv ${b}: anchors whose keys cancel to one fixed-point unit are degenerate (anomaly 0), as the reference`, on(b), async (t) => {
+    // Every 256-key block holds ±e0, (2^-32, 1, 0, ...) and (0, -1, 0, ...), and otherwise pairs (v, -v): the block sums
+    // of the normalised keys (exact fixed point, unit 2^-32) are one unit in channel 0, so every block and the global
+    // anchor have a norm below eps·count (1e-12 per key, docs/methods/nestedkv.md §10) and score an anomaly of 0 (window 1:
+    // the current anchor of a key is the key itself).
+    const rng = new Rng(29);
+    const H = 1, N = 512, d = 8, B = 256;
+    const K = new Float32Array(H * N * d);
+    for (let blk = 0; blk < N / B; blk++) {
+      const row = (i: number) => K.subarray((blk * B + i) * d, (blk * B + i + 1) * d);
+      row(0)[0] = 1;
+      row(1)[0] = -1;
+      row(2)[0] = 2 ** -32;
+      row(2)[1] = 1;
+      row(3)[1] = -1;
+      for (let i = 4; i < B; i += 2) {
+        const v = rng.normals(d);
+        row(i).set(v);
+        row(i + 1).set(v.map((x) => -x));
+      }
+    }
+    const opts = { block: B, window: 1 };  // window 1: the current anchor is the key itself, never degenerate
+    const ref = nestedkvScoresRef(K, H, N, d, opts);
+    const got = await fetch(nestedkvScores(place(tensor(K, [H, N, d]), b), opts));
+    expectClose(t, got, ref, { tol: TOL, floor: 1e-2 }, 'degenerate anchors');
+  });
+
+  t.test(`nestedkv ${b}: an element-strided output gets the scores of a dense one, nothing written between them`, on(b), async (t) => {
+    const rng = new Rng(23);
+    const H = 2, N = 600, d = 32;
+    const { t: keys } = randomTensor(rng, H, N, d, 'f32', 'hnd', biasedGen(rng, d));
+    const dense = values(await fetch(nestedkvScores(place(keys, b))));
+    // [H, N] viewed with element stride 2 inside a poisoned buffer of 2·H·N: the gaps must keep their poison
+    const buf = poisoned([2 * H * N], 'f32', b);
+    const res = nestedkvScores(place(keys, b), { out: buf.view([H, N], [2 * N, 2]) });
+    const host = values(await fetch(buf));
+    const got = Array.from({ length: H * N }, (_, i) => host[2 * i]);
+    t.same(got, Array.from(dense), 'strided output = dense output');
+    t.ok(Array.from({ length: H * N }, (_, i) => host[2 * i + 1]).every((x) => Number.isNaN(x)), 'nothing written between the elements');
+    t.same(res.shape, [H, N]);
+  });
 
   t.test(`nestedkv ${b}: scales 'global' matches the reference (min-max of the single-anchor score)`, on(b), async (t) => {
     const rng = new Rng(17);

@@ -4,6 +4,7 @@
 //   node tools/mutation/native.mjs list                      population by file and operator
 //   node tools/mutation/native.mjs run [options]             build and test mutants, append to the results log
 //   node tools/mutation/native.mjs report                    bench/results/mutation.json from the log
+//   node tools/mutation/native.mjs freeze [--seed S --count K --revision R]   tools/mutation/sample-<seed>.json
 //
 // run options: --seed S (17) --count K (300): the seeded sample of the population (plus the named mutants of
 // tools/mutation/targets.mjs); --ci: the fixed small sample CI runs (fails when a mutant of it survives or the
@@ -62,9 +63,16 @@ function population() {
   for (const file of targetFiles(root)) {
     const src = fs.readFileSync(path.join(root, file), 'utf8');
     const regions = regionsOf(file, src);
+    // The same edit of two identical lines (e.g. two `for (int64_t s = 0; s < S; s++) {` in one file) hashes alike:
+    // the first occurrence keeps the hash, the k-th (k >= 2, in line order) is `hash~k`, so every mutant has its own
+    // id and its own verdict in the log.
+    const seen = new Map();
     for (const m of mutantsOf(src)) {
       if (regions && !regions.some(([a, b]) => m.line >= a && m.line <= b)) continue;
-      out.push({ id: mutantId(file, m), file, ...m });
+      const h = mutantId(file, m);
+      const k = (seen.get(h) ?? 0) + 1;
+      seen.set(h, k);
+      out.push({ id: k === 1 ? h : `${h}~${k}`, file, ...m });
     }
   }
   return out;
@@ -82,9 +90,27 @@ function namedMutants() {
   });
 }
 
-/** The seeded sample: the first `count` of a mulberry32 shuffle of the (sorted) population. */
+/**
+ * The seeded sample: the first `count` of a mulberry32 shuffle of the (sorted) population. The sources grow (new
+ * files add mutants and reshuffle everything), so a drawn sample is frozen (`freeze`: tools/mutation/sample-<seed>.json,
+ * the mutants and the population they were drawn from): while that file exists and matches seed and count, `run` and
+ * `report` use it. A frozen mutant is looked up by id in the current population (its line number may have moved); one
+ * whose line has changed since is `stale`: it cannot be applied any more, keeps the verdict it had, and is marked so.
+ */
+function frozenFile(seed) {
+  return path.resolve(root, opt('sample', `tools/mutation/sample-${seed}.json`));
+}
+function frozen(seed, count) {
+  const f = frozenFile(seed);
+  if (!fs.existsSync(f)) return null;
+  const z = JSON.parse(fs.readFileSync(f, 'utf8'));
+  return z.seed === seed && z.count === count ? z : null;
+}
 function sample(pop, seed, count) {
-  return seededSample(pop, seed, count);
+  const z = frozen(seed, count);
+  if (!z) return seededSample(pop, seed, count);
+  const byId = new Map(pop.map((m) => [m.id, m]));
+  return z.mutants.map((m) => byId.get(m.id) ?? { ...m, stale: true });
 }
 
 function sh(command, argv, options = {}) {
@@ -238,8 +264,12 @@ async function run() {
   } else if (opt('only')) {
     const ids = new Set(opt('only').split(','));
     chosen = [...named, ...pop].filter((m) => ids.has(m.id));
+    if (chosen.length < ids.size) throw new Error(`--only: ${[...ids].filter((i) => !chosen.some((m) => m.id === i)).join(', ')} not in the current population`);
   } else {
-    chosen = [...named, ...sample(pop, Number(opt('seed', '17')), Number(opt('count', '300')))];
+    const drawn = sample(pop, Number(opt('seed', '17')), Number(opt('count', '300')));
+    const stale = drawn.filter((m) => m.stale);
+    if (stale.length) console.log(`${stale.length} frozen mutants are stale (their line changed since): skipped, they keep their verdicts`);
+    chosen = [...named, ...drawn.filter((m) => !m.stale)];
     // --first ID,ID: those of the sample first (e.g. survivors to re-judge after a test was added), then the rest
     const first = new Set((opt('first') ?? '').split(',').filter(Boolean));
     if (first.size) chosen = [...chosen.filter((m) => m.named || first.has(m.id)), ...chosen.filter((m) => !m.named && !first.has(m.id))];
@@ -265,7 +295,8 @@ async function run() {
   const log = flag('ci') ? null : fs.openSync(logFile, 'a');
 
   // the unmutated build must pass every test file a mutant will run; its times set the timeouts
-  const files = [...new Set(chosen.flatMap((m) => opsFor(m.file).flatMap((o) => testsForOp(root, o))))];
+  // the test files of the suite snapshot (a file added to the checkout during the run is not part of it)
+  const files = [...new Set(chosen.flatMap((m) => opsFor(m.file).flatMap((o) => testsForOp(suiteDir, o))))];
   for (const f of targetFiles(root)) writeIfChanged(path.join(src, f), fs.readFileSync(path.join(root, f), 'utf8'));
   let r = build(b);
   if (r.code !== 0) throw new Error(`unmutated build failed:\n${r.out.slice(-3000)}`);
@@ -310,7 +341,9 @@ async function run() {
       rec.status = 'compile-error';
       rec.detail = r.out.split('\n').filter((l) => /error/.test(l)).slice(0, 3).join(' | ').slice(0, 400);
     } else {
-      const tests = [...new Set(opsFor(m.file).flatMap((o) => testsForOp(root, o)))].sort((x, y) => baseline[x] - baseline[y]);
+      const tests = [...new Set(opsFor(m.file).flatMap((o) => testsForOp(suiteDir, o)))].sort((x, y) => baseline[x] - baseline[y]);
+      const unbased = tests.filter((f) => !(baseline[f] > 0));
+      if (unbased.length) throw new Error(`no baseline time for ${unbased.join(', ')}`);
       rec.status = 'survived';
       rec.ran = [];
       for (const f of tests) {
@@ -383,8 +416,10 @@ function report() {
   const pop = population();
   const seed = Number(opt('seed', '17')), count = Number(opt('count', '300'));
   const planned = sample(pop, seed, count);
+  const z = frozen(seed, count);
+  const staleIds = new Set(planned.filter((m) => m.stale).map((m) => m.id));
   const view = (r) => {
-    const o = { id: r.id, named: r.named || undefined, where: `${r.file}:${r.line}`, operator: r.operator, original: r.original, replacement: r.replacement, mutated: r.after.trim(), status: r.status, suite: r.suite, quickSizes: r.quick };
+    const o = { id: r.id, named: r.named || undefined, stale: staleIds.has(r.id) || undefined, where: `${r.file}:${r.line}`, operator: r.operator, original: r.original, replacement: r.replacement, mutated: r.after.trim(), status: r.status, suite: r.suite, quickSizes: r.quick };
     if (r.what) o.what = r.what;
     if (r.status === 'killed') Object.assign(o, { killedBy: r.killedBy, how: r.how, detail: r.detail });
     if (r.status === 'compile-error') o.detail = r.detail;
@@ -419,7 +454,10 @@ function report() {
     generated: new Date().toISOString(),
     machine: machine(),
     sample: {
-      seed, planned: count, population: pop.length, populationByOperator: popByOp,
+      seed, planned: count, population: z ? z.population : pop.length, populationByOperator: z ? z.populationByOperator : popByOp,
+      frozen: z ? { file: path.relative(root, frozenFile(seed)), drawnAt: z.revision, currentPopulation: pop.length, stale: staleIds.size,
+        how: `drawn from the population of revision ${z.revision} (${z.population} mutants) and frozen; the current sources have ${pop.length}. A "stale" mutant's line has changed since: it keeps the verdict it had on the sources of its suite revision` } : undefined,
+      bySuite: Object.fromEntries([...new Set(planned.filter(judged).map((m) => log.get(m.id).suite))].map((v) => [v, planned.filter((m) => judged(m) && log.get(m.id).suite === v).length])),
       uniformPrefix: prefix, alsoRun: alsoRun.length, notYetRun: count - prefix - alsoRun.length,
       complete: prefix === count,
       how: `the first ${count} of a mulberry32 shuffle (seed ${seed}) of the sorted population; "estimate" counts its first ${prefix}, all run: a uniform sample of the population. "alsoRun" are later mutants of the shuffle that an earlier, file-ordered run reached (files csrc/abi/select.cc to csrc/cpu/grkv_key.cc); they are listed and judged but left out of the estimate`,
@@ -443,7 +481,19 @@ function report() {
     `kill rate ${e.killRate} of ${e.nonEquivalent} non-equivalent, 95 % interval ${JSON.stringify(e.killRateWilson95)}; named: ${rep.named.killed} of ${rep.named.run} killed`);
 }
 
-if (cmd === 'list') {
+if (cmd === 'freeze') {
+  // freezes the seeded sample of the current population (tools/mutation/sample-<seed>.json): later runs and reports
+  // keep judging these mutants while the sources grow
+  const pop = population();
+  const seed = Number(opt('seed', '17')), count = Number(opt('count', '300'));
+  const popByOp = {};
+  for (const m of pop) popByOp[m.operator] = (popByOp[m.operator] ?? 0) + 1;
+  const revision = opt('revision') ?? sh('git', ['-C', root, 'rev-parse', '--short', 'HEAD']).out.trim();
+  const mutants = seededSample(pop, seed, count).map(({ id, file, line, col, operator, original, replacement, before, after }) => ({ id, file, line, col, operator, original, replacement, before, after }));
+  const out = frozenFile(seed);
+  fs.writeFileSync(out, JSON.stringify({ seed, count, revision, population: pop.length, populationByOperator: popByOp, mutants }, null, 1) + '\n');
+  console.log(`${path.relative(root, out)}: ${count} of ${pop.length} mutants (seed ${seed}, revision ${revision})`);
+} else if (cmd === 'list') {
   const pop = population();
   const by = {};
   for (const m of pop) {
@@ -464,6 +514,6 @@ if (cmd === 'list') {
 } else if (cmd === 'report') {
   report();
 } else {
-  console.error(`unknown command '${cmd}' (list | run | report)`);
+  console.error(`unknown command '${cmd}' (list | run | report | freeze)`);
   process.exitCode = 2;
 }

@@ -39,8 +39,9 @@ const SHARED = {
   'csrc/cpu/gemm.h': ['grkv'],
   'csrc/cpu/grkv_merge.h': ['grkv'],
   'csrc/cpu/parallel.cc': ['select', 'keydiff', 'gather', 'nestedkv'],
-  'csrc/cpu/rows.h': ['keydiff', 'gather', 'nestedkv', 'snapkv', 'moments', 'decode', 'momentkv_select', 'grkv'],
-  'csrc/math/common.h': ['select', 'keydiff', 'gather', 'nestedkv', 'snapkv', 'moments', 'decode'],
+  'csrc/cpu/rows.h': ['keydiff', 'gather', 'nestedkv', 'snapkv', 'moments', 'decode', 'momentkv_select', 'grkv', 'spd'],
+  // every CPU file includes it through rows.h (math/batch.h); f32_to_f16 is used by GRKV alone (f16 caches)
+  'csrc/math/common.h': ['select', 'keydiff', 'gather', 'nestedkv', 'snapkv', 'moments', 'decode', 'momentkv_select', 'grkv', 'spd'],
   'csrc/math/nestedkv.h': ['nestedkv'],
   'csrc/math/snapkv.h': ['snapkv'],
   'csrc/math/momentkv.h': ['moments', 'decode', 'momentkv_select'],
