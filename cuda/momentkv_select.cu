@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 4) basis_kernel(BasisArgs A) {
   __shared__ int ncand;
   const int64_t h = blockIdx.x, d = A.d, dv = A.dv;
   const int p = A.p, tid = threadIdx.x;
-  if (!A.plan[uint32_t(h) / uint32_t(A.H)].active) return;  // 32-bit: no 64-bit division subroutine (§10.3)
+  if (!A.plan[uint32_t(h) / uint32_t(A.H)].active) return;  // 32-bit: no 64-bit division subroutine (docs/performance.md §10.3)
   float* X = sm;                   // [dv][p]
   float* Y = X + dv * p;           // [dv][p]
   float* y = Y + dv * p;           // [dv]

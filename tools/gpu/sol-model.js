@@ -37,18 +37,19 @@ const OPS = [
   {
     op: 'keydiffScores',
     sol: 2 * H * N * d * es + 4 * H * N,
-    note: 'one row (256 B) in flight per warp; the grid gives 4 CTAs per SM',
+    note: 'two rows (2 × 256 B) in flight per warp; the grid gives 4 CTAs per SM; the anchor reduced once per head',
     kernels: [
-      { name: 'pass 1', file: 'keydiff.cu', kernel: 'anchor_partial_kernel', args: 'false,2,4,1', bytes: H * N * d * es, rows: H * N, instr: 35, inflight: 256, gridWarps: 32 },
-      // every block first reduces its head's 66 partial sums (34 KB from L2) before its rows
-      { name: 'pass 2', file: 'keydiff.cu', kernel: 'score_kernel', args: 'false,2,4,1', bytes: H * N * d * es + 4 * H * N, rows: H * N, instr: 45, inflight: 256, gridWarps: 32, serialL2: 4 },
+      { name: 'pass 1', file: 'keydiff.cu', kernel: 'anchor_partial_kernel', args: 'false,2,4,1', bytes: H * N * d * es, rows: H * N, instr: 35, inflight: 512, gridWarps: 32 },
+      // one CTA per head sums its 66 chunk partials (independent L2 loads, one dependent add chain per column)
+      { name: 'anchor', file: 'keydiff.cu', kernel: 'anchor_kernel', args: 'false', bytes: 0, rows: H, instr: 400, inflight: 128, gridWarps: 8, serialL2: 1 },
+      { name: 'pass 2', file: 'keydiff.cu', kernel: 'score_kernel', args: 'false,2,4,1', bytes: H * N * d * es + 4 * H * N, rows: H * N, instr: 40, inflight: 512, gridWarps: 32 },
     ],
   },
   {
     op: 'gatherKV',
     sol: 2 * 2 * H * keep * d * es,
-    note: 'a warp per output row: count -> index -> K -> V, four dependent latencies per row',
-    kernels: [{ name: 'copy', file: 'gather.cu', kernel: 'gather_kernel', args: 'false', bytes: 2 * 2 * H * keep * d * es, rows: H * keep, instr: 40, inflight: 512 / 4, gridWarps: 64 }],
+    note: 'a warp per output row: count and index together, then the K and V rows together (512 B): two dependent latencies per row',
+    kernels: [{ name: 'copy', file: 'gather.cu', kernel: 'gather_kernel', args: 'false', bytes: 2 * 2 * H * keep * d * es, rows: H * keep, instr: 40, inflight: 512 / 2, gridWarps: 64 }],
   },
   {
     op: 'nestedkvScores',
