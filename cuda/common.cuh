@@ -167,23 +167,20 @@ __device__ __forceinline__ T block_exclusive_scan(T v, T* warp_tot, T* total) {
   return before + incl - v;
 }
 
-// The digit pick of a radix round (select.cu, nestedkv.cu), by a whole block of NT threads over NT bins: thread t loads
-// bin NT-1-t of the round's histogram `hist` (one coalesced load per warp, through L2 where the other blocks' atomics
-// landed: ld.global.cg), a block scan gives every bin the count above it, and the digit is the highest bin at which
-// the running count from the top, starting at `above0`, reaches k — what one thread scanning the bins from the top
-// finds. Returns kPicked on the thread that holds that bin (*digit, its count *cnt, and *above: above0 plus the keys
-// in higher bins); when no bin reaches k, kShort on thread NT-1 (*digit 0, *above: above0 plus every key); else kIdle.
-// Every thread of the block calls it (two barriers); `warp_tot` holds NT / 32 shared entries.
+// The digit pick of a radix round (select.cu, nestedkv.cu), by a whole block of NT threads over NT bins: thread t holds
+// `n`, the count of bin NT-1-t (bins counted from the top), a block scan gives every bin the count above it, and the
+// digit is the highest bin at which the running count from the top, starting at `above0`, reaches k — what one thread
+// scanning the bins from the top finds. Returns kPicked on the thread that holds that bin (*digit, and *above: above0
+// plus the keys in higher bins); when no bin reaches k, kShort on thread NT-1 (*digit 0, *above: above0 plus every
+// key); else kIdle. Every thread of the block calls it (two barriers); `warp_tot` holds NT / 32 shared entries.
 enum PickResult : int { kIdle = 0, kPicked = 1, kShort = 2 };
 template <int NT>
-__device__ __forceinline__ int block_radix_pick(const unsigned* hist, unsigned above0, unsigned k, unsigned* warp_tot,
-                                                unsigned* digit, unsigned* cnt, unsigned* above) {
+__device__ __forceinline__ int block_radix_pick(unsigned n, unsigned above0, unsigned k, unsigned* warp_tot,
+                                                unsigned* digit, unsigned* above) {
   const int t = threadIdx.x;
-  const unsigned n = __ldcg(hist + (NT - 1 - t));
   unsigned total;
   const unsigned before = above0 + block_exclusive_scan<NT, unsigned>(n, warp_tot, &total);
   *digit = unsigned(NT - 1 - t);
-  *cnt = n;
   *above = before;
   if (before + n >= k && (t == 0 || before < k)) return kPicked;
   if (t == NT - 1 && before + n < k) {
@@ -192,6 +189,13 @@ __device__ __forceinline__ int block_radix_pick(const unsigned* hist, unsigned a
     return kShort;
   }
   return kIdle;
+}
+
+// This thread's bin of a round's histogram for block_radix_pick: bin NT-1-t, read through L2 (ld.global.cg, not L1),
+// where the other blocks' atomics landed (the caller's ticket and fence order them); one coalesced load per warp.
+template <int NT>
+__device__ __forceinline__ unsigned radix_bin(const unsigned* hist) {
+  return __ldcg(hist + (NT - 1 - int(threadIdx.x)));
 }
 
 // Widest vector (elements) usable for rows of a 3-D view: unit element stride, d a multiple of V, base and row

@@ -435,14 +435,17 @@ __global__ void __launch_bounds__(kThreads) radix_kernel(Ctx c, int r, Radix* st
   __syncthreads();
   if (!last) return;  // uniform across the block
   __threadfence();
-  // the digit of each tail, picked by the whole block (block_radix_pick), the top tail first
+  // the digit of each tail, picked by the whole block (block_radix_pick); both tails' bins are loaded first (one L2
+  // round trip)
   static_assert(kThreads == kBins, "the pick gives one bin to each thread");
+  const unsigned cnt[2] = {radix_bin<kThreads>(hist + ((row * 2 + 0) * kRounds + r) * kBins),
+                           radix_bin<kThreads>(hist + ((row * 2 + 1) * kRounds + r) * kBins)};
+#pragma unroll
   for (int side = 0; side < 2; side++) {
     Radix s = side ? s1 : s0;
     const unsigned k = unsigned(side ? N - m + 1 : m);
-    unsigned digit, cnt, above;
-    if (block_radix_pick<kThreads>(hist + ((row * 2 + side) * kRounds + r) * kBins, s.consumed, k, warp_tot, &digit,
-                                   &cnt, &above) != kIdle) {
+    unsigned digit, above;
+    if (block_radix_pick<kThreads>(cnt[side], s.consumed, k, warp_tot, &digit, &above) != kIdle) {
       s.consumed = above;
       s.prefix = (s.prefix << 8) | digit;
       st[row * 2 + side] = s;

@@ -82,8 +82,9 @@ __global__ void __launch_bounds__(kThreads, 8) round_kernel(Keys c, int r, bool 
   if (!last) return;  // uniform across the block
   __threadfence();
   static_assert(kThreads == kBins, "the pick gives one bin to each thread");
-  unsigned int digit, cnt, above;
-  const int picked = block_radix_pick<kThreads>(gh, 0u, s.k_rem, warp_tot, &digit, &cnt, &above);
+  const unsigned int cnt = radix_bin<kThreads>(gh);
+  unsigned int digit, above;
+  const int picked = block_radix_pick<kThreads>(cnt, 0u, s.k_rem, warp_tot, &digit, &above);
   if (picked == kIdle) return;
   if (picked == kPicked) {
     s.k_rem -= above;
