@@ -12,6 +12,15 @@ namespace cuda {
 
 constexpr int kWarp = 32;
 
+// The minimum CTAs per SM for `__launch_bounds__(256, KVT_FULL_SM_CTAS_256)`, full occupancy at 256 threads (32
+// registers): 8 where an SM holds 2048 threads, 6 on sm_86 / sm_87 / sm_89 (1536 threads; ptxas rejects a larger
+// minimum there).
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 870 || __CUDA_ARCH__ == 890)
+#define KVT_FULL_SM_CTAS_256 6
+#else
+#define KVT_FULL_SM_CTAS_256 8
+#endif
+
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 

@@ -45,11 +45,13 @@ __device__ __forceinline__ State initial_state(const Keys& c, bool per_row, cons
 // its threads (block_radix_pick). Round 0 starts from the initial state (every block computes it; the group's first
 // block stores it when the group needs no rounds, e.g. an empty sequence), later rounds from the state stored by the
 // previous round's last block. Grid: (chunks, H, B); a block past its sequence's chunks returns at once.
-// __launch_bounds__(256, 8): 32 registers and no spill (left to itself ptxas took 40 on sm_80 for the initial state's
-// budget arithmetic: 75 % occupancy).
+// Full occupancy (KVT_FULL_SM_CTAS_256, common.cuh): 32 registers and no spill in both forms on sm_80 / sm_90 (left to
+// itself ptxas took 40 on sm_80, 75 %: the initial state's budget arithmetic, the batched form's per-sequence offsets).
+static_assert(kThreads == 256, "KVT_FULL_SM_CTAS_256 is for 256-thread blocks");
 template <bool BATCH>
-__global__ void __launch_bounds__(kThreads, 8) round_kernel(Keys c, int r, bool per_row, Budget bg, State* st,
-                                                         unsigned int* hist, unsigned int* tickets) {
+__global__ void __launch_bounds__(kThreads, KVT_FULL_SM_CTAS_256) round_kernel(Keys c, int r, bool per_row, Budget bg,
+                                                                               State* st, unsigned int* hist,
+                                                                               unsigned int* tickets) {
   __shared__ unsigned int sh[kBins];
   __shared__ unsigned int warp_tot[kThreads / kWarp];
   __shared__ bool last;
