@@ -12,6 +12,15 @@ namespace cuda {
 
 constexpr int kWarp = 32;
 
+// The minimum CTAs per SM for `__launch_bounds__(256, KVT_FULL_SM_CTAS_256)`, full occupancy at 256 threads (32
+// registers): 8 where an SM holds 2048 threads, 6 on sm_86 / sm_87 / sm_89 (1536 threads; ptxas rejects a larger
+// minimum there).
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 870 || __CUDA_ARCH__ == 890)
+#define KVT_FULL_SM_CTAS_256 6
+#else
+#define KVT_FULL_SM_CTAS_256 8
+#endif
+
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -145,18 +154,19 @@ __device__ __forceinline__ int64_t head_off(const T2& t, int64_t b, int64_t h, i
 
 // Block-wide scan of one value per thread (NT threads, every thread calls it): returns the thread's exclusive
 // prefix; *total receives the block's sum. `warp_tot` holds NT / 32 shared entries. Two barriers.
-template <int NT>
-__device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* warp_tot, int64_t* total) {
+template <int NT, typename T = int64_t>
+__device__ __forceinline__ T block_exclusive_scan(T v, T* warp_tot, T* total) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  int64_t incl = v;
+  T incl = v;
 #pragma unroll
   for (int o = 1; o < kWarp; o <<= 1) {
-    const int64_t t = __shfl_up_sync(0xffffffffu, incl, o);
+    const T t = __shfl_up_sync(0xffffffffu, incl, o);
     if (lane >= o) incl += t;
   }
   if (lane == kWarp - 1) warp_tot[warp] = incl;
   __syncthreads();
-  int64_t before = 0, sum = 0;
+  T before = 0, sum = 0;
+#pragma unroll
   for (int q = 0; q < NT / kWarp; q++) {
     if (q < warp) before += warp_tot[q];
     sum += warp_tot[q];
@@ -164,6 +174,37 @@ __device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* warp
   *total = sum;
   __syncthreads();  // warp_tot may be reused
   return before + incl - v;
+}
+
+// The digit pick of a radix round (select.cu, nestedkv.cu), by a whole block of NT threads over NT bins: thread t holds
+// `n`, the count of bin NT-1-t (bins counted from the top), a block scan gives every bin the count above it, and the
+// digit is the highest bin at which the running count from the top, starting at `above0`, reaches k — what one thread
+// scanning the bins from the top finds. Returns kPicked on the thread that holds that bin (*digit, and *above: above0
+// plus the keys in higher bins); when no bin reaches k, kShort on thread NT-1 (*digit 0, *above: above0 plus every
+// key); else kIdle. Every thread of the block calls it (two barriers); `warp_tot` holds NT / 32 shared entries.
+enum PickResult : int { kIdle = 0, kPicked = 1, kShort = 2 };
+template <int NT>
+__device__ __forceinline__ int block_radix_pick(unsigned n, unsigned above0, unsigned k, unsigned* warp_tot,
+                                                unsigned* digit, unsigned* above) {
+  const int t = threadIdx.x;
+  unsigned total;
+  const unsigned before = above0 + block_exclusive_scan<NT, unsigned>(n, warp_tot, &total);
+  *digit = unsigned(NT - 1 - t);
+  *above = before;
+  if (before + n >= k && (t == 0 || before < k)) return kPicked;
+  if (t == NT - 1 && before + n < k) {
+    *digit = 0;
+    *above = before + n;
+    return kShort;
+  }
+  return kIdle;
+}
+
+// This thread's bin of a round's histogram for block_radix_pick: bin NT-1-t, read through L2 (ld.global.cg, not L1),
+// where the other blocks' atomics landed (the caller's ticket and fence order them); one coalesced load per warp.
+template <int NT>
+__device__ __forceinline__ unsigned radix_bin(const unsigned* hist) {
+  return __ldcg(hist + (NT - 1 - int(threadIdx.x)));
 }
 
 // Widest vector (elements) usable for rows of a 3-D view: unit element stride, d a multiple of V, base and row

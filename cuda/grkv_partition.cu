@@ -20,14 +20,9 @@ __global__ void geometry_kernel(Ctx c) {
   c.geo[vh] = g;
 }
 
-// Full occupancy at kT threads: 8 CTAs per SM (32 registers, as before batches) where an SM holds 2048 threads, 6 on
-// sm_86 / sm_89 (1536 threads; ptxas rejects a larger minimum there).
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 870 || __CUDA_ARCH__ == 890)
-#define KVT_PREP_MIN_CTAS 6
-#else
-#define KVT_PREP_MIN_CTAS 8
-#endif
-__global__ void __launch_bounds__(kT, KVT_PREP_MIN_CTAS) prep_kernel(Ctx c) {
+// Full occupancy at kT = 256 threads (32 registers, as before batches; common.cuh).
+static_assert(kT == 256, "KVT_FULL_SM_CTAS_256 is for 256-thread blocks");
+__global__ void __launch_bounds__(kT, KVT_FULL_SM_CTAS_256) prep_kernel(Ctx c) {
   const int64_t n = c.VH * c.rows * c.d;
   const T3& q = c.p.queries;
   const int es = dtype_size(q.dtype);

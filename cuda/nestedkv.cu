@@ -407,6 +407,7 @@ struct Radix {
 template <bool BATCH>
 __global__ void __launch_bounds__(kThreads) radix_kernel(Ctx c, int r, Radix* st, unsigned* hist, unsigned* tickets) {
   __shared__ unsigned sh[2][kBins];
+  __shared__ unsigned warp_tot[kWarps];
   __shared__ bool last;
   const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, xs = blockIdx.y / c.H, h = blockIdx.y % c.H;
   const Geo g = geo<BATCH>(c, b);
@@ -432,24 +433,24 @@ __global__ void __launch_bounds__(kThreads) radix_kernel(Ctx c, int r, Radix* st
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(&tickets[row * kRounds + r], 1u) == gridDim.x - 1;
   __syncthreads();
-  if (!last || threadIdx.x >= 2) return;
+  if (!last) return;  // uniform across the block
   __threadfence();
-  const int side = threadIdx.x;
-  Radix s = side ? s1 : s0;
-  const unsigned k = unsigned(side ? N - m + 1 : m);
-  const volatile unsigned* vh = hist + ((row * 2 + side) * kRounds + r) * kBins;
-  unsigned cum = s.consumed, digit = 0;
-  for (int bin = kBins - 1; bin >= 0; bin--) {
-    const unsigned n = vh[bin];
-    if (cum + n >= k) {
-      digit = unsigned(bin);
-      break;
+  // the digit of each tail, picked by the whole block (block_radix_pick); both tails' bins are loaded first (one L2
+  // round trip)
+  static_assert(kThreads == kBins, "the pick gives one bin to each thread");
+  const unsigned cnt[2] = {radix_bin<kThreads>(hist + ((row * 2 + 0) * kRounds + r) * kBins),
+                           radix_bin<kThreads>(hist + ((row * 2 + 1) * kRounds + r) * kBins)};
+#pragma unroll
+  for (int side = 0; side < 2; side++) {
+    Radix s = side ? s1 : s0;
+    const unsigned k = unsigned(side ? N - m + 1 : m);
+    unsigned digit, above;
+    if (block_radix_pick<kThreads>(cnt[side], s.consumed, k, warp_tot, &digit, &above) != kIdle) {
+      s.consumed = above;
+      s.prefix = (s.prefix << 8) | digit;
+      st[row * 2 + side] = s;
     }
-    cum += n;
   }
-  s.consumed = cum;
-  s.prefix = (s.prefix << 8) | digit;
-  st[row * 2 + side] = s;
 }
 
 // ---------------------------------------------------------------------------------------------------------

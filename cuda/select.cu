@@ -1,7 +1,9 @@
 // Radix top-k selection on CUDA (docs/performance.md §2.6): exact k-th largest of the unique 64-bit rank keys of
 // math/common.h, found 8 bits at a time from the top, then a position-ordered collect that writes each head's
 // indices already ascending. Several blocks cooperate on a row; the last block of a round to finish (atomic
-// ticket) picks the digit, so no round needs a separate scan kernel and nothing synchronises with the host.
+// ticket) picks the digit with all its threads (one coalesced load of the 256 bins and a block scan), so no round
+// needs a separate scan kernel and nothing synchronises with the host. Round 0 computes each group's initial state
+// itself: a selection is 8 round launches, then the collect's 2.
 // A group whose remaining k equals its bucket size stops early: later rounds exit at once.
 // Batched (docs/runtime-caches.md §6): grid (chunks, H, B); each sequence has its own length, chunk count, budget
 // and groups (its rows, or the sequence for the adaptive layer budget), so a batch is B selections side by side.
@@ -26,11 +28,9 @@ __device__ __forceinline__ void group_rank(const Keys& c, bool per_row, const Bu
   *size = per_row ? n : c.H * n;
 }
 
-// One thread per group: initial state from its rank and size.
+// Initial state of group g from its rank and size.
 template <bool BATCH>
-__global__ void init_kernel(Keys c, bool per_row, Budget bg, State* st, int64_t groups) {
-  const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (g >= groups) return;
+__device__ __forceinline__ State initial_state(const Keys& c, bool per_row, const Budget& bg, int64_t g) {
   int64_t k, size;
   group_rank<BATCH>(c, per_row, bg, per_row ? g / c.H : g, &k, &size);
   State s;
@@ -38,23 +38,31 @@ __global__ void init_kernel(Keys c, bool per_row, Budget bg, State* st, int64_t 
   s.bits = 0;
   s.k_rem = (unsigned int)(k);
   s.mode = k <= 0 ? kNone : (k >= size ? kAll : kActive);
-  st[g] = s;
+  return s;
 }
 
-// Round r: histogram of digit r over the keys that match the group's prefix; the last block picks the digit.
-// Grid: (chunks, H, B); a block past its sequence's chunks returns at once.
+// Round r: histogram of digit r over the keys that match the group's prefix; the last block picks the digit with all
+// its threads (block_radix_pick). Round 0 starts from the initial state (every block computes it; the group's first
+// block stores it when the group needs no rounds, e.g. an empty sequence), later rounds from the state stored by the
+// previous round's last block. Grid: (chunks, H, B); a block past its sequence's chunks returns at once.
+// Full occupancy (KVT_FULL_SM_CTAS_256, common.cuh): 32 registers and no spill in both forms on sm_80 / sm_90 (left to
+// itself ptxas took 40 on sm_80, 75 %: the initial state's budget arithmetic, the batched form's per-sequence offsets).
+static_assert(kThreads == 256, "KVT_FULL_SM_CTAS_256 is for 256-thread blocks");
 template <bool BATCH>
-__global__ void __launch_bounds__(kThreads) round_kernel(Keys c, int r, bool per_row, State* st, unsigned int* hist,
-                                                         unsigned int* tickets) {
+__global__ void __launch_bounds__(kThreads, KVT_FULL_SM_CTAS_256) round_kernel(Keys c, int r, bool per_row, Budget bg,
+                                                                               State* st, unsigned int* hist,
+                                                                               unsigned int* tickets) {
   __shared__ unsigned int sh[kBins];
+  __shared__ unsigned int warp_tot[kThreads / kWarp];
   __shared__ bool last;
   const int64_t b = BATCH ? int64_t(blockIdx.z) : 0, h = blockIdx.y;
+  const int64_t g = per_row ? b * c.H + h : b;
+  State s = r == 0 ? initial_state<BATCH>(c, per_row, bg, g) : st[g];
+  if (r == 0 && s.mode != kActive && blockIdx.x == 0 && (per_row || h == 0) && threadIdx.x == 0) st[g] = s;
+  if (s.mode != kActive) return;  // uniform across the block: state only changes between launches
   const int64_t n = seq_len<BATCH>(c.seqs, b), chunks = ceil_div(n, kChunk);
   if (blockIdx.x >= chunks) return;
-  const int64_t g = per_row ? b * c.H + h : b;
   const unsigned int blocks_per_group = unsigned(per_row ? chunks : chunks * c.H);
-  State s = st[g];
-  if (s.mode != kActive) return;  // uniform across the block: state only changes between launches
   for (int q = threadIdx.x; q < kBins; q += kThreads) sh[q] = 0;
   __syncthreads();
   const int shift = 56 - 8 * r;
@@ -73,20 +81,16 @@ __global__ void __launch_bounds__(kThreads) round_kernel(Keys c, int r, bool per
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(&tickets[g * kRounds + r], 1u) == blocks_per_group - 1;
   __syncthreads();
-  if (!last || threadIdx.x != 0) return;
+  if (!last) return;  // uniform across the block
   __threadfence();
-  const volatile unsigned int* vh = gh;
-  unsigned int cum = 0;
-  int digit = 0;
-  for (int q = kBins - 1; q >= 0; q--) {
-    const unsigned int cnt = vh[q];
-    if (cum + cnt >= s.k_rem) {
-      digit = q;
-      s.k_rem -= cum;
-      if (cnt == s.k_rem) s.mode = kPrefix;
-      break;
-    }
-    cum += cnt;
+  static_assert(kThreads == kBins, "the pick gives one bin to each thread");
+  const unsigned int cnt = radix_bin<kThreads>(gh);
+  unsigned int digit, above;
+  const int picked = block_radix_pick<kThreads>(cnt, 0u, s.k_rem, warp_tot, &digit, &above);
+  if (picked == kIdle) return;
+  if (picked == kPicked) {
+    s.k_rem -= above;
+    if (cnt == s.k_rem) s.mode = kPrefix;
   }
   s.prefix = (s.prefix << 8) | (unsigned long long)(digit);
   s.bits += 8;
@@ -219,10 +223,8 @@ cudaError_t radix_select(const Keys& c, bool per_row, const Budget& budget, Stat
   unsigned int* hist = ws.as<unsigned int>();
   unsigned int* tickets = hist + hist_words;
   KVT_CU_TRY(cudaMemsetAsync(hist, 0, (hist_words + ticket_words) * sizeof(unsigned int), stream));
-  init_kernel<BATCH><<<unsigned(ceil_div(groups, 128)), 128, 0, stream>>>(c, per_row, budget, st, groups);
-  KVT_CU_TRY(cudaGetLastError());
   for (int r = 0; r < kRounds; r++) {
-    round_kernel<BATCH><<<row_grid(c), kThreads, 0, stream>>>(c, r, per_row, st, hist, tickets);
+    round_kernel<BATCH><<<row_grid(c), kThreads, 0, stream>>>(c, r, per_row, budget, st, hist, tickets);
     KVT_CU_TRY(cudaGetLastError());
   }
   return cudaSuccess;

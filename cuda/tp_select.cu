@@ -6,7 +6,8 @@
 //   histogram  one pass over the shard's keys per round: digit r of the adaptive keys whose higher digits match the
 //              prefix, counted in shared-memory bins (4 and 8 bits; 16-bit digits straight into the output).
 //   advance    one block per sequence: the bin holding the k-th largest key of the summed histogram (per-thread
-//              segments of bins from the top, a block scan, then the segment that holds it), prefix and k updated.
+//              segments of bins from the top, a block scan, then a block scan of that segment's bins), prefix and k
+//              updated.
 //   finish     keys >= the pivot (after promotion above the row's safeguard pivot), position-ordered per row: the
 //              collect of cuda/select.cu with one group per sequence.
 #include "math/tp_select.h"
@@ -88,12 +89,16 @@ __global__ void __launch_bounds__(kThreads) hist_kernel(TpParams p, int round, i
   }
 }
 
-// advance, one block per sequence: thread t scans bins [t·per, (t+1)·per) counted from the top; the block finds the
-// segment where the running count reaches k, and that segment's thread picks the bin (tp::choose_bin).
+// advance, one block per sequence, in two levels: thread t sums segment t of `per` bins counted from the top (one bin
+// when bits <= 8), a block scan gives every segment the count above it, and the segment where the running count
+// reaches k is kept; then its bins, one per thread from its top, are scanned the same way and the bin where the count
+// reaches the k left is the digit — tp::choose_bin's bin (the highest whose running count reaches k), found without
+// a serial scan.
 __global__ void __launch_bounds__(kThreads) advance_kernel(TpParams p, int round, const int32_t* hist, int64_t hs0,
                                                            int64_t hs1) {
-  __shared__ int64_t seg_sum[kThreads];
-  __shared__ int found;
+  __shared__ int64_t warp_tot[kThreads / kWarp];
+  __shared__ int64_t seg_k;
+  __shared__ int seg_pick, bin_pick;
   const int64_t b = blockIdx.x;
   const int bins = 1 << p.bits, per = bins > kThreads ? bins / kThreads : 1, segs = bins / per;
   const int t = threadIdx.x;
@@ -103,31 +108,42 @@ __global__ void __launch_bounds__(kThreads) advance_kernel(TpParams p, int round
   int64_t s = 0;
   if (t < segs)
     for (int v = bins - t * per - per; v < bins - t * per; v++) s += row[v * hs1];
-  seg_sum[t] = s;
-  if (t == 0) found = 0;
-  __syncthreads();
-  if (t < segs) {
-    int64_t above = 0;
-    for (int q = 0; q < t; q++) above += seg_sum[q];
-    // the first segment whose running count reaches k holds the k-th largest key (the top one when k <= 0)
-    if ((t == 0 || above < k0) && above + s >= k0) {
-      int64_t k = k0 - above;
-      uint32_t dg = 0;
-      tp::choose_bin(row + int64_t(bins - t * per - per) * hs1, hs1, per, &k, &dg);
-      dg += uint32_t(bins - t * per - per);
-      const uint64_t pre = tp::join(word(p, b, tp::kPrefixHi), word(p, b, tp::kPrefixLo)) |
-                           (uint64_t(dg) << (64 - p.bits * (round + 1)));
-      word(p, b, tp::kPrefixHi) = tp::hi_word(pre);
-      word(p, b, tp::kPrefixLo) = tp::lo_word(pre);
-      word(p, b, tp::kRemaining) = int32_t(k);
-      found = 1;
-    }
-  }
-  __syncthreads();
   if (t == 0) {
-    if (!found) word(p, b, tp::kFlags) |= tp::kFlagShort;  // fewer keys than k: digit 0, k unchanged (as the CPU)
-    word(p, b, tp::kRound) = round + 1;
+    seg_pick = kThreads;
+    bin_pick = kThreads;
   }
+  int64_t total;
+  const int64_t above = block_exclusive_scan<kThreads>(s, warp_tot, &total);
+  // the first segment whose running count reaches k holds the k-th largest key (the top one when k <= 0); the lowest
+  // such t wins, so counts that are not a histogram (negative) still give one deterministic pick
+  const bool seg_hit = t < segs && (t == 0 || above < k0) && above + s >= k0;
+  if (seg_hit) atomicMin(&seg_pick, t);
+  __syncthreads();
+  const int seg = seg_pick;
+  if (seg == kThreads) {  // uniform; fewer keys than k: digit 0, k unchanged (as the CPU)
+    if (t == 0) {
+      word(p, b, tp::kFlags) |= tp::kFlagShort;
+      word(p, b, tp::kRound) = round + 1;
+    }
+    return;
+  }
+  if (t == seg) seg_k = k0 - above;
+  const int top = bins - seg * per - 1;  // the segment's highest bin
+  const int64_t c = t < per ? int64_t(row[int64_t(top - t) * hs1]) : 0;
+  const int64_t in = block_exclusive_scan<kThreads>(c, warp_tot, &total);  // its barriers publish seg_k
+  const int64_t k = seg_k;
+  // a histogram's segment reaches k, so one of its bins is picked
+  const bool bin_hit = t < per && (t == 0 || in < k) && in + c >= k;
+  if (bin_hit) atomicMin(&bin_pick, t);
+  __syncthreads();
+  if (bin_hit && t == bin_pick) {
+    const uint64_t pre = tp::join(word(p, b, tp::kPrefixHi), word(p, b, tp::kPrefixLo)) |
+                         (uint64_t(uint32_t(top - t)) << (64 - p.bits * (round + 1)));
+    word(p, b, tp::kPrefixHi) = tp::hi_word(pre);
+    word(p, b, tp::kPrefixLo) = tp::lo_word(pre);
+    word(p, b, tp::kRemaining) = int32_t(k - in);
+  }
+  if (t == 0) word(p, b, tp::kRound) = round + 1;
 }
 
 // finish: the rows' promotion states (key >= the row's safeguard pivot) and each sequence's final state (keys >= the

@@ -35,7 +35,9 @@ KVT_HD uint64_t adaptive_key(uint64_t key, uint64_t head_pivot) {
 }
 
 // The bin of the k-th largest key, scanning `hist` (bins entries, stride hs) from the top digit down: the digit in
-// *digit_out and k less the keys of the higher bins in *k. false when the histogram holds fewer than k keys.
+// *digit_out and k less the keys of the higher bins in *k. false when the histogram holds fewer than k keys. The CPU
+// backend's pick; cuda/tp_select.cu's advance_kernel takes the same bin (the first whose running count reaches k) with
+// block scans.
 KVT_HD bool choose_bin(const int32_t* hist, int64_t hs, int bins, int64_t* k, uint32_t* digit_out) {
   int64_t above = 0;
   for (int v = bins - 1; v >= 0; v--) {

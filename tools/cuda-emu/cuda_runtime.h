@@ -229,6 +229,8 @@ inline void __nanosleep(unsigned) {}
 long long clock64();
 template <typename T>
 inline T __ldg(const T* p) { return *p; }
+template <typename T>
+inline T __ldcg(const T* p) { return *p; }  // ld.global.cg: L2 only (no L1); one block at a time makes it a plain load
 
 // ---- atomics (blocks and threads never run concurrently: plain read-modify-write, alignment checked)
 namespace emu {

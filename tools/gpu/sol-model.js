@@ -16,7 +16,7 @@ const HW = {
   sms: 132,
   bw: 3.0e12, // copy bandwidth, bytes/s (read + write), what `kvtrim bench` divides by
   latency: 700e-9, // DRAM latency under load, s
-  l2Latency: 250e-9, // a dependent L2 round trip (volatile load), s
+  l2Latency: 250e-9, // a dependent L2 round trip (an atomic, or a load that waits for one), s
   clock: 1.755e9, // SM clock under load, Hz
   issue: 4, // warp-instructions per clock per SM
   launch: 2.5e-6, // gap per dependent kernel launch, s
@@ -54,19 +54,24 @@ const OPS = [
   {
     op: 'nestedkvScores',
     sol: 2 * H * N * d * es + 4 * H * N,
-    note: 'pass 2 issue-bound (~250 instructions per 256-byte row); each radix round picks its digit on one thread, scanning about half of 256 bins with dependent L2 loads',
+    note: 'pass 2 issue-bound (~250 instructions per 256-byte row); each radix round ends in a block-wide pick of both tails\' digits: the ticket atomic, one coalesced L2 read of both 256-bin histograms, two block scans (~3 dependent L2 round trips)',
     kernels: [
       { name: 'pass 1', file: 'nestedkv.cu', kernel: 'pass1_kernel', args: 'false,2,4,1', bytes: H * N * d * es + 4 * H * N, rows: H * N, instr: 60, inflight: 512, gridWarps: 31 },
       { name: 'pass 2', file: 'nestedkv.cu', kernel: 'pass2_kernel', args: 'false,2,4,1', bytes: H * N * d * es + 16 * H * N, rows: H * N, instr: 250, inflight: 512, gridWarps: 31 },
-      { name: '4 radix rounds', file: 'nestedkv.cu', kernel: 'radix_kernel', args: 'false', bytes: 0, rows: 4 * 3 * H * N / 32, instr: 20, inflight: 128, gridWarps: 64, serialL2: 4 * 128, launches: 4 },
+      // per round: the ticket atomic (1 L2 round trip), the bins of both tails loaded together (1), two block scans of
+      // 2 barriers and 5 shuffle steps each (~200 cycles in all, counted as 1)
+      { name: '4 radix rounds', file: 'nestedkv.cu', kernel: 'radix_kernel', args: 'false', bytes: 0, rows: 4 * 3 * H * N / 32, instr: 20, inflight: 128, gridWarps: 64, serialL2: 4 * 3, launches: 4 },
       { name: 'statistics + output', file: 'nestedkv.cu', kernel: 'stats_kernel', args: 'false', bytes: 4 * H * N, rows: 2 * 3 * H * N / 32, instr: 60, inflight: 128, gridWarps: 64, launches: 2 },
     ],
   },
   {
     op: 'selectTokens',
     sol: 4 * H * N + 4 * H * keep,
-    note: 'latency-bound: up to 8 radix rounds (about 4 before the bucket is unique), each a launch and a digit pick on one thread scanning about 128 bins with dependent L2 loads',
-    kernels: [{ name: 'radix select', file: 'select.cu', kernel: 'round_kernel', args: 'false', bytes: 4 * H * N + 4 * H * keep, rows: 8 * H * N / 32, instr: 20, inflight: 128, gridWarps: 64, serialL2: 4 * 128, launches: 11 }],
+    note: 'launch-bound: 8 radix round launches (about 4 before the bucket is unique, the rest exit at once), a count and a write; an active round ends in a block-wide digit pick: the ticket atomic, one coalesced L2 read of the 256 bins, a block scan (~2.5 dependent L2 round trips)',
+    // per active round: the ticket atomic (1 L2 round trip), the 256 bins in one coalesced load (1), a block scan of 2
+    // barriers and 5 shuffle steps (~100 cycles, counted as 0.5); launches: 8 rounds (round 0 sets up the state) +
+    // count + write
+    kernels: [{ name: 'radix select', file: 'select.cu', kernel: 'round_kernel', args: 'false', bytes: 4 * H * N + 4 * H * keep, rows: 8 * H * N / 32, instr: 20, inflight: 128, gridWarps: 64, serialL2: 4 * 2.5, launches: 10 }],
   },
   {
     op: 'snapkvScores',
