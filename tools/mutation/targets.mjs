@@ -47,6 +47,17 @@ const SHARED = {
   'csrc/math/momentkv.h': ['moments', 'decode', 'momentkv_select'],
   'csrc/math/grkv.h': ['grkv', 'spd'],
   'csrc/abi/select.cc': ['select', 'nestedkv'],
+  // added after the seed-17 sample was frozen (tools/mutation/sample-17.json): mapped so that a new sample can draw them
+  'csrc/cpu/simd.cc': ['snapkv', 'moments', 'grkv'],
+  'csrc/cpu/simd.h': ['snapkv', 'moments', 'grkv'],
+  'csrc/cpu/simd_body.h': ['snapkv', 'moments', 'grkv'],
+  'csrc/cpu/batch.cc': ['keydiff', 'nestedkv', 'snapkv', 'select', 'gather', 'moments', 'decode', 'momentkv_select', 'grkv', 'compact'],
+  'csrc/cpu/batch.h': ['keydiff', 'nestedkv', 'snapkv', 'select', 'gather', 'moments', 'decode', 'momentkv_select', 'grkv', 'compact'],
+  'csrc/math/batch.h': ['keydiff', 'nestedkv', 'snapkv', 'select', 'gather', 'moments', 'decode', 'momentkv_select', 'grkv', 'compact'],
+  'csrc/cpu/compact.cc': ['compact'],
+  'csrc/cpu/parallel.h': ['select', 'keydiff', 'gather', 'nestedkv'],
+  'csrc/cpu/tp_select.cc': ['tp_select'],
+  'csrc/math/tp_select.h': ['tp_select'],
 };
 
 /** The ops whose tests judge a mutant of `file`: by name (csrc/cpu/<op>.cc, grkv_*.cc), else the table above. */
