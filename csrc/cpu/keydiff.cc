@@ -56,8 +56,9 @@ void keydiff(const View& k, const View& out) {
   over_chunks(k, 256, [&](int64_t h, int64_t, int64_t i, std::vector<float>& buf) {
     prefetch_row(k, h, i + kPrefetchRows);
     const float* row = load_row(k, h, i, buf);
-    out.ptr<float>()[h * out.stride[0] + i * out.stride[1]] =
-        neg_cosine(dot8(row, &anchor[size_t(h * d)], d), sumsq8(row, d), anorm[size_t(h)]);
+    const float* a = &anchor[size_t(h * d)];
+    float* o = out.ptr<float>() + h * out.stride[0];
+    o[i * out.stride[1]] = neg_cosine(dot8(row, a, d), sumsq8(row, d), anorm[size_t(h)]);
   });
 }
 

@@ -48,7 +48,7 @@ const inPlace = flag('in-place');
 // The fixed CI sample: one killable mutant per kind of fault, in small files with fast tests (a few minutes).
 const CI_SAMPLE = [
   { file: 'csrc/cpu/select.cc', operator: 'relational', before: /if \(kk >= head_pivot/, replacement: ' > ' },
-  { file: 'csrc/cpu/keydiff.cc', operator: 'loop-bound', before: /for \(int64_t i = c \* grain; i < std::min/, replacement: /\+ 1$/ },
+  { file: 'csrc/cpu/keydiff.cc', operator: 'loop-bound', before: /for \(int64_t c = 0; c < C; c\+\+\) s \+= partial/, replacement: '(C) - 1' },
   { file: 'csrc/abi/select.cc', operator: 'rounding', before: null, replacement: null, named: 'select-safeguard-ceil' },
   { file: 'csrc/cpu/keydiff.cc', operator: 'dropped-write', before: null, replacement: null, named: 'keydiff-skip-zero-rows' },
 ];
