@@ -3,7 +3,7 @@
 import { MomentState, tensor } from '../lib/index';
 import type { Tensor } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { MomentStateRef } from './ref/moments';
+import { MomentStateRef, batchMomentsRef, gatherRows } from './ref/moments';
 import { Backend, fetch, values } from './helpers';
 import { maxAbs, maxAbsDiff } from './ref/compare';
 
@@ -35,6 +35,18 @@ export function stateErrors(got: MomentStateRef, ref: MomentStateRef): { n: numb
   const muErr = Math.max(maxAbsDiff(got.muK, ref.muK) / Math.max(maxAbs(ref.muK), 1e-30), maxAbsDiff(got.muV, ref.muV) / Math.max(maxAbs(ref.muV), 1e-30));
   const cr = C(ref);
   return { n: maxAbsDiff(got.n, ref.n), mu: muErr, C: maxAbsDiff(C(got), cr) / Math.max(maxAbs(cr), 1e-30) };
+}
+/** The float64 reference state of rows sets[h] of each head h of K [H, N, d] and V [H, N, dv] (host arrays). */
+export function setsMomentsRef(K: ArrayLike<number>, V: ArrayLike<number>, H: number, N: number, d: number, dv: number, sets: number[][]): MomentStateRef {
+  const ref: MomentStateRef = { H, d, dv, n: new Float64Array(H), muK: new Float64Array(H * d), muV: new Float64Array(H * dv), M: new Float64Array(H * dv * d) };
+  for (let h = 0; h < H; h++) {
+    const bm = batchMomentsRef(gatherRows(K, h, N, d, sets[h]), gatherRows(V, h, N, dv, sets[h]), d, dv);
+    ref.n[h] = bm.n;
+    ref.muK.set(bm.muK, h * d);
+    ref.muV.set(bm.muV, h * dv);
+    ref.M.set(bm.M, h * dv * d);
+  }
+  return ref;
 }
 export function shuffled(rng: Rng, a: number[]): number[] {
   const p = a.slice();

@@ -4,9 +4,9 @@ import t from 'tap';
 import { gatherKV, tensor } from '../lib/index';
 import type { DType } from '../lib/index';
 import { Rng } from '../lib/rng';
-import { batchMomentsRef, MomentStateRef, complement, gatherRows, evictedMomentsRef } from './ref/moments';
+import { complement, evictedMomentsRef } from './ref/moments';
 import { BACKENDS, on, place, poisoned, fetch, randomTensor, values, Layout } from './helpers';
-import { lists, stateHost, newState, stateErrors, shuffled } from './moments-helpers';
+import { lists, stateHost, newState, stateErrors, shuffled, setsMomentsRef } from './moments-helpers';
 import { FILLS, maxAbs, maxAbsDiff, expectWritten } from './ref/compare';
 
 for (const b of BACKENDS) {
@@ -27,14 +27,7 @@ for (const b of BACKENDS) {
     }
     const kt = place(tensor(K, [H, N, d]), b), vt = place(tensor(V, [H, N, dv]), b);
     const ev = Array.from({ length: H }, () => Array.from({ length: N }, (_, s) => s).filter(() => rng.uniform() < 0.7));
-    const ref: MomentStateRef = { H, d, dv, n: new Float64Array(H), muK: new Float64Array(H * d), muV: new Float64Array(H * dv), M: new Float64Array(H * dv * d) };
-    for (let h = 0; h < H; h++) {
-      const bm = batchMomentsRef(gatherRows(K, h, N, d, ev[h]), gatherRows(V, h, N, dv, ev[h]), d, dv);
-      ref.n[h] = bm.n;
-      ref.muK.set(bm.muK, h * d);
-      ref.muV.set(bm.muV, h * dv);
-      ref.M.set(bm.M, h * dv * d);
-    }
+    const ref = setsMomentsRef(K, V, H, N, d, dv, ev);
     const chunkings: [string, (h: number) => number[][]][] = [
       ['one merge', (h) => [ev[h]]],
       ['two halves (interleaved positions)', (h) => [ev[h].filter((_, i) => i % 2 === 0), ev[h].filter((_, i) => i % 2 === 1)]],
@@ -89,17 +82,7 @@ for (const b of BACKENDS) {
     const kt = place(tensor(K, [H, N, d]), b), vt = place(tensor(V, [H, N, dv]), b);
     const first = Array.from({ length: H }, () => Array.from({ length: NA }, (_, s) => s));
     const second = Array.from({ length: H }, () => Array.from({ length: N - NA }, (_, s) => NA + s));
-    const refOf = (sets: number[][]): MomentStateRef => {
-      const ref: MomentStateRef = { H, d, dv, n: new Float64Array(H), muK: new Float64Array(H * d), muV: new Float64Array(H * dv), M: new Float64Array(H * dv * d) };
-      for (let h = 0; h < H; h++) {
-        const bm = batchMomentsRef(gatherRows(K, h, N, d, sets[h]), gatherRows(V, h, N, dv, sets[h]), d, dv);
-        ref.n[h] = bm.n;
-        ref.muK.set(bm.muK, h * d);
-        ref.muV.set(bm.muV, h * dv);
-        ref.M.set(bm.M, h * dv * d);
-      }
-      return ref;
-    };
+    const refOf = (sets: number[][]) => setsMomentsRef(K, V, H, N, d, dv, sets);
     const st = newState(H, d, dv, b);
     const l1 = lists(first);
     st.merge(kt, vt, place(l1.indices, b), place(l1.counts, b));

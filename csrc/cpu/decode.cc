@@ -42,6 +42,7 @@ void decode(const DecodeArgs& A) {
     std::vector<float> buf, logits;
     for (int64_t t = b; t < e; t++) {
       const int64_t h0 = t / nch * hg, ch = t % nch, r0 = ch * kDecodeRows;
+      auto rows_of = [&](int64_t h) { return std::min(count_of(h), r0 + kDecodeRows) - r0; };  // head h's rows here
       int64_t L = 0;  // rows of the chunk in the longest head of the group
       for (int64_t h = h0; h < h0 + hg; h++) {
         float* P = &part[size_t((h * nch + ch) * Q * ps)];
@@ -49,7 +50,7 @@ void decode(const DecodeArgs& A) {
           P[q * ps] = -INFINITY;
           std::fill(P + q * ps + 1, P + (q + 1) * ps, 0.f);
         }
-        L = std::max(L, std::min(count_of(h), r0 + kDecodeRows) - r0);
+        L = std::max(L, rows_of(h));
       }
       if (L <= 0) continue;
       // logits[(h - h0) * Q * L + q * L + r]; head h's rows below its own count only
@@ -63,7 +64,7 @@ void decode(const DecodeArgs& A) {
         for (int64_t q = 0; q < Q; q++) lg[q * L + (i - r0)] = mkv::logit_or_nan(dot8(ah + q * d, kr, d));
       });
       for (int64_t h = h0; h < h0 + hg; h++) {
-        const int64_t Lh = std::min(count_of(h), r0 + kDecodeRows) - r0;
+        const int64_t Lh = rows_of(h);
         float* P = &part[size_t((h * nch + ch) * Q * ps)];
         float* lg = &logits[size_t((h - h0) * Q * L)];
         for (int64_t q = 0; q < Q && Lh > 0; q++) {
