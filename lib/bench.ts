@@ -138,6 +138,20 @@ function timeIt(fn: () => void, repeats: number, warmup: number, stream?: Stream
   return times;
 }
 
+/** Times of `a` and of `b` run alternately (a, b, a, b, …), `repeats` each, after `warmup` rounds of both. */
+function timePaired(a: () => void, b: () => void, repeats: number, warmup: number, stream?: Stream, device = 0): [number[], number[]] {
+  for (let i = 0; i < warmup; i++) {
+    a();
+    b();
+  }
+  const ta: number[] = [], tb: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    ta.push(timeIt(a, 1, 0, stream, device)[0]);
+    tb.push(timeIt(b, 1, 0, stream, device)[0]);
+  }
+  return [ta, tb];
+}
+
 /** Copy bandwidth of the backend (GB/s counting read + write): device-to-device copy, or threaded memcpy. */
 export function measureBandwidth(backend: 'cpu' | 'cuda', device = 0, stream?: Stream, bytes = 256 * 2 ** 20): number {
   if (backend === 'cuda') {
@@ -190,7 +204,8 @@ export function runBench(o: BenchOptions = {}): BenchReport {
     for (const c of cases) {
       o.onProgress?.(done, total, `${c.op} N=${N}`);
       const p: Prepared = c.prepare(shape, ctx);
-      const times = timeIt(p.run, repeats, warmup, stream, device);
+      const paired = p.baseline?.interleave ? timePaired(p.run, p.baseline.run, repeats, warmup, stream, device) : undefined;
+      const times = paired ? paired[0] : timeIt(p.run, repeats, warmup, stream, device);
       const med = median(times);
       const solBytes = c.solBytes(shape);
       const solMs = solBytes / (bw * 1e6);
@@ -213,7 +228,7 @@ export function runBench(o: BenchOptions = {}): BenchReport {
         row.peakFraction = row.gflops / peak;
       }
       if (p.baseline) {
-        const bm = median(timeIt(p.baseline.run, Math.max(1, Math.min(repeats, 3)), 0, stream, device));
+        const bm = median(paired ? paired[1] : timeIt(p.baseline.run, Math.max(1, Math.min(repeats, 3)), 0, stream, device));
         row.baseline = { name: p.baseline.name, medianMs: bm, speedup: bm / med };
       }
       if (o.peer && p.peer) {

@@ -8,9 +8,10 @@
 namespace kvt {
 namespace cpu {
 
-// A sequence of fewer rows than this runs on one thread: below it the per-sequence code's own chunks are too few
-// to feed the pool, above it they are plenty.
-constexpr int64_t kSmallRows = 16384;
+// A sequence of fewer rows (H·n) than this runs on one thread: below it the per-sequence code's own chunks are too
+// few to feed the pool (a token-major KeyDiff pass over n = 2,048 tokens is 2 tasks of 1,024 tokens), above it they
+// are plenty. Was 16,384: at B = 16 (about 2,000 tokens each) half the sequences ran alone on 2–4 tasks.
+constexpr int64_t kSmallRows = 131072;
 
 void for_each_seq(int64_t B, const std::function<int64_t(int64_t)>& rows, const std::function<void(int64_t)>& fn) {
   std::vector<int64_t> small;

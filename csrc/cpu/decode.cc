@@ -7,6 +7,7 @@
 #include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "cpu/rows.h"
+#include "cpu/simd.h"
 #include "math/momentkv.h"
 
 namespace kvt {
@@ -39,7 +40,7 @@ void decode(const DecodeArgs& A) {
   const RowWalk wk = row_walk(A.k), wv = row_walk(A.v);
   const int64_t hg = wk.all_heads || wv.all_heads ? Hkv : 1;  // heads per task
   parallel_for(Hkv / hg * nch, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> buf, logits;
+    std::vector<float> buf, logits, mx;
     for (int64_t t = b; t < e; t++) {
       const int64_t h0 = t / nch * hg, ch = t % nch, r0 = ch * kDecodeRows;
       auto rows_of = [&](int64_t h) { return std::min(count_of(h), r0 + kDecodeRows) - r0; };  // head h's rows here
@@ -53,39 +54,28 @@ void decode(const DecodeArgs& A) {
         L = std::max(L, rows_of(h));
       }
       if (L <= 0) continue;
-      // logits[(h - h0) * Q * L + q * L + r]; head h's rows below its own count only
-      logits.resize(size_t(hg * Q * L));
-      walk_rows(wk, h0, h0 + hg, r0, r0 + L, [&](int64_t h, int64_t i) {
+      // logits[r * HQ + (h - h0) * Q + q]: one row's logits of every head of the task side by side; a head's rows at
+      // and past its own count stay -inf (no effect on the maximum; the V pass never reads them)
+      const int64_t HQ = hg * Q;
+      logits.assign(size_t(L * HQ), -INFINITY);
+      walk_rows(A.k, wk, h0, h0 + hg, r0, r0 + L, [&](int64_t h, int64_t i, const char* p) {
         if (i >= count_of(h)) return;
-        prefetch_row(A.k, h, i + kPrefetchRows);
-        const float* kr = load_row(A.k, h, i, buf);
-        const float* ah = &a[size_t(h * Q * d)];  // queries of KV head h: index q = g*T + t
-        float* lg = &logits[size_t((h - h0) * Q * L)];
-        for (int64_t q = 0; q < Q; q++) lg[q * L + (i - r0)] = mkv::logit_or_nan(dot8(ah + q * d, kr, d));
+        float* lg = &logits[size_t((i - r0) * HQ + (h - h0) * Q)];
+        simd().dots(&a[size_t(h * Q * d)], d, Q, load_row_at(A.k, p, buf), d, lg);  // queries q = g*T + t of head h
+        for (int64_t q = 0; q < Q; q++) lg[q] = mkv::logit_or_nan(lg[q]);
       });
-      for (int64_t h = h0; h < h0 + hg; h++) {
-        const int64_t Lh = rows_of(h);
-        float* P = &part[size_t((h * nch + ch) * Q * ps)];
-        float* lg = &logits[size_t((h - h0) * Q * L)];
-        for (int64_t q = 0; q < Q && Lh > 0; q++) {
-          float mx = -INFINITY;
-          for (int64_t r = 0; r < Lh; r++) mx = std::max(mx, lg[q * L + r]);
-          P[q * ps] = mx;
-          for (int64_t r = 0; r < Lh; r++) lg[q * L + r] = expf(lg[q * L + r] - mx);
-        }
-      }
-      walk_rows(wv, h0, h0 + hg, r0, r0 + L, [&](int64_t h, int64_t i) {
+      mx.assign(size_t(HQ), -INFINITY);
+      for (int64_t r = 0; r < L; r++)
+        for (int64_t j = 0; j < HQ; j++) mx[size_t(j)] = std::max(mx[size_t(j)], logits[size_t(r * HQ + j)]);
+      for (int64_t j = 0; j < HQ; j++) part[size_t(((h0 + j / Q) * nch + ch) * Q * ps + (j % Q) * ps)] = mx[size_t(j)];
+      for (int64_t r = 0; r < L; r++)
+        for (int64_t j = 0; j < HQ; j++) logits[size_t(r * HQ + j)] = expf(logits[size_t(r * HQ + j)] - mx[size_t(j)]);
+      walk_rows(A.v, wv, h0, h0 + hg, r0, r0 + L, [&](int64_t h, int64_t i, const char* p) {
         if (i >= count_of(h)) return;
-        prefetch_row(A.v, h, i + kPrefetchRows);
-        const float* vr = load_row(A.v, h, i, buf);
         float* P = &part[size_t((h * nch + ch) * Q * ps)];
-        const float* lg = &logits[size_t((h - h0) * Q * L)];
-        for (int64_t q = 0; q < Q; q++) {
-          const float p = lg[q * L + (i - r0)];
-          float* acc = P + q * ps + 2;
-          P[q * ps + 1] += p;
-          for (int64_t c = 0; c < dv; c++) acc[c] += p * vr[c];
-        }
+        const float* pr = &logits[size_t((i - r0) * HQ + (h - h0) * Q)];
+        for (int64_t q = 0; q < Q; q++) P[q * ps + 1] += pr[q];
+        simd().axpys(pr, Q, load_row_at(A.v, p, buf), dv, P + 2, ps);
       });
     }
   });

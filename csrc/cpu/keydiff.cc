@@ -11,7 +11,7 @@ namespace kvt {
 namespace cpu {
 
 // The tasks of a pass over k in chunks of `rows` rows: one head's chunk, or the chunk of every head where rows.h's
-// row_walk reads all heads together; fn(h, c, i, buf) per row in that order (buf: a row buffer of the task's thread).
+// row_walk reads all heads together; fn(h, c, i, row) per row in that order (row: its f32 values).
 template <typename F>
 static void over_chunks(const View& k, int64_t rows, const F& fn) {
   const int64_t H = k.shape[0], N = k.shape[1], C = (N + rows - 1) / rows;
@@ -20,7 +20,8 @@ static void over_chunks(const View& k, int64_t rows, const F& fn) {
     std::vector<float> buf;
     for (int64_t t = b; t < e; t++) {
       const int64_t c = t % C, h0 = w.all_heads ? 0 : t / C, h1 = w.all_heads ? H : h0 + 1;
-      walk_rows(w, h0, h1, c * rows, std::min(N, (c + 1) * rows), [&](int64_t h, int64_t i) { fn(h, c, i, buf); });
+      walk_rows(k, w, h0, h1, c * rows, std::min(N, (c + 1) * rows),
+                [&](int64_t h, int64_t i, const char* p) { fn(h, c, i, load_row_at(k, p, buf)); });
     }
   });
 }
@@ -30,11 +31,9 @@ static void normalized_key_means(const View& k, std::vector<float>& anchor) {
   const int64_t H = k.shape[0], N = k.shape[1], d = k.shape[2];
   const int64_t rows_per_chunk = 1024;
   const int64_t C = (N + rows_per_chunk - 1) / rows_per_chunk;
-  std::vector<double> partial(size_t(H * C * d), 0.0);
-  over_chunks(k, rows_per_chunk, [&](int64_t h, int64_t c, int64_t i, std::vector<float>& buf) {
-    prefetch_row(k, h, i + kPrefetchRows);
-    double* acc = &partial[size_t((h * C + c) * d)];
-    const float* row = load_row(k, h, i, buf);
+  std::vector<double> partial(size_t(C * H * d), 0.0);
+  over_chunks(k, rows_per_chunk, [&](int64_t h, int64_t c, int64_t, const float* row) {
+    double* acc = &partial[size_t((c * H + h) * d)];
     float inv = inv_norm_clamped(sumsq8(row, d));
     for (int64_t j = 0; j < d; j++) acc[j] += double(row[j] * inv);
   });
@@ -42,7 +41,7 @@ static void normalized_key_means(const View& k, std::vector<float>& anchor) {
   for (int64_t h = 0; h < H; h++)
     for (int64_t j = 0; j < d; j++) {
       double s = 0;
-      for (int64_t c = 0; c < C; c++) s += partial[size_t((h * C + c) * d + j)];
+      for (int64_t c = 0; c < C; c++) s += partial[size_t((c * H + h) * d + j)];
       anchor[size_t(h * d + j)] = float(s / double(N));
     }
 }
@@ -53,9 +52,7 @@ void keydiff(const View& k, const View& out) {
   normalized_key_means(k, anchor);
   std::vector<float> anorm(static_cast<size_t>(H));
   for (int64_t h = 0; h < H; h++) anorm[size_t(h)] = sqrtf(sumsq8(&anchor[size_t(h * d)], d));
-  over_chunks(k, 256, [&](int64_t h, int64_t, int64_t i, std::vector<float>& buf) {
-    prefetch_row(k, h, i + kPrefetchRows);
-    const float* row = load_row(k, h, i, buf);
+  over_chunks(k, 256, [&](int64_t h, int64_t, int64_t i, const float* row) {
     const float* a = &anchor[size_t(h * d)];
     float* o = out.ptr<float>() + h * out.stride[0];
     o[i * out.stride[1]] = neg_cosine(dot8(row, a, d), sumsq8(row, d), anorm[size_t(h)]);

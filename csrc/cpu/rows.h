@@ -21,11 +21,10 @@ inline char* row_ptr(const View& v, int64_t a, int64_t b) {
   return v.base + (a * v.stride[0] + b * v.stride[1]) * dtype_size(v.dtype);
 }
 
-// Loads row (a, b, :) of a 3-D float view as f32. Returns a pointer to the row: either straight into the tensor
-// (f32 with unit stride; zero copy) or into `buf`.
-inline const float* load_row(const View& v, int64_t a, int64_t b, std::vector<float>& buf) {
+// Loads the row of a 3-D float view `v` that starts at `p` as f32. Returns a pointer to the row: either `p` itself
+// (f32 with unit stride; zero copy) or `buf`.
+inline const float* load_row_at(const View& v, const char* p, std::vector<float>& buf) {
   const int64_t d = v.shape[2], s = v.stride[2];
-  const char* p = row_ptr(v, a, b);
   if (v.dtype == kF32 && s == 1) return reinterpret_cast<const float*>(p);
   buf.resize(size_t(d));
   float* out = buf.data();
@@ -48,15 +47,9 @@ inline const float* load_row(const View& v, int64_t a, int64_t b, std::vector<fl
   }
   return out;
 }
-
-// Prefetches row (a, b, :) of a paged view: a head's rows lie in page-sized pieces at unrelated addresses, which the
-// hardware prefetcher does not follow from one piece to the next, so loops over paged rows ask for a row a page ahead.
-constexpr int64_t kPrefetchRows = 16;
-inline void prefetch_row(const View& v, int64_t a, int64_t b) {
-  if (!v.pages || b >= v.shape[1]) return;
-  const char* p = row_ptr(v, a, b);
-  const int64_t bytes = v.shape[2] * v.stride[2] * dtype_size(v.dtype);
-  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
+// Loads row (a, b, :) of a 3-D float view as f32 (see load_row_at).
+inline const float* load_row(const View& v, int64_t a, int64_t b, std::vector<float>& buf) {
+  return load_row_at(v, row_ptr(v, a, b), buf);
 }
 
 // The order a pass over a [H, N, d] view visits its rows in. A contiguous head-major view is read one head at a time
@@ -75,14 +68,23 @@ inline RowWalk row_walk(const View& v) {
   if (v.shape[0] > 1 && v.pages) return {true, v.page_size};
   return {false, INT64_MAX};
 }
-// fn(h, i) for heads [h0, h1) and rows [i0, i1) in the order of w (blocks aligned to multiples of w.block).
+// fn(h, i, p) for heads [h0, h1) and rows [i0, i1) of v in the order of w (blocks aligned to multiples of w.block),
+// p = the bytes of row (h, i). The page table is read once per page, not once per row: rows of one page lie at
+// fixed strides from the page's first row.
 template <typename F>
-inline void walk_rows(const RowWalk& w, int64_t h0, int64_t h1, int64_t i0, int64_t i1, const F& fn) {
-  for (int64_t b0 = i0; b0 < i1;) {
-    const int64_t b1 = w.block >= i1 - b0 ? i1 : std::min(i1, (b0 / w.block + 1) * w.block);
-    for (int64_t h = h0; h < h1; h++)
-      for (int64_t i = b0; i < b1; i++) fn(h, i);
-    b0 = b1;
+inline void walk_rows(const View& v, const RowWalk& w, int64_t h0, int64_t h1, int64_t i0, int64_t i1, const F& fn) {
+  const int64_t es = dtype_size(v.dtype), hs = v.stride[0] * es, rs = v.stride[1] * es;
+  for (int64_t s0 = i0; s0 < i1;) {
+    // a run of rows at fixed strides from one base: one page of a paged view, every row otherwise
+    const int64_t s1 = v.pages ? std::min(i1, (s0 / v.page_size + 1) * v.page_size) : i1;
+    const char* base = row_ptr(v, 0, s0);
+    for (int64_t b0 = s0; b0 < s1;) {
+      const int64_t b1 = w.block >= s1 - b0 ? s1 : std::min(s1, (b0 / w.block + 1) * w.block);
+      for (int64_t h = h0; h < h1; h++)
+        for (int64_t i = b0; i < b1; i++) fn(h, i, base + h * hs + (i - s0) * rs);
+      b0 = b1;
+    }
+    s0 = s1;
   }
 }
 

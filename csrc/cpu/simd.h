@@ -28,6 +28,11 @@ struct SimdOps {
   double (*sum_exp)(const float* x, int64_t n, float m);
   // acc[i] += exp(x[i] - m) for i < n
   void (*acc_exp)(const float* x, int64_t n, float m, float* acc);
+  // Several dot products against one row, and several scaled copies of one row added into accumulators (decode's
+  // K and V passes over a head's G·T queries): out[q] = sum_j a[q * lda + j] * x[j] and acc[q * ldacc + j] += p[q] * x[j]
+  // for q < nq, j < n. Sums run in lanes of the level's vector width, so their last bits depend on the level.
+  void (*dots)(const float* a, int64_t lda, int64_t nq, const float* x, int64_t n, float* out);
+  void (*axpys)(const float* p, int64_t nq, const float* x, int64_t n, float* acc, int64_t ldacc);
   // The bench's FMA peak yardstick: `iters` rounds of independent multiply-add chains; *flops = the flops done.
   double (*fma_chains)(int64_t iters, double* flops);
 };

@@ -167,6 +167,52 @@ void gemm_nn_f64(int64_t m, int64_t n, int64_t k, const double* A, int64_t lda, 
 }
 #endif
 
+// Sum of a vector's lanes, pairwise.
+inline float hsum(vf v) {
+  float t[L];
+  vstore(t, v);
+  for (int w = L / 2; w > 0; w /= 2)
+    for (int k = 0; k < w; k++) t[k] += t[k + w];
+  return t[0];
+}
+
+// Up to 4 dot products against x at once (x loaded once per step for all of them).
+template <int Q>
+inline void dots_n(const float* a, int64_t lda, const float* x, int64_t n, float* out) {
+  vf s[Q] = {};
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    const vf xv = vload(x + j);
+    for (int q = 0; q < Q; q++) s[q] += vload(a + q * lda + j) * xv;
+  }
+  for (int q = 0; q < Q; q++) {
+    float r = hsum(s[q]);
+    for (int64_t t = j; t < n; t++) r += a[q * lda + t] * x[t];
+    out[q] = r;
+  }
+}
+
+void dots(const float* a, int64_t lda, int64_t nq, const float* x, int64_t n, float* out) {
+  int64_t q = 0;
+  for (; q + 4 <= nq; q += 4) dots_n<4>(a + q * lda, lda, x, n, out + q);
+  switch (nq - q) {
+    case 3: dots_n<3>(a + q * lda, lda, x, n, out + q); break;
+    case 2: dots_n<2>(a + q * lda, lda, x, n, out + q); break;
+    case 1: dots_n<1>(a + q * lda, lda, x, n, out + q); break;
+    default: break;
+  }
+}
+
+void axpys(const float* p, int64_t nq, const float* x, int64_t n, float* acc, int64_t ldacc) {
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    const vf xv = vload(x + j);
+    for (int64_t q = 0; q < nq; q++) vstore(acc + q * ldacc + j, vload(acc + q * ldacc + j) + xv * p[q]);
+  }
+  for (; j < n; j++)
+    for (int64_t q = 0; q < nq; q++) acc[q * ldacc + j] += p[q] * x[j];
+}
+
 // The FMA yardstick: 2 * MR independent chains of c = c * x + y (one fused multiply-add per lane where the level has
 // it, a multiply and an add otherwise), as many as the micro-kernel keeps in flight; returns their sum.
 double fma_chains(int64_t iters, double* flops) {
@@ -183,6 +229,6 @@ double fma_chains(int64_t iters, double* flops) {
   return s;
 }
 
-const SimdOps ops = {KVT_SIMD_NAME, NR, gemm_packed, gemm_nn_f32, gemm_nn_f64, max, sum_exp, acc_exp, fma_chains};
+const SimdOps ops = {KVT_SIMD_NAME, NR, gemm_packed, gemm_nn_f32, gemm_nn_f64, max, sum_exp, acc_exp, dots, axpys, fma_chains};
 
 }  // namespace KVT_SIMD_NS

@@ -2,9 +2,11 @@
  * Bench cases of the runtime-shaped ops (docs/runtime-caches.md): batches of B ∈ {1, 16, 64} sequences of mixed
  * lengths (about N tokens in all) held ragged (token-major rows [T, H, d]) or in pages of 16 tokens with shuffled page
  * ids, token-major (NHD) or head-major (HND).
- * Each case times the batched call; its baseline, measured in the same run, is B separate calls of the per-sequence
- * op (on zero-copy views of the ragged rows, or on contiguous per-sequence copies for the paged cache), so the
- * reported speedup is "batched vs B separate calls" and paged vs contiguous reads off two rows of the same run.
+ * Each case times the batched call; its baseline, timed alternately with it in the same run, is B separate calls of
+ * the per-sequence op (on zero-copy views of the ragged rows, or on contiguous per-sequence copies for the paged cache), so the
+ * reported speedup is "batched vs B separate calls" and paged vs contiguous reads off two rows of the same run. For
+ * KeyDiff and decode the paged cases also run against B × (gather the sequence's pages + the per-sequence call),
+ * variant "vs gather+call": the path of a runtime whose per-sequence kernels cannot read pages.
  */
 import { keydiffScores, keydiffScoresBatched } from '../ops/keydiff';
 import { selectTokens, selectTokensBatched, keepFromRatio } from '../ops/select';
@@ -40,6 +42,9 @@ function batchOf(rng: Rng, s: BenchShape, B: number, layout: Layout) {
   const make = () => randomHost(rng, layout === 'ragged' ? [T, s.H, s.d] : layout === 'NHD' ? [P, PAGE, s.H, s.d] : [P, s.H, PAGE, s.d], s.dtype);
   const keys = make(), values = make();
   let cache: BatchCache, perSeq: (x: Tensor, b: number) => Tensor;
+  let gathered: (x: Tensor, b: number) => { copy(): void; view: Tensor } = () => {
+    throw new Error('gathered: paged layouts only');
+  };
   if (layout === 'ragged') {
     const seqs = raggedSeqs(n);
     const ip = seqs.indptr.data as Int32Array;
@@ -77,30 +82,85 @@ function batchOf(rng: Rng, s: BenchShape, B: number, layout: Layout) {
       );
     }
     perSeq = (x, b) => copies.get(x)![b];
+    // What a runtime whose per-sequence kernels cannot read pages does before each call: copy the sequence's pages
+    // into a contiguous buffer with whole-block copies (NHD: [n_b, H, d], one page at a time, read zero-copy as
+    // [H, n_b, d]; HND: [H, n_b, d], one head's block of a page at a time).
+    const gathers = new Map<Tensor, { copy(): void; view: Tensor }[]>();
+    for (const x of [keys, values]) {
+      const data = x.host as Float32Array | Uint16Array;
+      const ctor = data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor;
+      const pageElems = PAGE * s.H * s.d;
+      let p = 0;
+      gathers.set(
+        x,
+        n.map((len) => {
+          const own = pages.slice(p, p + Math.ceil(len / PAGE));
+          p += own.length;
+          const buf = new ctor(s.H * len * s.d);
+          const rowsIn = (j: number) => Math.min(PAGE, len - j * PAGE);
+          if (layout === 'NHD') {
+            return {
+              copy: () => own.forEach((pg, j) => buf.set(data.subarray(pg * pageElems, pg * pageElems + rowsIn(j) * s.H * s.d), j * PAGE * s.H * s.d)),
+              view: tensor(buf, [s.H, len, s.d], { dtype: x.dtype, strides: [s.d, s.H * s.d, 1] }),
+            };
+          }
+          return {
+            copy: () =>
+              own.forEach((pg, j) => {
+                for (let h = 0; h < s.H; h++) {
+                  const o = (pg * s.H + h) * PAGE * s.d;
+                  buf.set(data.subarray(o, o + rowsIn(j) * s.d), (h * len + j * PAGE) * s.d);
+                }
+              }),
+            view: tensor(buf, [s.H, len, s.d], { dtype: x.dtype }),
+          };
+        }),
+      );
+    }
+    gathered = (x, b) => gathers.get(x)![b];
   }
-  return { n, T, cache, keys, values, perSeq };
+  return { n, T, cache, keys, values, perSeq, gathered };
 }
 
-function variant(layout: Layout, B: number): string {
-  return `${layout === 'ragged' ? 'ragged' : `${layout} pages of ${PAGE}`}, B=${B} mixed`;
+/**
+ * How the B separate calls of a paged case get contiguous input: copies made once before the timing ('copies': the
+ * cost of reading through pages), or a gather of the pages timed with each call ('gather': what a runtime whose
+ * per-sequence kernels cannot read pages pays).
+ */
+type Baseline = 'copies' | 'gather';
+
+function variant(layout: Layout, B: number, base: Baseline = 'copies'): string {
+  return `${layout === 'ragged' ? 'ragged' : `${layout} pages of ${PAGE}`}, B=${B} mixed${base === 'gather' ? ', vs gather+call' : ''}`;
 }
 
 /** The per-sequence counterpart as a baseline named after it. */
-const separate = (op: string, B: number, run: () => void) => ({ name: `${B} separate ${op} calls`, run });
+const separate = (op: string, B: number, run: () => void, base: Baseline = 'copies') => ({
+  name: base === 'gather' ? `${B} × (gather pages + ${op})` : `${B} separate ${op} calls`,
+  run,
+  interleave: true,
+});
 
-function caseKeydiff(layout: Layout, B: number): BenchCase {
+function caseKeydiff(layout: Layout, B: number, base: Baseline = 'copies'): BenchCase {
   return {
     op: 'keydiffScoresBatched',
-    variant: variant(layout, B),
+    variant: variant(layout, B, base),
     backends: ['cpu'],
     solBytes: scoringSolBytes,
     prepare(s, ctx) {
-      const { n, cache, keys, perSeq } = batchOf(ctx.rng, s, B, layout);
+      const { n, cache, keys, perSeq, gathered } = batchOf(ctx.rng, s, B, layout);
       const out = keydiffScoresBatched(cache);
       const outs = n.map((len, b) => tokenView(out, cache, len, b));
+      const one =
+        base === 'gather'
+          ? (b: number) => {
+              const g = gathered(keys, b);
+              g.copy();
+              keydiffScores(g.view, { out: outs[b] });
+            }
+          : (b: number) => void keydiffScores(perSeq(keys, b), { out: outs[b] });
       return {
         run: () => void keydiffScoresBatched(cache, { out }),
-        baseline: separate('keydiffScores', B, () => n.forEach((_, b) => keydiffScores(perSeq(keys, b), { out: outs[b] }))),
+        baseline: separate('keydiffScores', B, () => n.forEach((_, b) => one(b)), base),
       };
     },
   };
@@ -158,23 +218,32 @@ function caseGather(layout: Layout, B: number): BenchCase {
   };
 }
 
-function caseDecode(layout: Layout, B: number): BenchCase {
+function caseDecode(layout: Layout, B: number, base: Baseline = 'copies'): BenchCase {
   return {
     op: 'decodeAttentionBatched',
-    variant: `${variant(layout, B)}, G=${G}, one token`,
+    variant: `${variant(layout, B, base)}, G=${G}, one token`,
     backends: ['cpu'],
     solBytes: ({ H, N, d, dtype }) => 2 * H * N * d * dtypeSize(dtype),
     prepare(s, ctx) {
-      const { n, cache, keys, values, perSeq } = batchOf(ctx.rng, s, B, layout);
+      const { n, cache, keys, values, perSeq, gathered } = batchOf(ctx.rng, s, B, layout);
       const counts = tensor(Int32Array.from({ length: B * s.H }, (_, i) => n[Math.floor(i / s.H)]), [B, s.H]);
       const queries = randomHost(ctx.rng, [B, s.H * G, s.d], s.dtype, 0.3);
       const out = decodeAttentionBatched({ queries, cache, counts });
       const at = (x: Tensor, b: number) => x.view(x.shape.slice(1), x.strides.slice(1), b * x.strides[0]);
+      const call = (b: number, k: Tensor, v: Tensor) =>
+        void decodeAttention({ queries: at(queries, b), keys: k, values: v, counts: at(counts, b), out: at(out, b) });
+      const one =
+        base === 'gather'
+          ? (b: number) => {
+              const gk = gathered(keys, b), gv = gathered(values, b);
+              gk.copy();
+              gv.copy();
+              call(b, gk.view, gv.view);
+            }
+          : (b: number) => call(b, perSeq(keys, b), perSeq(values, b));
       return {
         run: () => void decodeAttentionBatched({ queries, cache, counts, out }),
-        baseline: separate('decodeAttention', B, () =>
-          n.forEach((_, b) => decodeAttention({ queries: at(queries, b), keys: perSeq(keys, b), values: perSeq(values, b), counts: at(counts, b), out: at(out, b) })),
-        ),
+        baseline: separate('decodeAttention', B, () => n.forEach((_, b) => one(b)), base),
       };
     },
   };
@@ -220,8 +289,10 @@ function tokenView(out: Tensor, cache: BatchCache, len: number, b: number): Tens
 
 export const batchedBenches: BenchCase[] = [
   ...(['ragged', 'NHD', 'HND'] as const).flatMap((l) => BATCH_SIZES.map((B) => caseKeydiff(l, B))),
+  ...(['NHD', 'HND'] as const).flatMap((l) => BATCH_SIZES.map((B) => caseKeydiff(l, B, 'gather'))),
   ...BATCH_SIZES.map((B) => caseSelect(B)),
   ...(['ragged', 'HND'] as const).flatMap((l) => BATCH_SIZES.map((B) => caseGather(l, B))),
   ...(['ragged', 'NHD', 'HND'] as const).flatMap((l) => BATCH_SIZES.map((B) => caseDecode(l, B))),
+  ...(['NHD', 'HND'] as const).flatMap((l) => BATCH_SIZES.map((B) => caseDecode(l, B, 'gather'))),
   ...BATCH_SIZES.map((B) => caseCompact(B)),
 ];

@@ -26,8 +26,12 @@ export interface BenchContext {
 export interface Prepared {
   /** One execution of the op (enqueue only on CUDA). */
   run(): void;
-  /** A straightforward implementation of the same computation, timed in the same run. */
-  baseline?: { name: string; run(): void };
+  /**
+   * A straightforward implementation of the same computation, timed in the same run: after the op, at most 3 times
+   * (slow plain-JS baselines); with `interleave`, alternately with the op, `repeats` times each after the same
+   * warmup, so a drift in the machine's speed (other tenants, memory bandwidth) lands on both sides of the ratio.
+   */
+  baseline?: { name: string; run(): void; interleave?: boolean };
   dispose?(): void;
   /**
    * The case's host inputs, named as the PyTorch peer's arguments (tools/gpu/torch_peer.py make_case), and its
