@@ -43,7 +43,6 @@ void decode(const DecodeArgs& A) {
     std::vector<float> buf, logits, mx;
     for (int64_t t = b; t < e; t++) {
       const int64_t h0 = t / nch * hg, ch = t % nch, r0 = ch * kDecodeRows;
-      auto rows_of = [&](int64_t h) { return std::min(count_of(h), r0 + kDecodeRows) - r0; };  // head h's rows here
       int64_t L = 0;  // rows of the chunk in the longest head of the group
       for (int64_t h = h0; h < h0 + hg; h++) {
         float* P = &part[size_t((h * nch + ch) * Q * ps)];
@@ -51,7 +50,7 @@ void decode(const DecodeArgs& A) {
           P[q * ps] = -INFINITY;
           std::fill(P + q * ps + 1, P + (q + 1) * ps, 0.f);
         }
-        L = std::max(L, rows_of(h));
+        L = std::max(L, std::min(count_of(h), r0 + kDecodeRows) - r0);
       }
       if (L <= 0) continue;
       // logits[r * HQ + (h - h0) * Q + q]: one row's logits of every head of the task side by side; a head's rows at

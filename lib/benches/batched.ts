@@ -59,65 +59,56 @@ function batchOf(rng: Rng, s: BenchShape, B: number, layout: Layout) {
     }
     const seqs = pagedSeqs(n, { pageSize: PAGE, layout, pages });
     cache = { ...seqs, keys, values };
-    // the per-sequence op needs contiguous copies of a paged cache
-    const copies = new Map<Tensor, Tensor[]>();
+    // each sequence's pages, in order
+    const own: number[][] = [];
+    let first = 0;
+    for (const len of n) {
+      own.push(pages.slice(first, first + Math.ceil(len / PAGE)));
+      first += Math.ceil(len / PAGE);
+    }
+    // Per sequence and tensor: the contiguous [H, n_b, d] copy the per-sequence op reads in the 'copies' baseline
+    // (made here, row by row), and the gather a runtime whose per-sequence kernels cannot read pages runs before each
+    // call (whole-block copies into its own buffer: NHD [n_b, H, d], one page at a time, read zero-copy as
+    // [H, n_b, d]; HND [H, n_b, d], one head's block of a page at a time).
+    const perTensor = new Map<Tensor, { copy: Tensor; gather: { copy(): void; view: Tensor } }[]>();
+    const pageElems = PAGE * s.H * s.d;
     for (const x of [keys, values]) {
       const data = x.host as Float32Array | Uint16Array;
       const ctor = data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor;
-      let p = 0;
-      copies.set(
+      perTensor.set(
         x,
-        n.map((len) => {
-          const own = pages.slice(p, p + Math.ceil(len / PAGE));
-          p += own.length;
+        n.map((len, b) => {
           const c = new ctor(s.H * len * s.d);
           for (let h = 0; h < s.H; h++)
             for (let i = 0; i < len; i++) {
-              const p = own[Math.floor(i / PAGE)], slot = i % PAGE;
+              const p = own[b][Math.floor(i / PAGE)], slot = i % PAGE;
               const o = (layout === 'NHD' ? (p * PAGE + slot) * s.H + h : (p * s.H + h) * PAGE + slot) * s.d;
               c.set(data.subarray(o, o + s.d), (h * len + i) * s.d);
             }
-          return tensor(c, [s.H, len, s.d], { dtype: x.dtype });
-        }),
-      );
-    }
-    perSeq = (x, b) => copies.get(x)![b];
-    // What a runtime whose per-sequence kernels cannot read pages does before each call: copy the sequence's pages
-    // into a contiguous buffer with whole-block copies (NHD: [n_b, H, d], one page at a time, read zero-copy as
-    // [H, n_b, d]; HND: [H, n_b, d], one head's block of a page at a time).
-    const gathers = new Map<Tensor, { copy(): void; view: Tensor }[]>();
-    for (const x of [keys, values]) {
-      const data = x.host as Float32Array | Uint16Array;
-      const ctor = data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor;
-      const pageElems = PAGE * s.H * s.d;
-      let p = 0;
-      gathers.set(
-        x,
-        n.map((len) => {
-          const own = pages.slice(p, p + Math.ceil(len / PAGE));
-          p += own.length;
           const buf = new ctor(s.H * len * s.d);
           const rowsIn = (j: number) => Math.min(PAGE, len - j * PAGE);
-          if (layout === 'NHD') {
-            return {
-              copy: () => own.forEach((pg, j) => buf.set(data.subarray(pg * pageElems, pg * pageElems + rowsIn(j) * s.H * s.d), j * PAGE * s.H * s.d)),
-              view: tensor(buf, [s.H, len, s.d], { dtype: x.dtype, strides: [s.d, s.H * s.d, 1] }),
-            };
-          }
-          return {
-            copy: () =>
-              own.forEach((pg, j) => {
-                for (let h = 0; h < s.H; h++) {
-                  const o = (pg * s.H + h) * PAGE * s.d;
-                  buf.set(data.subarray(o, o + rowsIn(j) * s.d), (h * len + j * PAGE) * s.d);
+          const gather =
+            layout === 'NHD'
+              ? {
+                  copy: () => own[b].forEach((pg, j) => buf.set(data.subarray(pg * pageElems, pg * pageElems + rowsIn(j) * s.H * s.d), j * PAGE * s.H * s.d)),
+                  view: tensor(buf, [s.H, len, s.d], { dtype: x.dtype, strides: [s.d, s.H * s.d, 1] }),
                 }
-              }),
-            view: tensor(buf, [s.H, len, s.d], { dtype: x.dtype }),
-          };
+              : {
+                  copy: () =>
+                    own[b].forEach((pg, j) => {
+                      for (let h = 0; h < s.H; h++) {
+                        const o = (pg * s.H + h) * PAGE * s.d;
+                        buf.set(data.subarray(o, o + rowsIn(j) * s.d), (h * len + j * PAGE) * s.d);
+                      }
+                    }),
+                  view: tensor(buf, [s.H, len, s.d], { dtype: x.dtype }),
+                };
+          return { copy: tensor(c, [s.H, len, s.d], { dtype: x.dtype }), gather };
         }),
       );
     }
-    gathered = (x, b) => gathers.get(x)![b];
+    perSeq = (x, b) => perTensor.get(x)![b].copy;
+    gathered = (x, b) => perTensor.get(x)![b].gather;
   }
   return { n, T, cache, keys, values, perSeq, gathered };
 }
