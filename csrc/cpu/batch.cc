@@ -19,6 +19,11 @@ void for_each_seq(int64_t B, const std::function<int64_t(int64_t)>& rows, const 
     if (rows(s) >= kSmallRows) fn(s);
     else small.push_back(s);
   }
+  // Too few small sequences to share the pool (e.g. a batch of one): each runs alone with the op's own threading.
+  if (int64_t(small.size()) < 2 * int64_t(num_threads())) {
+    for (int64_t s : small) fn(s);
+    return;
+  }
   parallel_for(int64_t(small.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) fn(small[size_t(i)]);
   });
