@@ -28,6 +28,7 @@ import { momentkvSelectBenches } from './benches/momentkv_select';
 import { spdBenches } from './benches/spd';
 import { grkvBenches } from './benches/grkv';
 import { batchedBenches } from './benches/batched';
+import { pipelineBenches } from './benches/pipeline';
 // ==== end of bench lists ====
 
 /** Every bench case, one list per op (the order is the table's and fixes each case's seeded inputs). */
@@ -43,6 +44,7 @@ export function allBenches(): BenchCase[] {
     ...momentkvSelectBenches,
     ...spdBenches,
     ...grkvBenches,
+    ...pipelineBenches,
     ...batchedBenches,
     // ==== add op lists here ====
   ];

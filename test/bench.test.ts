@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { runBench, measureBandwidth, allBenches } from '../lib/bench';
 import { main } from '../lib/cli';
-import { backendInfo, keydiffScores, snapkvScores } from '../lib/index';
+import { backendInfo, gatherKV, keydiffScores, selectTokens, snapkvScores } from '../lib/index';
 import { findTorchPython, torchPeer } from '../lib/peer';
 import { Rng } from '../lib/rng';
 import { randomHost } from '../lib/checks/util';
@@ -101,11 +101,22 @@ t.test('--peer torch: PyTorch times the same math on the same inputs (when a pyt
   const sk = peer.time('snapkvScores', 'G=4 W=16 avg', { queries, keys }, {}, 1, 0)!;
   const ours = finiteSum(snapkvScores(queries, keys));
   t.ok(Math.abs(sk.checksum - ours) < 1e-4 * Math.max(1, Math.abs(ours)), `SnapKV: ${sk.checksum} vs ${ours}`);
+  // The pipelines (scores, top keep per head, gather): the kept keys sum alike when both kept the same rows. f32 inputs,
+  // so the sums are of values, not of bf16 bit patterns.
+  const k32 = randomHost(rng, [2, 300, 32], 'f32'), v32 = randomHost(rng, [2, 300, 32], 'f32'), q32 = randomHost(rng, [8, 16, 32], 'f32', 0.5);
+  for (const [name, variant, scores, inputs] of [
+    ['KeyDiff', 'KeyDiff scores + select + gather, keep 25%', keydiffScores(k32), { keys: k32, values: v32 }],
+    ['SnapKV', 'SnapKV G=4 W=16 avg scores + select + gather, keep 25%', snapkvScores(q32, k32), { queries: q32, keys: k32, values: v32 }],
+  ] as const) {
+    const pl = peer.time('pipeline', variant, inputs, { keep: 75 }, 1, 0)!;
+    const kept = gatherKV({ keys: k32, values: v32, ...selectTokens(scores, { keep: 75 }) }).keys;
+    t.ok(Math.abs(pl.checksum - finiteSum(kept)) < 1e-3, `${name} pipeline: ${pl.checksum} vs ${finiteSum(kept)}`);
+  }
   t.equal(peer.time('grkvMerge', 'no formulation', { keys }, {}, 1, 0), undefined, 'an op without a PyTorch formulation');
   t.throws(() => peer.time('spdSolve', 'x', { keys }, {}, 1, 0), /--peer torch: spdSolve/, "the peer's errors are reported");
-  const r = runBench({ backend: 'cpu', N: [700], H: 2, d: 32, repeats: 1, warmup: 0, filter: ['keydiffScores', 'gatherKV'], peer });
+  const r = runBench({ backend: 'cpu', N: [700], H: 2, d: 32, repeats: 1, warmup: 0, filter: ['keydiffScores', 'gatherKV', 'pipeline'], peer });
   t.equal(r.peer, peer.name);
-  for (const row of r.rows.filter((x) => x.op === 'keydiffScores' || x.op === 'gatherKV'))
+  for (const row of r.rows.filter((x) => ['keydiffScores', 'gatherKV', 'pipeline'].includes(x.op)))
     t.ok(row.peer && Math.abs(row.peer.speedup - row.peer.medianMs / row.medianMs) < 1e-9, `${row.op}: peer row`);
   t.throws(() => runBench({ backend: 'cuda', peer }), /peer runs on the CPU/);
 });

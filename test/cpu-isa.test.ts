@@ -1,7 +1,7 @@
 // Instruction-set dispatch of the CPU backend (docs/performance.md §12): backendInfo reports the level in use,
 // KVTRIM_CPU_ISA forces a lower one, and the op suites whose kernels are dispatched (SnapKV's register-tiled logits
-// and vectorised exponentials, GRKV's products, the moment updates) pass at every level this machine runs, against
-// the same references and tolerances as at the default level.
+// and vectorised exponentials, GRKV's products, the moment updates, decode's row loops, NestedKV's row kernels) pass at
+// every level this machine runs, against the same references and tolerances as at the default level.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -30,7 +30,7 @@ t.test('backendInfo reports the level in use and the levels this CPU runs', asyn
 });
 
 // The suites run by this file at the levels other than this process's (which the whole suite covers).
-const suites = ['snapkv.test.ts', 'snapkv-batched.test.ts', 'grkv.test.ts', 'moments.test.ts', 'momentkv_select.test.ts'];
+const suites = ['snapkv.test.ts', 'snapkv-batched.test.ts', 'grkv.test.ts', 'moments.test.ts', 'momentkv_select.test.ts', 'decode.test.ts', 'nestedkv.test.ts'];
 for (const l of levels.filter((x) => x !== info.cpuIsa)) {
   t.test(`KVTRIM_CPU_ISA=${l}: the dispatched ops' suites pass`, async (t) => {
     for (const f of suites) {

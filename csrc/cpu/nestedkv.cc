@@ -10,6 +10,7 @@
 #include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "cpu/rows.h"
+#include "cpu/simd.h"
 #include "math/nestedkv.h"
 
 namespace kvt {
@@ -20,34 +21,30 @@ using namespace nkv;
 
 using Nkv = NestedkvParams;  // cpu/ops.h
 
-// Dot product of f32 vectors accumulated in double (products of f32 values are exact in double).
+// Dot product of f32 vectors accumulated in double (products of f32 values are exact in double): the dispatched
+// kernel (cpu/simd.h), whose sum runs in lanes of the level's vector width.
 inline double dotd(const float* a, const float* b, int64_t n) {
-  double acc[4] = {0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; k++) acc[k] += double(a[i + k]) * double(b[i + k]);
-  double s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-  for (; i < n; i++) s += double(a[i]) * double(b[i]);
-  return s;
+  double r;
+  simd().dotds(a, &b, 1, n, &r);
+  return r;
 }
 
-// Row (h, i) as f32 (pointer into the tensor or `buf`) and its inverse norm 1/max(‖k‖, ε) in double (S1).
+// 1/max(‖k‖, ε) in double from ‖k‖² (S1).
+inline double inv_norm(double sq) { return 1.0 / std::max(sqrt(sq), double(kEps)); }
+
+// Row (h, i) as f32 (pointer into the tensor or `buf`) and its inverse norm in double (S1).
 inline const float* key_row(const View& k, int64_t h, int64_t i, std::vector<float>& buf, double* inv) {
   const float* row = load_row(k, h, i, buf);
-  *inv = 1.0 / std::max(sqrt(dotd(row, row, k.shape[2])), double(kEps));
+  *inv = inv_norm(dotd(row, row, k.shape[2]));
   return row;
 }
 
 // k̂ of row (h, i) (S1) in f32 into out[0, d). Returns false when an element is not finite (a NaN or ±Infinity in
 // the key: the head scores NaN, math/nestedkv.h).
 inline bool khat_row(const View& k, int64_t h, int64_t i, std::vector<float>& buf, float* out) {
-  const int64_t d = k.shape[2];
   double inv;
   const float* row = key_row(k, h, i, buf, &inv);
-  const float invf = float(inv);
-  bool finite = true;
-  for (int64_t c = 0; c < d; c++) finite &= finite_f(out[c] = row[c] * invf);
-  return finite;
+  return simd().scale_finite(row, k.shape[2], float(inv), out);
 }
 
 // Anchors of one layer: fixed-point sums turned into scaled f32 anchor vectors and their norms.
@@ -75,7 +72,7 @@ void anchors(const View& k, const Nkv& o, Anchors& a) {
       bool finite = true;
       for (int64_t i = blk * o.b; i < std::min(o.N, (blk + 1) * o.b); i++) {
         finite &= khat_row(k, h, i, buf, kh.data());
-        for (int64_t c = 0; c < d; c++) acc[c] += to_fixed(kh[size_t(c)]);
+        simd().fixed_add(kh.data(), d, acc);
       }
       bad_block[size_t(u)] = !finite;
     }
@@ -137,35 +134,48 @@ void raw_scores(const View& k, const Nkv& o, const Anchors& an, int64_t h, int64
   }
   const float* mus = &an.mu_s[size_t(h * d)];
   const double ns = an.norm_s[size_t(h)];
+  // k̂ of the last W rows, so the row leaving the window is not loaded and normalised again (the same bits: rows
+  // before r0 are recomputed by khat_row); only when some row of [r0, r1) leaves a window that started in it.
+  const bool ring = !o.global && W < r1 - r0;
+  std::vector<float> past(ring ? size_t(W * d) : 0);
   for (int64_t i = r0; i < r1; i++) {
-    double inv;
-    const float* row = key_row(k, h, i, buf, &inv);
-    const float invf = float(inv);
-    for (int64_t x = 0; x < d; x++) kh[size_t(x)] = row[x] * invf;
-    const float as = anchor_neg_cos(dotd(row, mus, d) * inv, ns, double(N));
+    const float* row = load_row(k, h, i, buf);
+    // ‖k‖², k·μ_s and k·μ_e in one pass over the row
+    const int64_t blk = i / o.b;
+    const float* ys[3] = {row, mus, o.global ? mus : &an.mu_e[size_t((h * o.nb + blk) * d)]};
+    double dots[3];
+    simd().dotds(row, ys, o.global ? 2 : 3, d, dots);
+    const double inv = inv_norm(dots[0]);
+    const float as = anchor_neg_cos(dots[1] * inv, ns, double(N));
     raw[h * N + i] = as;
     lo[0] = std::min(lo[0], as);
     hi[0] = std::max(hi[0], as);
     if (o.global) continue;
+    simd().scale_finite(row, d, float(inv), kh.data());
     // episodic: whole-block mean (last partial block keeps its own mean)
-    const int64_t blk = i / o.b;
-    const float ae = anchor_neg_cos(dotd(row, &an.mu_e[size_t((h * o.nb + blk) * d)], d) * inv,
-                                    an.norm_e[size_t(h * o.nb + blk)], double(std::min(o.b, N - blk * o.b)));
+    const float ae =
+        anchor_neg_cos(dots[2] * inv, an.norm_e[size_t(h * o.nb + blk)], double(std::min(o.b, N - blk * o.b)));
     // current: causal inclusive window [max(0, i-W+1), i]
     if (i > 0 && i % W == 0) {
       B = A;
       std::fill(A.begin(), A.end(), 0.f);
     }
+    float* slot = ring ? &past[size_t((i % W) * d)] : nullptr;  // row i − W's k̂ once this segment has W rows
+    const float* leaving = nullptr;
     if (i >= W) {
-      khat_row(k, h, i - W, buf2, old.data());
-      for (int64_t x = 0; x < d; x++) B[size_t(x)] = fsub(B[size_t(x)], old[size_t(x)]);
+      if (ring && i - W >= r0) {
+        leaving = slot;
+      } else {
+        khat_row(k, h, i - W, buf2, old.data());
+        leaving = old.data();
+      }
     }
-    for (int64_t x = 0; x < d; x++) {
-      A[size_t(x)] = fadd(A[size_t(x)], kh[size_t(x)]);
-      S[size_t(x)] = fadd(A[size_t(x)], B[size_t(x)]);
-    }
-    const float ac = anchor_neg_cos(dotd(row, S.data(), d) * inv, sqrt(dotd(S.data(), S.data(), d)),
-                                    double(std::min(i + 1, W)));
+    simd().window_step(A.data(), B.data(), kh.data(), leaving, S.data(), d);
+    if (ring) std::copy(kh.begin(), kh.end(), slot);
+    const float* sy[2] = {row, S.data()};
+    double sd[2];
+    simd().dotds(S.data(), sy, 2, d, sd);
+    const float ac = anchor_neg_cos(sd[0] * inv, sqrt(sd[1]), double(std::min(i + 1, W)));
     raw[HN + h * N + i] = ae;
     raw[2 * HN + h * N + i] = ac;
     lo[1] = std::min(lo[1], ae);

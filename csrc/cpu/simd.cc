@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cpu/gemm.h"
+#include "math/nestedkv.h"
 
 namespace kvt {
 namespace cpu {

@@ -33,6 +33,14 @@ struct SimdOps {
   // for q < nq, j < n. Sums run in lanes of the level's vector width, so their last bits depend on the level.
   void (*dots)(const float* a, int64_t lda, int64_t nq, const float* x, int64_t n, float* out);
   void (*axpys)(const float* p, int64_t nq, const float* x, int64_t n, float* acc, int64_t ldacc);
+  // NestedKV's rows (csrc/cpu/nestedkv.cc). dotds: out[q] = sum x[j]·y[q][j] in double for q < ny (exact products;
+  // the order of each sum is the level's, the same whatever ny). scale_finite: out = row · s in f32, false when an
+  // element is not finite. fixed_add: acc[j] += to_fixed(x[j]) (math/nestedkv.h). window_step: B −= old (unless
+  // null), A += kh, S = A + B in f32.
+  void (*dotds)(const float* x, const float* const* y, int ny, int64_t n, double* out);
+  bool (*scale_finite)(const float* row, int64_t n, float s, float* out);
+  void (*fixed_add)(const float* x, int64_t n, int64_t* acc);
+  void (*window_step)(float* A, float* B, const float* kh, const float* old, float* S, int64_t n);
   // The bench's FMA peak yardstick: `iters` rounds of independent multiply-add chains; *flops = the flops done.
   double (*fma_chains)(int64_t iters, double* flops);
 };

@@ -213,6 +213,115 @@ void axpys(const float* p, int64_t nq, const float* x, int64_t n, float* acc, in
     for (int64_t q = 0; q < nq; q++) acc[q * ldacc + j] += p[q] * x[j];
 }
 
+// NestedKV's row kernels (csrc/cpu/nestedkv.cc, docs/methods/nestedkv.md §9): f32 data, exact arithmetic where the
+// scalar scheme is exact, so only the order of dotd's double sum depends on the level.
+constexpr int LD = VB / 8;  // f64 lanes
+typedef double vd __attribute__((vector_size(VB)));
+typedef int64_t vl __attribute__((vector_size(VB)));
+typedef float vfh __attribute__((vector_size(VB / 2)));  // LD f32 lanes, widened to vd
+typedef int32_t vih __attribute__((vector_size(VB / 2)));
+
+inline vd vwiden(const float* p) {
+  vfh h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, vd);
+}
+
+// out[q] = sum x[j]·y[q][j] over j < n in double, for q < Q, x widened once for all of them. Every product of two f32
+// values is exact in double; each sum runs in four vector accumulators (lanes of the level's width), summed pairwise,
+// then the tail in order, so out[q] does not depend on Q or on which other vectors share the pass.
+template <int Q>
+inline void dotd_n(const float* x, const float* const* y, int64_t n, double* out) {
+  vd s[Q][4] = {};
+  int64_t j = 0;
+  for (; j + 4 * LD <= n; j += 4 * LD)
+    for (int k = 0; k < 4; k++) {
+      const vd xv = vwiden(x + j + k * LD);
+      for (int q = 0; q < Q; q++) s[q][k] += xv * vwiden(y[q] + j + k * LD);
+    }
+  for (; j + LD <= n; j += LD) {
+    const vd xv = vwiden(x + j);
+    for (int q = 0; q < Q; q++) s[q][0] += xv * vwiden(y[q] + j);
+  }
+  for (int q = 0; q < Q; q++) {
+    const vd v = (s[q][0] + s[q][2]) + (s[q][1] + s[q][3]);
+    double t[LD];
+    std::memcpy(t, &v, sizeof t);
+    for (int w = LD / 2; w > 0; w /= 2)
+      for (int k = 0; k < w; k++) t[k] += t[k + w];
+    double r = t[0];
+    for (int64_t c = j; c < n; c++) r += double(x[c]) * double(y[q][c]);
+    out[q] = r;
+  }
+}
+
+void dotds(const float* x, const float* const* y, int ny, int64_t n, double* out) {
+  int q = 0;
+  for (; q + 3 <= ny; q += 3) dotd_n<3>(x, y + q, n, out + q);
+  if (ny - q == 2) dotd_n<2>(x, y + q, n, out + q);
+  if (ny - q == 1) dotd_n<1>(x, y + q, n, out + q);
+}
+
+// NestedKV's window step (csrc/cpu/nestedkv.cc): B −= old (when old is not null), A += kh, S = A + B, f32 lane by lane
+// (single roundings, as the scalar fsub / fadd).
+void window_step(float* A, float* B, const float* kh, const float* old, float* S, int64_t n) {
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    vf b = vload(B + j);
+    if (old) b = b - vload(old + j);
+    const vf a = vload(A + j) + vload(kh + j);
+    vstore(B + j, b);
+    vstore(A + j, a);
+    vstore(S + j, a + b);
+  }
+  for (; j < n; j++) {
+    if (old) B[j] = B[j] - old[j];
+    A[j] = A[j] + kh[j];
+    S[j] = A[j] + B[j];
+  }
+}
+
+// out[j] = row[j] · s in f32 (the scalar product exactly, lane by lane); false when an out[j] is not finite.
+bool scale_finite(const float* row, int64_t n, float s, float* out) {
+  vi ok = vi{} - 1;
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    const vf x = vload(row + j) * s;
+    vstore(out + j, x);
+    ok &= (x - x == 0.f);
+  }
+  bool fin = true;
+  for (int k = 0; k < L; k++) fin &= ok[k] != 0;
+  for (; j < n; j++) {
+    out[j] = row[j] * s;
+    fin &= out[j] - out[j] == 0.f;
+  }
+  return fin;
+}
+
+// acc[j] += to_fixed(x[j]) (math/nestedkv.h: x clamped to [-1, 1], NaN as 0, then x·2^32 rounded to the nearest
+// integer, ties to even). x·2^32 is exact in double, and adding 1.5·2^52 rounds it to an integer held in the low bits
+// of the sum (|x·2^32| <= 2^32 < 2^51), so the lanes give the scalar rintf's integers exactly.
+void fixed_add(const float* x, int64_t n, int64_t* acc) {
+  const vd magic = vd{} + 6755399441055744.0;  // 1.5 * 2^52
+  vl mbits;
+  std::memcpy(&mbits, &magic, sizeof mbits);
+  const vfh one = vfh{} + 1.f, mone = vfh{} - 1.f, zero = vfh{};
+  int64_t j = 0;
+  for (; j + LD <= n; j += LD) {
+    vfh h;
+    std::memcpy(&h, x + j, sizeof h);
+    h = h >= mone ? (h <= one ? h : one) : (h < mone ? mone : zero);
+    const vd v = __builtin_convertvector(h, vd) * 4294967296.0 + magic;
+    vl bits, a;
+    std::memcpy(&bits, &v, sizeof bits);
+    std::memcpy(&a, acc + j, sizeof a);
+    a += bits - mbits;
+    std::memcpy(acc + j, &a, sizeof a);
+  }
+  for (; j < n; j++) acc[j] += nkv::to_fixed(x[j]);
+}
+
 // The FMA yardstick: 2 * MR independent chains of c = c * x + y (one fused multiply-add per lane where the level has
 // it, a multiply and an add otherwise), as many as the micro-kernel keeps in flight; returns their sum.
 double fma_chains(int64_t iters, double* flops) {
@@ -229,6 +338,7 @@ double fma_chains(int64_t iters, double* flops) {
   return s;
 }
 
-const SimdOps ops = {KVT_SIMD_NAME, NR, gemm_packed, gemm_nn_f32, gemm_nn_f64, max, sum_exp, acc_exp, dots, axpys, fma_chains};
+const SimdOps ops = {KVT_SIMD_NAME, NR, gemm_packed, gemm_nn_f32, gemm_nn_f64, max, sum_exp, acc_exp, dots, axpys,
+                     dotds, scale_finite, fixed_add, window_step, fma_chains};
 
 }  // namespace KVT_SIMD_NS

@@ -184,6 +184,11 @@ def make_case(op, variant, x, p, ct):
         return lambda: decode(x['queries'], x['keys'], x['values'], x['n'], x['muK'], x['muV'], x['m'], ct)
     if op == 'spdSolve':
         return lambda: spd(x['a'], x['b'], float(p['lambda']))
+    if op == 'pipeline':  # scores, each head's top keep (positions ascending), both gathers (lib/benches/pipeline.ts)
+        if variant.startswith('KeyDiff'):
+            return lambda: gather(x['keys'], x['values'], select_uniform(keydiff(x['keys'], ct), int(p['keep'])))
+        if variant.startswith('SnapKV'):
+            return lambda: gather(x['keys'], x['values'], select_uniform(snapkv(x['queries'], x['keys'], ct), int(p['keep'])))
     return None
 
 

@@ -8,9 +8,10 @@
 // The sample is uniform over code lines (not blank, not a comment, not an import or a type declaration) of the
 // files of lib/; Stryker mutates exactly those lines (`mutate` lists each as `file:L-L`). Tests: every test file of
 // test/ except those that never load lib/ from source or only run other programs (packaging, the emulator build,
-// the PyTorch capture, the examples, which load dist/) and the long end-to-end files (listed in SLOW below); a
-// mutant only those would kill counts as survived. Each test file runs under node with tap's TypeScript loader;
-// Stryker's per-test coverage runs only the files that reach a mutant.
+// the PyTorch capture, the examples and the native library's loader, which load dist/; gpu:verify, whose steps have
+// time budgets; the Python client; cpu-isa, which reruns other suites at other instruction sets) and the long
+// end-to-end files (listed in SLOW below); a mutant only those would kill counts as survived. Each test file runs
+// under node with tap's TypeScript loader; Stryker's per-test coverage runs only the files that reach a mutant.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -29,7 +30,7 @@ const seed = Number(opt('seed', '17')), count = Number(opt('lines', '100'));
 // Test files not used: they load dist/ or other programs, or take minutes end to end (kill power for lib/ is in the
 // unit tests; the ops behind these are mutated natively).
 // (citations lists files with `git ls-files`, which sees nothing inside Stryker's sandbox under the ignored build-*)
-const EXCLUDED = ['cuda-emu', 'packaging', 'capture', 'examples', 'citations'];
+const EXCLUDED = ['cuda-emu', 'packaging', 'capture', 'examples', 'citations', 'gpu-verify', 'native-library', 'python-client', 'cpu-isa'];
 const SLOW = ['grkv-ref16k', 'grkv-heldout', 'decode-fidelity', 'momentkv_select-realistic', 'nestedkv-ref', 'grkv-ref'];
 
 function walk(d) {
