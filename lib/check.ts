@@ -44,9 +44,11 @@ export function allChecks(): Check[] {
 }
 
 /** Whether an op name contains (case-insensitively) the filter or any of the filters; no filter matches all. */
+/** Case-insensitive substring of the op name; one ending in `$` must be the whole name (`keydiffScores$`). */
 export function matchesFilter(op: string, filter?: string | string[]): boolean {
   const fs = (typeof filter === 'string' ? [filter] : filter ?? []).map((f) => f.trim().toLowerCase()).filter((f) => f);
-  return !fs.length || fs.some((f) => op.toLowerCase().includes(f));
+  const o = op.toLowerCase();
+  return !fs.length || fs.some((f) => (f.endsWith('$') ? o === f.slice(0, -1) : o.includes(f)));
 }
 
 export interface CheckRow extends CheckResult {

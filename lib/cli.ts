@@ -145,7 +145,8 @@ async function bench(argv: string[]): Promise<number> {
         '  bf16 on GPU / f32 on CPU. "% SoL" = time the op would take at the copy bandwidth measured in the same\n' +
         '  run, moving only the bytes it must (docs/performance.md §5), divided by its median time.\n' +
         '  --peer torch (CPU backend): also times the same math written in PyTorch (tools/gpu/torch_peer.py, in a\n' +
-        '  python3 that imports torch and numpy) on the same inputs right after each case; "vs torch" = its time / ours.',
+        '  python3 that imports torch and numpy) on the same inputs right after each case; "vs torch" = its time / ours.\n' +
+        '  --op: substrings of op names; a NAME ending in $ is the whole name (keydiffScores$: not its batched form).',
     );
     return 0;
   }

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runBench, measureBandwidth, allBenches } from '../lib/bench';
+import { matchesFilter } from '../lib/check';
 import { main } from '../lib/cli';
 import { backendInfo, gatherKV, keydiffScores, selectTokens, snapkvScores } from '../lib/index';
 import { findTorchPython, torchPeer } from '../lib/peer';
@@ -80,6 +81,15 @@ t.test('kvtrim bench CLI writes the JSON report', async (t) => {
   t.match(errs.join('\n'), /--backend: expected cpu or cuda/);
 });
 
+t.test('--peer torch: a peer that dies says so, with the end of its stderr', async (t) => {
+  // a stand-in "python" that writes to stderr and exits before answering (any machine: no torch needed)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvtrim-fakepy-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const py = path.join(dir, 'python3');
+  fs.writeFileSync(py, '#!/bin/sh\necho "ImportError: no module named torch (stand-in)" >&2\nexit 3\n', { mode: 0o755 });
+  t.throws(() => torchPeer({ threads: 1, python: py }), /--peer torch: the Python peer exited\nImportError: no module named torch \(stand-in\)/);
+});
+
 t.test('--peer torch: PyTorch times the same math on the same inputs (when a python3 with torch is present)', async (t) => {
   const py = findTorchPython();
   if (!py) {
@@ -119,4 +129,14 @@ t.test('--peer torch: PyTorch times the same math on the same inputs (when a pyt
   for (const row of r.rows.filter((x) => ['keydiffScores', 'gatherKV', 'pipeline'].includes(x.op)))
     t.ok(row.peer && Math.abs(row.peer.speedup - row.peer.medianMs / row.medianMs) < 1e-9, `${row.op}: peer row`);
   t.throws(() => runBench({ backend: 'cuda', peer }), /peer runs on the CPU/);
+});
+
+t.test('--op: substrings of op names, or a whole name ending in $', async (t) => {
+  const ops = [...new Set(allBenches().map((c) => c.op))];
+  const pick = (f: string[]) => ops.filter((o) => matchesFilter(o, f));
+  t.same(pick(['keydiffScores$']), ['keydiffScores'], 'the per-sequence op only');
+  t.same(pick(['KEYDIFFSCORES']).sort(), ['keydiffScores', 'keydiffScoresBatched'], 'a substring matches its batched form too');
+  t.same(pick(['pipeline$', 'spdsolve$']).sort(), ['pipeline', 'spdSolve']);
+  t.same(pick(['scores$']), [], 'a $ name is never a suffix match');
+  t.equal(pick([]).length, ops.length, 'no filter: every op');
 });

@@ -2,6 +2,8 @@ import t from 'tap';
 import { main } from '../lib/cli';
 import { backendInfo } from '../lib/index';
 import { runChecks, allChecks } from '../lib/check';
+import * as realCheck from '../lib/check';
+import * as realIndex from '../lib/index';
 import { hostTarget } from '../lib/checks/util';
 import type { Target } from '../lib/checks/types';
 import { tensor, hostContiguous, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../lib/tensor';
@@ -115,4 +117,44 @@ t.test('a failing check is reported as FAIL (error captured, not thrown)', async
   const broken = { ...hostTarget(), place: () => { throw new Error('boom'); } };
   const rows = await runChecks({ target: broken, filter: 'keydiff' });
   t.ok(rows.length > 0 && rows.every((r) => !r.pass && /boom/.test(r.detail ?? '')));
+});
+
+t.test('kvtrim check --json / --jsonl: the report formats gpu:verify reads (a stand-in GPU: the CPU backend against itself)', async (t) => {
+  // With a GPU the command compares the CUDA target with the CPU backend; here index.backendInfo says a device exists
+  // and runChecks runs the host target (the same check code), so the CLI's output formats are tested on any machine.
+  const seen: unknown[] = [];
+  const cli = t.mockRequire<typeof import('../lib/cli')>('../lib/cli', {
+    '../lib/index': { ...realIndex, backendInfo: () => ({ ...realIndex.backendInfo(), cuda: true, devices: [{ id: 0, name: 'stand-in GPU' }] }) },
+    '../lib/check': {
+      ...realCheck,
+      runChecks: (o: Parameters<typeof realCheck.runChecks>[0]) => {
+        seen.push(o.filter);
+        return realCheck.runChecks({ ...o, target: hostTarget() });
+      },
+    },
+  });
+  const capture = async (argv: string[]) => {
+    const out: string[] = [];
+    const log = console.log;
+    console.log = (...a: unknown[]) => void out.push(a.join(' '));
+    try {
+      return { code: await cli.main(argv), lines: out };
+    } finally {
+      console.log = log;
+    }
+  };
+  const l = await capture(['check', '--jsonl', '--seed', '4', '--op', 'gatherKV']);
+  t.equal(l.code, 0);
+  const recs = l.lines.map((x) => JSON.parse(x));
+  t.same(recs[0], { device: { id: 0, name: 'stand-in GPU' }, seed: 4, size: recs[0].size }, 'a header line: device, seed, size');
+  t.match(recs[0].size, /^(small|full)$/);
+  const rows = recs.slice(1, -1);
+  t.ok(rows.length >= 1 && rows.every((r) => r.row?.op === 'gatherKV' && r.row.pass === true), `one line per check as it completes (${rows.length})`);
+  t.same(recs[recs.length - 1], { done: true, passed: rows.length, failed: 0 }, 'a summary line');
+  const j = await capture(['check', '--json', '--seed', '4', '--op', 'gatherKV']);
+  t.equal(j.code, 0);
+  const rep = JSON.parse(j.lines.join('\n'));
+  t.same({ device: rep.device, seed: rep.seed, failed: rep.failed }, { device: { id: 0, name: 'stand-in GPU' }, seed: 4, failed: 0 }, 'one JSON report');
+  t.same(rep.rows.map((r: { op: string; config: string }) => `${r.op} ${r.config}`), rows.map((r) => `${r.row.op} ${r.row.config}`), 'the same rows');
+  t.same(seen, [['gatherKV'], ['gatherKV']], '--op reaches runChecks');
 });

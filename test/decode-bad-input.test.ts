@@ -19,6 +19,8 @@ const cases: BadCall[] = [
   ['decode: unknown option', dec({ orderr: 1 }), 'TypeError', /args: unknown option 'orderr'/],
   ['decode: missing queries', () => kv.decodeAttention({ keys: cK, values: cV, counts: cCnt } as never), 'TypeError', /queries: expected a tensor/],
   ['decode: queries 1-D', dec({ queries: kv.tensor(f32(4), [4]) }), 'TypeError', /queries: expected a 2-D \[Hq, d\] or 3-D \[Hq, T, d\] tensor, got 1-D/],
+  // the message names the shape (the native layer's own check, behind this one, says only the rank)
+  ['decode: queries 4-D', dec({ queries: kv.tensor(f32(24), [1, 2, 3, 4]) }), 'TypeError', /queries: expected a 2-D \[Hq, d\] or 3-D \[Hq, T, d\] tensor, got 4-D \[1, 2, 3, 4\]$/],
   ['decode: queries i32', dec({ queries: kv.tensor(new Int32Array(8 * d), [4, 2, d]) }), 'TypeError', /queries: expected dtype f32 \| f16 \| bf16, got i32/],
   ['decode: Hq not a multiple of Hkv', dec({ queries: kv.tensor(f32(5 * d), [5, d]) }), 'RangeError', /queries: Hq \(5\) must be a multiple of Hkv \(2, dimension 0 of keys\)/],
   ['decode: d mismatch', dec({ queries: kv.tensor(f32(4 * 5), [4, 5]) }), 'RangeError', /keys: d \(4\) must equal the head dim of queries \(5\)/],

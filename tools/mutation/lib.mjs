@@ -3,7 +3,11 @@
 //
 //   node tools/mutation/lib.mjs run [--seed S] [--lines K] [--dir D]   a seeded sample of K code lines of lib/ (every
 //                                                                       mutant Stryker makes on them), run by Stryker
-//   node tools/mutation/lib.mjs report [--dir D]                       bench/results/mutation-lib.json from its report
+//   node tools/mutation/lib.mjs run --only F:L[,F:L...] [--dir D]       those lines only (a sample's survivors again)
+//   node tools/mutation/lib.mjs report [--dir D[,D2...]]               bench/results/mutation-lib.json from its report;
+//                                                                       several runs: the union of their samples, a mutant
+//                                                                       tested again in a later run (e.g. the survivors'
+//                                                                       lines after new tests) taking that run's verdict
 //
 // The sample is uniform over code lines (not blank, not a comment, not an import or a type declaration) of the
 // files of lib/; Stryker mutates exactly those lines (`mutate` lists each as `file:L-L`). Tests: every test file of
@@ -24,7 +28,8 @@ const opt = (name, def) => {
   const i = args.indexOf(`--${name}`);
   return i < 0 ? def : args[i + 1];
 };
-const dir = path.resolve(root, opt('dir', 'build-stryker'));
+const dirs = opt('dir', 'build-stryker').split(',').map((d) => path.resolve(root, d));
+const dir = dirs[0];
 const seed = Number(opt('seed', '17')), count = Number(opt('lines', '100'));
 
 // Test files not used: they load dist/ or other programs, or take minutes end to end (kill power for lib/ is in the
@@ -92,7 +97,8 @@ function testFiles() {
 
 function run() {
   const lines = codeLines();
-  const picked = sample(lines, count);
+  const only = opt('only', '');
+  const picked = only ? only.split(',').map((x) => [x.slice(0, x.lastIndexOf(':')), Number(x.slice(x.lastIndexOf(':') + 1))]) : sample(lines, count);
   fs.mkdirSync(dir, { recursive: true });
   const addon = process.env.KVTRIM_ADDON ?? path.join(root, 'build/Release/kvtrim.node');
   if (!fs.existsSync(addon)) throw new Error(`no addon at ${addon}: build it (npx cmake-js compile -O build --CDKVTRIM_CUDA=OFF) or set KVTRIM_ADDON`);
@@ -120,8 +126,8 @@ function run() {
   const cfgFile = path.join(dir, 'stryker.config.json');
   fs.writeFileSync(cfgFile, JSON.stringify(config, null, 1));
   fs.rmSync(path.join(dir, 'report.json'), { force: true });
-  fs.writeFileSync(path.join(dir, 'sample.json'), JSON.stringify({ seed, lines: count, population: lines.length, picked }, null, 1));
-  console.log(`lib/: ${lines.length} code lines; sample of ${picked.length} (seed ${seed}); ${config.tap.testFiles.length} test files`);
+  fs.writeFileSync(path.join(dir, 'sample.json'), JSON.stringify({ seed: only ? null : seed, lines: picked.length, population: lines.length, picked, ...(only ? { only: true } : {}) }, null, 1));
+  console.log(`lib/: ${lines.length} code lines; ${only ? 'lines given' : `sample (seed ${seed})`}: ${picked.length}; ${config.tap.testFiles.length} test files`);
   // reduced sizes (KVTRIM_TEST_QUICK=1): the sizes of op tests matter to kernels, not to the TypeScript layer
   const env = { ...process.env, KVTRIM_ADDON: path.resolve(addon), KVTRIM_BACKEND: 'cpu', TS_NODE_TRANSPILE_ONLY: '1', TAP_TIMEOUT: '900', KVTRIM_TEST_QUICK: '1' };
   const r = spawnSync(process.execPath, [path.join(root, 'node_modules/@stryker-mutator/core/bin/stryker.js'), 'run', cfgFile], { cwd: root, env, stdio: 'inherit' });
@@ -132,7 +138,7 @@ function run() {
  * The run's results: Stryker's JSON report when the run finished, else (a run stopped early) the mutants the event
  * recorder saw tested, in the report's shape ({ files: { [file]: { source, mutants } } }), and how many were planned.
  */
-function results() {
+function results(dir) {
   const full = path.join(dir, 'report.json');
   if (fs.existsSync(full)) {
     const rep = JSON.parse(fs.readFileSync(full, 'utf8'));
@@ -155,30 +161,32 @@ function results() {
 }
 
 function report() {
-  const { rep, planned, complete } = results();
-  const s = JSON.parse(fs.readFileSync(path.join(dir, 'sample.json'), 'utf8'));
+  const runs = dirs.map((d) => ({ dir: d, ...results(d), s: JSON.parse(fs.readFileSync(path.join(d, 'sample.json'), 'utf8')) }));
   const notes = readJson(path.join(root, 'tools/mutation/survivors-lib.json'));
   const eq = readJson(path.join(root, 'tools/mutation/equivalent-lib.json'));
-  const mutants = [];
-  for (const [file, f] of Object.entries(rep.files)) {
-    const lines = f.source.split('\n');
-    for (const m of f.mutants) {
-      const l = m.location.start.line;
-      const key = `${file}:${l}:${m.mutatorName}:${m.replacement ?? ''}`;
-      const o = { id: m.id, where: `${file}:${l}`, mutator: m.mutatorName, original: lines[l - 1].trim(), replacement: m.replacement, status: m.status };
-      if (m.status === 'Killed' || m.status === 'Timeout') Object.assign(o, { killedBy: m.killedBy, detail: m.statusReason?.slice(0, 240) });
-      if (m.status === 'Survived' || m.status === 'NoCoverage') {
-        if (eq[key]) {
-          o.status = 'Equivalent';
-          o.argument = eq[key];
-        } else {
-          o.reason = notes[key] ?? 'unexplained';
+  const byKey = new Map();
+  runs.forEach(({ rep }, r) => {
+    for (const [file, f] of Object.entries(rep.files)) {
+      const lines = f.source.split('\n');
+      for (const m of f.mutants) {
+        const l = m.location.start.line;
+        const key = `${file}:${l}:${m.mutatorName}:${m.replacement ?? ''}`;
+        const o = { id: m.id, where: `${file}:${l}`, mutator: m.mutatorName, original: lines[l - 1].trim(), replacement: m.replacement, status: m.status, run: r };
+        if (m.status === 'Killed' || m.status === 'Timeout') Object.assign(o, { killedBy: m.killedBy, detail: m.statusReason?.slice(0, 240) });
+        if (m.status === 'Survived' || m.status === 'NoCoverage') {
+          if (eq[key]) {
+            o.status = 'Equivalent';
+            o.argument = eq[key];
+          } else {
+            o.reason = notes[key] ?? 'unexplained';
+          }
+          o.key = key;
         }
-        o.key = key;
+        byKey.set(`${key}:${m.location.start.column}`, o);
       }
-      mutants.push(o);
     }
-  }
+  });
+  const mutants = [...byKey.values()];
   const n = (st) => mutants.filter((m) => m.status === st).length;
   const killed = n('Killed') + n('Timeout'), survived = n('Survived') + n('NoCoverage');
   const k = killed + survived;
@@ -187,8 +195,10 @@ function report() {
   const out = {
     what: 'StrykerJS mutation testing of lib/ (tools/mutation/lib.mjs, README there): a seeded sample of code lines, every mutant on them',
     generated: new Date().toISOString(),
-    sample: { seed: s.seed, lines: s.lines, populationLines: s.population, picked: s.picked.map(([f, l]) => `${f}:${l}`) },
-    run: { mutantsPlanned: planned, mutantsTested: mutants.length, complete },
+    samples: runs.map(({ s }) => ({ seed: s.seed, ...(s.only ? { rerun: true } : {}), lines: s.lines, populationLines: s.population, picked: s.picked.map(([f, l]) => `${f}:${l}`) })),
+    runs: runs.map(({ dir, planned, rep, complete }) => ({
+      dir: path.relative(root, dir), mutantsPlanned: planned, mutantsTested: Object.values(rep.files).reduce((a, f) => a + f.mutants.length, 0), complete,
+    })),
     totals: {
       killed, survived, equivalent: n('Equivalent'), compileErrors: n('CompileError'), runtimeErrors: n('RuntimeError'), ignored: n('Ignored'),
       nonEquivalent: k, killRate: k ? +(killed / k).toFixed(4) : null,
