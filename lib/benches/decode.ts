@@ -10,7 +10,7 @@ import type { BenchCase } from './types';
 import { G, decoded } from './shared';
 
 /** Straightforward corrected decode in plain JavaScript (one token per query head). */
-function decodeNaive(q: Float32Array, K: Float32Array, V: Float32Array, H: number, N: number, d: number, st: { n: Float32Array; muK: Float32Array; muV: Float32Array; M: Float32Array }): Float32Array {
+export function decodeNaive(q: Float32Array, K: Float32Array, V: Float32Array, H: number, N: number, d: number, st: { n: Float32Array; muK: Float32Array; muV: Float32Array; M: Float32Array }): Float32Array {
   const Hq = H * G, out = new Float32Array(Hq * d), scale = 1 / Math.sqrt(d);
   const logits = new Float32Array(N);
   for (let j = 0; j < Hq; j++) {
