@@ -128,7 +128,7 @@ t.test('kvtrim check --json / --jsonl: the report formats gpu:verify reads (a st
     '../lib/check': {
       ...realCheck,
       runChecks: (o: Parameters<typeof realCheck.runChecks>[0]) => {
-        seen.push(o.filter);
+        seen.push(o?.filter);
         return realCheck.runChecks({ ...o, target: hostTarget() });
       },
     },

@@ -106,6 +106,15 @@ t.test('lineChart: log and linear axes, non-finite points skipped', async (t) =>
   t.match(svg, /T &amp; co/);
   t.match(svg, />1e-2</, 'log ticks');
   t.equal((svg.match(/<polyline/g) ?? []).length, 2);
+  // each panel's y label: rotated, left of its frame, centred on the frame's height
+  const frames = [...svg.matchAll(/<rect x="([\d.]+)" y="([\d.]+)" width="[\d.]+" height="([\d.]+)" fill="none"/g)];
+  const labels = [...svg.matchAll(/<text transform="translate\(([-\d.]+) ([-\d.]+)\) rotate\(-90\)" text-anchor="middle">y<\/text>/g)];
+  t.equal(frames.length, 2);
+  t.equal(labels.length, 2, 'a y label per panel');
+  for (const [i, f] of frames.entries()) {
+    const [x0, top, h] = [Number(f[1]), Number(f[2]), Number(f[3])];
+    t.same([Number(labels[i][1]), Number(labels[i][2])], [x0 - 48, top + h / 2], `panel ${i}: label at (x0 − 48, middle)`);
+  }
 });
 
 t.test('attentionError: zero for an uncompressed cache, ordered statistics, order passed through', async (t) => {

@@ -116,6 +116,9 @@ t.test('npy: every malformed file is rejected with a clear message naming the fi
     ['object array', ok("{'descr': '|O', 'fortran_order': False, 'shape': (6,), }"), /object arrays \('\|O'\) are not supported/],
     ['structured array', ok("{'descr': [('k', '<f4'), ('v', '<f4')], 'fortran_order': False, 'shape': (3,), }"), /structured \(record\) arrays are not supported/],
     ['int32', ok("{'descr': '<i4', 'fortran_order': False, 'shape': (6,), }"), /unsupported dtype '<i4'/],
+    // '|' (byte order not applicable) is only valid for one-byte types: a multi-byte code with it is malformed
+    ['|f4', ok("{'descr': '|f4', 'fortran_order': False, 'shape': (6,), }"), /unsupported dtype descr '\|f4'/],
+    ['|u2', ok("{'descr': '|u2', 'fortran_order': False, 'shape': (12,), }"), /unsupported dtype descr '\|u2'/],
     ['truncated data', ok("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", new Uint8Array(20)), /truncated data: shape \[2, 3\] of <f4 needs 24 bytes, only 20 present/],
     ['extra data', ok("{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }"), /4 unexpected bytes after the data/],
     ['wrong dtype for size', ok("{'descr': '<f8', 'fortran_order': False, 'shape': (6,), }"), /truncated data: shape \[6\] of <f8 needs 48 bytes, only 24 present/],
