@@ -156,5 +156,10 @@ t.test('kvtrim check --json / --jsonl: the report formats gpu:verify reads (a st
   const rep = JSON.parse(j.lines.join('\n'));
   t.same({ device: rep.device, seed: rep.seed, failed: rep.failed }, { device: { id: 0, name: 'stand-in GPU' }, seed: 4, failed: 0 }, 'one JSON report');
   t.same(rep.rows.map((r: { op: string; config: string }) => `${r.op} ${r.config}`), rows.map((r) => `${r.row.op} ${r.row.config}`), 'the same rows');
-  t.same(seen, [['gatherKV'], ['gatherKV']], '--op reaches runChecks');
+  const plain = await capture(['check', '--seed', '4', '--op', 'gatherKV']);
+  t.equal(plain.code, 0);
+  t.equal(plain.lines[0], 'kvtrim check on stand-in GPU (seed 4)', 'the table form: a title line');
+  t.match(plain.lines.join('\n'), /gatherKV .* PASS/, 'a table row per check');
+  t.equal(plain.lines[plain.lines.length - 1], `\n${rows.length} passed, 0 failed`, 'and the count');
+  t.same(seen, [['gatherKV'], ['gatherKV'], ['gatherKV']], '--op reaches runChecks');
 });
