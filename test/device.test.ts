@@ -74,4 +74,5 @@ t.test('borrowed memory, strided device views, default stream, events', { skip }
   buf.dispose();
   buf.dispose();
   t.ok(buf.disposed);
+  t.throws(() => tensor(buf, [4], { dtype: 'f32' }), /data: its DeviceBuffer was disposed/, 'a disposed buffer cannot back a new tensor');
 });
