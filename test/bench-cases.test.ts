@@ -44,7 +44,7 @@ t.test('speed-of-light bytes and flops of every per-sequence case are docs/perfo
     }
   }
   t.same([...seen].sort(), Object.keys(expect).sort(), 'every per-sequence op has a case');
-  // the pipelines: the sum of their stages (§5.6)
+  // the pipelines: the sum of their stages (docs/performance.md §5.6)
   const [kd, sk] = allBenches().filter((c) => c.op === 'pipeline');
   const H = 8, N = 4096, d = 128, s = 2, k = keepFromRatio(N, 1 - KEEP);
   const stages = 4 * H * N + 4 * H * k + 2 * 2 * H * k * d * s;
