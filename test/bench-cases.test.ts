@@ -15,7 +15,7 @@ import { Rng } from '../lib/rng';
 import { hostContiguous } from '../lib/tensor';
 import type { Tensor } from '../lib/tensor';
 
-const G = 4, W = 32, QS = 32, KEEP = 0.25;
+const G = 4, W = 32, KEEP = 0.25;
 
 t.test('speed-of-light bytes and flops of every per-sequence case are docs/performance.md §5', async (t) => {
   // docs/performance.md §5.1–§5.6 with s the K/V element size, k the kept rows

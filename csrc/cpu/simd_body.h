@@ -219,7 +219,6 @@ constexpr int LD = VB / 8;  // f64 lanes
 typedef double vd __attribute__((vector_size(VB)));
 typedef int64_t vl __attribute__((vector_size(VB)));
 typedef float vfh __attribute__((vector_size(VB / 2)));  // LD f32 lanes, widened to vd
-typedef int32_t vih __attribute__((vector_size(VB / 2)));
 
 inline vd vwiden(const float* p) {
   vfh h;
